@@ -1,0 +1,27 @@
+"""Composer: declarative multimodal fusion models from YAML blueprints."""
+
+from composer.blocks._base import Block, BlockConfig, Context, SpecError
+from composer.blocks._registry import register_block, register_loss
+from composer.blueprint.load import dump_blueprint, load_blueprint
+from composer.errors import BlueprintError, ComposerError, DataError
+from composer.graph.model import ComposedModel, compile_blueprint
+from composer.graph.spec import Spec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Block",
+    "BlockConfig",
+    "BlueprintError",
+    "ComposedModel",
+    "ComposerError",
+    "Context",
+    "DataError",
+    "Spec",
+    "SpecError",
+    "compile_blueprint",
+    "dump_blueprint",
+    "load_blueprint",
+    "register_block",
+    "register_loss",
+]

@@ -1,0 +1,1 @@
+"""Fusion operators: baselines and the paper operators (one module per family)."""

@@ -1,0 +1,340 @@
+"""Load a blueprint: YAML -> overrides -> schema -> graph and shapes, every problem at once.
+
+``load_blueprint(path_or_text, overrides=["blocks.fusion.stages=4"])`` returns a validated
+blueprint (a Pydantic model) or raises :class:`~composer.errors.BlueprintError` with all the
+problems found, each with its YAML path, ``file:line`` and a suggestion where one exists.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+from pydantic import ValidationError
+
+from composer.blocks._registry import get_block, list_blocks, list_losses, load_plugins
+from composer.blueprint._yaml import SourceMap, parse_scalar, read_yaml
+from composer.errors import BlueprintError, ComposerError, Problem, did_you_mean
+
+__all__ = ["load_blueprint", "validate_data", "apply_override", "dump_blueprint", "get_path", "set_path"]
+
+SCHEMA_COMMENT = "# yaml-language-server: $schema=../docs/blueprint.schema.json"
+
+
+# -- paths --------------------------------------------------------------------------
+def split_path(path: str) -> list[str | int]:
+    """``losses.0.weight`` -> ``['losses', 0, 'weight']``."""
+    parts: list[str | int] = []
+    for part in path.split("."):
+        if part == "":
+            raise ComposerError(f"bad path '{path}': empty component")
+        parts.append(int(part) if part.isdigit() else part)
+    return parts
+
+
+def get_path(data: Any, path: Iterable[str | int]) -> Any:
+    for part in path:
+        data = data[part]
+    return data
+
+
+def set_path(data: Any, path: list[str | int], value: Any, *, create: bool = True) -> None:
+    """Set ``value`` at ``path`` in nested dicts/lists; missing mapping keys are created."""
+    node = data
+    for i, part in enumerate(path[:-1]):
+        if isinstance(node, list):
+            if not isinstance(part, int) or part >= len(node):
+                raise KeyError(path[: i + 1])
+            node = node[part]
+            continue
+        if part not in node:
+            if not create or i < 2:
+                raise KeyError(path[: i + 1])
+            node[part] = {}
+        node = node[part]
+    last = path[-1]
+    if isinstance(node, list):
+        if not isinstance(last, int) or last >= len(node):
+            raise KeyError(path)
+    elif not isinstance(node, dict):
+        raise KeyError(path)
+    node[last] = value
+
+
+def apply_override(data: dict, text: str) -> tuple[list[str | int], Any]:
+    """Apply one ``path=value`` override to raw blueprint data (value read as YAML)."""
+    if "=" not in text:
+        raise ComposerError(f"--set expects path=value, got '{text}'")
+    path_text, _, value_text = text.partition("=")
+    path = split_path(path_text.strip())
+    value = parse_scalar(value_text)
+    try:
+        set_path(data, path, value)
+    except KeyError as exc:
+        bad = exc.args[0]
+        parent = get_path(data, bad[:-1]) if len(bad) > 1 else data
+        options = list(parent) if isinstance(parent, dict) else []
+        hint = did_you_mean(str(bad[-1]), [str(o) for o in options])
+        raise BlueprintError(
+            [Problem(tuple(path), f"--set {path_text}: no such place in the blueprint", hint, file="--set")]
+        ) from None
+    return path, value
+
+
+# -- error translation ----------------------------------------------------------------
+def _strip_tags(loc: tuple, data: dict) -> tuple:
+    """Remove pydantic's union tags: ('blocks','f','msaf','hidden') -> ('blocks','f','hidden')."""
+    loc = list(loc)
+    out: list = []
+    i = 0
+    while i < len(loc):
+        out.append(loc[i])
+        i += 1
+        if len(out) >= 2 and out[-2] in ("blocks",) and len(out) == 2 or (len(out) == 2 and out[0] == "losses"):
+            try:
+                node = get_path(data, out)
+            except (KeyError, IndexError, TypeError):
+                node = None
+            if isinstance(node, dict) and i < len(loc) and loc[i] == node.get("type"):
+                i += 1
+    # function-after / nested wrappers in loc have names like 'function-after[...]'
+    return tuple(p for p in out if not (isinstance(p, str) and ("[" in p and "]" in p and "-" in p)))
+
+
+def _field_names(data: dict, loc: tuple) -> list[str]:
+    """Known field names at the mapping that holds ``loc[-1]`` (for did-you-mean)."""
+    from composer.blueprint.schema import blueprint_model
+
+    parent = loc[:-1]
+    model: Any = blueprint_model()
+    if len(parent) >= 2 and parent[0] == "blocks":
+        try:
+            model = get_block(get_path(data, parent[:2]).get("type")).config
+        except Exception:
+            return []
+        parent = parent[2:]
+    elif len(parent) >= 2 and parent[0] == "losses":
+        from composer.blocks._registry import get_loss
+
+        try:
+            model = get_loss(get_path(data, parent[:2]).get("type")).config
+        except Exception:
+            return []
+        parent = parent[2:]
+    for part in parent:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        inner = getattr(ann, "model_fields", None)
+        if inner is None:
+            args = [a for a in getattr(ann, "__args__", ()) if hasattr(a, "model_fields")]
+            if not args:
+                return []
+            ann = args[-1]
+        model = ann
+    fields = getattr(model, "model_fields", {})
+    return [f.alias or name for name, f in fields.items()]
+
+
+def _problem_from_pydantic(err: dict, data: dict) -> Problem:
+    loc = _strip_tags(tuple(err["loc"]), data)
+    kind = err["type"]
+    msg = err["msg"]
+    hint = None
+    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
+        tag = (err.get("ctx") or {}).get("tag")
+        family = "loss" if loc and loc[0] == "losses" else "block"
+        names = [e.name for e in (list_losses() if family == "loss" else list_blocks())]
+        if kind == "union_tag_not_found":
+            msg = f"missing `type`: every {family} names its type (one of: {', '.join(names)})"
+        else:
+            msg = f"unknown {family} type '{tag}'"
+            hint = did_you_mean(str(tag), names)
+            if hint is None:
+                msg += f" (known: {', '.join(names)})"
+        loc = loc + ("type",)
+    elif kind == "extra_forbidden":
+        key = loc[-1]
+        known = _field_names(data, loc)
+        hint = did_you_mean(str(key), known)
+        msg = f"unknown field '{key}'" + (f"; expected one of: {', '.join(known)}" if known and hint is None else "")
+    elif kind == "missing":
+        msg = f"missing required field '{loc[-1]}'"
+    elif kind == "literal_error":
+        expected = (err.get("ctx") or {}).get("expected", "")
+        got = err.get("input")
+        options = [o.strip().strip("'") for o in str(expected).replace(" or ", ",").split(",")]
+        hint = did_you_mean(str(got), options)
+        msg = f"got {got!r}, expected {expected}"
+    elif kind.startswith("value_error"):
+        msg = msg.removeprefix("Value error, ")
+    else:
+        got = err.get("input")
+        if not isinstance(got, (dict, list)):
+            msg = f"{msg} (got {got!r})"
+    return Problem(tuple(loc), msg, hint)
+
+
+def _fill_shared(data: dict) -> None:
+    """A block with ``share: owner`` inherits the owner's settings it does not restate."""
+    blocks = data.get("blocks")
+    if not isinstance(blocks, dict):
+        return
+    for cfg in blocks.values():
+        if isinstance(cfg, dict) and isinstance(cfg.get("share"), str):
+            owner = blocks.get(cfg["share"])
+            if isinstance(owner, dict):
+                for key, value in owner.items():
+                    if key not in ("in", "share", "enabled"):
+                        cfg.setdefault(key, copy.deepcopy(value))
+
+
+def _raw_reference_problems(data: dict) -> list[Problem]:
+    """Dangling references found on raw data (so they are reported with schema errors)."""
+    from composer.graph.plan import Ref
+
+    blocks = data.get("blocks") if isinstance(data.get("blocks"), dict) else {}
+    modalities = data.get("modalities") if isinstance(data.get("modalities"), dict) else {}
+    names = list(modalities) + list(blocks)
+    problems = []
+    for bid, cfg in blocks.items():
+        if not isinstance(cfg, dict):
+            continue
+        ins = cfg.get("in")
+        items = [((), ins)] if isinstance(ins, str) else list(enumerate(ins)) if isinstance(ins, list) else list(ins.items()) if isinstance(ins, dict) else []
+        for key, ref in items:
+            if not isinstance(ref, str):
+                continue
+            src = Ref.parse(ref).source
+            if src not in names:
+                where = ("blocks", bid, "in") + ((key,) if key != () else ())
+                problems.append(Problem(where, f"unknown reference '{ref}' (expected a modality or block id)", did_you_mean(src, names)))
+    return problems
+
+
+def validate_data(data: Any, smap: SourceMap | None = None, *, allow_plugins: bool = False):
+    """Schema, graph and shape checks on raw data; returns the Blueprint model."""
+    from composer.blueprint.schema import RESERVED_IDS, blueprint_model
+    from composer.graph.plan import plan
+
+    smap = smap or SourceMap()
+    if not isinstance(data, dict):
+        raise BlueprintError([smap.locate(Problem((), "a blueprint is a YAML mapping with `blueprint: 1`, `name`, `modalities`, `blocks`"))])
+    if allow_plugins and isinstance(data.get("plugins"), list):
+        load_plugins([str(p) for p in data["plugins"]])
+    data = copy.deepcopy(data)
+    _fill_shared(data)
+    problems: list[Problem] = []
+    blocks = data.get("blocks") if isinstance(data.get("blocks"), dict) else {}
+    import re
+
+    for bid in blocks:
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", str(bid)) or bid in RESERVED_IDS:
+            problems.append(Problem(("blocks", bid), f"'{bid}' cannot be a block id (letters, digits and '_'; not a reserved word: {', '.join(sorted(RESERVED_IDS))})"))
+        if isinstance(data.get("modalities"), dict) and bid in data["modalities"]:
+            problems.append(Problem(("blocks", bid), f"'{bid}' is both a modality and a block id"))
+    try:
+        bp = blueprint_model().model_validate(data)
+    except ValidationError as exc:
+        problems += [_problem_from_pydantic(e, data) for e in exc.errors()]
+        problems += _raw_reference_problems(data)
+        raise BlueprintError([smap.locate(p) for p in _dedupe(problems)]) from None
+    if problems:
+        raise BlueprintError([smap.locate(p) for p in problems])
+    problems += _search_space_problems(bp, data)
+    try:
+        the_plan = plan(bp)
+    except BlueprintError as exc:
+        raise BlueprintError([smap.locate(p) for p in exc.problems + problems]) from None
+    if problems:
+        raise BlueprintError([smap.locate(p) for p in problems])
+    object.__setattr__(bp, "_plan", the_plan)
+    object.__setattr__(bp, "_source_map", smap)
+    for w in the_plan.warnings:
+        smap.locate(w)
+    return bp
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    seen, out = set(), []
+    for p in problems:
+        key = (p.path, p.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
+
+
+def _search_space_problems(bp, data: dict) -> list[Problem]:
+    """Each search-space key must name a field the blueprint has (or its block type defines)."""
+    if bp.search is None:
+        return []
+    full = bp.to_data()
+    problems = []
+    for key in bp.search.space:
+        path = split_path(key)
+        try:
+            get_path(full, path)
+            continue
+        except (KeyError, IndexError, TypeError):
+            pass
+        parent: Any = full
+        known: list[str] = []
+        for part in path[:-1]:
+            try:
+                parent = parent[part]
+            except (KeyError, IndexError, TypeError):
+                known = list(parent) if isinstance(parent, dict) else []
+                break
+        else:
+            known = list(parent) if isinstance(parent, dict) else []
+        bad = next((p for p in path if isinstance(p, str) and p not in known), path[-1])
+        problems.append(Problem(("search", "space", key), f"'{key}' is not a field of this blueprint", did_you_mean(str(path[-1] if bad is None else bad), known)))
+    return problems
+
+
+# -- public entry points ----------------------------------------------------------------
+def load_blueprint(
+    blueprint: str | Path | dict,
+    overrides: Iterable[str] = (),
+    *,
+    source: str | None = None,
+    allow_plugins: bool = False,
+):
+    """Load and validate a blueprint from a path, YAML text or a dict.
+
+    ``overrides`` are ``path=value`` strings (values read as YAML). Raises
+    :class:`~composer.errors.BlueprintError` listing every problem.
+    """
+    if isinstance(blueprint, dict):
+        data, smap = copy.deepcopy(blueprint), SourceMap(source)
+    else:
+        text, name = _read_source(blueprint)
+        data, smap = read_yaml(text, source or name)
+    problems = []
+    for item in overrides:
+        try:
+            apply_override(data, item)
+        except BlueprintError as exc:
+            problems += exc.problems
+    if problems:
+        raise BlueprintError(problems)
+    return validate_data(data, smap, allow_plugins=allow_plugins)
+
+
+def _read_source(blueprint: str | Path) -> tuple[str, str | None]:
+    if isinstance(blueprint, Path) or ("\n" not in str(blueprint) and str(blueprint).endswith((".yaml", ".yml"))):
+        path = Path(blueprint)
+        if not path.exists():
+            raise ComposerError(f"blueprint file not found: {path}")
+        return path.read_text(encoding="utf-8"), str(path)
+    return str(blueprint), None
+
+
+def dump_blueprint(bp) -> str:
+    """YAML text of a blueprint that reloads to an equal blueprint."""
+    data = bp.model_dump(mode="json", by_alias=True, exclude_unset=False, exclude_none=True)
+    return SCHEMA_COMMENT + "\n" + yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)

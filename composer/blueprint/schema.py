@@ -1,0 +1,204 @@
+"""The blueprint schema (version 1), validated with Pydantic v2.
+
+The top level is fixed; ``blocks`` and ``losses`` are discriminated unions on ``type``
+generated from the registries, so the model class is built on demand by
+:func:`blueprint_model` and rebuilt when a new block type is registered.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+
+from composer.blocks._registry import _UNION_CACHE, block_union, loss_union
+from composer.graph.spec import Spec, feature_map, sequence, tokens, vector
+from composer.train.config import TrainingConfig
+
+__all__ = [
+    "StrictModel",
+    "TaskConfig",
+    "ModalityConfig",
+    "SearchSpaceEntry",
+    "ObjectiveConfig",
+    "SearchConfig",
+    "BlueprintBase",
+    "blueprint_model",
+    "RESERVED_IDS",
+]
+
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RESERVED_IDS = {"label", "main", "aux_losses", "outputs", "forward", "blocks", "losses", "blueprint", "training"}
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class TaskConfig(StrictModel):
+    """What the model predicts.
+
+    ``regression``: ``outputs`` real values per sample (labels ``(B,)`` or ``(B, outputs)``).
+    ``classification``: one of ``outputs`` classes (labels are class indices).
+    ``multilabel``: ``outputs`` independent binary decisions (one-vs-rest, e.g. IEMOCAP emotions).
+    """
+
+    kind: Literal["regression", "classification", "multilabel"] = "regression"
+    outputs: int = Field(default=1, ge=1, description="Number of regression outputs, classes or labels.")
+    classes: list[str] | None = Field(default=None, description="Names of the classes or labels.")
+    label_range: tuple[float, float] = Field(
+        default=(-3.0, 3.0), description="Range of regression labels (sentiment intensity on MOSI/MOSEI: [-3, 3])."
+    )
+
+    @model_validator(mode="after")
+    def _classes_match(self) -> "TaskConfig":
+        if self.classes is not None and len(self.classes) != self.outputs:
+            raise ValueError(f"classes lists {len(self.classes)} names but outputs is {self.outputs}")
+        if self.kind == "classification" and self.outputs < 2:
+            raise ValueError("a classification task needs outputs >= 2 classes")
+        return self
+
+    def label_spec(self) -> Spec:
+        from composer.graph.spec import labels
+
+        if self.kind == "classification":
+            return labels("long")
+        if self.kind == "regression" and self.outputs == 1:
+            return labels("float")
+        return vector(self.outputs)
+
+
+class ModalityConfig(StrictModel):
+    """One input modality.
+
+    ``sequence``: float features ``(B, T, features)``; ``tokens``: token ids ``(B, T)`` for a
+    text encoder; ``vector``: ``(B, features)``; ``map``: ``(B, features, *spatial)``.
+    ``length`` is the time length used for example and synthetic batches (real batches may
+    differ). Modalities that name the same ``time`` symbol are aligned (same length and mask).
+    """
+
+    kind: Literal["sequence", "tokens", "vector", "map"] = "sequence"
+    features: int | None = Field(default=None, ge=1, description="Feature width (not for tokens).")
+    length: int = Field(default=50, ge=1, description="Time steps of example/synthetic batches.")
+    vocab: int = Field(default=30522, ge=2, description="Vocabulary size for token inputs.")
+    spatial: list[int] = Field(default_factory=list, description="Spatial sizes of a feature map.")
+    time: str | None = Field(default=None, description="Time symbol; modalities sharing it are aligned.")
+
+    @model_validator(mode="after")
+    def _features_needed(self) -> "ModalityConfig":
+        if self.kind != "tokens" and self.features is None:
+            raise ValueError(f"a {self.kind} modality needs `features`")
+        if self.kind == "tokens" and self.features is not None:
+            raise ValueError("token inputs have no `features`; the text encoder sets the width")
+        if self.kind == "map" and not self.spatial:
+            raise ValueError("a map modality needs `spatial` sizes, e.g. [7, 7]")
+        return self
+
+    def time_symbol(self, name: str) -> str:
+        return self.time or f"T_{name}"
+
+    def spec(self, name: str) -> Spec:
+        if self.kind == "tokens":
+            return tokens(self.time_symbol(name))
+        if self.kind == "sequence":
+            return sequence(self.time_symbol(name), self.features)
+        if self.kind == "vector":
+            return vector(self.features)
+        return feature_map(self.features, *self.spatial)
+
+
+class SearchSpaceEntry(StrictModel):
+    """One searchable field: exactly one of ``choice``, ``int`` or ``float``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    choice: list[Any] | None = None
+    int_range: tuple[int, int] | None = Field(default=None, alias="int")
+    float_range: tuple[float, float] | None = Field(default=None, alias="float")
+    log: bool = False
+    step: float | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "SearchSpaceEntry":
+        given = [k for k in ("choice", "int_range", "float_range") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of `choice: [...]`, `int: [low, high]`, `float: [low, high]`")
+        bounds = self.int_range or self.float_range
+        if bounds is not None and bounds[0] > bounds[1]:
+            raise ValueError(f"low {bounds[0]} is above high {bounds[1]}")
+        if self.choice is not None and not self.choice:
+            raise ValueError("`choice` needs at least one value")
+        return self
+
+
+class ObjectiveConfig(StrictModel):
+    metric: str = Field(default="loss", description="Metric name, e.g. mae, corr, acc2_nonzero, f1_weighted.")
+    split: Literal["train", "valid", "test"] = "valid"
+    direction: Literal["minimize", "maximize"] = "minimize"
+
+
+class SearchConfig(StrictModel):
+    """Architecture and hyper-parameter search with Optuna; keys of ``space`` are blueprint paths."""
+
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
+    space: dict[str, SearchSpaceEntry] = Field(default_factory=dict)
+    trials: int = Field(default=20, ge=1)
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    pruner: Literal["median", "none"] = "median"
+    epochs: int | None = Field(default=None, ge=1, description="Epochs per trial (default: training.epochs).")
+
+
+class BlueprintBase(StrictModel):
+    blueprint: Literal[1] = Field(description="Blueprint language version.")
+    name: str = Field(description="Model name, used for run folders.")
+    description: str = ""
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    modalities: dict[str, ModalityConfig] = Field(min_length=1)
+    outputs: dict[str, str] = Field(
+        default_factory=dict,
+        description="Named outputs; `prediction` is what losses and metrics use (default: the one block nothing consumes).",
+    )
+    aux_loss_weight: float = Field(default=1.0, ge=0.0, description="Multiplier of the blocks' auxiliary losses.")
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    search: SearchConfig | None = None
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="Python modules that register extra blocks; imported only with --allow-plugins.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not re.match(r"^[A-Za-z0-9_.-]+$", v):
+            raise ValueError("use letters, digits, '_', '-' and '.' only")
+        return v
+
+    @field_validator("modalities")
+    @classmethod
+    def _modality_names(cls, v: dict) -> dict:
+        for key in v:
+            if not NAME_RE.match(key) or key in RESERVED_IDS:
+                raise ValueError(f"'{key}' cannot name a modality (letters, digits, '_'; not a reserved word)")
+        return v
+
+    # -- convenience -------------------------------------------------------------
+    def input_specs(self) -> dict[str, Spec]:
+        return {name: m.spec(name) for name, m in self.modalities.items()}
+
+    def to_data(self) -> dict:
+        """Plain data that reloads to an equal blueprint (YAML round-trip)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_defaults=False)
+
+
+def blueprint_model() -> type[BlueprintBase]:
+    """The Blueprint model class with the current registries' unions."""
+    key = "blueprint-model"
+    if key not in _UNION_CACHE:
+        _UNION_CACHE[key] = create_model(
+            "Blueprint",
+            __base__=BlueprintBase,
+            blocks=(dict[str, block_union()], Field(min_length=1)),
+            losses=(list[loss_union()], Field(default_factory=list)),
+        )
+    return _UNION_CACHE[key]

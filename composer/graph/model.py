@@ -1,0 +1,242 @@
+"""The compiled model: one ``nn.Module`` that runs a :class:`~composer.graph.plan.Plan`.
+
+Blocks are registered as direct submodules under their ids, so parameter names read like
+the blueprint (``fusion.cmt_a1.layers.0.fc1.weight``); a block with ``share:`` reuses its
+owner's module and adds no parameters. ``forward(batch)`` walks the plan's nodes in
+topological order; the per-step work is a dict lookup and a module call, which is what a
+hand-written model does as well.
+
+Batch layout (a dict): one tensor per modality (``(B, T, D)`` float, ``(B, T)`` token ids,
+...), optionally ``<modality>_lengths`` ``(B,)`` or ``<modality>_mask`` ``(B, T)`` bool,
+``<modality>_segment`` ``(B, T)`` token type ids, and ``label`` for training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from composer.blocks._base import Context, length_mask
+from composer.errors import ComposerError, DataError
+from composer.graph.plan import Plan, plan
+from composer.losses._base import MAIN_VIEW
+
+__all__ = ["ComposedModel", "compile_blueprint", "build_masks"]
+
+
+def build_masks(batch: dict[str, Any], modality_times: dict[str, str]) -> dict[str, torch.Tensor]:
+    """Padding masks keyed by time symbol, from ``<m>_mask`` or ``<m>_lengths`` entries."""
+    masks: dict[str, torch.Tensor] = {}
+    for name, symbol in modality_times.items():
+        if symbol in masks:
+            continue
+        mask = batch.get(f"{name}_mask")
+        if mask is None:
+            lengths = batch.get(f"{name}_lengths")
+            x = batch.get(name)
+            if lengths is not None and x is not None:
+                mask = length_mask(lengths.to(x.device), x.shape[1])
+        if mask is not None:
+            masks[symbol] = mask.bool()
+    return masks
+
+
+class ComposedModel(nn.Module):
+    """A blueprint compiled into one module. Use :func:`compile_blueprint` to make one."""
+
+    def __init__(self, blueprint, the_plan: Plan | None = None):
+        super().__init__()
+        self.blueprint = blueprint
+        self.plan = the_plan if the_plan is not None else plan(blueprint)
+        for node in self.plan.nodes:
+            if node.config.share is None:
+                self.add_module(node.id, node.entry.impl(node.config, node.in_specs))
+        # (block id, module id, enabled, [(port, value key)], [(port, value key)])
+        self._steps = [
+            (
+                node.id,
+                node.owner,
+                node.enabled,
+                [(port, ref.key) for port, ref in node.inputs.items()],
+                [(port, node.value_key(port)) for port in node.out_specs],
+                tuple(node.entry.impl.aux_loss_ports),
+            )
+            for node in self.plan.nodes
+        ]
+        self._times = {
+            name: m.time_symbol(name) for name, m in blueprint.modalities.items() if m.kind in ("sequence", "tokens")
+        }
+        self.losses = nn.ModuleList(ln.entry.impl(ln.config, ln.specs) for ln in self.plan.losses)
+
+    # -- running -------------------------------------------------------------------
+    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Run the blocks on a batch; returns named outputs, ``aux_losses`` and all ``values``."""
+        ctx = Context(masks=build_masks(batch, self._times), batch=batch)
+        values: dict[str, torch.Tensor] = {name: batch[name] for name in self.plan.inputs}
+        aux: dict[str, torch.Tensor] = {}
+        for block_id, module_id, enabled, ins, outs, aux_ports in self._steps:
+            inputs = {port: values[key] for port, key in ins}
+            if not enabled:
+                if len(outs) == 1 and outs[0][0] == "out":
+                    values[outs[0][1]] = inputs[ins[0][0]]
+                else:
+                    for port, key in outs:
+                        values[key] = inputs[port]
+                continue
+            result = self._modules[module_id](inputs, ctx)
+            if isinstance(result, dict):
+                for port, key in outs:
+                    values[key] = result[port]
+                for port in aux_ports:
+                    aux[f"{block_id}.{port}"] = result[port]
+            else:
+                values[outs[0][1]] = result
+        out: dict[str, Any] = {name: values[key] for name, key in self.plan.outputs.items()}
+        out["aux_losses"] = aux
+        out["values"] = values
+        return out
+
+    def compute_loss(
+        self, outputs: dict[str, dict[str, Any]], batches: dict[str, dict[str, Any]]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total loss and its named terms from per-view outputs and batches (``main`` at least)."""
+        parts: dict[str, torch.Tensor] = {}
+        total = None
+        for node, module in zip(self.plan.losses, self.losses):
+            vals = {}
+            for fname, (view, name, port) in node.refs.items():
+                vals[fname] = self._resolve(outputs[view], batches[view], name, port)
+            ctx = Context(masks=build_masks(batches[MAIN_VIEW], self._times), batch=batches[MAIN_VIEW])
+            value = module(vals, ctx)
+            parts[node.name] = value.detach()
+            term = node.config.weight * value
+            total = term if total is None else total + term
+        aux_weight = self.blueprint.aux_loss_weight
+        for key, value in outputs[MAIN_VIEW]["aux_losses"].items():
+            parts[key] = value.detach()
+            term = aux_weight * value
+            total = term if total is None else total + term
+        if total is None:
+            raise ComposerError("the blueprint defines no loss: add one under `losses:`")
+        return total, parts
+
+    def _resolve(self, outputs: dict[str, Any], batch: dict[str, Any], name: str, port: str | None) -> torch.Tensor:
+        if name == "label":
+            return batch["label"]
+        if name == "mask":
+            return batch["view_masks"][port]
+        key = name if port is None else f"{name}.{port}"
+        return outputs["values"][key]
+
+    # -- convenience ---------------------------------------------------------------
+    def example_inputs(self, batch_size: int = 2, *, seed: int = 0, device: str | torch.device = "cpu", lengths: bool = True) -> dict[str, torch.Tensor]:
+        """A valid random batch (modalities, lengths and labels) shaped by the blueprint."""
+        gen = torch.Generator().manual_seed(seed)
+        batch: dict[str, torch.Tensor] = {}
+        for name, m in self.blueprint.modalities.items():
+            if m.kind == "tokens":
+                ids = torch.randint(1000, m.vocab, (batch_size, m.length), generator=gen) if m.vocab > 1000 else torch.randint(3, m.vocab, (batch_size, m.length), generator=gen)
+                ids[:, 0] = 101 if m.vocab > 102 else 1
+                batch[name] = ids
+                batch[f"{name}_mask"] = torch.ones(batch_size, m.length, dtype=torch.bool)
+                batch[f"{name}_segment"] = torch.zeros(batch_size, m.length, dtype=torch.long)
+                continue
+            shape = tuple(batch_size if d == "B" else (m.length if isinstance(d, str) else d) for d in m.spec(name).shape)
+            batch[name] = torch.randn(shape, generator=gen)
+            if m.kind == "sequence" and lengths:
+                lens = torch.randint(max(1, m.length // 2), m.length + 1, (batch_size,), generator=gen)
+                lens[0] = m.length
+                batch[f"{name}_lengths"] = lens
+        task = self.blueprint.task
+        if task.kind == "classification":
+            batch["label"] = torch.randint(0, task.outputs, (batch_size,), generator=gen)
+        elif task.kind == "multilabel":
+            batch["label"] = torch.randint(0, 2, (batch_size, task.outputs), generator=gen).float()
+        else:
+            low, high = task.label_range
+            shape = (batch_size,) if task.outputs == 1 else (batch_size, task.outputs)
+            batch["label"] = torch.rand(shape, generator=gen) * (high - low) + low
+        return {k: v.to(device) for k, v in batch.items()}
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameters per owning block (shared blocks count once, under their owner)."""
+        counts = {}
+        for node in self.plan.nodes:
+            if node.config.share is None:
+                counts[node.id] = sum(p.numel() for p in self._modules[node.id].parameters())
+            else:
+                counts[node.id] = 0
+        for i, module in enumerate(self.losses):
+            n = sum(p.numel() for p in module.parameters())
+            if n:
+                counts[f"losses.{i}"] = n
+        return counts
+
+    # -- persistence ---------------------------------------------------------------
+    def save(self, path: str | Path, extra: dict[str, str] | None = None) -> Path:
+        """Write the weights (safetensors) with the exact blueprint in the file's metadata."""
+        from safetensors.torch import save_file
+
+        from composer.blueprint.load import dump_blueprint
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        metadata = {"composer.blueprint": dump_blueprint(self.blueprint), "composer.format": "1"}
+        metadata.update(extra or {})
+        save_file(state, str(path), metadata=metadata)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "ComposedModel":
+        """Rebuild the model from the blueprint stored in a safetensors file, then load weights."""
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        from composer.blueprint.load import load_blueprint
+
+        path = Path(path)
+        if not path.exists():
+            raise ComposerError(f"no weights file at {path}")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                metadata = f.metadata() or {}
+        except Exception as exc:  # safetensors raises its own error types
+            raise DataError(f"{path} is not a safetensors file: {exc}") from None
+        text = metadata.get("composer.blueprint")
+        if text is None:
+            raise DataError(f"{path} holds no blueprint; it was not written by Composer")
+        model = compile_blueprint(load_blueprint(text, source=f"{path}#blueprint"))
+        missing, unexpected = model.load_state_dict(load_file(str(path), device=str(map_location)), strict=False)
+        if missing or unexpected:
+            raise DataError(f"{path}: weights do not match the blueprint (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        return model
+
+
+def compile_blueprint(blueprint) -> ComposedModel:
+    """Blueprint -> :class:`ComposedModel` (validates the graph and shapes first)."""
+    return ComposedModel(blueprint)
+
+
+def summary_rows(model: ComposedModel) -> list[dict[str, Any]]:
+    """Per-block rows for ``composer build``: id, type, inputs, outputs, parameters."""
+    counts = model.parameter_counts()
+    rows = []
+    for node in model.plan.nodes:
+        rows.append(
+            {
+                "id": node.id,
+                "type": node.config.type,
+                "family": node.entry.family,
+                "inputs": {p: str(s) for p, s in node.in_specs.items()},
+                "outputs": {p: str(s) for p, s in node.out_specs.items()},
+                "params": counts[node.id],
+                "shares": node.config.share,
+                "enabled": node.enabled,
+            }
+        )
+    return rows
+

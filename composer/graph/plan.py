@@ -1,0 +1,317 @@
+"""The blueprint as a graph: references, cycles, shapes — before any tensor exists.
+
+:func:`plan` turns a validated blueprint into a :class:`Plan`: a NetworkX ``DiGraph`` of
+modalities and blocks plus the blocks in one topological order, each with its resolved
+input references and inferred input/output specs. The same ordered nodes drive shape
+inference here, execution in :class:`~composer.graph.model.ComposedModel` and the labels of
+:mod:`composer.render`, so the three can never disagree.
+
+Problems (dangling references, cycles, missing outputs, shape mismatches, bad sharing,
+disabled blocks that cannot pass through) are collected and raised together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from composer.blocks._base import BlockConfig, SpecError
+from composer.blocks._registry import Entry, get_block, get_loss
+from composer.errors import BlueprintError, Problem, did_you_mean
+from composer.graph.spec import Spec
+from composer.losses._base import MAIN_VIEW, parse_ref
+
+__all__ = ["Ref", "Node", "LossNode", "Plan", "plan", "resolve_reference", "check_references"]
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A value in the graph: a modality or a block, and for multi-output blocks a port."""
+
+    source: str
+    port: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.source if self.port is None else f"{self.source}.{self.port}"
+
+    @staticmethod
+    def parse(text: str) -> "Ref":
+        source, _, port = text.partition(".")
+        return Ref(source, port or None)
+
+
+@dataclass
+class Node:
+    """One use of a block: its id, config, resolved inputs and inferred specs."""
+
+    id: str
+    config: BlockConfig
+    entry: Entry
+    inputs: dict[str, Ref]
+    in_specs: dict[str, Spec]
+    out_specs: dict[str, Spec]
+
+    @property
+    def owner(self) -> str:
+        """The block whose weights this node uses (itself unless ``share`` is set)."""
+        return self.config.share or self.id
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.enabled
+
+    def value_key(self, port: str) -> str:
+        return self.id if port == "out" and list(self.out_specs) == ["out"] else f"{self.id}.{port}"
+
+
+@dataclass
+class LossNode:
+    index: int
+    name: str
+    config: object
+    entry: Entry
+    refs: dict[str, tuple[str, str, str | None]]  # field -> (view, name, port)
+    specs: dict[str, Spec]
+
+
+@dataclass
+class Plan:
+    blueprint: object
+    graph: nx.DiGraph
+    nodes: list[Node]
+    inputs: dict[str, Spec]
+    values: dict[str, Spec]  # value key ("audio", "enc", "emt.global") -> spec
+    outputs: dict[str, str]  # output name -> value key
+    losses: list[LossNode] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+    def node(self, block_id: str) -> Node:
+        return next(n for n in self.nodes if n.id == block_id)
+
+    @property
+    def prediction_spec(self) -> Spec:
+        return self.values[self.outputs["prediction"]]
+
+
+def _single_or_ports(specs: dict[str, Spec]) -> list[str]:
+    return list(specs)
+
+
+def resolve_reference(text: str, values: dict[str, Spec], block_ports: dict[str, list[str]], names: list[str]) -> tuple[str | None, str | None, str | None]:
+    """Reference text -> (value key, error message, suggestion)."""
+    ref = Ref.parse(text)
+    if ref.source not in names:
+        return None, f"unknown reference '{text}'", did_you_mean(ref.source, names)
+    ports = block_ports.get(ref.source)
+    if ports is None and ref.source in values:  # a modality
+        if ref.port is not None:
+            return None, f"modality '{ref.source}' has no ports; use '{ref.source}'", ref.source
+        return ref.source, None, None
+    if not ports:
+        return None, f"'{ref.source}' has no outputs (it failed to build)", None
+    if ref.port is None:
+        if ports == ["out"]:
+            return ref.source, None, None
+        return None, f"block '{ref.source}' has several outputs ({', '.join(ports)}); name one as '{ref.source}.<port>'", f"{ref.source}.{ports[0]}"
+    if ref.port not in ports:
+        hint = did_you_mean(ref.port, ports)
+        return None, f"block '{ref.source}' has no output '{ref.port}' (outputs: {', '.join(ports)})", (f"{ref.source}.{hint}" if hint else None)
+    key = ref.source if ports == ["out"] else f"{ref.source}.{ref.port}"
+    return key, None, None
+
+
+def check_references(blocks: dict[str, BlockConfig], modalities: list[str]) -> tuple[nx.DiGraph, list[Problem]]:
+    """Graph layer: build the DiGraph and report dangling references, self loops and cycles."""
+    problems: list[Problem] = []
+    graph = nx.DiGraph()
+    for m in modalities:
+        graph.add_node(m, kind="modality")
+    names = list(modalities) + list(blocks)
+    for bid, cfg in blocks.items():
+        graph.add_node(bid, kind="block")
+    for bid, cfg in blocks.items():
+        for port, ref in cfg.input_map().items():
+            where = ("blocks", bid, "in") if isinstance(cfg.inputs, str) else ("blocks", bid, "in", int(port) if isinstance(cfg.inputs, list) else port)
+            source = Ref.parse(ref).source
+            if source not in names:
+                problems.append(Problem(where, f"unknown reference '{ref}' (expected a modality or block id)", did_you_mean(source, names)))
+            elif source == bid:
+                problems.append(Problem(where, f"block '{bid}' cannot read its own output"))
+            else:
+                graph.add_edge(source, bid, port=port, ref=ref)
+        if cfg.share is not None:
+            if cfg.share not in blocks:
+                problems.append(Problem(("blocks", bid, "share"), f"unknown block '{cfg.share}' to share weights with", did_you_mean(cfg.share, list(blocks))))
+            elif blocks[cfg.share].share is not None:
+                problems.append(Problem(("blocks", bid, "share"), f"'{cfg.share}' itself shares weights with '{blocks[cfg.share].share}'; share with that block directly"))
+            elif cfg.share == bid:
+                problems.append(Problem(("blocks", bid, "share"), "a block cannot share weights with itself"))
+            elif blocks[cfg.share].type != cfg.type:
+                problems.append(Problem(("blocks", bid, "share"), f"cannot share weights between type '{cfg.type}' and '{blocks[cfg.share].type}'"))
+    try:
+        cycle = nx.find_cycle(graph)
+    except nx.NetworkXNoCycle:
+        cycle = None
+    if cycle:
+        path = " -> ".join([u for u, _ in cycle] + [cycle[0][0]])
+        problems.append(Problem(("blocks", cycle[0][1]), f"cycle in the block graph: {path}"))
+    return graph, problems
+
+
+def _disabled_outputs(node_id: str, cfg: BlockConfig, in_specs: dict[str, Spec], out_specs: dict[str, Spec]) -> None:
+    """A disabled block passes its inputs through: its outputs must equal its inputs."""
+    if list(out_specs) == ["out"] and len(in_specs) >= 1:
+        main = next(iter(in_specs.values()))
+        if out_specs["out"] != main:
+            raise SpecError(f"cannot disable: output {out_specs['out']} differs from main input {main}", field="enabled")
+        return
+    for port, spec in out_specs.items():
+        if port not in in_specs or in_specs[port] != spec:
+            raise SpecError(f"cannot disable: output '{port}' has no input of the same shape to pass through", field="enabled")
+
+
+def plan(bp) -> Plan:
+    """Check the graph and infer every spec; raise BlueprintError listing all problems."""
+    modalities = list(bp.modalities)
+    inputs = bp.input_specs()
+    graph, problems = check_references(bp.blocks, modalities)
+    warnings: list[Problem] = []
+    values: dict[str, Spec] = dict(inputs)
+    block_ports: dict[str, list[str]] = {}
+    nodes: list[Node] = []
+    names = modalities + list(bp.blocks)
+    failed: set[str] = set()
+    if any("cycle" in p.message for p in problems):
+        raise BlueprintError(problems)
+
+    for bid in nx.topological_sort(graph):
+        if bid in inputs:
+            continue
+        cfg = bp.blocks[bid]
+        entry = get_block(cfg.type)
+        refs: dict[str, Ref] = {}
+        in_specs: dict[str, Spec] = {}
+        ok = True
+        for port, text in cfg.input_map().items():
+            if Ref.parse(text).source in failed:
+                ok = False
+                continue
+            key, err, hint = resolve_reference(text, values, block_ports, names)
+            if err:
+                if "unknown reference" not in err:  # unknown references were reported by check_references
+                    problems.append(Problem(("blocks", bid, "in"), err, hint))
+                ok = False
+                continue
+            refs[port] = Ref(*key.split(".", 1)) if "." in key else Ref(key)
+            in_specs[port] = values[key]
+        if not ok:
+            failed.add(bid)
+            continue
+        try:
+            out_specs = entry.impl.infer(cfg, in_specs)
+            if not isinstance(out_specs, dict):
+                out_specs = {"out": out_specs}
+            if not cfg.enabled:
+                _disabled_outputs(bid, cfg, in_specs, out_specs)
+        except SpecError as exc:
+            problems.append(Problem(("blocks", bid) + ((exc.field,) if exc.field else ()), exc.message))
+            failed.add(bid)
+            continue
+        node = Node(bid, cfg, entry, refs, in_specs, out_specs)
+        nodes.append(node)
+        block_ports[bid] = list(out_specs)
+        for port, spec in out_specs.items():
+            values[node.value_key(port)] = spec
+
+    # explicit weight sharing: same type (checked above), same settings, same input widths
+    by_id = {n.id: n for n in nodes}
+    for n in nodes:
+        owner = by_id.get(n.config.share) if n.config.share else None
+        if owner is None:
+            continue
+        if owner.config.hyperparameters() != n.config.hyperparameters():
+            problems.append(Problem(("blocks", n.id, "share"), f"cannot share weights with '{owner.id}': settings differ (a sharing block repeats the owner's settings)"))
+        elif [s.features if s.kind != "tokens" else None for s in owner.in_specs.values()] != [s.features if s.kind != "tokens" else None for s in n.in_specs.values()]:
+            widths = lambda node: ", ".join(str(s) for s in node.in_specs.values())
+            problems.append(Problem(("blocks", n.id, "share"), f"cannot share weights with '{owner.id}': inputs differ ({widths(n)} vs {widths(owner)})"))
+
+    # outputs
+    outputs: dict[str, str] = {}
+    consumers = {u for u, _ in graph.edges}
+    for name, text in bp.outputs.items():
+        key, err, hint = resolve_reference(text, values, block_ports, names)
+        if err:
+            if Ref.parse(text).source not in failed:
+                problems.append(Problem(("outputs", name), err, hint))
+        else:
+            outputs[name] = key
+    if "prediction" not in outputs and "prediction" not in bp.outputs:
+        sinks = [n for n in nodes if n.id not in consumers and not n.entry.impl.aux_loss_ports]
+        if len(sinks) == 1 and list(sinks[0].out_specs) == ["out"]:
+            outputs["prediction"] = sinks[0].id
+        elif not failed:
+            names_ = ", ".join(n.id for n in sinks) or "none"
+            problems.append(Problem(("outputs",), f"missing output 'prediction': name the block that predicts (blocks nothing consumes: {names_})"))
+
+    # unused blocks
+    used_by_outputs = set()
+    for key in outputs.values():
+        used_by_outputs.add(key.split(".")[0])
+    loss_sources = set()
+    for loss in bp.losses:
+        for text in loss.refs().values():
+            loss_sources.add(parse_ref(text)[1])
+    for n in nodes:
+        if n.id not in consumers and n.id not in used_by_outputs and n.id not in loss_sources and not n.entry.impl.aux_loss_ports:
+            warnings.append(Problem(("blocks", n.id), f"block '{n.id}' is not used by any output or loss", severity="warning"))
+    for m in modalities:
+        if m not in consumers:
+            warnings.append(Problem(("modalities", m), f"modality '{m}' is not read by any block", severity="warning"))
+
+    # losses
+    loss_nodes: list[LossNode] = []
+    views = [MAIN_VIEW] + list(bp.training.views)
+    label_spec = bp.task.label_spec()
+    for i, cfg in enumerate(bp.losses):
+        entry = get_loss(cfg.type)
+        refs, specs, ok = {}, {}, True
+        for fname, text in cfg.refs().items():
+            view, name, port = parse_ref(text)
+            where = ("losses", i, fname)
+            if view not in views:
+                problems.append(Problem(where, f"unknown view '{view}' (views: {', '.join(views)})", did_you_mean(view, views)))
+                ok = False
+                continue
+            if name == "label":
+                spec = label_spec
+            elif name == "mask":
+                if port not in bp.modalities or bp.modalities[port].kind not in ("sequence", "tokens"):
+                    problems.append(Problem(where, f"'mask.{port}' needs a sequence modality", did_you_mean(str(port), modalities)))
+                    ok = False
+                    continue
+                spec = Spec("tokens", ("B", inputs[port].time), dtype="bool")
+            else:
+                key, err, hint = resolve_reference(name + (f".{port}" if port else ""), values, block_ports, names + ["label"])
+                if err:
+                    if name not in failed and "failed to build" not in err:
+                        problems.append(Problem(where, err, hint))
+                    ok = False
+                    continue
+                spec = values[key]
+                port = key.split(".", 1)[1] if "." in key else None
+            refs[fname] = (view, name, port)
+            specs[fname] = spec
+        if not ok:
+            continue
+        try:
+            entry.impl.check(cfg, specs)
+        except SpecError as exc:
+            problems.append(Problem(("losses", i) + ((exc.field,) if exc.field else ()), exc.message))
+            continue
+        loss_nodes.append(LossNode(i, cfg.name or f"{cfg.type}_{i}", cfg, entry, refs, specs))
+
+    if problems:
+        raise BlueprintError(problems + warnings)
+    return Plan(bp, graph, nodes, inputs, values, outputs, loss_nodes, warnings)

@@ -1,0 +1,73 @@
+"""What every loss is: a config naming the values it compares, and an ``nn.Module``.
+
+A loss config lists *reference fields* (``ref_fields``): each holds a reference of the form
+``[view:]name[.port]`` where ``name`` is a block id, a modality (the view's input) or
+``label`` (the batch's target), and ``view`` is ``main`` (the default, the batch as given)
+or a view defined under ``training.views``. The model resolves the references and calls
+``forward(values, ctx)`` with a dict keyed by field name; the loss returns a scalar.
+The total loss is ``sum(weight * loss)`` plus the blocks' auxiliary losses.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from composer.blocks._base import Context
+from composer.graph.spec import Spec
+
+__all__ = ["LossConfig", "Loss", "parse_ref", "MAIN_VIEW"]
+
+MAIN_VIEW = "main"
+
+
+def parse_ref(ref: str) -> tuple[str, str, str | None]:
+    """``"incomplete:fusion.global"`` -> ``("incomplete", "fusion", "global")``."""
+    view, _, rest = ref.rpartition(":")
+    name, _, port = rest.partition(".")
+    return (view or MAIN_VIEW), name, (port or None)
+
+
+class LossConfig(BaseModel):
+    """Fields every loss has; subclasses add ``type: Literal[...]`` and reference fields."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    weight: float = Field(default=1.0, ge=0.0, description="Multiplier of this term in the total loss.")
+    name: str | None = Field(default=None, description="Name of the term in logs (default: type and index).")
+
+    ref_fields: ClassVar[tuple[str, ...]] = ()
+    optional_ref_fields: ClassVar[tuple[str, ...]] = ()
+
+    def refs(self) -> dict[str, str]:
+        """Field -> reference for every reference field that is set."""
+        out = {}
+        for f in self.ref_fields + self.optional_ref_fields:
+            value = getattr(self, f, None)
+            if value is not None:
+                out[f] = value
+        return out
+
+
+class Loss(nn.Module):
+    """Base class of losses. ``specs`` maps each reference field to the spec it resolves to."""
+
+    config_class: ClassVar[type[LossConfig]]
+    type_name: ClassVar[str]
+    family: ClassVar[str] = "loss"
+
+    def __init__(self, config: LossConfig, specs: dict[str, Spec]):
+        super().__init__()
+        self.config = config
+        self.specs = dict(specs)
+        self.check(config, specs)
+
+    @classmethod
+    def check(cls, config: LossConfig, specs: dict[str, Spec]) -> None:
+        """Raise :class:`~composer.blocks._base.SpecError` when the referenced specs do not fit."""
+
+    def forward(self, values: dict[str, torch.Tensor], ctx: Context) -> torch.Tensor:
+        raise NotImplementedError

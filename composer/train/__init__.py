@@ -1,0 +1,1 @@
+"""Training: configuration, trainer, checkpoints, metrics logging."""

@@ -1,0 +1,93 @@
+"""The ``training`` section of a blueprint: optimiser, schedule, stopping, views, data."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["TrainingConfig", "ParamGroupConfig", "SchedulerConfig", "ViewConfig", "MonitorConfig", "DataConfig"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ParamGroupConfig(_Strict):
+    """Optimiser settings for the parameters of some blocks (e.g. a smaller lr for BERT)."""
+
+    blocks: list[str] = Field(min_length=1, description="Block ids whose parameters form this group.")
+    lr: float | None = Field(default=None, gt=0)
+    weight_decay: float | None = Field(default=None, ge=0)
+
+
+class SchedulerConfig(_Strict):
+    type: Literal["none", "cosine", "step", "plateau", "linear_warmup"] = "none"
+    warmup_steps: int = Field(default=0, ge=0, description="linear_warmup: steps of linear increase.")
+    step_size: int = Field(default=10, ge=1, description="step: epochs between decays.")
+    gamma: float = Field(default=0.1, gt=0, le=1, description="step/plateau: decay factor.")
+    patience: int = Field(default=2, ge=0, description="plateau: epochs without improvement before decay.")
+
+
+class ViewConfig(_Strict):
+    """An extra view of each training batch.
+
+    ``temporal_mask``: each time step of each listed modality is dropped with probability
+    ``rate`` (float features zeroed, text tokens replaced by the unknown token, special
+    tokens kept); the masks are available to losses as ``VIEW:mask.MODALITY``.
+    """
+
+    type: Literal["temporal_mask"] = "temporal_mask"
+    rate: float = Field(default=0.5, ge=0.0, le=1.0)
+    rate_range: tuple[float, float] | None = Field(
+        default=None, description="Draw the rate per batch uniformly from this range instead of `rate`."
+    )
+    modalities: list[str] | None = Field(default=None, description="Modalities to mask (default: all).")
+    unk_token: int = Field(default=100, description="Token id that replaces masked text tokens ([UNK] in BERT).")
+    special_tokens: list[int] = Field(default=[101, 102, 0], description="Token ids never masked ([CLS], [SEP], [PAD]).")
+
+
+class MonitorConfig(_Strict):
+    metric: str = Field(default="loss", description="Validation metric for early stopping and best checkpoint.")
+    direction: Literal["minimize", "maximize", "auto"] = "auto"
+
+
+class DataConfig(_Strict):
+    """Where batches come from: the built-in synthetic set (default) or a file."""
+
+    source: Literal["synthetic", "pickle"] = "synthetic"
+    path: str | None = None
+    samples: dict[str, int] = Field(
+        default_factory=lambda: {"train": 512, "valid": 128, "test": 128},
+        description="Synthetic samples per split.",
+    )
+    noise: float = Field(default=0.1, ge=0.0, description="Synthetic: observation noise.")
+    seed: int = 0
+    label_key: str = Field(default="regression_labels", description="Pickle: key of the labels.")
+
+
+class TrainingConfig(_Strict):
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    momentum: float = Field(default=0.9, ge=0, description="sgd only.")
+    batch_size: int = Field(default=32, ge=1)
+    epochs: int = Field(default=10, ge=1)
+    early_stop: int | None = Field(default=None, ge=1, description="Stop after this many epochs without improvement.")
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    grad_accum: int = Field(default=1, ge=1, description="Batches per optimiser step.")
+    grad_clip: float | None = Field(default=None, gt=0, description="Clip the gradient norm to this value.")
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    param_groups: list[ParamGroupConfig] = Field(default_factory=list)
+    seed: int = 0
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto", description="auto: bf16 autocast on CUDA when supported, fp32 on CPU."
+    )
+    views: dict[str, ViewConfig] = Field(default_factory=dict, description="Extra views of each batch.")
+    data: DataConfig = Field(default_factory=DataConfig)
+
+    @model_validator(mode="after")
+    def _views_named(self) -> "TrainingConfig":
+        if "main" in self.views:
+            raise ValueError("'main' is the batch as given; name extra views otherwise")
+        return self

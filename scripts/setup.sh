@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Create .venv and install Composer with its test and demo extras; install Debian's
+# graphviz (the `dot` program used by `composer render`) when it is missing.
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v dot >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+        SUDO=""; [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo"
+        echo "installing graphviz (dot) with apt-get ..."
+        $SUDO apt-get install -y -q graphviz >/dev/null 2>&1 || { $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q graphviz >/dev/null; } \
+            || echo "warning: could not install graphviz; rendering will be unavailable" >&2
+    else
+        echo "warning: graphviz 'dot' not found and apt-get unavailable; install graphviz for rendering" >&2
+    fi
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+stamp=.venv/.composer-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    # The CPU build of torch 2.13.0 lies on local disk; installing it first keeps pip from
+    # fetching a multi-GB CUDA build to satisfy the project's torch range.
+    python -m pip install -q --disable-pip-version-check "torch==2.13.0" || python -m pip install -q "torch>=2.2,<2.15"
+    python -m pip install -q --disable-pip-version-check -e ".[dev,demo]"
+    touch "$stamp"
+fi

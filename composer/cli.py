@@ -1,0 +1,64 @@
+"""The ``composer`` command line.
+
+Commands live in :mod:`composer.commands`, one module per area, each with a
+``register(app)`` function. User-input errors (:class:`~composer.errors.ComposerError`)
+are printed without a traceback and exit with status 1; usage errors exit with 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+
+import typer
+
+from composer.errors import ComposerError
+
+app = typer.Typer(
+    name="composer",
+    help="Declarative multimodal fusion models: validate, build, train, evaluate, search and render YAML blueprints.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _register_commands() -> None:
+    import composer.commands as pkg
+
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{pkg.__name__}.{info.name}").register(app)
+
+
+_register_commands()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app, turning ComposerError into a clean message and exit 1."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except ComposerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return 2
+        if isinstance(exc, click.exceptions.Abort):
+            return 130
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Plain ``nn.Module`` building blocks shared by several block families (not blocks themselves)."""

@@ -1,0 +1,114 @@
+"""The transformer of MulT (Tsai et al., ACL 2019), self- and cross-modal.
+
+Faithful to the public implementation: inputs scaled by ``√d`` plus sinusoidal positions and
+embedding dropout; each layer is pre-LN where *one* LayerNorm normalises query, key and
+value, multi-head attention, residual dropout, then ``fc1 (d→4d) → ReLU → dropout → fc2``
+with a second pre-LN; a final LayerNorm; key and value are not updated across layers;
+Xavier-uniform Linear weights with zero biases. Optional causal mask and key padding masks.
+
+Parameters per layer: ``12d² + 13d``; plus ``2d`` for the final LayerNorm.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from composer.layers.positional import sinusoidal_positions
+
+__all__ = ["MulTLayer", "MulTEncoder", "future_mask"]
+
+
+def future_mask(query_len: int, key_len: int, device=None) -> torch.Tensor:
+    """Bool ``(Tq, Tk)`` mask, True where attention is forbidden (MulT's buffered_future_mask)."""
+    return torch.ones(query_len, key_len, dtype=torch.bool, device=device).triu(1 + abs(key_len - query_len))
+
+
+def _linear(in_features: int, out_features: int) -> nn.Linear:
+    layer = nn.Linear(in_features, out_features)
+    nn.init.xavier_uniform_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class MulTLayer(nn.Module):
+    """One pre-LN (cross-)attention layer: ``x + Attn(LN(x), LN(k), LN(v))`` then ``x + FFN(LN(x))``."""
+
+    def __init__(self, dim: int, heads: int, attn_dropout: float = 0.0, relu_dropout: float = 0.0, res_dropout: float = 0.0):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=attn_dropout, batch_first=True)
+        self.fc1 = _linear(dim, 4 * dim)
+        self.fc2 = _linear(4 * dim, dim)
+        self.norms = nn.ModuleList([nn.LayerNorm(dim), nn.LayerNorm(dim)])
+        self.relu_dropout = relu_dropout
+        self.res_dropout = res_dropout
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        source: torch.Tensor | None = None,
+        key_padding_mask: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``x (B, Tq, d)``, ``source (B, Tk, d)`` or None (self-attention); mask True = padding."""
+        residual = x
+        q = self.norms[0](x)
+        kv = q if source is None else self.norms[0](source)
+        h, _ = self.attn(q, kv, kv, key_padding_mask=key_padding_mask, attn_mask=attn_mask, need_weights=False)
+        x = residual + F.dropout(h, self.res_dropout, self.training)
+        residual = x
+        h = F.relu(self.fc1(self.norms[1](x)))
+        h = self.fc2(F.dropout(h, self.relu_dropout, self.training))
+        return residual + F.dropout(h, self.res_dropout, self.training)
+
+
+class MulTEncoder(nn.Module):
+    """A stack of :class:`MulTLayer`; cross-modal when a source is given.
+
+    ``forward(x (B, Tq, d), source (B, Tk, d) | None, key_padding_mask (B, Tk) True=pad)``
+    returns ``(B, Tq, d)``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        layers: int,
+        *,
+        attn_dropout: float = 0.0,
+        relu_dropout: float = 0.0,
+        res_dropout: float = 0.0,
+        embed_dropout: float = 0.0,
+        causal: bool = False,
+        positions: bool = True,
+    ):
+        super().__init__()
+        self.dim = dim
+        self.scale = math.sqrt(dim)
+        self.embed_dropout = embed_dropout
+        self.causal = causal
+        self.positions = positions
+        self.layers = nn.ModuleList(
+            MulTLayer(dim, heads, attn_dropout, relu_dropout, res_dropout) for _ in range(layers)
+        )
+        self.norm = nn.LayerNorm(dim)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """``√d · x + positions``, then embedding dropout."""
+        x = self.scale * x
+        if self.positions:
+            x = x + sinusoidal_positions(x.shape[1], self.dim, device=x.device, dtype=x.dtype)[None]
+        return F.dropout(x, self.embed_dropout, self.training)
+
+    def forward(self, x: torch.Tensor, source: torch.Tensor | None = None, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.embed(x)
+        source = None if source is None else self.embed(source)
+        attn_mask = None
+        if self.causal:
+            attn_mask = future_mask(x.shape[1], (source if source is not None else x).shape[1], x.device)
+        for layer in self.layers:
+            x = layer(x, source, key_padding_mask=key_padding_mask, attn_mask=attn_mask)
+        return self.norm(x)

@@ -48,13 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SystemExit as exc:
         return int(exc.code or 0)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:
+        # usage errors from click (vendored by typer as typer._click): show usage, exit 2
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
-            return 2
-        if isinstance(exc, click.exceptions.Abort):
+            return 2 if exc.exit_code not in (0, 1) else exc.exit_code
+        if type(exc).__name__ == "Abort":
             return 130
         raise
     return 0

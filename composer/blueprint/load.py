@@ -186,7 +186,7 @@ def _fill_shared(data: dict) -> None:
     for cfg in blocks.values():
         if isinstance(cfg, dict) and isinstance(cfg.get("share"), str):
             owner = blocks.get(cfg["share"])
-            if isinstance(owner, dict):
+            if isinstance(owner, dict) and cfg.get("type", owner.get("type")) == owner.get("type"):
                 for key, value in owner.items():
                     if key not in ("in", "share", "enabled"):
                         cfg.setdefault(key, copy.deepcopy(value))
@@ -281,18 +281,18 @@ def _search_space_problems(bp, data: dict) -> list[Problem]:
             continue
         except (KeyError, IndexError, TypeError):
             pass
-        parent: Any = full
-        known: list[str] = []
-        for part in path[:-1]:
-            try:
-                parent = parent[part]
-            except (KeyError, IndexError, TypeError):
-                known = list(parent) if isinstance(parent, dict) else []
-                break
-        else:
-            known = list(parent) if isinstance(parent, dict) else []
-        bad = next((p for p in path if isinstance(p, str) and p not in known), path[-1])
-        problems.append(Problem(("search", "space", key), f"'{key}' is not a field of this blueprint", did_you_mean(str(path[-1] if bad is None else bad), known)))
+        node: Any = full
+        hint = None
+        for part in path:
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+                continue
+            if isinstance(node, list) and isinstance(part, int) and part < len(node):
+                node = node[part]
+                continue
+            hint = did_you_mean(str(part), [str(k) for k in node]) if isinstance(node, dict) else None
+            break
+        problems.append(Problem(("search", "space", key), f"'{key}' is not a field of this blueprint", hint))
     return problems
 
 

@@ -202,3 +202,13 @@ def blueprint_model() -> type[BlueprintBase]:
             losses=(list[loss_union()], Field(default_factory=list)),
         )
     return _UNION_CACHE[key]
+
+
+def json_schema_text() -> str:
+    """The blueprint JSON Schema (validation mode, YAML spellings such as ``in``), as text."""
+    import json
+
+    schema = blueprint_model().model_json_schema(by_alias=True, mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Composer blueprint (version 1)"
+    return json.dumps(schema, indent=2, sort_keys=False) + "\n"

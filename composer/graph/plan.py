@@ -229,7 +229,7 @@ def plan(bp) -> Plan:
     by_id = {n.id: n for n in nodes}
     for n in nodes:
         owner = by_id.get(n.config.share) if n.config.share else None
-        if owner is None:
+        if owner is None or owner.config.type != n.config.type:
             continue
         if owner.config.hyperparameters() != n.config.hyperparameters():
             problems.append(Problem(("blocks", n.id, "share"), f"cannot share weights with '{owner.id}': settings differ (a sharing block repeats the owner's settings)"))

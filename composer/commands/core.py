@@ -1,0 +1,167 @@
+"""Core commands: ``validate``, ``build``, ``blocks``, ``schema``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from composer.errors import BlueprintError, ComposerError
+
+SET_HELP = "Override a blueprint field, e.g. --set blocks.fusion.layers=4 (value read as YAML; repeatable)."
+
+
+def console(stderr: bool = False) -> Console:
+    """A console wide enough for shape tables even when output is piped."""
+    return Console(stderr=stderr, width=None if Console().is_terminal else 160, highlight=False)
+
+
+def load(path: Path, overrides: list[str] | None, allow_plugins: bool = False):
+    from composer.blueprint.load import load_blueprint
+
+    return load_blueprint(path, overrides or [], allow_plugins=allow_plugins)
+
+
+def validate(
+    blueprints: List[Path] = typer.Argument(..., help="Blueprint YAML files.", metavar="BLUEPRINT..."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
+    allow_plugins: bool = typer.Option(False, "--allow-plugins", help="Import the Python modules listed under `plugins:`."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print problems only."),
+) -> None:
+    """Check blueprints (schema, graph, shapes) without allocating a tensor; report every problem.
+
+    Example: composer validate blueprints/glomo.yaml --set blocks.moe_text.experts=4
+    """
+    out, err = console(), console(stderr=True)
+    failed = 0
+    for path in blueprints:
+        try:
+            bp = load(path, set_, allow_plugins)
+        except BlueprintError as exc:
+            failed += 1
+            err.print(f"[bold red]{path}[/]: {exc}", markup=True, soft_wrap=True)
+            continue
+        except ComposerError as exc:
+            failed += 1
+            err.print(f"[bold red]{path}[/]: {exc}", markup=True, soft_wrap=True)
+            continue
+        for w in bp._plan.warnings:
+            err.print(str(w), soft_wrap=True)
+        if not quiet:
+            n = len(bp._plan.nodes)
+            out.print(f"ok  {path}  ({bp.name}: {n} blocks, {len(bp.losses)} losses)", soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _format_specs(specs: dict) -> str:
+    if list(specs) in (["in"], ["out"]):
+        return str(next(iter(specs.values())))
+    return "\n".join(f"{port}: {spec}" for port, spec in specs.items())
+
+
+def build(
+    blueprint: Path = typer.Argument(..., help="Blueprint YAML file."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the table as JSON to this file."),
+    allow_plugins: bool = typer.Option(False, "--allow-plugins", help="Import the Python modules listed under `plugins:`."),
+) -> None:
+    """Compile a blueprint and print each block: type, input -> output shapes, parameters.
+
+    Example: composer build blueprints/rmfn.yaml --set blocks.rmfn.fusion.stages=4
+    """
+    from composer.graph.model import compile_blueprint, summary_rows
+
+    bp = load(blueprint, set_, allow_plugins)
+    model = compile_blueprint(bp)
+    rows = summary_rows(model)
+    con = console()
+    table = Table(title=f"{bp.name}  ({blueprint})", show_lines=False, header_style="bold")
+    for col in ("block", "type", "inputs", "outputs", "params"):
+        table.add_column(col, justify="right" if col == "params" else "left", overflow="fold")
+    for row in rows:
+        params = f"{row['params']:,}" if not row["shares"] else f"shares {row['shares']}"
+        type_name = row["type"] + ("" if row["enabled"] else " (disabled)")
+        table.add_row(row["id"], type_name, _format_specs(row["inputs"]), _format_specs(row["outputs"]), params)
+    counts = model.parameter_counts()
+    for key, n in counts.items():
+        if key.startswith("losses."):
+            node = model.plan.losses[int(key.split(".")[1])]
+            table.add_row(node.name, node.config.type + " (loss)", "", "", f"{n:,}")
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    con.print(table)
+    con.print(f"outputs: " + ", ".join(f"{k} = {v} {model.plan.values[v]}" for k, v in model.plan.outputs.items()))
+    con.print(f"total parameters: {total:,}  (trainable {trainable:,})")
+    for w in model.plan.warnings:
+        console(stderr=True).print(str(w), soft_wrap=True)
+    if json_out is not None:
+        json_out.write_text(json.dumps({"name": bp.name, "blocks": rows, "total_params": total, "trainable_params": trainable}, indent=2))
+
+
+def blocks(
+    pattern: str = typer.Argument("*", help="Glob on block type names, e.g. 'msaf*'."),
+    family: Optional[str] = typer.Option(None, "--family", help="Only this family (encoder, fusion, head, ...)."),
+    details: bool = typer.Option(False, "--details", "-d", help="Show each block's fields."),
+    losses: bool = typer.Option(True, "--losses/--no-losses", help="Also list losses."),
+) -> None:
+    """List the registered block types (and losses) with their documentation and parameters.
+
+    Example: composer blocks 'msaf*' --details
+    """
+    from composer.blocks._registry import list_blocks, list_losses
+
+    con = console()
+    entries = list_blocks(pattern, family) + (list_losses(pattern) if losses and family in (None, "loss") else [])
+    if not entries:
+        raise ComposerError(f"no block type matches '{pattern}'" + (f" in family '{family}'" if family else ""))
+    if not details:
+        table = Table(header_style="bold")
+        table.add_column("type")
+        table.add_column("family")
+        table.add_column("summary", overflow="fold")
+        for e in entries:
+            table.add_row(e.name, e.family, e.summary)
+        con.print(table)
+        return
+    skip = {"inputs", "share", "enabled", "type"}
+    for e in entries:
+        con.rule(f"[bold]{e.name}[/]  ({e.family})")
+        con.print(e.doc, soft_wrap=True)
+        table = Table(header_style="bold", box=None)
+        for col in ("field", "type", "default", "description"):
+            table.add_column(col, overflow="fold")
+        for name, field in e.config.model_fields.items():
+            if name in skip:
+                continue
+            default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
+            ann = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
+            table.add_row(field.alias or name, ann, default, field.description or "")
+        con.print(table)
+
+
+def schema(
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+) -> None:
+    """Print the JSON Schema of blueprints (for editor completion and validation).
+
+    Example: composer schema -o docs/blueprint.schema.json
+    """
+    from composer.blueprint.schema import json_schema_text
+
+    text = json_schema_text()
+    if output is None:
+        typer.echo(text)
+    else:
+        output.write_text(text)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(validate)
+    app.command()(build)
+    app.command()(blocks)
+    app.command()(schema)

@@ -1,0 +1,62 @@
+"""Invalid blueprints report every problem with file:line, YAML path and suggestion."""
+
+from pathlib import Path
+
+import pytest
+
+import composer
+from composer.errors import BlueprintError
+
+FIXTURES = Path(__file__).parent / "fixtures" / "invalid"
+CASES = sorted(p.stem for p in FIXTURES.glob("*.yaml"))
+
+
+def errors_of(path: Path) -> list[str]:
+    with pytest.raises(BlueprintError) as info:
+        composer.load_blueprint(path)
+    return [str(p) for p in info.value.problems if p.severity == "error"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_invalid_blueprint_reports_expected_problems(case):
+    path = FIXTURES / f"{case}.yaml"
+    expected = (FIXTURES / f"{case}.expected").read_text().replace("{file}", str(path)).strip().splitlines()
+    assert errors_of(path) == expected
+
+
+def test_every_fixture_has_expectations():
+    assert all((FIXTURES / f"{c}.expected").exists() for c in CASES)
+
+
+def test_blueprint_error_is_a_composer_error():
+    assert issubclass(BlueprintError, composer.ComposerError)
+
+
+def test_unknown_reference_suggestion_names_the_close_block():
+    problems = errors_of(FIXTURES / "misspelled_reference.yaml")
+    assert "did you mean 'audio_enc'" in problems[0]
+
+
+def test_override_of_a_missing_place_is_reported_with_suggestion(tmp_path):
+    with pytest.raises(BlueprintError) as info:
+        composer.load_blueprint("blueprints/late_fusion.yaml", ["blocks.haed.out=2"])
+    (problem,) = info.value.problems
+    assert problem.file == "--set" and problem.suggestion == "head"
+
+
+def test_override_value_is_validated():
+    with pytest.raises(BlueprintError) as info:
+        composer.load_blueprint("blueprints/late_fusion.yaml", ["blocks.head.out=zero"])
+    assert "blocks.head.out" in str(info.value)
+
+
+def test_not_a_mapping_is_a_clear_error(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(BlueprintError, match="a blueprint is a YAML mapping"):
+        composer.load_blueprint(path)
+
+
+def test_missing_file_is_a_composer_error():
+    with pytest.raises(composer.ComposerError, match="not found"):
+        composer.load_blueprint("no/such/blueprint.yaml")

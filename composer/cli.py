@@ -39,7 +39,9 @@ _register_commands()
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning ComposerError into a clean message and exit 1."""
     try:
-        app(args=argv, standalone_mode=False)
+        result = app(args=argv, standalone_mode=False)
+        if isinstance(result, int):  # typer.Exit(code) is returned, not raised, outside standalone mode
+            return result
     except ComposerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -249,6 +249,10 @@ def plan(bp) -> Plan:
             outputs[name] = key
     if "prediction" not in outputs and "prediction" not in bp.outputs:
         sinks = [n for n in nodes if n.id not in consumers and not n.entry.impl.aux_loss_ports]
+        predicted = [parse_ref(c.pred) for c in bp.losses if isinstance(getattr(c, "pred", None), str)]
+        named = [n for n in sinks if (MAIN_VIEW, n.id, None) in predicted]
+        if len(sinks) > 1 and len(named) == 1:
+            sinks = named  # several sinks: the one the first task loss predicts with
         if len(sinks) == 1 and list(sinks[0].out_specs) == ["out"]:
             outputs["prediction"] = sinks[0].id
         elif not failed:

@@ -1,0 +1,28 @@
+"""A user block registered from outside the package (used by the plugin tests)."""
+
+from typing import Literal
+
+from composer import Block, BlockConfig, register_block
+
+
+class ScaleConfig(BlockConfig):
+    type: Literal["toy_scale"] = "toy_scale"
+    factor: float = 2.0
+
+
+@register_block(ScaleConfig, family="other")
+class ToyScale(Block):
+    """Multiply the input by a constant: any spec -> the same spec."""
+
+    @classmethod
+    def infer(cls, config, inputs):
+        return {"out": next(iter(inputs.values()))}
+
+    @classmethod
+    def examples(cls):
+        from composer.graph.spec import vector
+
+        return [({"factor": 3.0}, {"in": vector(4)})]
+
+    def forward(self, inputs, ctx):
+        return next(iter(inputs.values())) * self.config.factor

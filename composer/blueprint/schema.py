@@ -177,9 +177,17 @@ class BlueprintBase(StrictModel):
     @field_validator("modalities")
     @classmethod
     def _modality_names(cls, v: dict) -> dict:
-        for key in v:
+        lengths: dict[str, tuple[str, int]] = {}
+        for key, m in v.items():
             if not NAME_RE.match(key) or key in RESERVED_IDS:
                 raise ValueError(f"'{key}' cannot name a modality (letters, digits, '_'; not a reserved word)")
+            if m.kind in ("sequence", "tokens"):
+                symbol = m.time_symbol(key)
+                first = lengths.setdefault(symbol, (key, m.length))
+                if first[1] != m.length:
+                    raise ValueError(
+                        f"'{key}' and '{first[0]}' share time '{symbol}' (aligned) but have lengths {m.length} and {first[1]}"
+                    )
         return v
 
     # -- convenience -------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Blocks are registered as direct submodules under their ids, so parameter names read like
 the blueprint (``fusion.cmt_a1.layers.0.fc1.weight``); a block with ``share:`` reuses its
-owner's module and adds no parameters. ``forward(batch)`` walks the plan's nodes in
+owner's module and adds no parameters; a disabled block (``enabled: false``) passes its
+input through and holds no weights (unless an enabled block shares them). ``forward(batch)`` walks the plan's nodes in
 topological order; the per-step work is a dict lookup and a module call, which is what a
 hand-written model does as well.
 
@@ -51,8 +52,10 @@ class ComposedModel(nn.Module):
         super().__init__()
         self.blueprint = blueprint
         self.plan = the_plan if the_plan is not None else plan(blueprint)
+        # a disabled block holds no weights unless an enabled block shares them
+        needed = {n.owner for n in self.plan.nodes if n.enabled}
         for node in self.plan.nodes:
-            if node.config.share is None:
+            if node.config.share is None and node.id in needed:
                 self.add_module(node.id, node.entry.impl(node.config, node.in_specs))
         # (block id, module id, enabled, [(port, value key)], [(port, value key)])
         self._steps = [
@@ -136,6 +139,7 @@ class ComposedModel(nn.Module):
         """A valid random batch (modalities, lengths and labels) shaped by the blueprint."""
         gen = torch.Generator().manual_seed(seed)
         batch: dict[str, torch.Tensor] = {}
+        shared_lengths: dict[str, torch.Tensor] = {}
         for name, m in self.blueprint.modalities.items():
             if m.kind == "tokens":
                 ids = torch.randint(1000, m.vocab, (batch_size, m.length), generator=gen) if m.vocab > 1000 else torch.randint(3, m.vocab, (batch_size, m.length), generator=gen)
@@ -147,9 +151,12 @@ class ComposedModel(nn.Module):
             shape = tuple(batch_size if d == "B" else (m.length if isinstance(d, str) else d) for d in m.spec(name).shape)
             batch[name] = torch.randn(shape, generator=gen)
             if m.kind == "sequence" and lengths:
-                lens = torch.randint(max(1, m.length // 2), m.length + 1, (batch_size,), generator=gen)
-                lens[0] = m.length
-                batch[f"{name}_lengths"] = lens
+                symbol = m.time_symbol(name)
+                if symbol not in shared_lengths:  # aligned modalities share their lengths
+                    lens = torch.randint(max(1, m.length // 2), m.length + 1, (batch_size,), generator=gen)
+                    lens[0] = m.length
+                    shared_lengths[symbol] = lens
+                batch[f"{name}_lengths"] = shared_lengths[symbol]
         task = self.blueprint.task
         if task.kind == "classification":
             batch["label"] = torch.randint(0, task.outputs, (batch_size,), generator=gen)
@@ -165,10 +172,8 @@ class ComposedModel(nn.Module):
         """Parameters per owning block (shared blocks count once, under their owner)."""
         counts = {}
         for node in self.plan.nodes:
-            if node.config.share is None:
-                counts[node.id] = sum(p.numel() for p in self._modules[node.id].parameters())
-            else:
-                counts[node.id] = 0
+            module = self._modules.get(node.id) if node.config.share is None else None
+            counts[node.id] = 0 if module is None else sum(p.numel() for p in module.parameters())
         for i, module in enumerate(self.losses):
             n = sum(p.numel() for p in module.parameters())
             if n:

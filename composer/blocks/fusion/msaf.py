@@ -1,0 +1,263 @@
+"""MSAF — Multimodal Split Attention Fusion (Su et al., "MSAF: Multimodal Split Attention
+Fusion", §3), for CNN feature maps, sequences and vectors, with the RNN variant of §3.2.
+
+``M`` inputs of any shape -> ``M`` outputs of the same shapes, one per input port, each the
+input with every channel scaled by a block-wise attention computed from all modalities.
+Channels are the last axis of a ``sequence (B, T, D)`` or ``vector (B, D)`` and axis 1 of a
+``map (B, C, *S)``; the two layouts can be mixed in one block.
+
+Steps (paper's numbering), for ``C`` channels per block and ``C' = ⌊C / r⌋``:
+
+1. *Split*: modality ``m`` with ``C_m`` channels gives ``|B_m| = ⌈C_m / C⌉`` blocks of ``C``
+   channels; the last block is zero-padded in the channel dimension when ``C ∤ C_m``.
+2. *Join*: ``D_m`` = global average over all non-channel axes of the sum of ``m``'s blocks
+   (eq. 1); ``G = Σ_m D_m``; ``Z = ReLU(BN(W_Z G + b_Z))`` (eq. 2).
+3. *Highlight*: ``U_m^i = W_m^i Z + b_m^i`` per block (eq. 3); softmax over *all* blocks of
+   *all* modalities, per channel (eq. 4); ``B̂_m^i = [λ + (1 - λ) A_m^i] ⊙ B_m^i`` (eq. 5);
+   blocks re-joined per modality, padded channels dropped (eq. 6).
+
+BlockDropout (§3.1): in training, a Bernoulli(1 - p) mask per (sample, block), scaled by
+``1 / (1 - p)``, multiplies the attention ``A`` before eq. 5.
+
+Because eqs. 1 and 5 are linear in the input, the block never materialises the padded
+tensor: it averages first, pads the ``(B, C_m)`` descriptor, and scales each real channel by
+its block's attention — the same numbers as padding the feature map, at a fraction of the
+memory.
+
+RNN variant (§3.2, ``segments: q``): the time axis of every modality (axis 1 of a sequence,
+axis 2 of a map) is cut into ``q`` segments of ``⌊S_m / q⌋`` steps, the remainder joining
+the last segment; segment ``k`` of all modalities goes through its own MSAF block
+(separate weights). Padded steps (the input's mask) are left out of every average.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from torch import nn
+
+from composer.blocks._base import Block, BlockConfig, Context, SpecError, expect_kind, expect_ports
+from composer.blocks._registry import register_block
+from composer.blocks.pooling import masked_pool
+from composer.errors import DataError
+from composer.graph.spec import Spec, feature_map, sequence, vector
+
+__all__ = ["MSAFConfig", "MSAF", "SplitAttention", "block_dropout_mask", "segment_ids"]
+
+
+class MSAFConfig(BlockConfig):
+    type: Literal["msaf"] = "msaf"
+    channels: int = Field(ge=1, description="C: channels per feature block (paper's advice: min_m C_m / 2).")
+    reduction: int = Field(default=4, ge=1, description="r: the joint representation Z has ⌊C / r⌋ units (eq. 2).")
+    lowest_attention: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="λ of eq. 5: B̂ = [λ + (1-λ)A] ⊙ B. 0 = full suppression (paper default), 1 = identity.",
+    )
+    block_dropout: float = Field(
+        default=0.0, ge=0.0, lt=1.0, description="p of BlockDropout (§3.1): drop a block's attention with probability p (training only)."
+    )
+    block_dropout_style: Literal["paper", "authors"] = Field(
+        default="paper",
+        description="paper: the scaled mask multiplies the attention once; authors: twice, as the authors' public code does.",
+    )
+    segments: int = Field(
+        default=1,
+        ge=1,
+        description="q (§3.2): split time into q segments, one MSAF block with its own weights per segment.",
+    )
+
+    @model_validator(mode="after")
+    def _reduced_width(self) -> "MSAFConfig":
+        if self.channels // self.reduction < 1:
+            raise ValueError(f"reduction {self.reduction} leaves no unit for channels {self.channels}: need reduction <= channels")
+        return self
+
+
+# -- pieces ------------------------------------------------------------------------------
+
+
+class SplitAttention(nn.Module):
+    """One MSAF block's learned part: ``G (B, C) -> A (B, N, C)`` (eqs. 2-4).
+
+    ``join`` is ``Linear(C → C') → BatchNorm1d(C') → ReLU`` (eq. 2). The ``N`` per-block maps
+    ``W_m^i (C × C')`` of eq. 3 are stacked into one ``Linear(C' → N·C)``: the same parameters
+    and initialisation (fan-in ``C'`` either way), one matrix product. Softmax over the ``N``
+    blocks, per channel (eq. 4).
+    """
+
+    def __init__(self, channels: int, reduced: int, blocks: int):
+        super().__init__()
+        self.channels, self.blocks = channels, blocks
+        self.join = nn.Sequential(nn.Linear(channels, reduced), nn.BatchNorm1d(reduced), nn.ReLU())
+        self.highlight = nn.Linear(reduced, blocks * channels)
+
+    def forward(self, descriptor: torch.Tensor) -> torch.Tensor:
+        joint = self.join(descriptor)  # (B, C) -> (B, C')   eq. 2
+        logits = self.highlight(joint).view(-1, self.blocks, self.channels)  # (B, N·C) -> (B, N, C)   eq. 3
+        return logits.softmax(dim=1)  # over all blocks of all modalities, per channel   eq. 4
+
+
+def block_dropout_mask(shape: tuple[int, ...], p: float, *, like: torch.Tensor) -> torch.Tensor:
+    """BlockDropout (§3.1): Bernoulli(1 - p) samples scaled by ``1 / (1 - p)``, of ``shape``."""
+    keep = torch.full(shape, 1.0 - p, dtype=like.dtype, device=like.device)
+    return torch.bernoulli(keep) / (1.0 - p)
+
+
+def segment_ids(steps: int, segments: int, device: torch.device | None = None) -> torch.Tensor:
+    """Segment index of each of ``steps`` time steps: ``⌊S/q⌋`` steps each, remainder in the last (§3.2)."""
+    if steps < segments:
+        raise DataError(f"msaf: a time axis of {steps} steps cannot be cut into {segments} segments (set segments <= {steps})")
+    return (torch.arange(steps, device=device) // (steps // segments)).clamp(max=segments - 1)  # (S,)
+
+
+def _segment_means(x: torch.Tensor, mask: torch.Tensor | None, segments: int) -> torch.Tensor:
+    """``(B, S, C)`` -> ``(B, q, C)``: mean of each time segment over its valid steps (eq. 1)."""
+    if segments == 1:
+        return masked_pool(x, mask, "mean")[:, None]  # (B, 1, C)
+    onehot = F.one_hot(segment_ids(x.shape[1], segments, x.device), segments).to(x.dtype)  # (S, q)
+    weights = onehot[None] if mask is None else onehot[None] * mask[:, :, None].to(x.dtype)  # (B|1, S, q)
+    weights = weights.expand(x.shape[0], -1, -1)
+    totals = torch.einsum("bsc,bsq->bqc", x, weights)  # (B, q, C)
+    counts = weights.sum(dim=1).clamp(min=1.0)  # (B, q); an all-padding segment averages to 0
+    return totals / counts[..., None]
+
+
+# -- the block ---------------------------------------------------------------------------
+
+
+def _has_time(spec: Spec) -> bool:
+    return spec.kind == "sequence" or (spec.kind == "map" and len(spec.shape) >= 3)
+
+
+@register_block(MSAFConfig, family="fusion")
+class MSAF(Block):
+    """Multimodal Split Attention Fusion (eqs. 1-6, BlockDropout §3.1, time segments §3.2).
+
+    ``M ≥ 2`` inputs, each ``sequence (B, T, C_m)``, ``map (B, C_m, *S)`` or ``vector (B, C_m)``
+    -> ``M`` outputs with the inputs' shapes, on ports named like the input ports (so
+    ``enabled: false`` passes every modality through). The softmax attention of the last
+    forward pass is kept (detached) in ``self.attention`` as ``(B, q, N, C)`` with
+    ``N = Σ_m ⌈C_m / C⌉`` blocks in input order; ``attention_by_modality()`` splits it.
+    With ``segments: q > 1`` every input needs a time axis (axis 1 of a sequence, axis 2 of
+    a map); the last segment takes the remainder.
+    """
+
+    @classmethod
+    def infer(cls, config: MSAFConfig, inputs: dict[str, Spec]) -> dict[str, Spec]:
+        expect_ports(inputs, at_least=2)
+        for port, spec in inputs.items():
+            expect_kind(port, spec, "sequence", "map", "vector")
+            if not isinstance(spec.features, int):
+                raise SpecError(f"input '{port}' needs a known channel count, got {spec}", field="in")
+            if config.segments > 1:
+                if not _has_time(spec):
+                    raise SpecError(
+                        f"segments: {config.segments} cuts a time axis, but input '{port}' is {spec}; "
+                        "use segments: 1 for vectors (or maps without spatial axes)",
+                        field="segments",
+                    )
+                steps = spec.shape[1] if spec.kind == "sequence" else spec.shape[2]
+                if isinstance(steps, int) and steps < config.segments:
+                    raise SpecError(f"input '{port}' has {steps} time steps, fewer than segments: {config.segments}", field="segments")
+        return dict(inputs)
+
+    @classmethod
+    def examples(cls):
+        return [
+            ({"channels": 4, "reduction": 2}, {"audio": sequence("T", 8), "vision": sequence("T", 6)}),
+            (
+                {"channels": 3, "reduction": 1, "segments": 2, "block_dropout": 0.2},
+                {"audio": sequence("T_a", 5), "text": sequence("T_t", 7)},
+            ),
+            ({"channels": 4, "lowest_attention": 0.5}, {"video": feature_map(8, 2, 3, 3), "audio": feature_map(6, 5)}),
+            ({"channels": 2, "reduction": 2, "segments": 3}, {"video": feature_map(4, 9), "audio": sequence(7, 5)}),
+            ({"channels": 2, "reduction": 1, "block_dropout_style": "authors", "block_dropout": 0.5}, {"0": vector(4), "1": vector(3)}),
+        ]
+
+    def __init__(self, config: MSAFConfig, inputs: dict[str, Spec]):
+        super().__init__(config, inputs)
+        self.ports = list(inputs)
+        self.widths = [int(spec.features) for spec in inputs.values()]  # C_m
+        self.block_counts = [math.ceil(w / config.channels) for w in self.widths]  # |B_m|
+        reduced = config.channels // config.reduction  # C'
+        self.segment = nn.ModuleList(
+            SplitAttention(config.channels, reduced, sum(self.block_counts)) for _ in range(config.segments)
+        )
+        self.attention: torch.Tensor | None = None
+
+    # -- helpers -------------------------------------------------------------------------
+    def _mask(self, spec: Spec, ctx: Context) -> torch.Tensor | None:
+        """Padding mask ``(B, T)`` of a sequence, or of a map whose time axis (axis 2) is a masked symbol."""
+        if spec.kind == "sequence":
+            return ctx.mask(spec)
+        if spec.kind == "map" and len(spec.shape) >= 3 and isinstance(spec.shape[2], str):
+            return ctx.masks.get(spec.shape[2])
+        return None
+
+    def _means(self, x: torch.Tensor, spec: Spec, ctx: Context) -> torch.Tensor:
+        """Global average over the non-channel axes, per time segment: any layout -> ``(B, q, C_m)`` (eq. 1)."""
+        q = self.config.segments
+        if spec.kind == "vector" or x.dim() == 2:
+            return x[:, None]  # nothing to average: (B, C) -> (B, 1, C)
+        mask = self._mask(spec, ctx)
+        if spec.kind == "sequence":
+            steps = x  # (B, T, C)
+        elif q == 1 and mask is None:
+            return x.flatten(2).mean(dim=2)[:, None]  # (B, C, *S) -> (B, 1, C)
+        else:
+            steps = (x.flatten(3).mean(dim=3) if x.dim() > 3 else x).transpose(1, 2)  # (B, C, T, *R) -> (B, T, C)
+        if q == 1 and mask is None:
+            return steps.mean(dim=1, keepdim=True)  # (B, 1, C)
+        return _segment_means(steps, mask, q)
+
+    def _scale(self, x: torch.Tensor, spec: Spec, scale: torch.Tensor) -> torch.Tensor:
+        """Multiply ``x`` by per-(segment, channel) factors ``scale (B, q, C_m)`` in x's layout."""
+        q = scale.shape[1]
+        if spec.kind == "vector" or (spec.kind == "map" and x.dim() == 2):
+            return x * scale[:, 0]
+        if spec.kind == "sequence":
+            if q > 1:
+                scale = scale[:, segment_ids(x.shape[1], q, x.device)]  # (B, q, C) -> (B, T, C)
+            return x * scale
+        if q > 1:
+            scale = scale[:, segment_ids(x.shape[2], q, x.device)].transpose(1, 2)  # (B, q, C) -> (B, C, T)
+        else:
+            scale = scale.transpose(1, 2)  # (B, 1, C) -> (B, C, 1)
+        return x * scale.reshape(scale.shape + (1,) * (x.dim() - 3))  # broadcast over the other axes
+
+    def attention_by_modality(self) -> dict[str, torch.Tensor]:
+        """The last attention split per input port: ``{port: (B, q, |B_m|, C)}``."""
+        if self.attention is None:
+            raise RuntimeError("msaf: no attention recorded yet; run a forward pass first")
+        return dict(zip(self.ports, self.attention.split(self.block_counts, dim=2)))
+
+    # -- forward -------------------------------------------------------------------------
+    def forward(self, inputs: dict[str, torch.Tensor], ctx: Context) -> dict[str, torch.Tensor]:
+        C, q = self.config.channels, self.config.segments
+        lam = self.config.lowest_attention
+        # split + join (eq. 1): per modality, segment means (B, q, C_m) -> zero-pad -> sum of blocks (B, q, C)
+        descriptor = None
+        for port, width, blocks in zip(self.ports, self.widths, self.block_counts):
+            spec = self.in_specs[port]
+            means = self._means(inputs[port], spec, ctx)  # (B, q, C_m)
+            padded = F.pad(means, (0, blocks * C - width))  # (B, q, |B_m|·C)
+            d_m = padded.unflatten(-1, (blocks, C)).sum(dim=2)  # (B, q, |B_m|, C) -> (B, q, C)
+            descriptor = d_m if descriptor is None else descriptor + d_m  # G = Σ_m D_m
+        attention = torch.stack([core(descriptor[:, k]) for k, core in enumerate(self.segment)], dim=1)  # (B, q, N, C)
+        self.attention = attention.detach()
+        p = self.config.block_dropout
+        if self.training and p > 0:
+            mask = block_dropout_mask(attention.shape[:3] + (1,), p, like=attention)  # (B, q, N, 1)  §3.1
+            attention = attention * (mask * mask if self.config.block_dropout_style == "authors" else mask)
+        factors = lam + (1.0 - lam) * attention if lam > 0 else attention  # eq. 5, (B, q, N, C)
+        outputs: dict[str, torch.Tensor] = {}
+        for port, width, per_modality in zip(self.ports, self.widths, factors.split(self.block_counts, dim=2)):
+            scale = per_modality.flatten(2)[..., :width]  # (B, q, |B_m|, C) -> (B, q, C_m), padding dropped   eq. 6
+            outputs[port] = self._scale(inputs[port], self.in_specs[port], scale)
+        return outputs

@@ -1,10 +1,17 @@
 """The transformer of MulT (Tsai et al., ACL 2019), self- and cross-modal.
 
 Faithful to the public implementation: inputs scaled by ``√d`` plus sinusoidal positions and
-embedding dropout; each layer is pre-LN where *one* LayerNorm normalises query, key and
-value, multi-head attention, residual dropout, then ``fc1 (d→4d) → ReLU → dropout → fc2``
-with a second pre-LN; a final LayerNorm; key and value are not updated across layers;
-Xavier-uniform Linear weights with zero biases. Optional causal mask and key padding masks.
+embedding dropout (drawn independently for the key and the value copies of the source, as
+the public code embeds ``x_k`` and ``x_v`` separately); each layer is pre-LN where *one*
+LayerNorm normalises query, key and value, multi-head attention, residual dropout, then
+``fc1 (d→4d) → ReLU → dropout → fc2`` with a second pre-LN; a final LayerNorm; key and value
+are not updated across layers; Xavier-uniform weights (attention input *and* output
+projections, feed-forward) with zero biases. Optional causal mask and key padding masks.
+
+Differences from the public code, on purpose: the public code derives positions from the
+first feature channel treated as a token id, so a step whose first feature is exactly 0 gets
+the (zero) padding position; here every step gets its position, and padding is handled by
+``key_padding_mask`` instead (the public code has no padding masks).
 
 Parameters per layer: ``12d² + 13d``; plus ``2d`` for the final LayerNorm.
 """
@@ -40,6 +47,7 @@ class MulTLayer(nn.Module):
     def __init__(self, dim: int, heads: int, attn_dropout: float = 0.0, relu_dropout: float = 0.0, res_dropout: float = 0.0):
         super().__init__()
         self.attn = nn.MultiheadAttention(dim, heads, dropout=attn_dropout, batch_first=True)
+        nn.init.xavier_uniform_(self.attn.out_proj.weight)  # MulT resets out_proj like in_proj
         self.fc1 = _linear(dim, 4 * dim)
         self.fc2 = _linear(4 * dim, dim)
         self.norms = nn.ModuleList([nn.LayerNorm(dim), nn.LayerNorm(dim)])
@@ -52,12 +60,17 @@ class MulTLayer(nn.Module):
         source: torch.Tensor | None = None,
         key_padding_mask: torch.Tensor | None = None,
         attn_mask: torch.Tensor | None = None,
+        value: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``x (B, Tq, d)``, ``source (B, Tk, d)`` or None (self-attention); mask True = padding."""
+        """``x (B, Tq, d)``, ``source (B, Tk, d)`` or None (self-attention); mask True = padding.
+
+        ``value (B, Tk, d)``: a separate value copy of the source (default: the source itself).
+        """
         residual = x
         q = self.norms[0](x)
-        kv = q if source is None else self.norms[0](source)
-        h, _ = self.attn(q, kv, kv, key_padding_mask=key_padding_mask, attn_mask=attn_mask, need_weights=False)
+        k = q if source is None else self.norms[0](source)
+        v = k if value is None else self.norms[0](value)
+        h, _ = self.attn(q, k, v, key_padding_mask=key_padding_mask, attn_mask=attn_mask, need_weights=False)
         x = residual + F.dropout(h, self.res_dropout, self.training)
         residual = x
         h = F.relu(self.fc1(self.norms[1](x)))
@@ -104,11 +117,15 @@ class MulTEncoder(nn.Module):
         return F.dropout(x, self.embed_dropout, self.training)
 
     def forward(self, x: torch.Tensor, source: torch.Tensor | None = None, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.embed(x)
-        source = None if source is None else self.embed(source)
+        x = self.embed(x)  # (B, Tq, d)
+        key = value = None
+        if source is not None:
+            key = self.embed(source)  # (B, Tk, d)
+            # The public code embeds key and value separately: distinct dropout masks in training.
+            value = self.embed(source) if self.training and self.embed_dropout > 0 else None
         attn_mask = None
         if self.causal:
-            attn_mask = future_mask(x.shape[1], (source if source is not None else x).shape[1], x.device)
+            attn_mask = future_mask(x.shape[1], (key if key is not None else x).shape[1], x.device)
         for layer in self.layers:
-            x = layer(x, source, key_padding_mask=key_padding_mask, attn_mask=attn_mask)
+            x = layer(x, key, key_padding_mask=key_padding_mask, attn_mask=attn_mask, value=value)
         return self.norm(x)

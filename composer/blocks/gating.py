@@ -1,0 +1,142 @@
+"""Modality gating of HCT-MG (§4, §5, §5.3.2): learn which modality is the primary one.
+
+:class:`ModalityGate` is a layer used by fusion blocks (``hierarchical_crossmodal``): one
+trainable weight per modality, normalised by a softmax so the weights sum to 1; the
+modality with the largest weight is the *primary* for the current batch, the others are
+auxiliaries. Since the argmax is not differentiable, the weights learn through the scaling
+of the representations by their weights (the owning block multiplies each modality's
+representation by its weight, as a co-author's public bimodal version does).
+
+Training history: every training-mode call of :meth:`ModalityGate.select` records the
+weights and the chosen primary; :meth:`ModalityGate.composer_epoch_end` (called by the
+trainer on every submodule that defines it; the returned dict goes to ``block_logs.jsonl``)
+returns and clears that history — the data of the paper's Figs. 6-7.
+
+Freezing (§5: "MG will become obsolete once the primary modality selection converges, we
+freeze it"): :meth:`ModalityGate.freeze` fixes the primary and stops the weights from
+learning; with ``freeze_after = n`` the gate freezes itself at the end of the epoch that
+completes ``n`` consecutive epochs without a change of primary. The frozen primary and the
+epoch counters are buffers, so they are saved with the weights (a resumed run keeps counting).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["ModalityGate"]
+
+GATED = "gated"
+
+
+class ModalityGate(nn.Module):
+    """Softmax-normalised per-modality weights; the largest one names the primary modality.
+
+    ``modalities``: names in port order. ``primary``: ``"gated"`` (learned, the default) or a
+    modality name (fixed primary, no gate parameters: the paper's Table 4 ablation without MG).
+    Parameters: ``M`` logits (gated) or none.
+    """
+
+    def __init__(self, modalities: list[str], primary: str = GATED, freeze_after: int | None = None):
+        super().__init__()
+        if primary != GATED and primary not in modalities:
+            raise ValueError(f"primary must be '{GATED}' or one of {modalities}, got {primary!r}")
+        self.modalities = list(modalities)
+        self.gated = primary == GATED
+        self.freeze_after = freeze_after
+        if self.gated:
+            # Equal weights 1/M at the start; the softmax keeps them positive and summing to 1.
+            self.logits = nn.Parameter(torch.zeros(len(modalities)))
+            self.register_buffer("frozen_primary", torch.tensor(-1, dtype=torch.long))
+        else:
+            self.register_buffer("frozen_primary", torch.tensor(modalities.index(primary), dtype=torch.long))
+        # Epoch-level state, buffers so that a resumed run continues the count.
+        self.register_buffer("last_primary", torch.tensor(-1, dtype=torch.long))
+        self.register_buffer("stable_epochs", torch.tensor(0, dtype=torch.long))
+        self._history: list[dict[str, Any]] = []
+
+    # -- state ---------------------------------------------------------------------
+    @property
+    def frozen(self) -> bool:
+        """True when the primary can no longer change (fixed primary or frozen gate)."""
+        return int(self.frozen_primary) >= 0
+
+    def weights(self) -> torch.Tensor | None:
+        """``(M,)`` weights summing to 1 (None for a fixed primary). Detached once frozen."""
+        if not self.gated:
+            return None
+        logits = self.logits.detach() if self.frozen else self.logits
+        return logits.softmax(dim=0)
+
+    def primary_index(self) -> int:
+        """Index of the current primary: the frozen/fixed one, else the argmax of the weights."""
+        if self.frozen:
+            return int(self.frozen_primary)
+        return int(self.logits.detach().argmax())
+
+    def select(self) -> tuple[int, torch.Tensor | None]:
+        """The primary for this batch and the weights; recorded in the history while training."""
+        weights = self.weights()
+        index = self.primary_index()
+        if self.training:
+            row: dict[str, Any] = {"primary": self.modalities[index]}
+            if weights is not None:
+                row["weights"] = [round(w, 6) for w in weights.detach().float().cpu().tolist()]
+            self._history.append(row)
+        return index, weights
+
+    def freeze(self) -> str:
+        """Fix the current primary and stop the weights from learning; returns the primary's name."""
+        if self.gated and not self.frozen:
+            self.frozen_primary.fill_(self.primary_index())
+            self.logits.requires_grad_(False)
+        return self.modalities[self.primary_index()]
+
+    # -- trainer hook --------------------------------------------------------------
+    def composer_epoch_end(self, epoch: int) -> dict[str, Any] | None:
+        """Return this epoch's gate history (per training batch) and apply automatic freezing.
+
+        The dict holds ``modalities``, ``batches`` (``[{weights, primary}, ...]`` in order),
+        ``mean_weights`` over the epoch's batches, ``primary_counts``, the ``primary`` at the
+        end of the epoch, ``stable_epochs`` (consecutive epochs with that primary), and
+        ``frozen`` / ``froze_now``. None when nothing was recorded and nothing changed.
+        """
+        history, self._history = self._history, []
+        if not history and not self.gated:
+            return None
+        primary = self.primary_index()
+        if primary == int(self.last_primary):
+            self.stable_epochs += 1
+        else:
+            self.stable_epochs.zero_()
+        self.last_primary.fill_(primary)
+        stable = int(self.stable_epochs)
+        froze_now = False
+        if self.gated and not self.frozen and self.freeze_after is not None and stable >= self.freeze_after:
+            self.freeze()
+            froze_now = True
+        counts = {name: 0 for name in self.modalities}
+        for row in history:
+            counts[row["primary"]] += 1
+        log: dict[str, Any] = {
+            "epoch": epoch,
+            "modalities": self.modalities,
+            "primary": self.modalities[primary],
+            "primary_counts": counts,
+            "stable_epochs": stable,
+            "frozen": self.frozen,
+            "froze_now": froze_now,
+            "batches": history,
+        }
+        rows = [row["weights"] for row in history if "weights" in row]
+        if rows:
+            log["mean_weights"] = dict(zip(self.modalities, torch.tensor(rows).mean(dim=0).tolist()))
+        if self.gated:
+            log["weights"] = dict(zip(self.modalities, self.weights().detach().float().cpu().tolist()))
+        return log
+
+    def extra_repr(self) -> str:
+        mode = "gated" if self.gated else f"fixed primary={self.modalities[int(self.frozen_primary)]}"
+        return f"modalities={self.modalities}, {mode}"

@@ -1,0 +1,61 @@
+"""``composer search``: Optuna over the choices a blueprint's ``search.space`` declares."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from composer.commands.core import SET_HELP, console
+
+
+def search(
+    blueprint: Path = typer.Argument(..., help="Blueprint YAML file with a `search:` section."),
+    trials: Optional[int] = typer.Option(None, "--trials", "-n", min=1, help="Total trials the study should reach (default: search.trials)."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="postgresql://..., sqlite:///..., or journal:PATH (default: SQLite in the search folder)."),
+    study_name: Optional[str] = typer.Option(None, "--study", help="Study name (default: the blueprint name)."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="tpe | random | grid (default: search.sampler)."),
+    pruner: Optional[str] = typer.Option(None, "--pruner", help="median | none (default: search.pruner)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes sharing the study."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs per trial (default: search.epochs or training.epochs)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Data file (default: the blueprint's training.data, synthetic)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Search folder (default: runs/<name>/search)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
+    seed: int = typer.Option(0, "--seed", help="Sampler seed."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting new trials after this many seconds."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
+) -> None:
+    """Search architecture choices with Optuna; resumable; writes best.yaml and trials.csv.
+
+    Example: composer search blueprints/msaf_placements.yaml --trials 8 --epochs 3
+    """
+    from composer.search.study import search as run_search
+
+    for name, value, allowed in (("--sampler", sampler, ("tpe", "random", "grid")), ("--pruner", pruner, ("median", "none"))):
+        if value is not None and value not in allowed:
+            raise typer.BadParameter(f"{value!r}; choose one of {', '.join(allowed)}", param_hint=name)
+    result = run_search(
+        blueprint, overrides=set_ or [], trials=trials, storage=storage, study_name=study_name, sampler=sampler,
+        pruner=pruner, workers=workers, out=out, data=data, epochs=epochs, device=device, seed=seed, timeout=timeout,
+    )
+    con = console()
+    table = Table(title=f"study {result.study.study_name}", header_style="bold")
+    names = list(dict.fromkeys(k for t in result.study.trials for k in t.params))
+    for col in ["#", "state", "value", *names, "note"]:
+        table.add_column(col, overflow="fold")
+    for t in result.study.trials:
+        note = t.user_attrs.get("invalid") or t.system_attrs.get("fail_reason", "")
+        value = "" if t.value is None else f"{t.value:.4f}"
+        table.add_row(str(t.number), t.state.name.lower(), value, *[str(t.params.get(n, "")) for n in names], note[:120])
+    con.print(table)
+    if result.best_blueprint is not None:
+        con.print(f"best value {result.best_value:.4f}; best blueprint: {result.best_blueprint}")
+    else:
+        con.print("no trial completed; see the notes above")
+    con.print(f"trials table: {result.out_dir / 'trials.csv'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(search)

@@ -1,0 +1,133 @@
+"""Mutual Promotion Unit (EMT-DLFR, Sun et al., eq. 5): the attention layers EMT is built from.
+
+Plain ``nn.Module``s (no block is registered here); :mod:`composer.blocks.fusion.emt` wires
+them into the three fusion strategies.
+
+* :class:`MultiHeadAttention` — ``(B, Tq, d), (B, Tk, d) -> (B, Tq, d)`` with a key padding
+  mask; ``Q = x W_Q``, ``[K; V] = c W_KV`` (no bias by default, as in the authors' code),
+  ``softmax(QKᵀ/√d_h)V`` per head, then ``W_O`` (eqs. 2-3).
+* :class:`FeedForward` — position-wise FFN, ``relu``/``gelu`` (``Linear(d, e·d) → act →
+  Linear(e·d, d)``) or ``geglu`` (the authors' code: ``Linear(d, 2·e·d) → x·GELU(gate) →
+  Linear(e·d, d)``), dropout on the output.
+* :class:`PromotionUnit` — one directional sub-MPU ``MPU_{n→m}(H_m, H_n)`` (eq. 5)::
+
+      H'  = MHCA(LN(H_m), LN(H_n)) + H_m
+      H'' = MHSA(LN(H'))           + H'
+      out = FFN(LN(H''))           + H''
+
+  Padding masks (True = padded step) are honoured as key masks in both attentions; padded
+  query rows are computed but carry no information anybody reads.
+
+Parameters of one unit at width ``d``, FFN expansion ``e``: LayerNorms ``8d``; two attentions
+``2·(4d² + d)``; FFN ``2e·d² + e·d + d`` (relu/gelu) or ``3e·d² + 2e·d + d`` (geglu). At
+``d = 128, e = 4`` that is 264,832 (relu) or 330,112 (geglu).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["MultiHeadAttention", "FeedForward", "PromotionUnit", "FFNKind"]
+
+FFNKind = Literal["relu", "gelu", "geglu"]
+
+
+class MultiHeadAttention(nn.Module):
+    """Scaled dot-product attention with ``heads`` heads (eqs. 2-3).
+
+    ``forward(x (B, Tq, d), context (B, Tk, d), key_padding (B, Tk) True = PAD | None)``
+    returns ``(B, Tq, d)``. Dropout acts on the attention weights.
+    """
+
+    def __init__(self, dim: int, heads: int, *, dropout: float = 0.0, qkv_bias: bool = False):
+        super().__init__()
+        assert dim % heads == 0, f"width {dim} is not divisible by {heads} heads"
+        self.heads = heads
+        self.scale = (dim // heads) ** -0.5
+        self.to_q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.to_kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
+        self.to_out = nn.Linear(dim, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, key_padding: torch.Tensor | None = None) -> torch.Tensor:
+        B, Tq, d = x.shape
+        Tk = context.shape[1]
+        h = self.heads
+        q = self.to_q(x).view(B, Tq, h, d // h).transpose(1, 2)  # (B, Tq, d) -> (B, h, Tq, d/h)
+        k, v = self.to_kv(context).chunk(2, dim=-1)  # 2 × (B, Tk, d)
+        k = k.reshape(B, Tk, h, d // h).transpose(1, 2)  # (B, h, Tk, d/h)
+        v = v.reshape(B, Tk, h, d // h).transpose(1, 2)
+        scores = torch.matmul(q, k.transpose(-2, -1)) * self.scale  # (B, h, Tq, Tk)
+        if key_padding is not None:
+            key_padding = key_padding & ~key_padding.all(dim=-1, keepdim=True)  # an all-padded row attends to all (no NaN)
+            scores = scores.masked_fill(key_padding[:, None, None, :], float("-inf"))
+        weights = self.dropout(torch.softmax(scores, dim=-1))
+        out = torch.matmul(weights, v)  # (B, h, Tq, d/h)
+        return self.to_out(out.transpose(1, 2).reshape(B, Tq, d))  # (B, Tq, d)
+
+
+class FeedForward(nn.Module):
+    """Position-wise feed-forward network ``(B, T, d) -> (B, T, d)`` (see module docstring)."""
+
+    def __init__(self, dim: int, expansion: int, kind: FFNKind = "relu", dropout: float = 0.0):
+        super().__init__()
+        hidden = dim * expansion
+        self.kind = kind
+        self.fc1 = nn.Linear(dim, 2 * hidden if kind == "geglu" else hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(x)
+        if self.kind == "geglu":
+            value, gate = h.chunk(2, dim=-1)  # (B, T, 2·e·d) -> 2 × (B, T, e·d)
+            h = value * F.gelu(gate)
+        elif self.kind == "gelu":
+            h = F.gelu(h)
+        else:
+            h = F.relu(h)
+        return self.dropout(self.fc2(h))
+
+
+class PromotionUnit(nn.Module):
+    """One directional MPU, ``MPU_{n→m}(H_m, H_n) -> H_{n→m}`` (eq. 5, pre-LN).
+
+    ``forward(h (B, Tm, d), context (B, Tn, d), h_padding (B, Tm) | None,
+    context_padding (B, Tn) | None) -> (B, Tm, d)``; masks are True on padded steps.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        *,
+        expansion: int = 4,
+        ffn: FFNKind = "relu",
+        attn_dropout: float = 0.0,
+        ffn_dropout: float = 0.0,
+        qkv_bias: bool = False,
+    ):
+        super().__init__()
+        self.norm_query = nn.LayerNorm(dim)
+        self.norm_context = nn.LayerNorm(dim)
+        self.cross_attn = MultiHeadAttention(dim, heads, dropout=attn_dropout, qkv_bias=qkv_bias)
+        self.norm_self = nn.LayerNorm(dim)
+        self.self_attn = MultiHeadAttention(dim, heads, dropout=attn_dropout, qkv_bias=qkv_bias)
+        self.norm_ffn = nn.LayerNorm(dim)
+        self.ffn = FeedForward(dim, expansion, ffn, ffn_dropout)
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        context: torch.Tensor,
+        h_padding: torch.Tensor | None = None,
+        context_padding: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        h = h + self.cross_attn(self.norm_query(h), self.norm_context(context), context_padding)  # H'
+        normed = self.norm_self(h)
+        h = h + self.self_attn(normed, normed, h_padding)  # H''
+        return h + self.ffn(self.norm_ffn(h))

@@ -6,6 +6,9 @@ from composer.blueprint.load import dump_blueprint, load_blueprint
 from composer.errors import BlueprintError, ComposerError, DataError
 from composer.graph.model import ComposedModel, compile_blueprint
 from composer.graph.spec import Spec
+from composer import train  # callable package: composer.train(blueprint, ...) trains
+from composer.train.evaluation import evaluate
+from composer.render import render
 
 __version__ = "0.1.0"
 
@@ -21,7 +24,10 @@ __all__ = [
     "SpecError",
     "compile_blueprint",
     "dump_blueprint",
+    "evaluate",
     "load_blueprint",
     "register_block",
     "register_loss",
+    "train",
+    "render",
 ]

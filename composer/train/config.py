@@ -62,6 +62,9 @@ class DataConfig(_Strict):
         description="Synthetic samples per split.",
     )
     noise: float = Field(default=0.1, ge=0.0, description="Synthetic: observation noise.")
+    incongruent: float = Field(
+        default=0.2, ge=0.0, le=1.0, description="Synthetic: share of incongruent samples (the modalities disagree)."
+    )
     seed: int = 0
     label_key: str = Field(default="regression_labels", description="Pickle: key of the labels.")
 
@@ -82,6 +85,9 @@ class TrainingConfig(_Strict):
     seed: int = 0
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         default="auto", description="auto: bf16 autocast on CUDA when supported, fp32 on CPU."
+    )
+    cpu_threads: int | None = Field(
+        default=None, ge=1, description="torch threads when training on CPU (default: torch's choice, one per core)."
     )
     views: dict[str, ViewConfig] = Field(default_factory=dict, description="Extra views of each batch.")
     data: DataConfig = Field(default_factory=DataConfig)

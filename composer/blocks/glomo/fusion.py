@@ -1,0 +1,228 @@
+"""GLoMo global-guided fusion (§3.5, eqs. 8-13) and the fusion ablations of Table 4.
+
+Block ``glomo_fusion``: inputs named ``global_<m>`` and ``local_<m>`` (vectors ``(B, d)``, one
+pair per modality m, in the order given) -> ``out (B, out)`` [, ``weights (B, M)``].
+
+``strategy: global_guided`` (the paper):
+
+* eq. 8: the ``2M`` vectors ``[g_1..g_M, l_1..l_M]`` form tokens ``(B, 2M, d)`` for a
+  ``layers``-layer transformer encoder without positions (PyTorch's post-LN
+  ``TransformerEncoderLayer``: ``heads`` heads, feed-forward ``ff_dim``, ReLU, ``dropout``);
+* eq. 9: ``Z_m = MLP_m([Z_m^g; Z_m^l])`` per modality, ``MLP = Linear(2d → d) → ReLU``;
+* eq. 10: ``W_r, Z_r = ATTN_r([Z_1^r..Z_M^r])`` for ``r ∈ {g, l}``, where ATTN is
+  ``Linear(M·d → d) → Dropout → ReLU → Linear(d → M)``, scaled by ``d^-1/2``, softmax over
+  the M modalities, and ``Z_r = Σ_m W_r[m] Z_m^r``;
+* eq. 11: ``Z_1 = MLP([Z_g; Z_l])``;
+* eq. 12 (MIXUP): ``Z_2 = Σ_m W_g[m] Z_m``;
+* eq. 13: ``ŷ = Linear([Z_1; Z_2])``.
+
+Ablations (Table 4), as fields:
+
+* ``mixup`` (§5.2.5) replaces eq. 12: ``global`` (W_g, the paper), ``local`` (W_l: ReAt_G),
+  ``attention`` (a third ATTN over ``Z_1..Z_M``: ATTN_G), ``mlp`` (``Linear(M·d → d) → ReLU``
+  on ``[Z_1; ..; Z_M]``: MLP_G). ``weights`` outputs the mixing weights of ``global`` / ``local``.
+* ``strategy`` (§5.2.4) replaces eqs. 9-13 after the encoder, on its 2M outputs ``Z``:
+  ``sum`` (``Linear(Σ Z)``: SUM), ``concat`` (``Linear(d → out)(ReLU(Linear(2M·d → d)([Z..])))``: CON),
+  ``attention`` (``Linear(ATTN(Z))``: ATTN_F), ``product`` (``Linear(Π Z)``: MUL).
+* Global-only / Local-only (§5.2.3): give only ``global_*`` or only ``local_*`` inputs; eqs.
+  9 and 11 then read one representation (``Linear(d → d) → ReLU``), MIXUP uses the
+  available kind's weights (set ``mixup: local`` for Local-only).
+
+Parameters (M modalities, both kinds): ``layers·(4d² + 4d + 2·d·ff + ff + d + 4d)``
+``+ M·(2d² + d) + 2·(M·d² + d + d·M + M) + (2d² + d) + 2d·out + out``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from composer.blocks._base import Block, BlockConfig, Context, SpecError, expect_kind
+from composer.blocks._registry import register_block
+from composer.graph.spec import Spec, vector
+
+__all__ = ["GLoMoFusionConfig", "GLoMoFusion", "ModalityAttention"]
+
+KINDS = ("global", "local")
+
+
+class GLoMoFusionConfig(BlockConfig):
+    type: Literal["glomo_fusion"] = "glomo_fusion"
+    out: int = Field(ge=1, description="Prediction width (1 for regression, the number of classes otherwise).")
+    layers: int = Field(default=2, ge=0, description="Transformer encoder layers over the 2M tokens (eq. 8); 0: none.")
+    heads: int = Field(default=4, ge=1, description="Attention heads of the encoder (divide d).")
+    ff_dim: int = Field(default=2048, ge=1, description="Feed-forward width of the encoder (PyTorch's default 2048).")
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="Dropout inside the encoder layers.")
+    attn_dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="Dropout inside the ATTN modules (eq. 10).")
+    strategy: Literal["global_guided", "sum", "concat", "attention", "product"] = Field(
+        default="global_guided",
+        description="global_guided: eqs. 9-13 (paper); sum / concat / attention / product: Table 4 SUM / CON / ATTN_F / MUL.",
+    )
+    mixup: Literal["global", "local", "attention", "mlp"] = Field(
+        default="global",
+        description="Eq. 12: global = W_g (paper); local = W_l (ReAt_G); attention = ATTN_G; mlp = MLP_G.",
+    )
+
+
+class ModalityAttention(nn.Module):
+    """GLoMo's ATTN (eq. 10): ``(B, M, d) -> weights (B, M), fused (B, d)``.
+
+    ``w = softmax(Linear(d → M)(ReLU(Dropout(Linear(M·d → d)(flatten(x))))) / √d)``,
+    ``fused = Σ_m w_m x_m``.
+    """
+
+    def __init__(self, count: int, dim: int, dropout: float):
+        super().__init__()
+        self.score = nn.Sequential(nn.Linear(count * dim, dim), nn.Dropout(dropout), nn.ReLU(), nn.Linear(dim, count))
+        self.scale = dim ** -0.5
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        weights = (self.score(x.flatten(1)) * self.scale).softmax(dim=-1)  # (B, M·d) -> (B, M)
+        return weights, torch.einsum("bm,bmd->bd", weights, x)
+
+
+def _mlp(width_in: int, width_out: int) -> nn.Sequential:
+    """GLoMo's fusion MLP: ``Linear -> ReLU``."""
+    return nn.Sequential(nn.Linear(width_in, width_out), nn.ReLU())
+
+
+def _parse_ports(inputs: dict[str, Spec]) -> tuple[list[str], list[str]]:
+    """Modality names and the kinds present, from ports ``global_<m>`` / ``local_<m>``."""
+    modalities: list[str] = []
+    kinds: dict[str, list[str]] = {}
+    for port in inputs:
+        kind, _, name = port.partition("_")
+        if kind not in KINDS or not name:
+            raise SpecError(f"input port '{port}' must be named global_<modality> or local_<modality>", field="in")
+        kinds.setdefault(kind, []).append(name)
+        if name not in modalities:
+            modalities.append(name)
+    present = [k for k in KINDS if k in kinds]
+    for kind in present:
+        missing = [m for m in modalities if m not in kinds[kind]]
+        if missing:
+            raise SpecError(
+                f"modalit{'ies' if len(missing) > 1 else 'y'} {', '.join(missing)} lack{'' if len(missing) > 1 else 's'} "
+                f"a {kind}_<modality> input (give both kinds for every modality, or only one kind)",
+                field="in",
+            )
+    return modalities, present
+
+
+@register_block(GLoMoFusionConfig, family="fusion")
+class GLoMoFusion(Block):
+    """GLoMo global-guided fusion (eqs. 8-13): ``{global_m, local_m: (B, d)} -> out (B, out), weights (B, M)``.
+
+    Transformer encoder over the global and local tokens (eq. 8), per-modality MLP (eq. 9),
+    ATTN pooling of globals and locals (eq. 10), MLP of the pooled pair (eq. 11), MIXUP of the
+    modality representations with the global attention weights W_g (eq. 12), final Linear
+    (eq. 13). ``strategy`` and ``mixup`` select the ablations of Table 4; ``weights`` (the MIXUP
+    weights) exists for ``strategy: global_guided`` with ``mixup: global`` or ``local``.
+    """
+
+    @classmethod
+    def infer(cls, config: GLoMoFusionConfig, inputs: dict[str, Spec]) -> dict[str, Spec]:
+        modalities, kinds = _parse_ports(inputs)
+        widths = set()
+        for port, spec in inputs.items():
+            expect_kind(port, spec, "vector")
+            widths.add(spec.features)
+        if len(widths) != 1:
+            raise SpecError(f"all inputs need one width d, got {sorted(map(str, widths))}", field="in")
+        (dim,) = widths
+        if config.layers and int(dim) % config.heads:
+            raise SpecError(f"width {dim} is not divisible by heads={config.heads}", field="heads")
+        out = {"out": vector(config.out)}
+        if config.strategy == "global_guided":
+            wanted = {"global": "global", "local": "local"}.get(config.mixup)
+            if wanted is not None and wanted not in kinds:
+                raise SpecError(f"mixup: {config.mixup} needs {wanted}_<modality> inputs (only {kinds[0]} given)", field="mixup")
+            if wanted is not None:
+                out["weights"] = vector(len(modalities))
+        return out
+
+    @classmethod
+    def examples(cls):
+        three = {f"{k}_{m}": vector(4) for k in KINDS for m in ("t", "a", "v")}
+        return [
+            ({"out": 1, "heads": 2, "ff_dim": 8}, three),
+            ({"out": 3, "heads": 2, "ff_dim": 8, "mixup": "attention"}, three),
+            ({"out": 1, "heads": 2, "ff_dim": 8, "mixup": "mlp", "layers": 1}, three),
+            ({"out": 1, "layers": 0, "mixup": "local"}, three),
+            ({"out": 2, "heads": 2, "ff_dim": 8, "strategy": "concat"}, three),
+            ({"out": 1, "heads": 2, "ff_dim": 8, "strategy": "attention"}, three),
+            ({"out": 1, "layers": 0, "strategy": "sum"}, three),
+            ({"out": 1, "layers": 0, "strategy": "product"}, three),
+            ({"out": 1, "heads": 2, "ff_dim": 8}, {f"global_{m}": vector(4) for m in ("t", "a")}),
+            ({"out": 1, "heads": 2, "ff_dim": 8, "mixup": "local"}, {f"local_{m}": vector(4) for m in ("t", "a")}),
+        ]
+
+    def __init__(self, config: GLoMoFusionConfig, inputs: dict[str, Spec]):
+        super().__init__(config, inputs)
+        modalities, kinds = _parse_ports(inputs)
+        self.modalities, self.kinds = modalities, kinds
+        self.order = [f"{k}_{m}" for k in kinds for m in modalities]  # [g_1..g_M, l_1..l_M]
+        dim = int(next(iter(inputs.values())).features)
+        M, K = len(modalities), len(kinds)
+        self.encoder = None
+        if config.layers:
+            layer = nn.TransformerEncoderLayer(dim, config.heads, config.ff_dim, config.dropout, batch_first=True)
+            self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
+        if config.strategy == "global_guided":
+            self.modality_mlps = nn.ModuleList(_mlp(K * dim, dim) for _ in modalities)  # eq. 9
+            self.attention = nn.ModuleDict({k: ModalityAttention(M, dim, config.attn_dropout) for k in kinds})  # eq. 10
+            self.pair_mlp = _mlp(K * dim, dim)  # eq. 11
+            if config.mixup == "attention":
+                self.mix = ModalityAttention(M, dim, config.attn_dropout)
+            elif config.mixup == "mlp":
+                self.mix = _mlp(M * dim, dim)
+            self.predict = nn.Linear(2 * dim, config.out)  # eq. 13
+        elif config.strategy == "concat":
+            self.merge = _mlp(K * M * dim, dim)
+            self.predict = nn.Linear(dim, config.out)
+        else:
+            if config.strategy == "attention":
+                self.merge = ModalityAttention(K * M, dim, config.attn_dropout)
+            self.predict = nn.Linear(dim, config.out)
+
+    def forward(self, inputs: dict[str, torch.Tensor], ctx: Context) -> dict[str, torch.Tensor]:
+        tokens = torch.stack([inputs[p] for p in self.order], dim=1)  # (B, K·M, d)
+        if self.encoder is not None:
+            tokens = self.encoder(tokens)  # eq. 8
+        strategy = self.config.strategy
+        if strategy == "sum":
+            return {"out": self.predict(tokens.sum(dim=1))}
+        if strategy == "product":
+            return {"out": self.predict(tokens.prod(dim=1))}
+        if strategy == "concat":
+            return {"out": self.predict(self.merge(tokens.flatten(1)))}  # (B, K·M·d) -> (B, d) -> (B, out)
+        if strategy == "attention":
+            return {"out": self.predict(self.merge(tokens)[1])}
+        return self._global_guided(tokens)
+
+    def _global_guided(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        M = len(self.modalities)
+        by_kind = dict(zip(self.kinds, tokens.split(M, dim=1)))  # kind -> (B, M, d)
+        per_modality = torch.cat(list(by_kind.values()), dim=-1)  # (B, M, K·d): [Z_m^g; Z_m^l]
+        z_m = torch.stack([mlp(per_modality[:, i]) for i, mlp in enumerate(self.modality_mlps)], dim=1)  # (B, M, d), eq. 9
+        weights, pooled = {}, []
+        for kind in self.kinds:
+            weights[kind], fused = self.attention[kind](by_kind[kind])  # eq. 10
+            pooled.append(fused)
+        z_1 = self.pair_mlp(torch.cat(pooled, dim=-1))  # eq. 11
+        mixup = self.config.mixup
+        out = {}
+        if mixup in ("global", "local"):
+            w = weights[mixup]
+            z_2 = torch.einsum("bm,bmd->bd", w, z_m)  # eq. 12 (MIXUP)
+            out["weights"] = w
+        elif mixup == "attention":
+            z_2 = self.mix(z_m)[1]
+        else:
+            z_2 = self.mix(z_m.flatten(1))
+        out["out"] = self.predict(torch.cat([z_1, z_2], dim=-1))  # eq. 13
+        return out

@@ -1,0 +1,141 @@
+"""The dataset interface: splits of stacked tensors, batched by index.
+
+A *split* is a :class:`TensorSplit`: a dict of tensors that share their first dimension
+(one row per sample) in the batch layout of :class:`~composer.graph.model.ComposedModel`
+(modality tensors, ``<m>_lengths``, ``<m>_mask``, ``<m>_segment``, ``label``) plus optional
+sample ids. Data for a run is a :class:`DataSplits` mapping ``train`` / ``valid`` / ``test`` to
+splits, with a ``notes`` list of log lines (e.g. how many non-finite values were cleaned).
+
+Other layouts plug in through :class:`Dataset`: any object with ``load(blueprint) ->
+DataSplits``; :func:`splits_from_arrays` builds the splits from plain arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from composer.errors import DataError
+
+__all__ = ["TensorSplit", "DataSplits", "Dataset", "splits_from_arrays", "check_split", "SPLITS"]
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class TensorSplit:
+    """One split: ``tensors[key]`` has shape ``(N, ...)``; ``ids`` names the N samples."""
+
+    tensors: dict[str, torch.Tensor]
+    ids: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        sizes = {k: int(v.shape[0]) for k, v in self.tensors.items()}
+        if len(set(sizes.values())) > 1:
+            raise DataError(f"split tensors differ in their number of samples: {sizes}")
+        if self.ids is not None and sizes and len(self.ids) != next(iter(sizes.values())):
+            raise DataError(f"{len(self.ids)} ids for {next(iter(sizes.values()))} samples")
+
+    def __len__(self) -> int:
+        return int(next(iter(self.tensors.values())).shape[0]) if self.tensors else 0
+
+    def batch(self, index: torch.Tensor, device: str | torch.device = "cpu") -> dict[str, Any]:
+        """The samples at ``index`` as one batch dict on ``device``."""
+        out: dict[str, Any] = {k: v[index].to(device, non_blocking=True) for k, v in self.tensors.items()}
+        if self.ids is not None:
+            out["id"] = [self.ids[i] for i in index.tolist()]
+        return out
+
+    def batches(
+        self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None, device: str | torch.device = "cpu"
+    ) -> Iterator[dict[str, Any]]:
+        """Consecutive batches (the last one may be smaller); shuffled by ``generator`` if asked."""
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        for start in range(0, n, batch_size):
+            yield self.batch(order[start : start + batch_size], device)
+
+
+@dataclass
+class DataSplits:
+    """``train``, ``valid`` and ``test`` splits, and log lines about how they were prepared."""
+
+    splits: dict[str, TensorSplit]
+    notes: list[str] = field(default_factory=list)
+    source: str = ""
+
+    def __getitem__(self, name: str) -> TensorSplit:
+        if name not in self.splits:
+            raise DataError(f"no '{name}' split in {self.source or 'the data'} (splits: {', '.join(self.splits)})")
+        return self.splits[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.splits
+
+    def sizes(self) -> dict[str, int]:
+        return {k: len(v) for k, v in self.splits.items()}
+
+
+@runtime_checkable
+class Dataset(Protocol):
+    """Anything that can produce the splits for a blueprint (pass it as ``data=`` to :func:`composer.train`)."""
+
+    def load(self, blueprint) -> DataSplits: ...
+
+
+def _tensor(key: str, value: Any) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    arr = np.asarray(value)
+    if arr.dtype == object:
+        raise DataError(f"'{key}': cannot turn an array of Python objects into a tensor")
+    return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+def check_split(blueprint, split: TensorSplit, name: str = "split") -> None:
+    """Raise :class:`DataError` when a split does not carry what the blueprint's modalities need."""
+    for m, cfg in blueprint.modalities.items():
+        if m not in split.tensors:
+            raise DataError(f"{name}: missing modality '{m}' (expected {_expected(cfg)})")
+        x = split.tensors[m]
+        if cfg.kind == "tokens":
+            ok = x.dim() == 2 and not x.is_floating_point()
+        elif cfg.kind == "sequence":
+            ok = x.dim() == 3 and x.shape[2] == cfg.features
+        elif cfg.kind == "vector":
+            ok = x.dim() == 2 and x.shape[1] == cfg.features
+        else:
+            ok = tuple(x.shape[1:]) == (cfg.features, *cfg.spatial)
+        if not ok:
+            raise DataError(f"{name}: '{m}' has shape {tuple(x.shape)}, expected {_expected(cfg)}")
+    if "label" not in split.tensors:
+        raise DataError(f"{name}: no 'label' tensor")
+
+
+def _expected(cfg) -> str:
+    if cfg.kind == "tokens":
+        return "token ids (N, T) of an integer type"
+    if cfg.kind == "sequence":
+        return f"(N, T, {cfg.features})"
+    if cfg.kind == "vector":
+        return f"(N, {cfg.features})"
+    return "(N, " + ", ".join(str(s) for s in (cfg.features, *cfg.spatial)) + ")"
+
+
+def splits_from_arrays(blueprint, arrays: Mapping[str, Mapping[str, Any]], *, source: str = "arrays") -> DataSplits:
+    """Build :class:`DataSplits` from ``{split: {key: array}}`` already in the batch layout.
+
+    Keys are the batch keys (``text``, ``audio_lengths``, ``text_mask``, ``label``...); an
+    ``id`` entry (list of str) names the samples. Shapes are checked against the blueprint.
+    """
+    splits = {}
+    for name, data in arrays.items():
+        ids = [str(i) for i in data["id"]] if "id" in data else None
+        tensors = {k: _tensor(k, v) for k, v in data.items() if k != "id"}
+        split = TensorSplit(tensors, ids)
+        check_split(blueprint, split, f"{source}[{name}]")
+        splits[name] = split
+    return DataSplits(splits, source=source)

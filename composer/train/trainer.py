@@ -1,0 +1,430 @@
+"""The trainer: a blueprint, its data, a run folder -> a trained model and metric files.
+
+One epoch: shuffle the train split (a generator seeded by ``seed`` and the epoch, so a
+resumed run draws the same order), build the views of each batch, run the model on every
+view, ``model.compute_loss(outputs, batches)``, backward (scaled by ``1 / grad_accum``),
+and every ``grad_accum`` batches clip and step. Then every submodule's
+``composer_epoch_end(epoch)`` hook runs, the ``valid`` and ``test`` splits are evaluated,
+the rows go to the run log, the best model (by the monitored validation metric) is saved
+as ``best.safetensors`` and the full state as ``last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from composer.blueprint.load import dump_blueprint, load_blueprint
+from composer.data import DataSplits, TensorSplit, load_data
+from composer.errors import ComposerError, DataError, did_you_mean
+from composer.graph.model import ComposedModel, compile_blueprint
+from composer.metrics import compute_metrics, metric_direction
+from composer.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, seed_everything
+from composer.train.optim import STEP_SCHEDULERS, Precision, build_optimizer, build_scheduler, select_device
+from composer.train.runlog import RunLog, make_console, write_json
+from composer.train.views import check_views, make_views
+
+__all__ = ["Trainer", "TrainResult", "train", "evaluate_split", "as_blueprint", "metric_names", "EPOCH_HOOK"]
+
+EPOCH_HOOK = "composer_epoch_end"
+
+
+def as_blueprint(blueprint: Any, overrides=()):
+    """A validated blueprint from a path, YAML text, dict or blueprint (overrides applied)."""
+    if hasattr(blueprint, "training") and hasattr(blueprint, "modalities"):
+        if not overrides:
+            return blueprint
+        blueprint = blueprint.to_data()
+    return load_blueprint(blueprint, overrides=list(overrides))
+
+
+def metric_names(task) -> list[str]:
+    """The metric names :func:`compute_metrics` gives for ``task`` (plus ``loss``)."""
+    k = task.outputs
+    if task.kind == "classification":
+        pred, label = np.eye(k)[np.arange(2) % k], np.arange(2) % k
+    elif task.kind == "multilabel":
+        pred, label = np.zeros((2, k)), np.zeros((2, k))
+    else:
+        pred = label = np.zeros((2, k)) if k > 1 else np.array([1.0, -1.0])
+    return ["loss"] + list(compute_metrics(task, pred, label))
+
+
+def _view_generator(seed: int, epoch: int, salt: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch * 7_919 + salt) % (2**63 - 1))
+
+
+@torch.no_grad()
+def evaluate_split(
+    model: ComposedModel,
+    split: TensorSplit,
+    batch_size: int,
+    device: torch.device,
+    precision: Precision | None = None,
+    *,
+    seed: int = 0,
+    transform=None,
+) -> dict[str, float]:
+    """Loss and task metrics of ``model`` on one split (eval mode, no gradients).
+
+    ``transform(batch, generator) -> batch`` alters the inputs first (e.g. masking for a
+    missing-rate sweep). Views for the loss are drawn from a generator seeded by ``seed`` so
+    the value is reproducible.
+    """
+    model.eval()
+    bp = model.blueprint
+    gen = _view_generator(seed, 0, 17)
+    preds, labels, loss_sum, n = [], [], 0.0, 0
+    for batch in split.batches(batch_size, device=device):
+        if transform is not None:
+            batch = transform(batch, gen)
+        batches = make_views(batch, bp, gen)
+        with precision.autocast() if precision is not None else nullcontext():
+            outputs = {v: model(b) for v, b in batches.items()}
+            total, _ = model.compute_loss(outputs, batches)
+        size = batch["label"].shape[0]
+        loss_sum += float(total) * size
+        n += size
+        preds.append(outputs["main"]["prediction"].float().cpu())
+        labels.append(batch["label"].cpu())
+    pred = torch.cat(preds).numpy()
+    label = torch.cat(labels).numpy()
+    return {"loss": loss_sum / max(1, n), **compute_metrics(bp.task, pred, label)}
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the run folder, the summary (as in ``summary.json``), the model."""
+
+    run_dir: Path
+    summary: dict[str, Any]
+    model: ComposedModel = field(repr=False)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.summary[key]
+
+
+class Trainer:
+    """Trains a blueprint on its data into ``run_dir``. See :func:`train` for the arguments."""
+
+    def __init__(
+        self,
+        blueprint,
+        data: Any = None,
+        out: str | Path | None = None,
+        *,
+        device: str | None = None,
+        progress: bool = True,
+        console=None,
+        on_epoch_end=None,
+    ):
+        self.bp = blueprint
+        self.cfg = blueprint.training
+        check_views(blueprint)
+        self.run_dir = Path(out) if out is not None else Path("runs") / blueprint.name
+        self.device = select_device(device)
+        self.precision = Precision(self.cfg.precision, self.device)
+        if self.device.type == "cpu" and self.cfg.cpu_threads is not None:
+            torch.set_num_threads(self.cfg.cpu_threads)
+        self.progress = progress
+        self.on_epoch_end = on_epoch_end
+        self.console = console or make_console()
+        names = metric_names(blueprint.task)
+        self.monitor = self.cfg.monitor.metric
+        if self.monitor not in names:
+            hint = did_you_mean(self.monitor, names)
+            raise ComposerError(
+                f"training.monitor.metric: '{self.monitor}' is not a metric of this task"
+                + (f" (did you mean '{hint}'?)" if hint else f" (metrics: {', '.join(names)})")
+            )
+        d = self.cfg.monitor.direction
+        self.direction = metric_direction(self.monitor) if d == "auto" else d
+        self.data: DataSplits = load_data(blueprint, data)
+        missing = [s for s in ("train", "valid") if s not in self.data]
+        if missing:
+            raise DataError(f"{self.data.source or 'the data'} has no {' or '.join(missing)} split; training needs both")
+
+    # -- helpers ------------------------------------------------------------------
+    def _better(self, value: float, best: float | None) -> bool:
+        if best is None or not math.isfinite(best):
+            return math.isfinite(value)
+        return value < best if self.direction == "minimize" else value > best
+
+    def _log(self, text: str) -> None:
+        if self.progress:
+            self.console.print(text)
+
+    def _state(self, model, optimizer, scheduler, epoch, best, best_epoch, bad_epochs, step, stopped) -> dict:
+        return {
+            "epoch": epoch,
+            "global_step": step,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "scaler": self.precision.scaler.state_dict() if self.precision.scaler is not None else None,
+            "rng": capture_rng(),
+            "best": best,
+            "best_epoch": best_epoch,
+            "bad_epochs": bad_epochs,
+            "stopped": stopped,
+            "blueprint": dump_blueprint(self.bp),
+        }
+
+    def _check_resumable(self, state: dict) -> None:
+        saved = load_blueprint(state["blueprint"]).to_data()
+        now = self.bp.to_data()
+        for data in (saved, now):
+            data["training"].pop("epochs", None)
+        if saved != now:
+            raise ComposerError(
+                f"{self.run_dir / 'last.ckpt'} was written by a different blueprint; resume with the same settings "
+                "(only --epochs may change) or train into a new --out folder"
+            )
+
+    def _save_best(self, model: ComposedModel, extra: dict[str, str]) -> None:
+        """``best.safetensors`` via ``ComposedModel.save``, atomically (temporary file + rename)."""
+        tmp = self.run_dir / ".best.safetensors.tmp"
+        model.save(tmp, extra=extra)
+        os.replace(tmp, self.run_dir / "best.safetensors")
+
+    def _run_hooks(self, model: nn.Module, epoch: int) -> list[dict]:
+        rows = []
+        for name, module in model.named_modules():
+            hook = getattr(module, EPOCH_HOOK, None)
+            if callable(hook):
+                result = hook(epoch)
+                if result is not None:
+                    rows.append({"epoch": epoch, "block": name, **result})
+        return rows
+
+    # -- the loop -----------------------------------------------------------------
+    def fit(self, resume: bool = False) -> TrainResult:
+        cfg, bp = self.cfg, self.bp
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt_path = self.run_dir / "last.ckpt"
+        state = None
+        if resume and ckpt_path.exists():
+            state = load_checkpoint(ckpt_path)
+            self._check_resumable(state)
+        elif resume:
+            self._log(f"[yellow]no checkpoint in {self.run_dir}; starting a new run[/]")
+
+        seed_everything(cfg.seed)
+        model = compile_blueprint(bp).to(self.device)
+        optimizer = build_optimizer(model, cfg)
+        train_split = self.data["train"]
+        batches_per_epoch = math.ceil(len(train_split) / cfg.batch_size)
+        steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
+        scheduler = build_scheduler(optimizer, cfg, steps_per_epoch, self.direction)
+        start_epoch, best, best_epoch, bad_epochs, step, stopped = 1, None, None, 0, 0, False
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None and state["scheduler"] is not None:
+                scheduler.load_state_dict(state["scheduler"])
+            if self.precision.scaler is not None and state["scaler"] is not None:
+                self.precision.scaler.load_state_dict(state["scaler"])
+            restore_rng(state["rng"])
+            start_epoch = state["epoch"] + 1
+            best, best_epoch, bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
+            step, stopped = state["global_step"], state["stopped"]
+            self._log(f"resuming {self.run_dir} after epoch {state['epoch']}")
+        log = RunLog(self.run_dir, resume_epoch=state["epoch"] if state is not None else None)
+        (self.run_dir / "blueprint.yaml").write_text(dump_blueprint(bp), encoding="utf-8")
+        for note in self.data.notes:
+            self._log(note)
+        n_params = sum(p.numel() for p in model.parameters())
+        self._log(f"{bp.name}: {n_params:,} parameters on {self.device} ({self.precision.name}), run folder {self.run_dir}")
+
+        started = time.perf_counter()
+        progress = self._progress()
+        epoch = start_epoch - 1
+        with progress:
+            for epoch in range(start_epoch, cfg.epochs + 1):
+                if stopped:
+                    break
+                train_row, step = self._train_epoch(model, optimizer, scheduler, train_split, epoch, step, progress)
+                log.add_block_rows(self._run_hooks(model, epoch))
+                rows = [train_row]
+                valid = evaluate_split(model, self.data["valid"], cfg.batch_size, self.device, self.precision, seed=cfg.seed)
+                rows.append({"epoch": epoch, "split": "valid", **valid})
+                if "test" in self.data:
+                    test = evaluate_split(model, self.data["test"], cfg.batch_size, self.device, self.precision, seed=cfg.seed)
+                    rows.append({"epoch": epoch, "split": "test", **test})
+                log.add_metrics(rows)
+                value = valid[self.monitor]
+                if scheduler is not None and cfg.scheduler.type == "plateau":
+                    scheduler.step(value)
+                elif scheduler is not None and cfg.scheduler.type not in STEP_SCHEDULERS:
+                    scheduler.step()
+                improved = self._better(value, best)
+                if improved:
+                    best, best_epoch, bad_epochs = value, epoch, 0
+                    self._save_best(model, {"composer.epoch": str(epoch), f"composer.valid.{self.monitor}": repr(value)})
+                else:
+                    bad_epochs += 1
+                if cfg.early_stop is not None and bad_epochs >= cfg.early_stop:
+                    stopped = True
+                save_checkpoint(ckpt_path, self._state(model, optimizer, scheduler, epoch, best, best_epoch, bad_epochs, step, stopped))
+                self._log(self._epoch_line(epoch, train_row, valid, improved))
+                if stopped:
+                    self._log(f"early stop: no better valid {self.monitor} for {cfg.early_stop} epochs")
+                if self.on_epoch_end is not None:
+                    self.on_epoch_end(epoch, {r["split"]: r for r in rows})
+        if not (self.run_dir / "best.safetensors").exists():
+            self._save_best(model, {"composer.epoch": str(epoch)})
+        summary = self._summary(log, best, best_epoch, n_params, time.perf_counter() - started)
+        write_json(self.run_dir / "summary.json", summary)
+        if self.progress:
+            self._print_summary(summary)
+        best_model = ComposedModel.load(self.run_dir / "best.safetensors", map_location=self.device)
+        return TrainResult(self.run_dir, summary, best_model)
+
+    def _progress(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        return Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+            disable=not self.progress,
+        )
+
+    def _train_epoch(self, model, optimizer, scheduler, split: TensorSplit, epoch: int, step: int, progress):
+        cfg, bp = self.cfg, self.bp
+        model.train()
+        order_gen = _view_generator(cfg.seed, epoch, 1)
+        view_gen = _view_generator(cfg.seed, epoch, 2)
+        n_batches = math.ceil(len(split) / cfg.batch_size)
+        task = progress.add_task(f"epoch {epoch}/{cfg.epochs}", total=n_batches, loss=float("nan"))
+        scaler = self.precision.scaler
+        sums: dict[str, float] = {}
+        seen = 0
+        optimizer.zero_grad(set_to_none=True)
+        for i, batch in enumerate(split.batches(cfg.batch_size, shuffle=True, generator=order_gen, device=self.device)):
+            batches = make_views(batch, bp, view_gen)
+            with self.precision.autocast():
+                outputs = {v: model(b) for v, b in batches.items()}
+                total, parts = model.compute_loss(outputs, batches)
+            if not torch.isfinite(total):
+                raise ComposerError(f"epoch {epoch}, batch {i}: the loss is {float(total)}; lower training.lr or set training.grad_clip")
+            scaled = total / cfg.grad_accum
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            if (i + 1) % cfg.grad_accum == 0 or i + 1 == n_batches:
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
+                if cfg.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                if scheduler is not None and cfg.scheduler.type in STEP_SCHEDULERS:
+                    scheduler.step()
+            size = batch["label"].shape[0]
+            seen += size
+            sums["loss"] = sums.get("loss", 0.0) + float(total.detach()) * size
+            for name, value in parts.items():
+                sums[f"loss/{name}"] = sums.get(f"loss/{name}", 0.0) + float(value) * size
+            progress.update(task, advance=1, loss=sums["loss"] / seen)
+        progress.remove_task(task)
+        row = {"epoch": epoch, "split": "train", **{k: v / max(1, seen) for k, v in sums.items()}}
+        row["lr"] = optimizer.param_groups[-1]["lr"]
+        return row, step
+
+    def _epoch_line(self, epoch: int, train_row: dict, valid: dict, improved: bool) -> str:
+        keys = [k for k in ("mae", "corr", "acc2_nonzero", "f1_nonzero", "acc7", "acc", "f1_weighted") if k in valid]
+        parts = " ".join(f"{k} {valid[k]:.4f}" for k in keys)
+        mark = " [green]*[/]" if improved else ""
+        return f"epoch {epoch:>3}  train loss {train_row['loss']:.4f}  valid loss {valid['loss']:.4f} {parts}{mark}"
+
+    def _summary(self, log: RunLog, best, best_epoch, n_params: int, seconds: float) -> dict:
+        at_best = {r["split"]: {k: v for k, v in r.items() if k not in ("epoch", "split")} for r in log.rows if r["epoch"] == best_epoch}
+        last_epoch = max((r["epoch"] for r in log.rows), default=0)
+        return {
+            "blueprint": self.bp.name,
+            "run_dir": str(self.run_dir),
+            "epochs_run": last_epoch,
+            "best_epoch": best_epoch,
+            "monitor": {"metric": self.monitor, "split": "valid", "direction": self.direction, "best": best},
+            "best": at_best,
+            "parameters": n_params,
+            "device": str(self.device),
+            "precision": self.precision.name,
+            "seed": self.cfg.seed,
+            "data": {"source": self.data.source, "sizes": self.data.sizes(), "notes": self.data.notes},
+            "seconds": round(seconds, 2),
+            "files": {
+                "metrics": "metrics.jsonl",
+                "metrics_csv": "metrics.csv",
+                "block_logs": "block_logs.jsonl",
+                "best": "best.safetensors",
+                "last": "last.ckpt",
+            },
+        }
+
+    def _print_summary(self, summary: dict) -> None:
+        from rich.table import Table
+
+        best = summary["best"]
+        splits = [s for s in ("train", "valid", "test") if s in best]
+        table = Table(title=f"{summary['blueprint']}: best epoch {summary['best_epoch']} by valid {summary['monitor']['metric']}")
+        table.add_column("metric")
+        for s in splits:
+            table.add_column(s, justify="right")
+        names = []
+        for s in splits:
+            names += [k for k in best[s] if k not in names and k != "lr" and not k.startswith("loss/")]
+        for name in names:
+            table.add_row(name, *[f"{best[s][name]:.4f}" if isinstance(best[s].get(name), (int, float)) else "" for s in splits])
+        self.console.print(table)
+        self.console.print(f"run folder: {summary['run_dir']} ({summary['seconds']} s)")
+
+
+def train(
+    blueprint,
+    data: Any = None,
+    out: str | Path | None = None,
+    *,
+    overrides=(),
+    epochs: int | None = None,
+    seed: int | None = None,
+    resume: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+    on_epoch_end=None,
+) -> TrainResult:
+    """Train a blueprint; returns a :class:`TrainResult` (run folder, summary, best model).
+
+    ``blueprint``: a path, YAML text, dict or loaded blueprint; ``overrides``: ``path=value``
+    strings; ``data``: see :func:`composer.data.load_data` (default: ``training.data``, the
+    synthetic set); ``out``: the run folder (default ``runs/<name>``); ``epochs`` and ``seed``
+    override ``training.epochs`` / ``training.seed``; ``resume`` continues from
+    ``<out>/last.ckpt``; ``device``: ``auto`` (CUDA, then CPU), ``cpu``, ``cuda:N``.
+    ``on_epoch_end(epoch, {split: row})`` is called after each epoch's checkpoint (rows as in
+    ``metrics.jsonl``); an exception it raises (e.g. a pruned search trial) ends training.
+    """
+    overrides = list(overrides)
+    if epochs is not None:
+        overrides.append(f"training.epochs={int(epochs)}")
+    if seed is not None:
+        overrides.append(f"training.seed={int(seed)}")
+    bp = as_blueprint(blueprint, overrides)
+    return Trainer(bp, data, out, device=device, progress=progress, on_epoch_end=on_epoch_end).fit(resume=resume)

@@ -336,5 +336,5 @@ def _read_source(blueprint: str | Path) -> tuple[str, str | None]:
 
 def dump_blueprint(bp) -> str:
     """YAML text of a blueprint that reloads to an equal blueprint."""
-    data = bp.model_dump(mode="json", by_alias=True, exclude_unset=False, exclude_none=True)
+    data = bp.model_dump(mode="json", by_alias=True)
     return SCHEMA_COMMENT + "\n" + yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)

@@ -155,7 +155,7 @@ def schema(
 
     text = json_schema_text()
     if output is None:
-        typer.echo(text)
+        typer.echo(text, nl=False)
     else:
         output.write_text(text)
 

@@ -31,6 +31,7 @@ def search(
 
     Example: composer search blueprints/msaf_placements.yaml --trials 8 --epochs 3
     """
+    from composer.search.study import decode_params
     from composer.search.study import search as run_search
 
     for name, value, allowed in (("--sampler", sampler, ("tpe", "random", "grid")), ("--pruner", pruner, ("median", "none"))):
@@ -48,7 +49,8 @@ def search(
     for t in result.study.trials:
         note = t.user_attrs.get("invalid") or t.system_attrs.get("fail_reason", "")
         value = "" if t.value is None else f"{t.value:.4f}"
-        table.add_row(str(t.number), t.state.name.lower(), value, *[str(t.params.get(n, "")) for n in names], note[:120])
+        params = decode_params(result.space, t.params)
+        table.add_row(str(t.number), t.state.name.lower(), value, *[str(params.get(n, "")) for n in names], note[:160])
     con.print(table)
     if result.best_blueprint is not None:
         con.print(f"best value {result.best_value:.4f}; best blueprint: {result.best_blueprint}")

@@ -28,9 +28,9 @@ import optuna
 from composer.blueprint._yaml import SourceMap, read_yaml
 from composer.blueprint.load import apply_override, dump_blueprint, set_path, split_path, validate_data
 from composer.errors import BlueprintError, ComposerError
-from composer.search.space import grid, suggest
+from composer.search.space import grid, is_plain, suggest
 
-__all__ = ["SearchResult", "search", "make_storage", "blueprint_for_params"]
+__all__ = ["SearchResult", "search", "make_storage", "blueprint_for_params", "decode_params"]
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
@@ -40,6 +40,7 @@ class SearchResult:
     """What :func:`search` returns."""
 
     study: optuna.Study
+    space: dict
     out_dir: Path
     best_blueprint: Path | None
     best_value: float | None
@@ -80,13 +81,21 @@ def _pruner(name: str):
     return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1) if name == "median" else optuna.pruners.NopPruner()
 
 
+def decode_params(space: dict, params: dict[str, Any]) -> dict[str, Any]:
+    """Optuna's stored parameters -> blueprint values (non-scalar choices are stored as indices)."""
+    out = {}
+    for path, value in params.items():
+        entry = space.get(path)
+        if entry is not None and entry.choice is not None and not all(is_plain(v) for v in entry.choice):
+            value = entry.choice[value]
+        out[path] = value
+    return out
+
+
 def blueprint_for_params(raw: dict, smap: SourceMap, space: dict, params: dict[str, Any]):
     """The validated blueprint for one set of sampled values (raises BlueprintError)."""
     data = copy.deepcopy(raw)
-    for path, value in params.items():
-        entry = space[path]
-        if entry.choice is not None and not all(v is None or isinstance(v, (bool, int, float, str)) for v in entry.choice):
-            value = entry.choice[value]  # stored as an index for non-scalar choices
+    for path, value in decode_params(space, params).items():
         set_path(data, split_path(path), value)
     return validate_data(data, smap)
 
@@ -118,14 +127,14 @@ class _Objective:
             trial.set_user_attr("invalid", reason)
             raise optuna.TrialPruned(f"invalid configuration: {reason}") from None
 
-        def report(epoch: int, valid: dict[str, float]) -> None:
-            trial.report(float(valid[obj.metric]), epoch)
+        def report(epoch: int, rows: dict[str, dict]) -> None:
+            trial.report(float(rows[obj.split][obj.metric]), epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
         run_dir = self.out_dir / f"trial_{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run_dir))
-        result = Trainer(bp, self.data, run_dir, device=self.device, progress=False, on_epoch=report).fit()
+        result = Trainer(bp, self.data, run_dir, device=self.device, progress=False, on_epoch_end=report).fit()
         value = result.summary["best"].get(obj.split, {}).get(obj.metric)
         if value is None:
             raise ComposerError(f"metric '{obj.metric}' on split '{obj.split}' was not measured")
@@ -136,8 +145,8 @@ def _requeue_interrupted(study: optuna.Study) -> int:
     """Mark trials left RUNNING by a killed single-worker search as failed and queue them again."""
     n = 0
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
         study._storage.set_trial_system_attr(t._trial_id, "fail_reason", "interrupted; queued again")
+        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
         study.enqueue_trial(t.params, skip_if_exists=False)
         n += 1
     return n
@@ -229,7 +238,7 @@ def _write_outputs(study: optuna.Study, raw, smap, cfg, out_dir: Path) -> Search
             "number": t.number,
             "state": t.state.name,
             "value": t.value,
-            **{f"param:{k}": json.dumps(v) if not isinstance(v, (int, float, str, bool)) else v for k, v in t.params.items()},
+            **{f"param:{k}": v if is_plain(v) else json.dumps(v) for k, v in decode_params(cfg.space, t.params).items()},
             "reason": t.user_attrs.get("invalid") or t.system_attrs.get("fail_reason", ""),
             "run_dir": t.user_attrs.get("run_dir", ""),
         })
@@ -249,11 +258,13 @@ def _write_outputs(study: optuna.Study, raw, smap, cfg, out_dir: Path) -> Search
         best_value = best.value
         (out_dir / "best.json").write_text(json.dumps({"trial": best.number, "value": best.value, "params": best.params, "objective": cfg.objective.model_dump()}, indent=2))
     _plots(study, out_dir)
-    return SearchResult(study, out_dir, best_path, best_value)
+    return SearchResult(study, cfg.space, out_dir, best_path, best_value)
 
 
 def _plots(study: optuna.Study, out_dir: Path) -> list[Path]:
     """History and parameter-importance plots (PNG) when matplotlib is installed."""
+    import warnings
+
     try:
         import matplotlib
 
@@ -261,6 +272,7 @@ def _plots(study: optuna.Study, out_dir: Path) -> list[Path]:
         from optuna.visualization import matplotlib as ovm
     except ImportError:
         return []
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     written = []
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if complete:

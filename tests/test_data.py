@@ -13,14 +13,6 @@ from composer.errors import DataError
 MODS = {"text": {"features": 8, "length": 10}, "audio": {"features": 4, "length": 10}, "vision": {"features": 6, "length": 10}}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models train faster on one thread (and much faster on a shared machine); restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _bp(blocks=None, modalities=None, task=None, loss="l1", **training):
     mods = modalities or MODS

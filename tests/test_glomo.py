@@ -20,14 +20,6 @@ GLOMO = BLUEPRINTS / "glomo.yaml"
 VARIANTS = sorted((BLUEPRINTS / "variants").glob("glomo_*.yaml"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared, loaded CPU, two spinning threads make tiny ops 50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 # a tiny but complete GLoMo: small random BERT, short sequences, d = 16
 TINY = [
     "modalities.text.vocab=200", "modalities.text.length=8", "modalities.audio.length=7", "modalities.vision.length=6",

@@ -18,14 +18,6 @@ PORTS = {"text": sequence("T_t", 4), "audio": sequence("T_a", 4), "vision": sequ
 REFS = {"text": "t", "audio": "a", "vision": "v"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny shapes: one intra-op thread is faster than two on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny_fusion(**fields) -> HierarchicalCrossmodal:
     config = HierarchicalCrossmodalConfig(inputs=REFS, heads=2, layers=1, sa_layers=1, **fields)

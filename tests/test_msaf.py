@@ -23,14 +23,6 @@ BLUEPRINT = ROOT / "blueprints" / "msaf.yaml"
 PLACEMENTS = ROOT / "blueprints" / "msaf_placements.yaml"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster than two on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def build(fields: dict, specs: dict, seed: int = 0):
     torch.manual_seed(seed)

@@ -14,14 +14,6 @@ from composer.layers.positional import sinusoidal_positions
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny shapes: one intra-op thread is faster than two on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def reference_layer(layer, x, source, heads):
     """One MulT layer written out from the public code (pre-LN, shared LayerNorm, ReLU FFN)."""

@@ -346,13 +346,8 @@ def _small_blueprint(multimodal: bool) -> dict:
 
 
 def _valid_mae(blueprint: dict, out: Path) -> float:
-    """Train with ``composer.train`` on the built-in synthetic set; one thread (tiny ops, a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        result = composer.train(blueprint, out=out, progress=False, seed=0)
-    finally:
-        torch.set_num_threads(threads)
+    """Train with ``composer.train`` on the built-in synthetic set; the best valid MAE."""
+    result = composer.train(blueprint, out=out, progress=False, seed=0)
     return float(result.summary["best"]["valid"]["mae"])
 
 

@@ -19,14 +19,6 @@ from composer.train.views import make_views, temporal_mask
 MODS = {"text": {"features": 6, "length": 8}, "audio": {"features": 3, "length": 8}}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models train faster on one thread (and much faster on a shared machine); restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _bp(losses=None, **training):
     training = {"batch_size": 16, "epochs": 3, "data": {"samples": {"train": 48, "valid": 16, "test": 16}}, **training}

@@ -10,62 +10,24 @@ from typing import Literal
 
 import torch
 from pydantic import Field
-from torch import nn
 
-from composer.blocks._base import Block, BlockConfig, Context, SpecError, expect_kind
+from composer.blocks._base import Block, Context, SpecError, expect_kind
 from composer.blocks._registry import register_block
 from composer.graph.spec import Spec, sequence
-from composer.layers.mult import MulTEncoder
+from composer.blocks.transformer import MulTSettings, input_projection, model_width
+from composer.layers.mult import encoder_from, key_padding
 
-__all__ = ["CrossmodalConfig", "CrossmodalTransformer", "key_padding", "crossmodal_encoder"]
+__all__ = ["CrossmodalConfig", "CrossmodalTransformer"]
 
 
-class CrossmodalConfig(BlockConfig):
+class CrossmodalConfig(MulTSettings):
     type: Literal["crossmodal"] = "crossmodal"
-    dim: int | None = Field(
-        default=None,
-        ge=1,
-        description=(
-            "Model width d. An input whose width differs is first mapped to d by a bias-free Linear "
-            "(MulT's Conv1d with kernel 1); default: the target's width."
-        ),
-    )
+    # MulT's defaults for its crossmodal transformers
     heads: int = Field(default=5, ge=1, description="Attention heads; must divide d.")
     layers: int = Field(default=5, ge=1, description="Number of crossmodal attention layers.")
-    attn_dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on attention weights.")
     relu_dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="Dropout after the feed-forward ReLU.")
     res_dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="Dropout on each residual branch.")
-    embed_dropout: float = Field(
-        default=0.25, ge=0.0, lt=1.0, description="Dropout on the scaled, position-encoded target and source."
-    )
-    causal: bool = Field(default=False, description="Mask attention to future steps (MulT's attn_mask).")
-    positions: bool = Field(default=True, description="Add sinusoidal position embeddings to the scaled inputs.")
-
-
-def crossmodal_encoder(dim: int, config: CrossmodalConfig | object, layers: int | None = None) -> MulTEncoder:
-    """A :class:`MulTEncoder` with the heads, dropouts, causal and positions fields of ``config``."""
-    return MulTEncoder(
-        dim,
-        config.heads,
-        layers if layers is not None else config.layers,
-        attn_dropout=config.attn_dropout,
-        relu_dropout=config.relu_dropout,
-        res_dropout=config.res_dropout,
-        embed_dropout=config.embed_dropout,
-        causal=config.causal,
-        positions=config.positions,
-    )
-
-
-def key_padding(valid: torch.Tensor | None) -> torch.Tensor | None:
-    """``(B, T)`` True = valid -> ``(B, T)`` True = PAD (MulT's convention), or None.
-
-    A sample without any valid step would leave every attention row empty (NaN); it may
-    attend everywhere instead (its outputs are meaningless and masked by the caller).
-    """
-    if valid is None:
-        return None
-    return ~valid & valid.any(dim=1, keepdim=True)
+    embed_dropout: float = Field(default=0.25, ge=0.0, lt=1.0, description="Dropout on the scaled, position-encoded target and source.")
 
 
 @register_block(CrossmodalConfig, family="fusion")
@@ -92,14 +54,7 @@ class CrossmodalTransformer(Block):
             )
         for port in ("target", "source"):
             expect_kind(port, inputs[port], "sequence")
-        width = config.dim or int(inputs["target"].features)
-        if width % config.heads:
-            raise SpecError(
-                f"model width {width} is not divisible by heads={config.heads}"
-                + ("" if config.dim else " (the width is the target's; set `dim` to project it)"),
-                field="heads",
-            )
-        return {"out": inputs["target"].with_features(width)}
+        return {"out": inputs["target"].with_features(model_width(config, inputs["target"], "target"))}
 
     @classmethod
     def examples(cls):
@@ -116,9 +71,9 @@ class CrossmodalTransformer(Block):
         super().__init__(config, inputs)
         self._target, self._source = inputs["target"], inputs["source"]
         width = int(self.out_specs["out"].features)
-        self.project_target = _projection(int(self._target.features), width)
-        self.project_source = _projection(int(self._source.features), width)
-        self.encoder = crossmodal_encoder(width, config)
+        self.project_target = input_projection(int(self._target.features), width)
+        self.project_source = input_projection(int(self._source.features), width)
+        self.encoder = encoder_from(width, config)
 
     def forward(self, inputs: dict[str, torch.Tensor], ctx: Context) -> torch.Tensor:
         target = self.project_target(inputs["target"])  # (B, Tt, d)
@@ -127,6 +82,3 @@ class CrossmodalTransformer(Block):
         valid = ctx.mask(self._target)
         return out if valid is None else out.masked_fill(~valid[..., None], 0.0)
 
-
-def _projection(width_in: int, width: int) -> nn.Module:
-    return nn.Linear(width_in, width, bias=False) if width_in != width else nn.Identity()

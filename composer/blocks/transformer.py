@@ -11,19 +11,20 @@ from torch import nn
 from composer.blocks._base import Block, BlockConfig, Context, SpecError, expect_kind, expect_ports
 from composer.blocks._registry import register_block
 from composer.graph.spec import Spec, sequence
-from composer.layers.mult import MulTEncoder
+from composer.layers.mult import encoder_from, key_padding
 
-__all__ = ["TransformerConfig", "TransformerEncoder"]
+__all__ = ["MulTSettings", "TransformerConfig", "TransformerEncoder", "model_width", "input_projection"]
 
 
-class TransformerConfig(BlockConfig):
-    type: Literal["transformer"] = "transformer"
+class MulTSettings(BlockConfig):
+    """Fields shared by the blocks built on the MulT transformer (``transformer``, ``crossmodal``, ...)."""
+
     dim: int | None = Field(
         default=None,
         ge=1,
         description=(
-            "Model width d. When given and different from the input width, a bias-free Linear map "
-            "(MulT's Conv1d with kernel 1) projects the input first; default: the input width."
+            "Model width d. An input whose width differs is first mapped to d by a bias-free Linear "
+            "(MulT's Conv1d with kernel 1); default: the (target) input's width."
         ),
     )
     heads: int = Field(default=4, ge=1, description="Attention heads; must divide the model width.")
@@ -31,11 +32,30 @@ class TransformerConfig(BlockConfig):
     attn_dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on attention weights.")
     relu_dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout after the feed-forward ReLU.")
     res_dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on each residual branch.")
-    embed_dropout: float = Field(
-        default=0.0, ge=0.0, lt=1.0, description="Dropout on the scaled, position-encoded input."
-    )
-    causal: bool = Field(default=False, description="Mask attention to future steps.")
-    positions: bool = Field(default=True, description="Add sinusoidal position embeddings to the scaled input.")
+    embed_dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on the scaled, position-encoded inputs.")
+    causal: bool = Field(default=False, description="Mask attention to future steps (MulT's attn_mask).")
+    positions: bool = Field(default=True, description="Add sinusoidal position embeddings to the scaled inputs.")
+
+
+def model_width(config: MulTSettings, spec: Spec, what: str = "input") -> int:
+    """``dim`` or the input's width, checked against ``heads`` (raises SpecError)."""
+    width = config.dim or int(spec.features)
+    if width % config.heads:
+        raise SpecError(
+            f"model width {width} is not divisible by heads={config.heads}"
+            + ("" if config.dim else f" (the width is the {what}'s; set `dim` to project it)"),
+            field="heads",
+        )
+    return width
+
+
+def input_projection(width_in: int, width: int) -> nn.Module:
+    """MulT's ``Conv1d(D, d, kernel_size=1, bias=False)`` as the equivalent Linear, or identity."""
+    return nn.Linear(width_in, width, bias=False) if width_in != width else nn.Identity()
+
+
+class TransformerConfig(MulTSettings):
+    type: Literal["transformer"] = "transformer"
 
 
 @register_block(TransformerConfig, family="encoder")
@@ -59,14 +79,7 @@ class TransformerEncoder(Block):
         expect_ports(inputs, exactly=1)
         (port, spec), = inputs.items()
         expect_kind(port, spec, "sequence")
-        width = config.dim or int(spec.features)
-        if width % config.heads:
-            raise SpecError(
-                f"model width {width} is not divisible by heads={config.heads}"
-                + ("" if config.dim else " (the width is the input's; set `dim` to project it)"),
-                field="heads",
-            )
-        return {"out": spec.with_features(width)}
+        return {"out": spec.with_features(model_width(config, spec))}
 
     @classmethod
     def examples(cls):
@@ -83,20 +96,9 @@ class TransformerEncoder(Block):
     def __init__(self, config: TransformerConfig, inputs: dict[str, Spec]):
         super().__init__(config, inputs)
         (self._spec,) = inputs.values()
-        width_in = int(self._spec.features)
-        width = config.dim or width_in
-        self.project = nn.Linear(width_in, width, bias=False) if width != width_in else nn.Identity()
-        self.encoder = MulTEncoder(
-            width,
-            config.heads,
-            config.layers,
-            attn_dropout=config.attn_dropout,
-            relu_dropout=config.relu_dropout,
-            res_dropout=config.res_dropout,
-            embed_dropout=config.embed_dropout,
-            causal=config.causal,
-            positions=config.positions,
-        )
+        width = int(self.out_specs["out"].features)
+        self.project = input_projection(int(self._spec.features), width)
+        self.encoder = encoder_from(width, config)
 
     def forward(self, inputs: dict[str, torch.Tensor], ctx: Context) -> torch.Tensor:
         (x,) = inputs.values()  # (B, T, D)
@@ -104,8 +106,5 @@ class TransformerEncoder(Block):
         valid = ctx.mask(self._spec)  # (B, T) True = valid, or None
         if valid is None:
             return self.encoder(x)
-        # A sample without any valid step would make every attention row empty (NaN): let it
-        # attend everywhere; its outputs are zeroed below anyway.
-        padding = ~valid & valid.any(dim=1, keepdim=True)  # (B, T) True = PAD, MulT's convention
-        out = self.encoder(x, key_padding_mask=padding)
+        out = self.encoder(x, key_padding_mask=key_padding(valid))  # padded outputs zeroed below
         return out.masked_fill(~valid[..., None], 0.0)

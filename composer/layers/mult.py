@@ -26,7 +26,7 @@ from torch import nn
 
 from composer.layers.positional import sinusoidal_positions
 
-__all__ = ["MulTLayer", "MulTEncoder", "future_mask"]
+__all__ = ["MulTLayer", "MulTEncoder", "future_mask", "key_padding", "encoder_from"]
 
 
 def future_mask(query_len: int, key_len: int, device=None) -> torch.Tensor:
@@ -129,3 +129,29 @@ class MulTEncoder(nn.Module):
         for layer in self.layers:
             x = layer(x, key, key_padding_mask=key_padding_mask, attn_mask=attn_mask, value=value)
         return self.norm(x)
+
+
+def key_padding(valid: torch.Tensor | None) -> torch.Tensor | None:
+    """``(B, T)`` True = valid -> ``(B, T)`` True = PAD (MulT's convention), or None.
+
+    A sample without any valid step would leave every attention row empty (NaN); it may
+    attend everywhere instead (its outputs are meaningless and masked by the caller).
+    """
+    if valid is None:
+        return None
+    return ~valid & valid.any(dim=1, keepdim=True)
+
+
+def encoder_from(width: int, settings, layers: int | None = None) -> MulTEncoder:
+    """A :class:`MulTEncoder` from a config with ``heads``, ``layers``, dropouts, ``causal``, ``positions``."""
+    return MulTEncoder(
+        width,
+        settings.heads,
+        layers if layers is not None else settings.layers,
+        attn_dropout=settings.attn_dropout,
+        relu_dropout=settings.relu_dropout,
+        res_dropout=settings.res_dropout,
+        embed_dropout=settings.embed_dropout,
+        causal=settings.causal,
+        positions=settings.positions,
+    )

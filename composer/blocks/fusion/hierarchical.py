@@ -10,7 +10,7 @@ from torch import nn
 
 from composer.blocks._base import Block, BlockConfig, Context, SpecError, expect_kind
 from composer.blocks._registry import register_block
-from composer.blocks.crossmodal import crossmodal_encoder, key_padding
+from composer.layers.mult import encoder_from, key_padding
 from composer.blocks.gating import GATED, ModalityGate
 from composer.blocks.pooling import masked_pool
 from composer.graph.spec import Spec, sequence
@@ -134,11 +134,11 @@ class HierarchicalCrossmodal(Block):
         self.modalities = list(inputs)
         d = int(next(iter(inputs.values())).features)
         self.gate = ModalityGate(self.modalities, config.primary, config.freeze_after)
-        self.cmt_a1 = crossmodal_encoder(d, config)  # eq. (1): A2 -> A1
-        self.cmt_a2 = crossmodal_encoder(d, config)  # eq. (2): A1 -> A2
-        self.cmt_p1 = crossmodal_encoder(d, config)  # eq. (3): Â1 -> P
-        self.cmt_p2 = crossmodal_encoder(d, config)  # eq. (4): Â2 -> P
-        self.self_attention = crossmodal_encoder(2 * d, config, config.sa_layers or max(config.layers, 3))  # eq. (5)
+        self.cmt_a1 = encoder_from(d, config)  # eq. (1): A2 -> A1
+        self.cmt_a2 = encoder_from(d, config)  # eq. (2): A1 -> A2
+        self.cmt_p1 = encoder_from(d, config)  # eq. (3): Â1 -> P
+        self.cmt_p2 = encoder_from(d, config)  # eq. (4): Â2 -> P
+        self.self_attention = encoder_from(2 * d, config, config.sa_layers or max(config.layers, 3))  # eq. (5)
         aux_width = config.aux_width or 2 * d
         self.w1 = nn.Linear(d, aux_width, bias=False)  # eq. (6)
         self.w2 = nn.Linear(d, aux_width, bias=False)

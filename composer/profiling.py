@@ -18,8 +18,9 @@ __all__ = ["count_flops", "count_macs"]
 
 
 def count_flops(fn: Callable[[], Any]) -> int:
-    """Matrix-product FLOPs of calling ``fn()`` (no gradients)."""
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    """Matrix-product FLOPs of calling ``fn()`` (forward only; autograd stays on because the
+    counter's module tracker hooks tensors that require gradients)."""
+    with FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())
 

@@ -1,0 +1,37 @@
+"""Benchmarks and MAC counting run on compiled blueprints (numbers themselves live in docs/)."""
+
+import json
+
+import composer
+from composer.bench import bench_model
+from composer.cli import main
+from composer.profiling import count_macs
+
+SHORT = ["modalities.text.length=4", "modalities.audio.length=4", "modalities.vision.length=4"]
+
+
+def test_macs_are_counted_for_a_recurrent_blueprint_with_learned_initial_state():
+    model = composer.compile_blueprint(composer.load_blueprint("blueprints/rmfn.yaml", SHORT))
+    batch = model.example_inputs(1)
+    assert count_macs(lambda: model(batch)) > 0
+
+
+def test_macs_of_a_linear_layer_follow_the_documented_convention():
+    import torch
+
+    layer = torch.nn.Linear(10, 20)
+    assert count_macs(lambda: layer(torch.randn(3, 10))) == 3 * 10 * 20
+
+
+def test_bench_model_reports_every_figure():
+    model = composer.compile_blueprint(composer.load_blueprint("blueprints/late_fusion.yaml", SHORT))
+    result = bench_model(model, batch_size=2, warmup=1, repeats=1)
+    assert result.params == 109377 and result.macs_per_sample > 0
+    assert result.forward_ms > 0 and result.train_step_ms > 0
+
+
+def test_bench_command_writes_results_with_the_machine(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = main(["bench", "blueprints/late_fusion.yaml", "-b", "2", "--repeats", "1", "--device", "cpu", "-o", str(out), *sum((["--set", s] for s in SHORT), [])])
+    data = json.loads(out.read_text())
+    assert code == 0 and data["machine"]["torch"] and data["results"][0]["name"] == "late_fusion"

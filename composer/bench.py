@@ -2,15 +2,13 @@
 
 A training step runs the model once per view the blueprint defines (as the trainer does),
 computes the loss and takes an SGD step. Timing uses the median of ``repeats`` runs after ``warmup`` runs, synchronising CUDA around
-each; memory is the CUDA allocator's peak on GPU and the process's peak resident set growth
-on CPU (a coarse figure: it includes allocator caching). MACs follow
-:mod:`composer.profiling`. Results carry the machine they were measured on.
+each; memory is the CUDA allocator's peak on GPU (not measured on CPU, where no per-model
+figure is reliable). MACs follow :mod:`composer.profiling`, recurrent layers included. Results carry the machine they were measured on.
 """
 
 from __future__ import annotations
 
 import platform
-import resource
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -33,7 +31,7 @@ class BenchResult:
     device: str
     forward_ms: float
     train_step_ms: float
-    peak_memory_mb: float
+    peak_memory_mb: float | None
 
     def row(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,10 +69,6 @@ def time_call(fn: Callable[[], Any], device: torch.device, warmup: int = 2, repe
     return statistics.median(times)
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def bench_model(model, *, batch_size: int = 16, device: str | torch.device = "cpu", warmup: int = 2, repeats: int = 5) -> BenchResult:
     """Measure one compiled model on random batches shaped by its blueprint."""
     device = torch.device(device)
@@ -82,10 +76,9 @@ def bench_model(model, *, batch_size: int = 16, device: str | torch.device = "cp
     batch = model.example_inputs(batch_size, device=device)
     one = model.example_inputs(1, device=device)
     model.eval()
-    macs = count_macs(lambda: model(one))
+    macs = count_macs(lambda: model(one), model)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    rss_before = _rss_mb()
     with torch.no_grad():
         forward_ms = time_call(lambda: model(batch), device, warmup, repeats)
     model.train()
@@ -104,10 +97,7 @@ def bench_model(model, *, batch_size: int = 16, device: str | torch.device = "cp
             optimizer.zero_grad(set_to_none=True)
 
     train_ms = time_call(step, device, warmup, repeats) if model.plan.losses or params else float("nan")
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device) / 2**20
-    else:
-        peak = max(_rss_mb() - rss_before, 0.0)
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     return BenchResult(
         name=model.blueprint.name,
         params=sum(p.numel() for p in model.parameters()),
@@ -116,5 +106,5 @@ def bench_model(model, *, batch_size: int = 16, device: str | torch.device = "cp
         device=str(device),
         forward_ms=round(forward_ms, 3),
         train_step_ms=round(train_ms, 3),
-        peak_memory_mb=round(peak, 1),
+        peak_memory_mb=None if peak is None else round(peak, 1),
     )

@@ -35,3 +35,12 @@ def test_bench_command_writes_results_with_the_machine(tmp_path, capsys):
     code = main(["bench", "blueprints/late_fusion.yaml", "-b", "2", "--repeats", "1", "--device", "cpu", "-o", str(out), *sum((["--set", s] for s in SHORT), [])])
     data = json.loads(out.read_text())
     assert code == 0 and data["machine"]["torch"] and data["results"][0]["name"] == "late_fusion"
+
+
+def test_recurrent_layers_are_counted_by_formula():
+    import torch
+
+    lstm = torch.nn.LSTM(5, 7, num_layers=2, bidirectional=True, batch_first=True)
+    x = torch.randn(2, 3, 5)
+    per_step = 4 * (5 * 7 + 7 * 7) + 4 * (14 * 7 + 7 * 7)  # layer 1 and layer 2, one direction
+    assert count_macs(lambda: lstm(x), lstm) == 2 * 2 * 3 * per_step

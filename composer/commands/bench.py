@@ -43,7 +43,7 @@ def bench(
     for col in ("blueprint", "params", "MACs/sample", "forward ms", "train step ms", "peak MB"):
         table.add_column(col, justify="left" if col == "blueprint" else "right")
     for r in rows:
-        table.add_row(r["name"], f"{r['params']:,}", f"{r['macs_per_sample']:,}", f"{r['forward_ms']:.2f}", f"{r['train_step_ms']:.2f}", f"{r['peak_memory_mb']:.1f}")
+        table.add_row(r["name"], f"{r['params']:,}", f"{r['macs_per_sample']:,}", f"{r['forward_ms']:.2f}", f"{r['train_step_ms']:.2f}", "—" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.1f}")
     con.print(table)
     if out is not None:
         machine = machine_info(dev)

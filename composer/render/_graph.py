@@ -243,8 +243,8 @@ class _Builder:
             foot.append(_row(f"shares weights of {escape(node.config.share)}", colour=SHARE_COLOUR, align="CENTER"))
             if ("enabled",) in self.marks.blocks.get(node.id, {}):
                 foot.append(_row(f"◆ enabled ∈ {escape(self.marks.blocks[node.id][('enabled',)])}", colour=SEARCH_COLOUR))
-        elif node.id in self.counts:
-            foot.append(_row(f"{count_text(self.counts[node.id])} params" + (" (unused)" if not node.enabled else ""), colour=muted, align="CENTER"))
+        elif node.id in self.counts and node.enabled:
+            foot.append(_row(f"{count_text(self.counts[node.id])} params", colour=muted, align="CENTER"))
         if not node.enabled:
             foot.append(_row("bypassed · enabled: false", colour=DISABLED_COLOUR, align="CENTER", italic=True))
         if foot:
@@ -265,8 +265,8 @@ class _Builder:
 
     # -- composite blocks -------------------------------------------------------------
     def _parts(self, node: Node) -> tuple[InsidePart, ...]:
-        if self.opt.depth < 1 or self.model is None or node.config.share is not None:
-            return ()
+        if self.opt.depth < 1 or self.model is None or node.config.share is not None or not node.enabled:
+            return ()  # a disabled block is not built: nothing inside to draw
         if self.opt.expand is not None and node.id not in self.opt.expand:
             return ()
         return inside_of(self.model.get_submodule(node.owner), self.opt.depth)

@@ -90,11 +90,21 @@ class Context:
     ``masks`` maps a time symbol (``"T_audio"``) to a bool tensor ``(B, T)``, True where a
     step is real; a sequence whose spec uses that symbol is padded by that mask. A block
     that creates a new time axis may add its mask here. ``batch`` is the raw batch (for
-    extras such as token type ids).
+    extras such as token type ids). ``lengths`` caches valid steps per time symbol.
     """
 
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
     batch: dict[str, Any] = field(default_factory=dict)
+    lengths: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def lengths_of(self, spec: Spec) -> torch.Tensor | None:
+        """Valid steps per sample ``(B,)`` for a masked sequence (from the batch when given), or None."""
+        mask = self.mask(spec)
+        if mask is None:
+            return None
+        if spec.time not in self.lengths:
+            self.lengths[spec.time] = mask.sum(1)
+        return self.lengths[spec.time]
 
     def mask(self, spec: Spec) -> torch.Tensor | None:
         """Padding mask ``(B, T)`` (True = valid) for a sequence or token spec, or None."""

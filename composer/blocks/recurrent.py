@@ -65,19 +65,20 @@ class _RNNBlock(Block):
 
     def forward(self, inputs: dict[str, torch.Tensor], ctx: Context):
         (x,) = inputs.values()  # (B, T, D)
-        mask = ctx.mask(self._spec) if self.config.packed else None
-        if mask is not None:
-            lengths = mask.sum(1).clamp(min=1).cpu()
+        lengths = ctx.lengths_of(self._spec) if self.config.packed else None
+        if lengths is not None:
+            lengths = lengths.clamp(min=1).cpu()
             packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
             seq, state = self.rnn(packed)
-            seq, _ = pad_packed_sequence(seq, batch_first=True, total_length=x.shape[1])  # (B, T, H*dirs)
+            if self.config.output != "last":  # unpacking costs time; skip it when only h_T is used
+                seq, _ = pad_packed_sequence(seq, batch_first=True, total_length=x.shape[1])  # (B, T, H*dirs)
         else:
             seq, state = self.rnn(x)
         h_n = state[0] if isinstance(state, tuple) else state  # (layers*dirs, B, H)
-        dirs = 2 if self.config.bidirectional else 1
-        last = torch.cat([h_n[-dirs + i] for i in range(dirs)], dim=-1)  # (B, H*dirs)
         if self.config.output == "sequence":
             return seq
+        dirs = 2 if self.config.bidirectional else 1
+        last = h_n[-1] if dirs == 1 else torch.cat([h_n[-2], h_n[-1]], dim=-1)  # (B, H*dirs)
         if self.config.output == "last":
             return last
         return {"seq": seq, "last": last}

@@ -25,14 +25,15 @@ from composer.errors import ComposerError, DataError
 from composer.graph.plan import Plan, plan
 from composer.losses._base import MAIN_VIEW
 
-__all__ = ["ComposedModel", "compile_blueprint", "build_masks"]
+__all__ = ["ComposedModel", "compile_blueprint", "build_context"]
 
 
-def build_masks(batch: dict[str, Any], modality_times: dict[str, str]) -> dict[str, torch.Tensor]:
-    """Padding masks keyed by time symbol, from ``<m>_mask`` or ``<m>_lengths`` entries."""
-    masks: dict[str, torch.Tensor] = {}
+def build_context(batch: dict[str, Any], modality_times: dict[str, str]) -> Context:
+    """A forward pass's Context: padding masks (and given lengths) keyed by time symbol,
+    from ``<m>_mask`` or ``<m>_lengths`` entries of the batch."""
+    ctx = Context(batch=batch)
     for name, symbol in modality_times.items():
-        if symbol in masks:
+        if symbol in ctx.masks:
             continue
         mask = batch.get(f"{name}_mask")
         if mask is None:
@@ -40,9 +41,11 @@ def build_masks(batch: dict[str, Any], modality_times: dict[str, str]) -> dict[s
             x = batch.get(name)
             if lengths is not None and x is not None:
                 mask = length_mask(lengths.to(x.device), x.shape[1])
+                ctx.lengths[symbol] = lengths
         if mask is not None:
-            masks[symbol] = mask.bool()
-    return masks
+            ctx.masks[symbol] = mask.bool()
+    return ctx
+
 
 
 class ComposedModel(nn.Module):
@@ -77,7 +80,7 @@ class ComposedModel(nn.Module):
     # -- running -------------------------------------------------------------------
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Run the blocks on a batch; returns named outputs, ``aux_losses`` and all ``values``."""
-        ctx = Context(masks=build_masks(batch, self._times), batch=batch)
+        ctx = build_context(batch, self._times)
         values: dict[str, torch.Tensor] = {name: batch[name] for name in self.plan.inputs}
         aux: dict[str, torch.Tensor] = {}
         for block_id, module_id, enabled, ins, outs, aux_ports in self._steps:
@@ -108,11 +111,11 @@ class ComposedModel(nn.Module):
         """Total loss and its named terms from per-view outputs and batches (``main`` at least)."""
         parts: dict[str, torch.Tensor] = {}
         total = None
+        ctx = build_context(batches[MAIN_VIEW], self._times)
         for node, module in zip(self.plan.losses, self.losses):
             vals = {}
             for fname, (view, name, port) in node.refs.items():
                 vals[fname] = self._resolve(outputs[view], batches[view], name, port)
-            ctx = Context(masks=build_masks(batches[MAIN_VIEW], self._times), batch=batches[MAIN_VIEW])
             value = module(vals, ctx)
             parts[node.name] = value.detach()
             term = node.config.weight * value

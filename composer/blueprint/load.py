@@ -92,7 +92,7 @@ def _strip_tags(loc: tuple, data: dict) -> tuple:
     while i < len(loc):
         out.append(loc[i])
         i += 1
-        if len(out) >= 2 and out[-2] in ("blocks",) and len(out) == 2 or (len(out) == 2 and out[0] == "losses"):
+        if len(out) == 2 and out[0] in ("blocks", "losses"):
             try:
                 node = get_path(data, out)
             except (KeyError, IndexError, TypeError):
@@ -244,7 +244,7 @@ def validate_data(data: Any, smap: SourceMap | None = None, *, allow_plugins: bo
         raise BlueprintError([smap.locate(p) for p in _dedupe(problems)]) from None
     if problems:
         raise BlueprintError([smap.locate(p) for p in problems])
-    problems += _search_space_problems(bp, data)
+    problems += _search_space_problems(bp)
     try:
         the_plan = plan(bp)
     except BlueprintError as exc:
@@ -268,7 +268,7 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
     return out
 
 
-def _search_space_problems(bp, data: dict) -> list[Problem]:
+def _search_space_problems(bp) -> list[Problem]:
     """Each search-space key must name a field the blueprint has (or its block type defines)."""
     if bp.search is None:
         return []
@@ -276,22 +276,19 @@ def _search_space_problems(bp, data: dict) -> list[Problem]:
     problems = []
     for key in bp.search.space:
         path = split_path(key)
-        try:
-            get_path(full, path)
-            continue
-        except (KeyError, IndexError, TypeError):
-            pass
         node: Any = full
-        hint = None
+        missing = None
         for part in path:
             if isinstance(node, dict) and part in node:
                 node = node[part]
-                continue
-            if isinstance(node, list) and isinstance(part, int) and part < len(node):
+            elif isinstance(node, list) and isinstance(part, int) and part < len(node):
                 node = node[part]
-                continue
-            hint = did_you_mean(str(part), [str(k) for k in node]) if isinstance(node, dict) else None
-            break
+            else:
+                missing = part
+                break
+        if missing is None:
+            continue
+        hint = did_you_mean(str(missing), [str(k) for k in node]) if isinstance(node, dict) else None
         problems.append(Problem(("search", "space", key), f"'{key}' is not a field of this blueprint", hint))
     return problems
 

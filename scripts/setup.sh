@@ -16,6 +16,12 @@ if ! command -v dot >/dev/null 2>&1; then
     fi
 fi
 
+# pip without the noise of this machine's local-index warnings; keeps pip's exit status
+pip_install() {
+    python -m pip install -q --disable-pip-version-check "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }
+    return "${PIPESTATUS[0]}"
+}
+
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
@@ -25,7 +31,7 @@ stamp=.venv/.composer-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     # The CPU build of torch 2.13.0 lies on local disk; installing it first keeps pip from
     # fetching a multi-GB CUDA build to satisfy the project's torch range.
-    python -m pip install -q --disable-pip-version-check "torch==2.13.0" || python -m pip install -q "torch>=2.2,<2.15"
-    python -m pip install -q --disable-pip-version-check -e ".[dev,demo]"
+    pip_install "torch==2.13.0" || pip_install "torch>=2.2,<2.15"
+    pip_install -e ".[dev,demo]"
     touch "$stamp"
 fi

@@ -39,6 +39,7 @@ __all__ = [
     "expect_kind",
     "expect_ports",
     "length_mask",
+    "last_axis_output",
 ]
 
 InputRef = Union[str, list[str], dict[str, str]]
@@ -166,6 +167,14 @@ def expect_ports(inputs: dict[str, Spec], *, exactly: int | None = None, at_leas
 def expect_kind(port: str, spec: Spec, *kinds: str) -> None:
     if spec.kind not in kinds:
         raise SpecError(f"input '{port}' must be a {' or '.join(kinds)}, got {spec}", field="in")
+
+
+def last_axis_output(inputs: dict[str, Spec], width: int) -> dict[str, Spec]:
+    """Spec of a block mapping the last axis of one vector or sequence input to ``width``."""
+    expect_ports(inputs, exactly=1)
+    (port, spec), = inputs.items()
+    expect_kind(port, spec, "vector", "sequence")
+    return {"out": spec.with_features(width)}
 
 
 def length_mask(lengths: torch.Tensor, time: int) -> torch.Tensor:

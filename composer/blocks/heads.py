@@ -8,7 +8,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from composer.blocks._base import Block, BlockConfig, Context, expect_kind, expect_ports
+from composer.blocks._base import Block, BlockConfig, Context, last_axis_output
 from composer.blocks._registry import register_block
 from composer.graph.spec import Spec, sequence, vector
 
@@ -49,10 +49,7 @@ class MLP(Block):
 
     @classmethod
     def infer(cls, config: MLPConfig, inputs: dict[str, Spec]) -> dict[str, Spec]:
-        expect_ports(inputs, exactly=1)
-        (port, spec), = inputs.items()
-        expect_kind(port, spec, "vector", "sequence")
-        return {"out": spec.with_features(config.out)}
+        return last_axis_output(inputs, config.out)
 
     @classmethod
     def examples(cls):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from composer.blocks._base import Block, BlockConfig, Context, SpecError, expect_kind, expect_ports
+from composer.blocks._base import Block, BlockConfig, Context, SpecError, expect_kind, expect_ports, last_axis_output
 from composer.blocks._registry import register_block
 from composer.blocks.heads import ACTIVATIONS, Activation
 from composer.graph.spec import Dim, Spec, sequence, vector
@@ -45,10 +45,7 @@ class LinearProjection(Block):
 
     @classmethod
     def infer(cls, config: LinearConfig, inputs: dict[str, Spec]) -> dict[str, Spec]:
-        expect_ports(inputs, exactly=1)
-        (port, spec), = inputs.items()
-        expect_kind(port, spec, "vector", "sequence")
-        return {"out": spec.with_features(config.out)}
+        return last_axis_output(inputs, config.out)
 
     @classmethod
     def examples(cls):

@@ -13,11 +13,26 @@ from composer.blocks._registry import register_block
 from composer.graph.spec import Spec, sequence
 from composer.layers.mult import encoder_from, key_padding
 
-__all__ = ["MulTSettings", "TransformerConfig", "TransformerEncoder", "model_width", "input_projection"]
+__all__ = ["MulTLayerSettings", "MulTSettings", "TransformerConfig", "TransformerEncoder", "model_width", "input_projection"]
 
 
-class MulTSettings(BlockConfig):
-    """Fields shared by the blocks built on the MulT transformer (``transformer``, ``crossmodal``, ...)."""
+class MulTLayerSettings(BlockConfig):
+    """Fields of the MulT transformer layers, shared by every block built on them
+    (``transformer``, ``crossmodal``, ``hierarchical_crossmodal``); read by
+    :func:`composer.layers.mult.encoder_from`."""
+
+    heads: int = Field(default=4, ge=1, description="Attention heads; must divide the model width.")
+    layers: int = Field(default=2, ge=1, description="Number of transformer layers.")
+    attn_dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on attention weights.")
+    relu_dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout after the feed-forward ReLU.")
+    res_dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on each residual branch.")
+    embed_dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on the scaled, position-encoded inputs.")
+    causal: bool = Field(default=False, description="Mask attention to future steps (MulT's attn_mask).")
+    positions: bool = Field(default=True, description="Add sinusoidal position embeddings to the scaled inputs.")
+
+
+class MulTSettings(MulTLayerSettings):
+    """Layer settings plus the model width, for blocks that project their inputs to it."""
 
     dim: int | None = Field(
         default=None,
@@ -27,14 +42,6 @@ class MulTSettings(BlockConfig):
             "(MulT's Conv1d with kernel 1); default: the (target) input's width."
         ),
     )
-    heads: int = Field(default=4, ge=1, description="Attention heads; must divide the model width.")
-    layers: int = Field(default=2, ge=1, description="Number of transformer layers.")
-    attn_dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on attention weights.")
-    relu_dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout after the feed-forward ReLU.")
-    res_dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on each residual branch.")
-    embed_dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on the scaled, position-encoded inputs.")
-    causal: bool = Field(default=False, description="Mask attention to future steps (MulT's attn_mask).")
-    positions: bool = Field(default=True, description="Add sinusoidal position embeddings to the scaled inputs.")
 
 
 def model_width(config: MulTSettings, spec: Spec, what: str = "input") -> int:

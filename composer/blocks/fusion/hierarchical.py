@@ -8,17 +8,18 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from composer.blocks._base import Block, BlockConfig, Context, SpecError, expect_kind
+from composer.blocks._base import Block, Context, SpecError, expect_kind
 from composer.blocks._registry import register_block
 from composer.layers.mult import encoder_from, key_padding
 from composer.blocks.gating import GATED, ModalityGate
 from composer.blocks.pooling import masked_pool
+from composer.blocks.transformer import MulTLayerSettings
 from composer.graph.spec import Spec, sequence
 
 __all__ = ["HierarchicalCrossmodalConfig", "HierarchicalCrossmodal"]
 
 
-class HierarchicalCrossmodalConfig(BlockConfig):
+class HierarchicalCrossmodalConfig(MulTLayerSettings):
     type: Literal["hierarchical_crossmodal"] = "hierarchical_crossmodal"
     primary: str = Field(
         default=GATED,
@@ -39,6 +40,7 @@ class HierarchicalCrossmodalConfig(BlockConfig):
             "the hierarchy) or outputs (the three parts of Z)."
         ),
     )
+    # MulT's crossmodal defaults; the remaining layer settings come from MulTLayerSettings
     heads: int = Field(default=5, ge=1, description="Attention heads of every transformer (must divide d).")
     layers: int = Field(default=2, ge=1, description="Layers of each of the four crossmodal transformers.")
     sa_layers: int | None = Field(
@@ -50,8 +52,6 @@ class HierarchicalCrossmodalConfig(BlockConfig):
     relu_dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="Dropout after the feed-forward ReLU.")
     res_dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="Dropout on each residual branch.")
     embed_dropout: float = Field(default=0.25, ge=0.0, lt=1.0, description="Dropout on the scaled, position-encoded inputs.")
-    causal: bool = Field(default=False, description="Mask attention to future steps.")
-    positions: bool = Field(default=True, description="Sinusoidal position embeddings in every transformer.")
     aux_width: int | None = Field(
         default=None,
         ge=1,

@@ -49,13 +49,18 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except SystemExit as exc:
-        return int(exc.code or 0)
+        # Composer's own commands end through typer.Exit (returned above); a SystemExit comes from
+        # foreign code (a library calling sys.exit) and never counts as success.
+        code = exc.code if isinstance(exc.code, int) and exc.code != 0 else 1
+        print(f"error: the command was ended by an unexpected exit request ({exc.code!r}); nothing was completed", file=sys.stderr)
+        return code
     except Exception as exc:
         # usage errors from click (vendored by typer as typer._click): show usage, exit 2
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
             return 2 if exc.exit_code not in (0, 1) else exc.exit_code
-        if type(exc).__name__ == "Abort":
+        if type(exc).__name__ == "Abort":  # click turns Ctrl-C into Abort
+            print("interrupted", file=sys.stderr)
             return 130
         raise
     return 0

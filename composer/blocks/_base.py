@@ -40,6 +40,7 @@ __all__ = [
     "expect_ports",
     "length_mask",
     "last_axis_output",
+    "building_on_meta",
 ]
 
 InputRef = Union[str, list[str], dict[str, str]]
@@ -180,3 +181,8 @@ def last_axis_output(inputs: dict[str, Spec], width: int) -> dict[str, Spec]:
 def length_mask(lengths: torch.Tensor, time: int) -> torch.Tensor:
     """``(B,)`` lengths -> ``(B, T)`` bool mask, True on real steps."""
     return torch.arange(time, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def building_on_meta() -> bool:
+    """True while a model is built on the ``meta`` device (a size estimate: no data, no files read)."""
+    return torch.empty(0).is_meta

@@ -32,7 +32,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from composer.blocks._base import Block, BlockConfig, Context, SpecError, expect_kind, expect_ports
+from composer.blocks._base import building_on_meta, Block, BlockConfig, Context, SpecError, expect_kind, expect_ports
 from composer.blocks._registry import register_block
 from composer.errors import DataError
 from composer.graph.spec import Spec, sequence, tokens, vector
@@ -255,7 +255,7 @@ class TextEncoder(Block):
         bert_config = resolve_text_config(config)
         self.vocab_size = bert_config.vocab_size
         self.bert = BertModel(bert_config, add_pooling_layer=config.pooler)
-        if config.init == "pretrained":
+        if config.init == "pretrained" and not building_on_meta():  # a size estimate reads no weights
             load_text_weights(self.bert, find_weights(config))
         if config.freeze:
             self.bert.requires_grad_(False)

@@ -40,38 +40,110 @@ class SourceMap:
         return problem
 
 
-def _construct(node: yaml.Node, path: tuple, smap: SourceMap, problems: list[Problem]) -> Any:
-    smap.lines.setdefault(path, node.start_mark.line + 1)
+#: Bounds on what one YAML document may make us build (a blueprint is a few hundred lines).
+MAX_YAML_CHARS = 1_000_000
+MAX_YAML_NODES = 200_000  # values after alias expansion
+MAX_YAML_DEPTH = 64
+
+_STANDARD_COLLECTION_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _Budget:
+    """Counts the values built (aliases expanded) so a small file cannot ask for a huge tree."""
+
+    def __init__(self) -> None:
+        self.nodes = 0
+
+
+class _TooLarge(Exception):
+    def __init__(self, problem: Problem):
+        self.problem = problem
+
+
+def _construct(node: yaml.Node, path: tuple, smap: SourceMap, problems: list[Problem], budget: _Budget, stack: tuple = ()) -> Any:
+    line = node.start_mark.line + 1
+    budget.nodes += 1
+    if budget.nodes > MAX_YAML_NODES:
+        raise _TooLarge(Problem(path, f"the document expands to more than {MAX_YAML_NODES:,} values (aliases included); "
+                                      "a blueprint is far smaller", file=smap.file, line=line))
+    if len(path) > MAX_YAML_DEPTH:
+        raise _TooLarge(Problem(path[:8], f"values nested more than {MAX_YAML_DEPTH} levels deep", file=smap.file, line=line))
+    if any(node is seen for seen in stack):
+        raise _TooLarge(Problem(path, "an alias refers to a value that contains it (a recursive YAML structure)", file=smap.file, line=line))
+    smap.lines.setdefault(path, line)
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _STANDARD_COLLECTION_TAGS:
+        problems.append(Problem(path, f"unsupported YAML tag '{node.tag}': a blueprint holds plain mappings, lists and scalars", file=smap.file, line=line))
+        return None
+    inner = stack + (node,)
     if isinstance(node, yaml.MappingNode):
-        out: dict = {}
-        for key_node, value_node in node.value:
-            key = yaml.SafeLoader.construct_scalar(_LOADER, key_node) if isinstance(key_node, yaml.ScalarNode) else None
-            if key is None or not isinstance(key_node, yaml.ScalarNode):
-                problems.append(Problem(path, "mapping keys must be plain names", line=key_node.start_mark.line + 1, file=smap.file))
-                continue
-            key = _LOADER.construct_object(key_node)
-            if isinstance(key, (int, float, bool)) or key is None:
-                key = str(key_node.value)
-            if key in out:
-                problems.append(
-                    Problem(path + (key,), f"duplicate key '{key}' (first defined on line {smap.lines[path + (key,)]})",
-                            file=smap.file, line=key_node.start_mark.line + 1)
-                )
-                continue
-            smap.lines[path + (key,)] = key_node.start_mark.line + 1
-            out[key] = _construct(value_node, path + (key,), smap, problems)
-        return out
+        return _construct_mapping(node, path, smap, problems, budget, inner)
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(item, path + (i,), smap, problems) for i, item in enumerate(node.value)]
-    return _LOADER.construct_object(node, deep=True)
+        return [_construct(item, path + (i,), smap, problems, budget, inner) for i, item in enumerate(node.value)]
+    try:
+        return _LOADER.construct_object(node, deep=True)
+    except yaml.YAMLError as exc:
+        reason = getattr(exc, "problem", None) or str(exc)
+        problems.append(Problem(path, f"unsupported YAML value: {reason}", file=smap.file, line=line))
+        return None
+
+
+def _construct_mapping(node: yaml.MappingNode, path: tuple, smap: SourceMap, problems: list[Problem], budget: _Budget, stack: tuple) -> dict:
+    """A mapping with duplicate keys refused and YAML merge keys (``<<: *base``) applied.
+
+    Merged keys come first; keys written in the mapping override them (YAML's merge rule);
+    with a list of merged mappings, the first that defines a key wins.
+    """
+    out: dict = {}
+    merged: dict = {}
+    for key_node, value_node in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            problems.append(Problem(path, "mapping keys must be plain names", line=key_node.start_mark.line + 1, file=smap.file))
+            continue
+        if key_node.tag == _MERGE_TAG:
+            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for source in sources:
+                value = _construct(source, path, smap, problems, budget, stack)
+                if not isinstance(value, dict):
+                    problems.append(Problem(path, "a merge key (<<) takes a mapping or a list of mappings", file=smap.file, line=key_node.start_mark.line + 1))
+                    continue
+                for k, v in value.items():
+                    merged.setdefault(k, v)
+            continue
+        try:
+            key = _LOADER.construct_object(key_node)
+        except yaml.YAMLError as exc:
+            problems.append(Problem(path, f"unsupported mapping key: {getattr(exc, 'problem', exc)}", file=smap.file, line=key_node.start_mark.line + 1))
+            continue
+        if isinstance(key, (int, float, bool)) or key is None:
+            key = str(key_node.value)
+        if not isinstance(key, str):
+            problems.append(Problem(path, "mapping keys must be plain names", line=key_node.start_mark.line + 1, file=smap.file))
+            continue
+        if key in out:
+            problems.append(
+                Problem(path + (key,), f"duplicate key '{key}' (first defined on line {smap.lines[path + (key,)]})",
+                        file=smap.file, line=key_node.start_mark.line + 1)
+            )
+            continue
+        smap.lines[path + (key,)] = key_node.start_mark.line + 1
+        out[key] = _construct(value_node, path + (key,), smap, problems, budget, stack)
+    return {**{k: v for k, v in merged.items() if k not in out}, **out}
 
 
 _LOADER = yaml.SafeLoader("")
 
 
 def read_yaml(text: str, file: str | None = None) -> tuple[Any, SourceMap]:
-    """Parse YAML text into plain data and a source map; syntax errors become a BlueprintError."""
+    """Parse YAML text into plain data and a source map; syntax errors become a BlueprintError.
+
+    The text, the number of values it expands to (aliases included) and their nesting are
+    bounded (:data:`MAX_YAML_CHARS`, :data:`MAX_YAML_NODES`, :data:`MAX_YAML_DEPTH`), so a
+    small hostile file cannot exhaust memory or the stack.
+    """
     smap = SourceMap(file)
+    if len(text) > MAX_YAML_CHARS:
+        raise BlueprintError([Problem((), f"the document has {len(text):,} characters; a blueprint may have at most {MAX_YAML_CHARS:,}", file=file)])
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
@@ -79,10 +151,15 @@ def read_yaml(text: str, file: str | None = None) -> tuple[Any, SourceMap]:
         line = mark.line + 1 if mark is not None else None
         reason = getattr(exc, "problem", None) or str(exc)
         raise BlueprintError([Problem((), f"YAML syntax error: {reason}", file=file, line=line)]) from None
+    except RecursionError:
+        raise BlueprintError([Problem((), f"values nested too deeply (a blueprint nests at most {MAX_YAML_DEPTH} levels)", file=file)]) from None
     if node is None:
         return {}, smap
     problems: list[Problem] = []
-    data = _construct(node, (), smap, problems)
+    try:
+        data = _construct(node, (), smap, problems, _Budget())
+    except _TooLarge as exc:
+        raise BlueprintError([exc.problem]) from None
     if problems:
         raise BlueprintError(problems)
     return data, smap

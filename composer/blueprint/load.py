@@ -15,10 +15,10 @@ import yaml
 from pydantic import ValidationError
 
 from composer.blocks._registry import get_block, list_blocks, list_losses, load_plugins
-from composer.blueprint._yaml import SourceMap, parse_scalar, read_yaml
+from composer.blueprint._yaml import MAX_YAML_CHARS, SourceMap, parse_scalar, read_yaml
 from composer.errors import BlueprintError, ComposerError, Problem, did_you_mean
 
-__all__ = ["load_blueprint", "validate_data", "apply_override", "dump_blueprint", "get_path", "set_path"]
+__all__ = ["load_blueprint", "read_blueprint_text", "validate_data", "apply_override", "dump_blueprint", "get_path", "set_path"]
 
 SCHEMA_COMMENT = "# yaml-language-server: $schema=../docs/blueprint.schema.json"
 
@@ -325,10 +325,23 @@ def load_blueprint(
 def _read_source(blueprint: str | Path) -> tuple[str, str | None]:
     if isinstance(blueprint, Path) or ("\n" not in str(blueprint) and str(blueprint).endswith((".yaml", ".yml"))):
         path = Path(blueprint)
-        if not path.exists():
-            raise ComposerError(f"blueprint file not found: {path}")
-        return path.read_text(encoding="utf-8"), str(path)
+        return read_blueprint_text(path), str(path)
     return str(blueprint), None
+
+
+def read_blueprint_text(path: Path) -> str:
+    """A blueprint file's text: it must exist, be at most ``MAX_YAML_CHARS`` bytes and be UTF-8."""
+    if not path.is_file():
+        raise ComposerError(f"blueprint file not found: {path}")
+    size = path.stat().st_size
+    if size > MAX_YAML_CHARS:
+        raise ComposerError(f"{path}: {size:,} bytes is too large for a blueprint (at most {MAX_YAML_CHARS:,})")
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ComposerError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save the blueprint as UTF-8") from None
 
 
 def dump_blueprint(bp) -> str:

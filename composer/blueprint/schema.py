@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-RESERVED_IDS = {"label", "main", "aux_losses", "outputs", "forward", "blocks", "losses", "blueprint", "training"}
+RESERVED_IDS = {"label", "main", "aux_losses", "outputs", "forward", "blocks", "losses", "blueprint", "training", "shared_uses", "vars"}
 
 
 class StrictModel(BaseModel):

@@ -92,15 +92,17 @@ def build(
         if key.startswith("losses."):
             node = model.plan.losses[int(key.split(".")[1])]
             table.add_row(node.name, node.config.type + " (loss)", "", "", f"{n:,}")
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    sizes = model.parameter_summary()
+    total, trainable = sizes["model"], sizes["trainable"]
     con.print(table)
     con.print(f"outputs: " + ", ".join(f"{k} = {v} {model.plan.values[v]}" for k, v in model.plan.outputs.items()))
-    con.print(f"total parameters: {total:,}  (trainable {trainable:,})")
+    con.print(f"total parameters: {total:,}  (the model at inference; trainable {trainable:,})")
+    if sizes["training_only"]:
+        con.print(f"training-only parameters (loss networks, not part of the model): {sizes['training_only']:,}")
     for w in model.plan.warnings:
         console(stderr=True).print(str(w), soft_wrap=True)
     if json_out is not None:
-        json_out.write_text(json.dumps({"name": bp.name, "blocks": rows, "total_params": total, "trainable_params": trainable}, indent=2))
+        json_out.write_text(json.dumps({"name": bp.name, "blocks": rows, "total_params": total, "trainable_params": trainable, "training_only_params": sizes["training_only"]}, indent=2))
 
 
 def blocks(

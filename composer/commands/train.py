@@ -37,12 +37,15 @@ def register(app: typer.Typer) -> None:
         epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Override training.epochs."),
         overrides: list[str] = typer.Option([], "--set", help="Override a blueprint field: path=value (repeatable)."),
         resume: bool = typer.Option(False, "--resume", help="Continue from <out>/last.ckpt."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in the folder (its history is deleted)."),
         device: str = typer.Option("auto", "--device", help="auto (CUDA, then CPU), cpu, cuda or cuda:N."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Override training.seed."),
     ) -> None:
         from composer.train.trainer import train
 
-        train(blueprint, data, out, overrides=overrides, epochs=epochs, seed=seed, resume=resume, device=device)
+        if resume and overwrite:
+            raise typer.BadParameter("--resume continues the run in the folder, --overwrite replaces it: give one", param_hint="--overwrite")
+        train(blueprint, data, out, overrides=overrides, epochs=epochs, seed=seed, resume=resume, device=device, overwrite=overwrite)
 
     @app.command("evaluate", help=EVALUATE_HELP)
     def evaluate_command(

@@ -12,6 +12,7 @@ DataSplits``; :func:`splits_from_arrays` builds the splits from plain arrays.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Protocol, runtime_checkable
 
@@ -20,7 +21,7 @@ import torch
 
 from composer.errors import DataError
 
-__all__ = ["TensorSplit", "DataSplits", "Dataset", "splits_from_arrays", "check_split", "SPLITS"]
+__all__ = ["TensorSplit", "DataSplits", "Dataset", "splits_from_arrays", "check_split", "check_labels", "SPLITS"]
 
 SPLITS = ("train", "valid", "test")
 
@@ -66,6 +67,7 @@ class DataSplits:
     splits: dict[str, TensorSplit]
     notes: list[str] = field(default_factory=list)
     source: str = ""
+    _fingerprint: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     def __getitem__(self, name: str) -> TensorSplit:
         if name not in self.splits:
@@ -77,6 +79,22 @@ class DataSplits:
 
     def sizes(self) -> dict[str, int]:
         return {k: len(v) for k, v in self.splits.items()}
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Source, split sizes and a SHA-256 over every tensor (key, dtype, shape, bytes) and id.
+
+        Stored in checkpoints so that a resumed run can refuse other data."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            for split in sorted(self.splits):
+                part = self.splits[split]
+                for key in sorted(part.tensors):
+                    t = part.tensors[key].detach().cpu().contiguous()
+                    digest.update(f"{split}/{key}/{t.dtype}/{tuple(t.shape)}".encode())
+                    digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+                digest.update("\n".join(part.ids or []).encode())
+            self._fingerprint = {"source": self.source, "sizes": self.sizes(), "sha256": digest.hexdigest()}
+        return self._fingerprint
 
 
 @runtime_checkable
@@ -113,6 +131,32 @@ def check_split(blueprint, split: TensorSplit, name: str = "split") -> None:
             raise DataError(f"{name}: '{m}' has shape {tuple(x.shape)}, expected {_expected(cfg)}")
     if "label" not in split.tensors:
         raise DataError(f"{name}: no 'label' tensor")
+    if len(split) == 0:
+        raise DataError(f"{name}: the split is empty; every split needs at least one sample")
+    check_labels(blueprint.task, split.tensors["label"], name)
+
+
+def check_labels(task, label: torch.Tensor, name: str = "split") -> None:
+    """Labels must be finite and inside the task's range: classes ``0..outputs-1``, multilabel 0/1,
+    regression within ``task.label_range``. Raises :class:`DataError` naming what is wrong."""
+    y = label.detach().cpu()
+    if y.is_floating_point() and not torch.isfinite(y).all():
+        raise DataError(f"{name}: {int((~torch.isfinite(y)).sum())} labels are NaN or infinite; every label must be a finite number")
+    if task.kind == "classification":
+        if y.is_floating_point() and not torch.equal(y, y.round()):
+            raise DataError(f"{name}: class labels must be integers 0..{task.outputs - 1}")
+        if y.numel() and (y.min() < 0 or y.max() >= task.outputs):
+            raise DataError(f"{name}: class labels run {int(y.min())}..{int(y.max())}, expected 0..{task.outputs - 1}")
+    elif task.kind == "multilabel":
+        if y.numel() and not ((y == 0) | (y == 1)).all():
+            raise DataError(f"{name}: multilabel targets must be 0 or 1")
+    else:
+        low, high = task.label_range
+        if y.numel() and (float(y.min()) < low or float(y.max()) > high):
+            raise DataError(
+                f"{name}: regression labels run {float(y.min()):.4g}..{float(y.max()):.4g}, outside task.label_range "
+                f"[{low}, {high}]; widen task.label_range if the data is right"
+            )
 
 
 def _expected(cfg) -> str:

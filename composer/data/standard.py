@@ -39,20 +39,55 @@ from composer.errors import DataError
 
 __all__ = ["load_standard_pickle", "read_pickle", "standard_split"]
 
-_SAFE_BUILTINS = {"dict", "list", "tuple", "set", "frozenset", "str", "bytes", "int", "float", "complex", "bool", "slice", "bytearray"}
+_SAFE_BUILTINS = ("dict", "list", "tuple", "set", "frozenset", "str", "bytes", "int", "float", "complex", "bool", "slice", "bytearray")
+
+
+def _latin1_encode(text: str, encoding: str = "latin1", errors: str = "strict") -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles use it for bytes: only the latin-1 codec."""
+    if str(encoding).lower().replace("_", "-") not in ("latin1", "latin-1", "iso-8859-1"):
+        raise DataError(f"the pickle asks for codec '{encoding}', which a feature file does not need; refusing to load it")
+    return str(text).encode("latin1", errors)
+
+
+def _numpy_core():
+    """NumPy's core module (``numpy._core`` since NumPy 2, ``numpy.core`` before), already imported."""
+    return getattr(np, "_core", None) or np.core
+
+
+def _allowed_globals() -> dict[tuple[str, str], Any]:
+    """The exact ``(module, name)`` pairs a feature pickle may name, resolved without importing anything.
+
+    Arrays, dtypes and scalars of NumPy 1 and 2 (``numpy.core`` and ``numpy._core`` spellings),
+    plain containers, and ``_codecs.encode`` for the bytes of protocol-2 pickles. Every other
+    global is refused before any module is looked up, so a file cannot trigger an import.
+    """
+    core = _numpy_core()
+    table: dict[tuple[str, str], Any] = {("builtins", n): getattr(__import__("builtins"), n) for n in _SAFE_BUILTINS}
+    table[("__builtin__", "set")] = set  # Python 2 pickles
+    table[("collections", "OrderedDict")] = __import__("collections").OrderedDict
+    table[("collections", "defaultdict")] = __import__("collections").defaultdict
+    table[("_codecs", "encode")] = _latin1_encode
+    table[("numpy", "ndarray")] = np.ndarray
+    table[("numpy", "dtype")] = np.dtype
+    for prefix in ("numpy.core", "numpy._core"):
+        table[(f"{prefix}.multiarray", "_reconstruct")] = core.multiarray._reconstruct
+        table[(f"{prefix}.multiarray", "scalar")] = core.multiarray.scalar
+        table[(f"{prefix}.numeric", "_frombuffer")] = core.numeric._frombuffer
+    return table
 
 
 class _SafeUnpickler(pickle.Unpickler):
-    """Rebuilds NumPy arrays, scalars and plain containers; refuses any other global."""
+    """Rebuilds NumPy arrays, scalars and plain containers from an exact allowlist; refuses any other global."""
+
+    _allowed: dict[tuple[str, str], Any] | None = None
 
     def find_class(self, module: str, name: str):
-        if module == "builtins" and name in _SAFE_BUILTINS:
-            return super().find_class(module, name)
-        if module == "collections" and name in ("OrderedDict", "defaultdict"):
-            return super().find_class(module, name)
-        if module.split(".")[0] == "numpy" and name in ("_reconstruct", "ndarray", "dtype", "scalar", "_frombuffer", "array"):
-            return super().find_class(module, name)
-        raise DataError(f"the pickle asks for '{module}.{name}', which a feature file does not need; refusing to load it")
+        if _SafeUnpickler._allowed is None:
+            _SafeUnpickler._allowed = _allowed_globals()
+        found = _SafeUnpickler._allowed.get((module, name))
+        if found is None:
+            raise DataError(f"the pickle asks for '{module}.{name}', which a feature file does not need; refusing to load it")
+        return found
 
 
 def read_pickle(path: str | Path) -> Any:
@@ -69,8 +104,19 @@ def read_pickle(path: str | Path) -> Any:
         raise DataError(f"{path}: not a readable feature pickle ({type(exc).__name__}: {exc})") from None
 
 
+def _numeric(where: str, key: str, value: Any, dtype) -> np.ndarray:
+    """``value`` as a numeric array, or a DataError naming the key (strings, ragged lists, objects)."""
+    try:
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "biuf":
+            raise ValueError(f"holds {arr.dtype} values")
+        return arr.astype(dtype)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{where}: key '{key}' is not a numeric array ({exc}); expected numbers") from None
+
+
 def _float_features(where: str, value: Any, counts: dict[str, int]) -> torch.Tensor:
-    arr = np.asarray(value, dtype=np.float32)
+    arr = _numeric(where, where.rsplit(".", 1)[-1], value, np.float32)
     bad = ~np.isfinite(arr)
     n_bad = int(bad.sum())
     if n_bad:
@@ -86,7 +132,11 @@ def _shape_error(where: str, key: str, got: tuple, expected: str, modality: str)
 def _labels(where: str, d: dict, key: str, task, n: int) -> torch.Tensor:
     if key not in d:
         raise DataError(f"{where}: no label key '{key}' (keys: {', '.join(map(str, d))}); set training.data.label_key")
-    y = np.asarray(d[key])
+    y = _numeric(where, key, d[key], np.float64)
+    if y.size == 0 or y.shape[0] != n:
+        raise DataError(f"{where}: '{key}' has {y.shape[0] if y.ndim else 0} labels for {n} samples")
+    if not np.all(np.isfinite(y)):
+        raise DataError(f"{where}: '{key}' holds {int((~np.isfinite(y)).sum())} non-finite labels (NaN or inf); a label must be a number")
     if task.kind == "classification":
         if y.ndim >= 2 and y.reshape(n, -1).shape[1] == task.outputs:
             y = y.reshape(n, -1).argmax(axis=1)
@@ -115,6 +165,8 @@ def _ids(d: dict, n: int, split: str) -> list[str]:
     if raw is None:
         return [f"{split}_{i}" for i in range(n)]
     arr = np.asarray(raw)
+    if arr.size != n and not (arr.ndim > 1 and arr.shape[0] == n):
+        raise DataError(f"{split}: 'id' has {arr.shape[0] if arr.ndim else 1} entries for {n} samples")
     if arr.ndim > 1:
         return ["_".join(str(x) for x in row) for row in arr.reshape(n, -1)]
     return [str(x) for x in arr.reshape(n)]
@@ -124,6 +176,8 @@ def standard_split(blueprint, d: dict, split: str, label_key: str, counts: dict[
     """One split of the standard layout -> a :class:`TensorSplit` in the batch layout."""
     if not isinstance(d, dict):
         raise DataError(f"{where}[{split}] is a {type(d).__name__}, expected a dict of arrays")
+    if not all(isinstance(k, str) for k in d):
+        raise DataError(f"{where}[{split}]: keys must be strings, got {sorted({type(k).__name__ for k in d})}")
     tensors: dict[str, torch.Tensor] = {}
     n = None
     times: dict[str, tuple[str, int]] = {}
@@ -133,7 +187,7 @@ def standard_split(blueprint, d: dict, split: str, label_key: str, counts: dict[
             key = f"{name}_bert" if f"{name}_bert" in d else name
             if key not in d:
                 raise DataError(f"{here}: no key '{name}_bert' or '{name}' for token modality '{name}' (keys: {', '.join(map(str, d))})")
-            arr = np.asarray(d[key])
+            arr = _numeric(here, key, d[key], np.float64)
             if arr.ndim == 3 and arr.shape[1] == 3:
                 ids, mask, segment = arr[:, 0], arr[:, 1] > 0, arr[:, 2]
             elif arr.ndim == 2:
@@ -163,7 +217,9 @@ def standard_split(blueprint, d: dict, split: str, label_key: str, counts: dict[
             t = x.shape[1] if m.kind == "sequence" else None
             lengths = d.get(f"{name}_lengths")
             if m.kind == "sequence" and lengths is not None:
-                lens = np.asarray(lengths).reshape(-1).astype(np.int64)
+                lens = _numeric(here, f"{name}_lengths", lengths, np.int64).reshape(-1)
+                if len(lens) != x.shape[0]:
+                    raise DataError(f"{here}: '{name}_lengths' has {len(lens)} entries for {x.shape[0]} samples of '{name}'")
                 tensors[f"{name}_lengths"] = torch.from_numpy(np.clip(lens, 1, t))
         if n is None:
             n = int(tensors[name].shape[0])

@@ -20,9 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from composer.blocks._base import Context, length_mask
-from composer.errors import ComposerError, DataError
+from composer.blocks._base import Context, building_on_meta, length_mask
+from composer.errors import BlueprintError, ComposerError, DataError, Problem
 from composer.graph.plan import Plan, plan
+from composer.graph.size import check_size
 from composer.losses._base import MAIN_VIEW
 
 __all__ = ["ComposedModel", "compile_blueprint", "build_context"]
@@ -48,23 +49,43 @@ def build_context(batch: dict[str, Any], modality_times: dict[str, str]) -> Cont
 
 
 
+SHARED_USES = "shared_uses"
+
+
 class ComposedModel(nn.Module):
-    """A blueprint compiled into one module. Use :func:`compile_blueprint` to make one."""
+    """A blueprint compiled into one module. Use :func:`compile_blueprint` to make one.
+
+    Weight sharing (``share: owner``): every *use* of a block is its own module built for its
+    own inputs (time axes, masks, lengths), and a sharing use's parameters and persistent
+    buffers *are* the owner's tensors. The uses live under ``shared_uses`` and are left out of
+    the state dict, so the weights are saved once, under the owner's name.
+    """
 
     def __init__(self, blueprint, the_plan: Plan | None = None):
         super().__init__()
         self.blueprint = blueprint
         self.plan = the_plan if the_plan is not None else plan(blueprint)
+        if not building_on_meta():
+            self.size = _located(blueprint, check_size, self.plan)
         # a disabled block holds no weights unless an enabled block shares them
         needed = {n.owner for n in self.plan.nodes if n.enabled}
         for node in self.plan.nodes:
             if node.config.share is None and node.id in needed:
                 self.add_module(node.id, node.entry.impl(node.config, node.in_specs))
-        # (block id, module id, enabled, [(port, value key)], [(port, value key)])
+        uses = nn.ModuleDict()
+        for node in self.plan.nodes:  # built after every owner, so owners initialise as before
+            if node.config.share is not None and node.enabled:
+                use = node.entry.impl(node.config, node.in_specs)
+                _tie(use, self._modules[node.owner], node, blueprint)
+                uses[node.id] = use
+        self.add_module(SHARED_USES, uses)
+        self._register_state_dict_hook(_drop_shared_uses)
+        self.register_load_state_dict_post_hook(_ignore_missing_shared_uses)
+        # (block id, module, enabled, [(port, value key)], [(port, value key)], aux ports)
         self._steps = [
             (
                 node.id,
-                node.owner,
+                node.id if node.config.share is not None else node.owner,
                 node.enabled,
                 [(port, ref.key) for port, ref in node.inputs.items()],
                 [(port, node.value_key(port)) for port in node.out_specs],
@@ -76,6 +97,16 @@ class ComposedModel(nn.Module):
             name: m.time_symbol(name) for name, m in blueprint.modalities.items() if m.kind in ("sequence", "tokens")
         }
         self.losses = nn.ModuleList(ln.entry.impl(ln.config, ln.specs) for ln in self.plan.losses)
+
+    def _module_for(self, module_id: str) -> nn.Module:
+        return self._modules[module_id] if module_id in self._modules else self._modules[SHARED_USES][module_id]
+
+    def _apply(self, fn, recurse: bool = True):
+        super()._apply(fn, recurse)
+        for node in self.plan.nodes:  # moving or casting replaces buffers per module: tie them again
+            if node.config.share is not None and node.enabled:
+                _tie(self._modules[SHARED_USES][node.id], self._modules[node.owner], node, self.blueprint, buffers_only=True)
+        return self
 
     # -- running -------------------------------------------------------------------
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -92,7 +123,7 @@ class ComposedModel(nn.Module):
                     for port, key in outs:
                         values[key] = inputs[port]
                 continue
-            result = self._modules[module_id](inputs, ctx)
+            result = self._module_for(module_id)(inputs, ctx)
             if isinstance(result, dict):
                 for port, key in outs:
                     values[key] = result[port]
@@ -171,8 +202,21 @@ class ComposedModel(nn.Module):
             batch["label"] = torch.rand(shape, generator=gen) * (high - low) + low
         return {k: v.to(device) for k, v in batch.items()}
 
+    def parameter_summary(self) -> dict[str, int]:
+        """``model``: parameters of the model at inference (shared ones once); ``training_only``:
+        parameters of loss networks (e.g. DLFR's projectors and decoders), used only in training;
+        ``trainable``: model parameters that receive gradients. Paper figures compare with ``model``."""
+        model = {id(p): p for name, p in self.named_parameters() if not name.startswith("losses.")}
+        training = {id(p): p for p in self.losses.parameters() if id(p) not in model}
+        return {
+            "model": sum(p.numel() for p in model.values()),
+            "training_only": sum(p.numel() for p in training.values()),
+            "trainable": sum(p.numel() for p in model.values() if p.requires_grad),
+        }
+
     def parameter_counts(self) -> dict[str, int]:
-        """Parameters per owning block (shared blocks count once, under their owner)."""
+        """Parameters per owning block (shared blocks count once, under their owner); loss
+        networks appear as ``losses.<i>`` (training-only, see :meth:`parameter_summary`)."""
         counts = {}
         for node in self.plan.nodes:
             module = self._modules.get(node.id) if node.config.share is None else None
@@ -200,28 +244,106 @@ class ComposedModel(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "ComposedModel":
-        """Rebuild the model from the blueprint stored in a safetensors file, then load weights."""
+        """Rebuild the model from the blueprint stored in a safetensors file, then load weights.
+
+        Nothing in the file is trusted: the blueprint is validated and size-checked like any
+        other, and every tensor's name and shape in the header is compared with the model the
+        blueprint describes (built on ``meta``) before a weight is allocated or read.
+        """
         from safetensors import safe_open
         from safetensors.torch import load_file
 
-        from composer.blueprint.load import load_blueprint
-
         path = Path(path)
-        if not path.exists():
+        if not path.is_file():
             raise ComposerError(f"no weights file at {path}")
         try:
             with safe_open(str(path), framework="pt") as f:
                 metadata = f.metadata() or {}
+                header = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
         except Exception as exc:  # safetensors raises its own error types
             raise DataError(f"{path} is not a safetensors file: {exc}") from None
-        text = metadata.get("composer.blueprint")
-        if text is None:
-            raise DataError(f"{path} holds no blueprint; it was not written by Composer")
-        model = compile_blueprint(load_blueprint(text, source=f"{path}#blueprint"))
-        missing, unexpected = model.load_state_dict(load_file(str(path), device=str(map_location)), strict=False)
-        if missing or unexpected:
-            raise DataError(f"{path}: weights do not match the blueprint (missing {missing[:5]}, unexpected {unexpected[:5]})")
-        return model
+        model = cls.for_weights(metadata.get("composer.blueprint"), header, str(path))
+        model.load_state_dict(load_file(str(path), device=str(map_location)), strict=True)
+        return model.to(map_location)
+
+    @classmethod
+    def for_weights(cls, blueprint_text: Any, shapes: dict[str, tuple[int, ...]], source: str) -> "ComposedModel":
+        """The model a weights file's stored blueprint describes, checked against the file's
+        tensor names and shapes (``shapes``) before it is built; raises :class:`DataError`."""
+        from composer.blueprint.load import load_blueprint
+
+        if not isinstance(blueprint_text, str):
+            raise DataError(f"{source} holds no blueprint; it was not written by Composer")
+        blueprint = load_blueprint(blueprint_text, source=f"{source}#blueprint")
+        the_plan = plan(blueprint)
+        check_size(the_plan)  # before anything is built: an edited size in the metadata is refused here
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in cls(blueprint, the_plan).state_dict().items()}
+        if not expected:
+            raise DataError(f"{source}: its blueprint describes a model without weights; nothing to load")
+        missing = sorted(set(expected) - set(shapes))
+        unexpected = sorted(set(shapes) - set(expected))
+        wrong = [f"{k} {shapes[k]} (blueprint: {expected[k]})" for k in sorted(set(shapes) & set(expected)) if shapes[k] != expected[k]]
+        if missing or unexpected or wrong:
+            parts = [f"missing {missing[:5]}" if missing else "", f"unexpected {unexpected[:5]}" if unexpected else "",
+                     f"wrong shapes {wrong[:5]}" if wrong else ""]
+            raise DataError(f"{source}: weights do not match the blueprint stored with them ({'; '.join(p for p in parts if p)})")
+        return cls(blueprint, the_plan)
+
+
+
+def _located(blueprint, check, *args):
+    """Run a blueprint check, filling ``file:line`` into its problems from the blueprint's source map."""
+    try:
+        return check(*args)
+    except BlueprintError as exc:
+        smap = getattr(blueprint, "_source_map", None)
+        if smap is None:
+            raise
+        raise BlueprintError([smap.locate(p) for p in exc.problems]) from None
+
+
+def _tie(use: nn.Module, owner: nn.Module, node, blueprint, *, buffers_only: bool = False) -> None:
+    """Make ``use``'s parameters and persistent buffers the very tensors of ``owner``."""
+    own_state = dict(owner.state_dict(keep_vars=True))
+    use_state = dict(use.state_dict(keep_vars=True))
+    if not buffers_only:
+        wrong = [
+            f"{k}: {tuple(use_state[k].shape) if k in use_state else 'absent'} vs {tuple(own_state[k].shape) if k in own_state else 'absent'}"
+            for k in sorted(set(own_state) | set(use_state))
+            if k not in own_state or k not in use_state or use_state[k].shape != own_state[k].shape
+        ]
+        if wrong:
+            problem = Problem(("blocks", node.id, "share"), (
+                f"cannot share weights with '{node.owner}': on its own inputs this block needs other weights "
+                f"({'; '.join(wrong[:3])})"
+            ))
+            _located(blueprint, _raise, problem)
+    for name, tensor in own_state.items():
+        prefix, _, leaf = name.rpartition(".")
+        module = use.get_submodule(prefix) if prefix else use
+        if leaf in module._parameters:
+            if not buffers_only:
+                module._parameters[leaf] = tensor
+        elif leaf in module._buffers:
+            module._buffers[leaf] = tensor
+
+
+def _raise(problem: Problem) -> None:
+    raise BlueprintError([problem])
+
+
+def _drop_shared_uses(module, state_dict, prefix, local_metadata):
+    """State-dict hook: the uses of shared blocks hold the owners' tensors; save them once."""
+    for key in [k for k in state_dict if k.startswith(f"{prefix}{SHARED_USES}.")]:
+        del state_dict[key]
+    return state_dict
+
+
+def _ignore_missing_shared_uses(module, incompatible_keys) -> None:
+    """Load hook: the shared uses' entries are absent from a state dict by design (see above)."""
+    keep = [k for k in incompatible_keys.missing_keys if not k.startswith(f"{SHARED_USES}.")]
+    incompatible_keys.missing_keys[:] = keep
 
 
 def compile_blueprint(blueprint) -> ComposedModel:

@@ -26,7 +26,7 @@ from typing import Any
 import optuna
 
 from composer.blueprint._yaml import SourceMap, read_yaml
-from composer.blueprint.load import apply_override, dump_blueprint, set_path, split_path, validate_data
+from composer.blueprint.load import apply_override, read_blueprint_text, dump_blueprint, set_path, split_path, validate_data
 from composer.errors import BlueprintError, ComposerError
 from composer.search.space import grid, is_plain, suggest
 
@@ -48,9 +48,7 @@ class SearchResult:
 
 def _read_raw(blueprint: str | Path, overrides: list[str]) -> tuple[dict, SourceMap]:
     path = Path(blueprint)
-    if not path.exists():
-        raise ComposerError(f"blueprint file not found: {path}")
-    data, smap = read_yaml(path.read_text(encoding="utf-8"), str(path))
+    data, smap = read_yaml(read_blueprint_text(path), str(path))
     for item in overrides:
         apply_override(data, item)
     return data, smap
@@ -134,7 +132,7 @@ class _Objective:
 
         run_dir = self.out_dir / f"trial_{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run_dir))
-        result = Trainer(bp, self.data, run_dir, device=self.device, progress=False, on_epoch_end=report).fit()
+        result = Trainer(bp, self.data, run_dir, device=self.device, progress=False, on_epoch_end=report, overwrite=True).fit()
         value = result.summary["best"].get(obj.split, {}).get(obj.metric)
         if value is None:
             raise ComposerError(f"metric '{obj.metric}' on split '{obj.split}' was not measured")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -57,15 +57,15 @@ class DataConfig(_Strict):
 
     source: Literal["synthetic", "pickle"] = "synthetic"
     path: str | None = None
-    samples: dict[str, int] = Field(
+    samples: dict[Literal["train", "valid", "test"], Annotated[int, Field(ge=1, le=1_000_000)]] = Field(
         default_factory=lambda: {"train": 512, "valid": 128, "test": 128},
-        description="Synthetic samples per split.",
+        description="Synthetic samples per split (1 to 1,000,000 each).",
     )
     noise: float = Field(default=0.1, ge=0.0, description="Synthetic: observation noise.")
     incongruent: float = Field(
         default=0.2, ge=0.0, le=1.0, description="Synthetic: share of incongruent samples (the modalities disagree)."
     )
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Synthetic: generator seed.")
     label_key: str = Field(default="regression_labels", description="Pickle: key of the labels.")
 
 
@@ -82,7 +82,7 @@ class TrainingConfig(_Strict):
     grad_clip: float | None = Field(default=None, gt=0, description="Clip the gradient norm to this value.")
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     param_groups: list[ParamGroupConfig] = Field(default_factory=list)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Seed of initialisation, batch order and views.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         default="auto", description="auto: bf16 autocast on CUDA when supported, fp32 on CPU."
     )

@@ -15,10 +15,9 @@ from typing import Any
 
 import torch
 
-from composer.blueprint.load import load_blueprint
 from composer.data import load_data
-from composer.errors import ComposerError
-from composer.graph.model import ComposedModel, compile_blueprint
+from composer.errors import ComposerError, DataError
+from composer.graph.model import ComposedModel
 from composer.metrics import auilc
 from composer.train.checkpoint import load_checkpoint
 from composer.train.optim import Precision, select_device
@@ -45,8 +44,11 @@ def load_trained(target: str | Path, device: torch.device | str = "cpu") -> tupl
         model = ComposedModel.load(path, map_location=device)
     else:
         state = load_checkpoint(path)
-        model = compile_blueprint(load_blueprint(state["blueprint"], source=f"{path}#blueprint"))
-        model.load_state_dict(state["model"])
+        weights = state.get("model")
+        if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+            raise DataError(f"{path}: the checkpoint holds no model weights")
+        model = ComposedModel.for_weights(state.get("blueprint"), {k: tuple(v.shape) for k, v in weights.items()}, str(path))
+        model.load_state_dict(weights, strict=True)
     return model.to(device), path
 
 

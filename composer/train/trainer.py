@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -36,6 +37,14 @@ from composer.train.views import check_views, make_views
 __all__ = ["Trainer", "TrainResult", "train", "evaluate_split", "as_blueprint", "metric_names", "EPOCH_HOOK"]
 
 EPOCH_HOOK = "composer_epoch_end"
+#: The files of a run folder; a new run refuses to start over them without ``overwrite``.
+RUN_FILES = ("metrics.jsonl", "metrics.csv", "block_logs.jsonl", "last.ckpt", "best.safetensors", "summary.json", "blueprint.yaml", "evaluation.json")
+DIVERGENCE_FACTOR = 100.0
+
+
+def _describe_data(fp: dict) -> str:
+    sizes = ", ".join(f"{k} {v}" for k, v in fp.get("sizes", {}).items())
+    return f"{fp.get('source') or 'data'} ({sizes}; sha256 {str(fp.get('sha256', '?'))[:12]})"
 
 
 def as_blueprint(blueprint: Any, overrides=()):
@@ -126,8 +135,10 @@ class Trainer:
         progress: bool = True,
         console=None,
         on_epoch_end=None,
+        overwrite: bool = False,
     ):
         self.bp = blueprint
+        self.overwrite = overwrite
         self.cfg = blueprint.training
         check_views(blueprint)
         self.run_dir = Path(out) if out is not None else Path("runs") / blueprint.name
@@ -177,6 +188,7 @@ class Trainer:
             "bad_epochs": bad_epochs,
             "stopped": stopped,
             "blueprint": dump_blueprint(self.bp),
+            "data": self.data.fingerprint(),
         }
 
     def _check_resumable(self, state: dict) -> None:
@@ -188,6 +200,33 @@ class Trainer:
             raise ComposerError(
                 f"{self.run_dir / 'last.ckpt'} was written by a different blueprint; resume with the same settings "
                 "(only --epochs may change) or train into a new --out folder"
+            )
+
+    def _prepare_run_dir(self, resuming: bool) -> None:
+        """Clean temporary files an interrupted run left; refuse to write over a finished run's history."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for tmp in self.run_dir.glob(".*.tmp"):
+            if any(tmp.name.startswith(f".{name}") for name in RUN_FILES):
+                tmp.unlink()
+                self._log(f"removed {tmp.name}, a temporary file left by an interrupted run")
+        if resuming:
+            return
+        existing = [name for name in RUN_FILES if (self.run_dir / name).exists()]
+        if existing and not self.overwrite:
+            raise ComposerError(
+                f"{self.run_dir} already holds a run ({', '.join(existing)}); continue it with --resume, "
+                "replace it with --overwrite, or train into another --out folder"
+            )
+        for name in existing:
+            (self.run_dir / name).unlink()
+
+    def _check_same_data(self, state: dict) -> None:
+        saved = state.get("data")
+        now = self.data.fingerprint()
+        if saved is not None and saved != now:
+            raise ComposerError(
+                f"{self.run_dir / 'last.ckpt'} was trained on other data ({_describe_data(saved)}); this run has "
+                f"{_describe_data(now)}. Resume with the same --data, or train into a new --out folder"
             )
 
     def _save_best(self, model: ComposedModel, extra: dict[str, str]) -> None:
@@ -209,12 +248,14 @@ class Trainer:
     # -- the loop -----------------------------------------------------------------
     def fit(self, resume: bool = False) -> TrainResult:
         cfg, bp = self.cfg, self.bp
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         ckpt_path = self.run_dir / "last.ckpt"
+        resuming = resume and ckpt_path.exists()
+        self._prepare_run_dir(resuming)
         state = None
-        if resume and ckpt_path.exists():
+        if resuming:
             state = load_checkpoint(ckpt_path)
             self._check_resumable(state)
+            self._check_same_data(state)
         elif resume:
             self._log(f"[yellow]no checkpoint in {self.run_dir}; starting a new run[/]")
 
@@ -242,8 +283,10 @@ class Trainer:
         (self.run_dir / "blueprint.yaml").write_text(dump_blueprint(bp), encoding="utf-8")
         for note in self.data.notes:
             self._log(note)
-        n_params = sum(p.numel() for p in model.parameters())
-        self._log(f"{bp.name}: {n_params:,} parameters on {self.device} ({self.precision.name}), run folder {self.run_dir}")
+        counts = model.parameter_summary()
+        n_params = counts["model"]
+        extra = f" (+ {counts['training_only']:,} training-only)" if counts["training_only"] else ""
+        self._log(f"{bp.name}: {n_params:,} parameters{extra} on {self.device} ({self.precision.name}), run folder {self.run_dir}")
 
         started = time.perf_counter()
         progress = self._progress()
@@ -253,6 +296,7 @@ class Trainer:
                 if stopped:
                     break
                 train_row, step = self._train_epoch(model, optimizer, scheduler, train_split, epoch, step, progress)
+                self._warn_if_diverging(log, train_row)
                 log.add_block_rows(self._run_hooks(model, epoch))
                 rows = [train_row]
                 valid = evaluate_split(model, self.data["valid"], cfg.batch_size, self.device, self.precision, seed=cfg.seed)
@@ -280,10 +324,13 @@ class Trainer:
                     self._log(f"early stop: no better valid {self.monitor} for {cfg.early_stop} epochs")
                 if self.on_epoch_end is not None:
                     self.on_epoch_end(epoch, {r["split"]: r for r in rows})
-        if not (self.run_dir / "best.safetensors").exists():
-            self._save_best(model, {"composer.epoch": str(epoch)})
-        summary = self._summary(log, best, best_epoch, n_params, time.perf_counter() - started)
+        summary = self._summary(log, best, best_epoch, counts, time.perf_counter() - started)
         write_json(self.run_dir / "summary.json", summary)
+        if best_epoch is None or not (self.run_dir / "best.safetensors").exists():
+            raise ComposerError(
+                f"no epoch gave a finite valid {self.monitor}, so this run produced no best model "
+                f"(see {self.run_dir / 'metrics.csv'}); check the validation labels, training.lr and the loss"
+            )
         if self.progress:
             self._print_summary(summary)
         best_model = ComposedModel.load(self.run_dir / "best.safetensors", map_location=self.device)
@@ -321,7 +368,7 @@ class Trainer:
                 outputs = {v: model(b) for v, b in batches.items()}
                 total, parts = model.compute_loss(outputs, batches)
             if not torch.isfinite(total):
-                raise ComposerError(f"epoch {epoch}, batch {i}: the loss is {float(total)}; lower training.lr or set training.grad_clip")
+                raise ComposerError(f"epoch {epoch}, batch {i}: the loss is {float(total.detach())}; lower training.lr or set training.grad_clip")
             scaled = total / cfg.grad_accum
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
             if (i + 1) % cfg.grad_accum == 0 or i + 1 == n_batches:
@@ -349,13 +396,21 @@ class Trainer:
         row["lr"] = optimizer.param_groups[-1]["lr"]
         return row, step
 
+    def _warn_if_diverging(self, log: RunLog, row: dict) -> None:
+        """A training loss that grew a hundredfold since the first epoch is worth a warning."""
+        first = next((r["loss"] for r in log.rows if r.get("split") == "train" and r.get("loss") is not None), None)
+        if first is not None and math.isfinite(row["loss"]) and abs(row["loss"]) > DIVERGENCE_FACTOR * max(abs(first), 1e-8):
+            warning = (f"warning: the training loss grew from {first:.4g} to {row['loss']:.4g} "
+                       f"(x{abs(row['loss']) / max(abs(first), 1e-8):.0f}); training may be diverging: lower training.lr or set training.grad_clip")
+            self.console.print(f"[yellow]{warning}[/]") if self.progress else print(warning, file=sys.stderr)
+
     def _epoch_line(self, epoch: int, train_row: dict, valid: dict, improved: bool) -> str:
         keys = [k for k in ("mae", "corr", "acc2_nonzero", "f1_nonzero", "acc7", "acc", "f1_weighted") if k in valid]
         parts = " ".join(f"{k} {valid[k]:.4f}" for k in keys)
         mark = " [green]*[/]" if improved else ""
         return f"epoch {epoch:>3}  train loss {train_row['loss']:.4f}  valid loss {valid['loss']:.4f} {parts}{mark}"
 
-    def _summary(self, log: RunLog, best, best_epoch, n_params: int, seconds: float) -> dict:
+    def _summary(self, log: RunLog, best, best_epoch, counts: dict[str, int], seconds: float) -> dict:
         at_best = {r["split"]: {k: v for k, v in r.items() if k not in ("epoch", "split")} for r in log.rows if r["epoch"] == best_epoch}
         last_epoch = max((r["epoch"] for r in log.rows), default=0)
         return {
@@ -365,7 +420,8 @@ class Trainer:
             "best_epoch": best_epoch,
             "monitor": {"metric": self.monitor, "split": "valid", "direction": self.direction, "best": best},
             "best": at_best,
-            "parameters": n_params,
+            "parameters": counts["model"],
+            "training_only_parameters": counts["training_only"],
             "device": str(self.device),
             "precision": self.precision.name,
             "seed": self.cfg.seed,
@@ -410,6 +466,7 @@ def train(
     device: str | None = None,
     progress: bool = True,
     on_epoch_end=None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train a blueprint; returns a :class:`TrainResult` (run folder, summary, best model).
 
@@ -420,6 +477,8 @@ def train(
     ``<out>/last.ckpt``; ``device``: ``auto`` (CUDA, then CPU), ``cpu``, ``cuda:N``.
     ``on_epoch_end(epoch, {split: row})`` is called after each epoch's checkpoint (rows as in
     ``metrics.jsonl``); an exception it raises (e.g. a pruned search trial) ends training.
+    A run folder that already holds a run is refused unless ``resume`` (continue it) or
+    ``overwrite`` (replace it); a run that never gets a finite validation value raises.
     """
     overrides = list(overrides)
     if epochs is not None:
@@ -427,4 +486,5 @@ def train(
     if seed is not None:
         overrides.append(f"training.seed={int(seed)}")
     bp = as_blueprint(blueprint, overrides)
-    return Trainer(bp, data, out, device=device, progress=progress, on_epoch_end=on_epoch_end).fit(resume=resume)
+    trainer = Trainer(bp, data, out, device=device, progress=progress, on_epoch_end=on_epoch_end, overwrite=overwrite)
+    return trainer.fit(resume=resume)

@@ -1,0 +1,139 @@
+"""How big a blueprint's model is, known before a single weight is allocated.
+
+:func:`estimate_size` builds every block of a :class:`~composer.graph.plan.Plan` on PyTorch's
+``meta`` device (shapes only: no memory, no weight files read) and counts
+
+* ``model_params``: the parameters of the model at inference (shared blocks once);
+* ``training_params``: parameters that exist only for training (loss networks such as
+  DLFR's projectors, predictors and decoders);
+* ``train_bytes``: a training-memory estimate: every parameter four times in float32
+  (weight, gradient and two Adam moments) plus the block outputs of one batch of
+  ``training.batch_size`` kept for the backward pass (internal activations such as attention
+  scores come on top; the figure is a floor, not a ceiling).
+
+:func:`check_size` refuses a model whose estimate exceeds the memory budget: the
+``COMPOSER_MAX_MEMORY`` environment variable (``"8GB"``, ``"512MB"`` or bytes), by default
+75% of this machine's physical memory. A block that cannot be built at its sizes (a width of
+10^23, a negative width) is reported as a blueprint problem naming the block.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+import torch
+
+from composer.errors import BlueprintError, ComposerError, Problem
+
+__all__ = ["SizeEstimate", "estimate_size", "check_size", "memory_budget", "format_bytes"]
+
+_UNITS = {"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+BYTES_PER_TRAINED_PARAM = 16  # float32 weight + gradient + two Adam moments
+
+
+@dataclass(frozen=True)
+class SizeEstimate:
+    model_params: int
+    training_params: int
+    activation_bytes: int
+    batch_size: int
+
+    @property
+    def train_bytes(self) -> int:
+        return (self.model_params + self.training_params) * BYTES_PER_TRAINED_PARAM + self.activation_bytes
+
+    def describe(self) -> str:
+        extra = f" + {self.training_params:,} training-only" if self.training_params else ""
+        return f"{self.model_params:,} parameters{extra}; training needs at least {format_bytes(self.train_bytes)} at batch {self.batch_size}"
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def memory_budget() -> int:
+    """Bytes a model may need for training: ``COMPOSER_MAX_MEMORY`` or 75% of physical memory."""
+    text = os.environ.get("COMPOSER_MAX_MEMORY")
+    if text:
+        match = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]*)\s*", text)
+        if not match or match.group(2).upper() not in _UNITS:
+            raise ComposerError(f"COMPOSER_MAX_MEMORY={text!r}: expected a size such as 8GB, 512MB or a number of bytes")
+        return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+    try:
+        return int(0.75 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # not a POSIX system
+        return 16 * 10**9
+
+
+def _dim_size(dim, sizes: dict[str, int]) -> int:
+    if isinstance(dim, int):
+        return dim
+    if dim in sizes:
+        return sizes[dim]
+    base, _, times = dim.rpartition("_x")  # a joined axis such as T_text_x2
+    if base in sizes and times.isdigit():
+        return sizes[base] * int(times)
+    return max(sizes.values(), default=1)
+
+
+def _activation_bytes(the_plan, batch_size: int) -> int:
+    bp = the_plan.blueprint
+    sizes = {"B": batch_size}
+    for name, m in bp.modalities.items():
+        if m.kind in ("sequence", "tokens"):
+            sizes[m.time_symbol(name)] = m.length
+    total = 0
+    for key, spec in the_plan.values.items():
+        if key in the_plan.inputs:
+            continue
+        n = 1
+        for d in spec.shape:
+            n *= _dim_size(d, sizes)
+        total += n * 4
+    return total
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def estimate_size(the_plan) -> SizeEstimate:
+    """Parameters and training memory of a plan's model, from modules built on ``meta``."""
+    problems: list[Problem] = []
+    model_params = training_params = 0
+    needed = {n.owner for n in the_plan.nodes if n.enabled}
+    with torch.device("meta"):
+        for node in the_plan.nodes:
+            if node.config.share is not None or node.id not in needed:
+                continue
+            try:
+                model_params += _count(node.entry.impl(node.config, node.in_specs))
+            except (RuntimeError, ValueError, OverflowError, TypeError, MemoryError) as exc:
+                problems.append(Problem(("blocks", node.id), f"cannot be built at these sizes ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"))
+        for loss in the_plan.losses:
+            try:
+                training_params += _count(loss.entry.impl(loss.config, loss.specs))
+            except (RuntimeError, ValueError, OverflowError, TypeError, MemoryError) as exc:
+                problems.append(Problem(("losses", loss.index), f"cannot be built at these sizes ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"))
+    if problems:
+        raise BlueprintError(problems)
+    batch = the_plan.blueprint.training.batch_size
+    return SizeEstimate(model_params, training_params, _activation_bytes(the_plan, batch), batch)
+
+
+def check_size(the_plan, budget: int | None = None) -> SizeEstimate:
+    """:func:`estimate_size`, refusing a model above the memory budget with a clear error."""
+    estimate = estimate_size(the_plan)
+    budget = memory_budget() if budget is None else budget
+    if estimate.train_bytes > budget:
+        raise BlueprintError([Problem((), (
+            f"the model is too large to train here: {estimate.describe()}, above the budget of {format_bytes(budget)} "
+            "(set COMPOSER_MAX_MEMORY to raise it, e.g. COMPOSER_MAX_MEMORY=64GB)"
+        ))])
+    return estimate

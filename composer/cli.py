@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = app(args=argv, standalone_mode=False)
         if isinstance(result, int):  # typer.Exit(code) is returned, not raised, outside standalone mode
+            if result == 130:  # typer turns Ctrl-C into Exit(130)
+                print("interrupted", file=sys.stderr)
             return result
     except ComposerError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -8,6 +8,7 @@ import pytest
 import composer
 from composer.cli import main
 from composer.search import search
+from composer.search.study import tally, trial_note
 
 BLUEPRINT = """
 # yaml-language-server: $schema=../docs/blueprint.schema.json
@@ -77,7 +78,10 @@ def test_interrupted_trial_is_queued_again(blueprint_file, tmp_path):
     assert stale.params  # left RUNNING, as after a kill
     result = search(blueprint_file, out=out, trials=2)
     failed = [t for t in result.study.trials if t.state == optuna.trial.TrialState.FAIL]
-    assert len(failed) == 1 and "interrupted" in failed[0].system_attrs["fail_reason"]
+    assert len(failed) == 1 and "interrupted" in trial_note(failed[0], result.study.trials)
+    retry = next(t for t in result.study.trials if t.user_attrs.get("retry_of") == failed[0].number)
+    assert failed[0].params.items() <= retry.params.items() and retry.state != optuna.trial.TrialState.FAIL
+    assert tally(result.study)["counted"] == 2  # the interrupted trial does not count; its retry does
 
 
 def test_blueprint_without_search_space_is_a_clear_error(tmp_path):

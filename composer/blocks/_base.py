@@ -20,7 +20,7 @@ in ``aux_loss_ports`` are scalar auxiliary losses collected by the model.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Union
+from typing import Annotated, Any, ClassVar, Union
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -41,9 +41,13 @@ __all__ = [
     "length_mask",
     "last_axis_output",
     "building_on_meta",
+    "Width",
 ]
 
 InputRef = Union[str, list[str], dict[str, str]]
+
+#: A layer width in a config field: a positive int (sizes are also bounded by the memory budget).
+Width = Annotated[int, Field(ge=1)]
 
 
 class SpecError(ComposerError):

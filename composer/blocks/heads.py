@@ -8,7 +8,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from composer.blocks._base import Block, BlockConfig, Context, last_axis_output
+from composer.blocks._base import Block, BlockConfig, Context, last_axis_output, Width
 from composer.blocks._registry import register_block
 from composer.graph.spec import Spec, sequence, vector
 
@@ -31,7 +31,7 @@ def make_mlp(in_features: int, hidden: list[int], out: int, activation: str = "r
 
 class MLPConfig(BlockConfig):
     type: Literal["mlp"] = "mlp"
-    hidden: list[int] = Field(default_factory=list, description="Widths of the hidden layers.")
+    hidden: list[Width] = Field(default_factory=list, description="Widths of the hidden layers.")
     out: int = Field(ge=1, description="Output width (e.g. 1 for regression, number of classes).")
     activation: Activation = "relu"
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)

@@ -22,7 +22,7 @@ import torch
 from pydantic import Field, ValidationError, field_validator, model_serializer
 from torch import nn
 
-from composer.blocks._base import Block, BlockConfig, Context, SpecError, expect_kind, expect_ports
+from composer.blocks._base import Block, BlockConfig, Context, SpecError, expect_kind, expect_ports, Width
 from composer.blocks._registry import block_adapter, get_block, register_block
 from composer.errors import ComposerError
 from composer.graph.spec import Spec, sequence, vector
@@ -103,7 +103,7 @@ class HybridFeedback(nn.Module):
 
 class LSTHMSystemConfig(BlockConfig):
     type: Literal["lsthm_system"] = "lsthm_system"
-    hidden: dict[str, int] | list[int] = Field(
+    hidden: dict[str, Width] | list[Width] = Field(
         description="LSTHM width per modality: a mapping keyed like `in`, or a list in input order (MOSI: 64/16/32)."
     )
     fusion: dict[str, Any] | None = Field(

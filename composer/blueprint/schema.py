@@ -147,6 +147,10 @@ class SearchConfig(StrictModel):
     sampler: Literal["tpe", "random", "grid"] = "tpe"
     pruner: Literal["median", "none"] = "median"
     epochs: int | None = Field(default=None, ge=1, description="Epochs per trial (default: training.epochs).")
+    heartbeat: int = Field(
+        default=10, ge=1, le=3600,
+        description="Seconds between a worker's heartbeats (SQL storages); a trial silent for 3 heartbeats is failed and retried once.",
+    )
 
 
 class BlueprintBase(StrictModel):

@@ -32,10 +32,15 @@ def validate(
     allow_plugins: bool = typer.Option(False, "--allow-plugins", help="Import the Python modules listed under `plugins:`."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print problems only."),
 ) -> None:
-    """Check blueprints (schema, graph, shapes) without allocating a tensor; report every problem.
+    """Check blueprints (schema, graph, shapes, size) without allocating a tensor; report every problem.
+
+    The size estimate (parameters, training memory) is refused above the memory budget
+    (COMPOSER_MAX_MEMORY, default 75% of this machine's memory).
 
     Example: composer validate blueprints/glomo.yaml --set blocks.moe_text.experts=4
     """
+    from composer.graph.size import check_size
+
     out, err = console(), console(stderr=True)
     failed = 0
     for path in blueprints:
@@ -49,11 +54,17 @@ def validate(
             failed += 1
             err.print(f"[bold red]{path}[/]: {exc}", markup=True, soft_wrap=True)
             continue
+        try:
+            size = check_size(bp._plan)
+        except BlueprintError as exc:
+            failed += 1
+            err.print(f"[bold red]{path}[/]: {BlueprintError([bp._source_map.locate(p) for p in exc.problems])}", markup=True, soft_wrap=True)
+            continue
         for w in bp._plan.warnings:
             err.print(str(w), soft_wrap=True)
         if not quiet:
             n = len(bp._plan.nodes)
-            out.print(f"ok  {path}  ({bp.name}: {n} blocks, {len(bp.losses)} losses)", soft_wrap=True)
+            out.print(f"ok  {path}  ({bp.name}: {n} blocks, {len(bp.losses)} losses; {size.describe()})", soft_wrap=True)
     if failed:
         raise typer.Exit(1)
 

@@ -31,7 +31,7 @@ def search(
 
     Example: composer search blueprints/msaf_placements.yaml --trials 8 --epochs 3
     """
-    from composer.search.study import decode_params
+    from composer.search.study import decode_params, trial_note
     from composer.search.study import search as run_search
 
     for name, value, allowed in (("--sampler", sampler, ("tpe", "random", "grid")), ("--pruner", pruner, ("median", "none"))):
@@ -47,7 +47,7 @@ def search(
     for col in ["#", "state", "value", *names, "note"]:
         table.add_column(col, overflow="fold")
     for t in result.study.trials:
-        note = t.user_attrs.get("invalid") or t.system_attrs.get("fail_reason", "")
+        note = trial_note(t, result.study.trials)
         value = "" if t.value is None else f"{t.value:.4f}"
         params = decode_params(result.space, t.params)
         table.add_row(str(t.number), t.state.name.lower(), value, *[str(params.get(n, "")) for n in names], note[:160])

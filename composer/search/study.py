@@ -19,6 +19,7 @@ import copy
 import csv
 import json
 import multiprocessing
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,11 @@ from composer.blueprint.load import apply_override, read_blueprint_text, dump_bl
 from composer.errors import BlueprintError, ComposerError
 from composer.search.space import grid, is_plain, suggest
 
-__all__ = ["SearchResult", "search", "make_storage", "blueprint_for_params", "decode_params"]
+__all__ = ["SearchResult", "search", "make_storage", "blueprint_for_params", "decode_params", "tally", "trial_note"]
+
+# heartbeats, stale-trial retries and fail_stale_trials are marked experimental by Optuna
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module=__name__)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module="optuna")
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
@@ -54,17 +59,30 @@ def _read_raw(blueprint: str | Path, overrides: list[str]) -> tuple[dict, Source
     return data, smap
 
 
-def make_storage(storage: str | None, out_dir: Path):
-    """An Optuna storage from a URL, ``journal:PATH``, or None (SQLite in ``out_dir``)."""
-    if storage is None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{(out_dir / 'study.db').resolve()}"
-    if storage.startswith("journal:"):
+def make_storage(storage: str | None, out_dir: Path, heartbeat: int | None = None):
+    """An Optuna storage from a URL, ``journal:PATH``, or None (SQLite in ``out_dir``).
+
+    SQL storages (the default SQLite file, PostgreSQL, any SQLAlchemy URL) get Optuna's
+    heartbeat when ``heartbeat`` seconds are given: a worker that dies (even by SIGKILL) stops
+    beating, after ``3 × heartbeat`` seconds its trial is marked failed and
+    :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback` queues it once more for any worker.
+    """
+    if storage is not None and storage.startswith("journal:"):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
 
         return JournalStorage(JournalFileBackend(storage.removeprefix("journal:")))
-    return storage
+    if storage is None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        storage = f"sqlite:///{(out_dir / 'study.db').resolve()}"
+    if heartbeat is None:
+        return storage
+    return optuna.storages.RDBStorage(
+        storage,
+        heartbeat_interval=heartbeat,
+        grace_period=3 * heartbeat,
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+    )
 
 
 def _sampler(name: str, space: dict, seed: int):
@@ -99,15 +117,21 @@ def blueprint_for_params(raw: dict, smap: SourceMap, space: dict, params: dict[s
 
 
 class _Objective:
-    def __init__(self, raw, smap, base_bp, data, out_dir: Path, epochs, device):
-        self.raw, self.smap, self.base = raw, smap, base_bp
+    def __init__(self, raw, smap, base_bp, data, out_dir: Path, epochs, device, total: int):
+        self.raw, self.smap, self.base, self.total = raw, smap, base_bp, total
         self.data, self.out_dir, self.epochs, self.device = data, out_dir, epochs, device
         self.space = base_bp.search.space
         self.objective = base_bp.search.objective
 
     def __call__(self, trial: optuna.Trial) -> float:
+        import os
+
         from composer.train.trainer import Trainer
 
+        if _is_surplus(trial.study, trial.number, self.total):
+            trial.set_user_attr("surplus", True)
+            raise optuna.TrialPruned("surplus: another worker's trials already fill the total")
+        trial.set_user_attr("worker_pid", os.getpid())
         sample = suggest(trial, self.space)
         data = copy.deepcopy(self.raw)
         for path, value in sample.items():
@@ -139,34 +163,127 @@ class _Objective:
         return float(value)
 
 
+RETRY_OF = "retry_of"  # user attribute of a trial queued again for an interrupted one
+
+
+def _retried(trials) -> set[int]:
+    """Numbers of failed trials that were queued again (by us or by Optuna's retry callback)."""
+    out = set()
+    for t in trials:
+        if RETRY_OF in t.user_attrs:
+            out.add(int(t.user_attrs[RETRY_OF]))
+        if "failed_trial" in t.system_attrs:
+            out.add(int(t.system_attrs["failed_trial"]))
+    return out
+
+
+def _counts(t, retried: set[int]) -> bool:
+    """A finished trial counts towards the total unless it failed and was queued again, or was surplus."""
+    if t.user_attrs.get("surplus") or t.state not in FINISHED:
+        return False
+    return not (t.state == optuna.trial.TrialState.FAIL and t.number in retried)
+
+
+def tally(study: optuna.Study) -> dict[str, int]:
+    """Trials that count towards the total and those still open.
+
+    ``counted``: complete, pruned (invalid configurations included) and failed trials, except
+    failed trials that were queued again (their retry counts instead) and surplus trials (see
+    :func:`_is_surplus`); ``running`` and ``waiting``: trials under way or queued.
+    """
+    trials = study.get_trials(deepcopy=False)
+    retried = _retried(trials)
+    return {
+        "counted": sum(_counts(t, retried) for t in trials),
+        "running": sum(t.state == optuna.trial.TrialState.RUNNING for t in trials),
+        "waiting": sum(t.state == optuna.trial.TrialState.WAITING for t in trials),
+    }
+
+
+def _is_surplus(study: optuna.Study, number: int, total: int) -> bool:
+    """True when the trials numbered below ``number`` already fill the total (counted or running).
+
+    Two workers may each start a trial when one is missing; the later number yields, so the
+    study ends with exactly ``total`` counted trials and no surplus trial is ever trained."""
+    trials = [t for t in study.get_trials(deepcopy=False) if t.number < number]
+    retried = _retried(trials)
+    running = sum(t.state == optuna.trial.TrialState.RUNNING and not t.user_attrs.get("surplus") for t in trials)
+    return sum(_counts(t, retried) for t in trials) + running >= total
+
+
+def trial_note(t, trials) -> str:
+    """Why a trial ended as it did: invalid configuration, failure, interruption and retry, surplus."""
+    if t.user_attrs.get("surplus"):
+        return "surplus: the total was already filled"
+    retries = [u.number for u in trials if u.user_attrs.get(RETRY_OF) == t.number or u.system_attrs.get("failed_trial") == t.number]
+    if retries:
+        return f"interrupted (worker stopped); queued again as trial {retries[0]}"
+    return t.user_attrs.get("invalid") or t.user_attrs.get("note") or t.system_attrs.get("fail_reason", "")
+
+
 def _requeue_interrupted(study: optuna.Study) -> int:
-    """Mark trials left RUNNING by a killed single-worker search as failed and queue them again."""
+    """Fail the trials a killed single-worker search left RUNNING and queue each once more.
+
+    Only for the search's own default storage with one worker, where nothing else can be
+    running; shared storages rely on heartbeats instead. Public Optuna API only."""
     n = 0
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study._storage.set_trial_system_attr(t._trial_id, "fail_reason", "interrupted; queued again")
-        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-        study.enqueue_trial(t.params, skip_if_exists=False)
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(t.params, user_attrs={RETRY_OF: t.number, "note": f"queued again: trial {t.number} was interrupted"}, skip_if_exists=False)
         n += 1
     return n
 
 
+def _exit_with_parent(parent: int) -> None:
+    """A worker process ends itself when the search that started it dies (no orphans)."""
+    import os
+    import threading
+    import time
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                os._exit(3)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, name="composer-parent-watch", daemon=True).start()
+
+
 def _optimize(args: dict) -> None:
-    """Run trials until the study holds ``trials`` finished ones (one worker process)."""
-    study = optuna.load_study(study_name=args["study_name"], storage=make_storage(args["storage"], Path(args["out_dir"])), sampler=_sampler(args["sampler"], args["space"], args["seed"]), pruner=_pruner(args["pruner"]))
+    """Run trials until the study counts ``trials`` of them (one worker process).
+
+    Each trial is one ``study.optimize(n_trials=1)`` call; between them the worker looks at the
+    study: done when the total is counted, waiting (one heartbeat) while the only missing
+    trials are running elsewhere (a dead worker's trial is failed and queued again once its
+    heartbeat lapses)."""
+    import time
+
+    if args.get("parent") is not None:
+        _exit_with_parent(args["parent"])
+    storage = make_storage(args["storage"], Path(args["out_dir"]), args["heartbeat"])
+    probe = optuna.load_study(study_name=args["study_name"], storage=storage)
+    # seeded by the study's history too, so a resumed search (or a raised --trials) draws new configurations
+    seed = (args["seed"] + 7919 * len(probe.trials)) % (2**32)
+    study = optuna.load_study(study_name=args["study_name"], storage=storage, sampler=_sampler(args["sampler"], args["space"], seed), pruner=_pruner(args["pruner"]))
     raw, smap = _read_raw(args["blueprint"], args["overrides"])
     base = validate_data(raw, smap)
     from composer.data.load import load_data
 
     data = load_data(base, args["data"])
-    objective = _Objective(raw, smap, base, data, Path(args["out_dir"]), args["epochs"], args["device"])
+    total = args["trials"]
+    objective = _Objective(raw, smap, base, data, Path(args["out_dir"]), args["epochs"], args["device"], total)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(
-        objective,
-        n_trials=args["trials"],
-        timeout=args["timeout"],
-        catch=(Exception,),
-        callbacks=[optuna.study.MaxTrialsCallback(args["trials"], states=FINISHED)],
-    )
+    deadline = None if args["timeout"] is None else time.monotonic() + args["timeout"]
+    while deadline is None or time.monotonic() < deadline:
+        if args["heartbeat"] is not None:
+            optuna.storages.fail_stale_trials(study)
+        now = tally(study)
+        if now["counted"] >= total:
+            break
+        if now["counted"] + now["running"] >= total and not now["waiting"]:
+            time.sleep(args["heartbeat"] or 1)  # the rest is running in other workers
+            continue
+        study.optimize(objective, n_trials=1, catch=(Exception,))
 
 
 def search(
@@ -197,36 +314,54 @@ def search(
     out_dir.mkdir(parents=True, exist_ok=True)
     name = study_name or base.name
     total = trials or cfg.trials
+    heartbeat = None if storage is not None and storage.startswith("journal:") else cfg.heartbeat
     study = optuna.create_study(
         study_name=name,
-        storage=make_storage(storage, out_dir),
+        storage=make_storage(storage, out_dir, heartbeat),
         direction=cfg.objective.direction,
         sampler=_sampler(sampler or cfg.sampler, cfg.space, seed),
         pruner=_pruner(pruner or cfg.pruner),
         load_if_exists=True,
     )
-    if workers == 1:
+    if workers == 1 and storage is None:
         _requeue_interrupted(study)
     args = {
         "blueprint": str(blueprint), "overrides": overrides, "study_name": name, "storage": storage,
         "out_dir": str(out_dir), "sampler": sampler or cfg.sampler, "pruner": pruner or cfg.pruner,
         "space": cfg.space, "seed": seed, "data": data, "epochs": epochs, "device": device,
-        "trials": total, "timeout": timeout,
+        "trials": total, "timeout": timeout, "heartbeat": heartbeat, "parent": None,
     }
     if workers > 1:
-        ctx = multiprocessing.get_context("spawn")
-        procs = [ctx.Process(target=_optimize, args=({**args, "seed": seed + i},)) for i in range(workers)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join()
-        failed = [p.exitcode for p in procs if p.exitcode]
-        if failed:
-            raise ComposerError(f"{len(failed)} search worker(s) exited with errors (exit codes {failed}); see their output above")
+        _run_workers(args, workers)
     else:
         _optimize(args)
     study = optuna.load_study(study_name=name, storage=make_storage(storage, out_dir))
     return _write_outputs(study, raw, smap, cfg, out_dir)
+
+
+def _run_workers(args: dict, workers: int) -> None:
+    """Start ``workers`` processes on one study; stop them all if this process is interrupted.
+
+    A worker that dies is reported; its running trial is retried by the others (heartbeat),
+    so the search still ends at its total."""
+    import os
+    import sys
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_optimize, args=({**args, "seed": args["seed"] + i, "parent": os.getpid()},)) for i in range(workers)]
+    try:
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join(5)
+    died = [p.exitcode for p in procs if p.exitcode]
+    if died:
+        print(f"warning: {len(died)} search worker(s) ended abnormally (exit codes {died}); their trials were retried", file=sys.stderr)
 
 
 def _write_outputs(study: optuna.Study, raw, smap, cfg, out_dir: Path) -> SearchResult:
@@ -237,7 +372,7 @@ def _write_outputs(study: optuna.Study, raw, smap, cfg, out_dir: Path) -> Search
             "state": t.state.name,
             "value": t.value,
             **{f"param:{k}": v if is_plain(v) else json.dumps(v) for k, v in decode_params(cfg.space, t.params).items()},
-            "reason": t.user_attrs.get("invalid") or t.system_attrs.get("fail_reason", ""),
+            "reason": trial_note(t, study.trials),
             "run_dir": t.user_attrs.get("run_dir", ""),
         })
     if rows:

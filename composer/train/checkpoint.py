@@ -19,7 +19,7 @@ import torch
 
 from composer.errors import DataError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "capture_rng", "restore_rng", "seed_everything", "CHECKPOINT_FORMAT"]
+__all__ = ["publish", "save_checkpoint", "load_checkpoint", "capture_rng", "restore_rng", "seed_everything", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = 1
 
@@ -69,8 +69,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
             torch.save({"format": CHECKPOINT_FORMAT, **state}, f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; run files get the usual mode
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -82,6 +81,13 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def publish(tmp: str | Path, path: str | Path) -> None:
+    """Move a finished temporary file into place atomically, with the mode of any other run file
+    (``0666`` less the umask; temporary files are created ``0600``)."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

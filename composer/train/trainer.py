@@ -29,7 +29,7 @@ from composer.data import DataSplits, TensorSplit, load_data
 from composer.errors import ComposerError, DataError, did_you_mean
 from composer.graph.model import ComposedModel, compile_blueprint
 from composer.metrics import compute_metrics, metric_direction
-from composer.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, seed_everything
+from composer.train.checkpoint import capture_rng, publish, load_checkpoint, restore_rng, save_checkpoint, seed_everything
 from composer.train.optim import STEP_SCHEDULERS, Precision, build_optimizer, build_scheduler, select_device
 from composer.train.runlog import RunLog, make_console, write_json
 from composer.train.views import check_views, make_views
@@ -233,7 +233,7 @@ class Trainer:
         """``best.safetensors`` via ``ComposedModel.save``, atomically (temporary file + rename)."""
         tmp = self.run_dir / ".best.safetensors.tmp"
         model.save(tmp, extra=extra)
-        os.replace(tmp, self.run_dir / "best.safetensors")
+        publish(tmp, self.run_dir / "best.safetensors")
 
     def _run_hooks(self, model: nn.Module, epoch: int) -> list[dict]:
         rows = []

@@ -24,7 +24,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from composer.blocks._base import Block, BlockConfig, Context, SpecError, expect_kind, expect_ports
+from composer.blocks._base import Block, BlockConfig, Context, SpecError, expect_kind, expect_ports, Width
 from composer.blocks._registry import register_block
 from composer.blocks.heads import make_mlp
 from composer.graph.spec import Spec, sequence, vector
@@ -44,10 +44,10 @@ class MFPConfig(BlockConfig):
         default=False,
         description="Not in the paper: highlight with d·a^k instead of a^k, so uniform attention keeps h's scale.",
     )
-    memory_hidden: list[int] = Field(
+    memory_hidden: list[Width] = Field(
         default_factory=list, description="Hidden widths of M, the network giving the HIGHLIGHT LSTM's initial memory (eq. 2)."
     )
-    summarize_hidden: list[int] = Field(default_factory=lambda: [128], description="Hidden widths of S (eq. 6).")
+    summarize_hidden: list[Width] = Field(default_factory=lambda: [128], description="Hidden widths of S (eq. 6).")
     summarize_input: Literal["all", "last"] = Field(
         default="all", description="S reads all stage states s^{1:K} (eq. 6) or only the last one s^K."
     )

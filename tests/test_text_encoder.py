@@ -62,8 +62,30 @@ def test_hidden_layers_join_along_time_with_a_new_symbol_and_its_mask():
     ctx = Context(masks={"T_text": mask})
     out = enc({"in": torch.randint(1, 64, (2, 4))}, ctx)
     assert out["layers"].shape == (2, 8, 8)
-    assert torch.equal(ctx.masks["T_text_x2"], torch.cat([mask, mask], dim=1))
-    assert torch.equal(out["layers"][:, 4:], out["seq"])  # the second entry is the last layer
+    # valid states of both layers packed first, so the joined axis has a prefix mask of 2L steps
+    assert torch.equal(ctx.masks["T_text_x2"], torch.tensor([[True] * 6 + [False] * 2, [True] * 8]))
+    assert torch.equal(out["layers"][1, 4:], out["seq"][1])  # full sample: [layer -2; layer -1]
+    assert torch.equal(out["layers"][0, 3:6], out["seq"][0, :3])  # 3 valid tokens: layer -1 starts at step 3
+    assert (out["layers"][0, 6:] == 0).all()
+
+
+def test_joined_layers_of_a_padded_sentence_equal_the_unpadded_sentence():
+    """GLoMo eq. 2 on the sentence: padding never moves or hides the second-to-last layer."""
+    enc = build({**TINY, "hidden_layers": [-1, -2]}).eval()
+    ids = torch.randint(1, 64, (1, 3))
+    short = enc({"in": ids}, Context())["layers"]  # (1, 6, H), no padding
+    padded_ids = torch.cat([ids, torch.zeros(1, 4, dtype=torch.long)], dim=1)
+    ctx = Context(masks={"T_text": torch.tensor([[True] * 3 + [False] * 4])})
+    padded = enc({"in": padded_ids}, ctx)["layers"]  # (1, 14, H)
+    assert torch.allclose(padded[:, :6], short, atol=1e-5) and (padded[:, 6:] == 0).all()
+
+
+def test_authors_join_keeps_all_positions_padded_states_included():
+    enc = build({**TINY, "hidden_layers": [-1, -2], "layers_padding": "include"}).eval()
+    ctx = Context(masks={"T_text": torch.tensor([[True] * 3 + [False] * 2])})
+    out = enc({"in": torch.randint(1, 64, (1, 5))}, ctx)
+    assert "T_text_x2" not in ctx.masks  # every one of the 2T positions counts as valid
+    assert (out["layers"][0, 3:5] != 0).any()  # BERT's states at padded positions are kept
 
 
 def test_hidden_layers_on_an_int_time_axis_give_an_int_length():

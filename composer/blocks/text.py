@@ -82,6 +82,15 @@ class TextEncoderConfig(BlockConfig):
             "index 0 is the embedding output, -1 the last layer."
         ),
     )
+    layers_padding: Literal["exclude", "include"] = Field(
+        default="exclude",
+        description=(
+            "How `layers` joins the hidden layers. exclude: each sample's valid tokens of every chosen layer, "
+            "packed one layer after the other into a prefix of the k·T axis (padding invariant; GLoMo eq. 2 on the "
+            "sentence). include: the GLoMo authors' code: all k·T positions, padded BERT states included and "
+            "treated as valid (results then depend on the padded length)."
+        ),
+    )
     segment_key: str | None = Field(
         default=None, description="Batch key of token type ids, e.g. text_segment (default: all zeros)."
     )
@@ -185,6 +194,23 @@ def load_text_weights(model: nn.Module, path: Path) -> None:
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 
+def pack_valid(parts: list[torch.Tensor], lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Join k right-padded sequences along time, valid steps first.
+
+    ``parts``: k tensors ``(B, T, H)`` sharing the per-sample valid lengths ``L`` ``(B,)``.
+    Returns ``(B, k·T, H)`` holding ``[x_1[:L]; x_2[:L]; ...; x_k[:L]]`` then zeros, and its
+    prefix mask ``(B, k·T)`` (True on the first ``k·L`` steps).
+    """
+    stacked = torch.stack(parts, dim=1)  # (B, k, T, H)
+    B, k, T, H = stacked.shape
+    L = lengths.to(stacked.device).clamp(min=1)[:, None]  # (B, 1)
+    j = torch.arange(k * T, device=stacked.device)[None, :]  # (1, k·T)
+    source = (j // L).clamp(max=k - 1) * T + j % L  # (B, k·T): index into the (k·T) flattened layers
+    joined = stacked.reshape(B, k * T, H).gather(1, source[..., None].expand(-1, -1, H))  # (B, k·T, H)
+    mask = j < k * L  # (B, k·T)
+    return joined.masked_fill(~mask[..., None], 0.0), mask
+
+
 @register_block(TextEncoderConfig, family="encoder")
 class TextEncoder(Block):
     """Pretrained BERT-family text encoder: ``tokens (B, T) -> cls (B, H), seq (B, T, H)``.
@@ -195,9 +221,11 @@ class TextEncoder(Block):
     * ``cls``: last layer's [CLS] state ``(B, H)`` (GLoMo eq. 1 input; EMT's utterance vector);
     * ``seq``: last layer ``(B, T, H)`` on the tokens' time symbol, padded steps zeroed;
     * ``layers`` (with ``hidden_layers``, k entries): the chosen hidden states joined along
-      time ``(B, k·T, H)`` (GLoMo eq. 2); an int length for an int ``T``, otherwise a new
-      symbol ``<T>_x<k>`` whose padding mask (the tokens' mask repeated k times) is set in
-      ``ctx.masks``;
+      time ``(B, k·T, H)`` (GLoMo eq. 2): a sample with L valid tokens has its k·L valid states
+      packed first (layer after layer) and zeros after, so the joined axis has a prefix mask
+      like every other (see ``docs/masks.md``); an int length for an int ``T``, otherwise a new
+      symbol ``<T>_x<k>`` whose mask is set in ``ctx.masks``. ``layers_padding: include`` is the
+      authors' join instead (all k·T positions, padded states included, no mask);
     * ``pooled`` (with ``pooler: true``): BERT's ``tanh(Linear(CLS))``.
 
     Token ids must lie below the vocabulary size; a batch that breaks this raises
@@ -289,11 +317,12 @@ class TextEncoder(Block):
         out = {"cls": last[:, 0], "seq": last if valid is None else last.masked_fill(~valid[..., None], 0.0)}
         if self.config.hidden_layers is not None:
             chosen = [result.hidden_states[i] for i in self.config.hidden_layers]  # k × (B, T, H)
-            if valid is not None:
-                chosen = [h.masked_fill(~valid[..., None], 0.0) for h in chosen]
+            if valid is None or self.config.layers_padding == "include":
+                out["layers"] = torch.cat(chosen, dim=1)  # (B, k·T, H), every position valid
+            else:
+                out["layers"], joined = pack_valid(chosen, ctx.lengths_of(self._spec))  # (B, k·T, H), (B, k·T)
                 if isinstance(self._layers_time, str):
-                    ctx.masks[self._layers_time] = valid.repeat(1, len(chosen))  # (B, k·T)
-            out["layers"] = torch.cat(chosen, dim=1)  # (B, k·T, H)
+                    ctx.masks[self._layers_time] = joined
         if self.config.pooler:
             out["pooled"] = result.pooler_output
         return out

@@ -172,6 +172,12 @@ def _disabled_outputs(node_id: str, cfg: BlockConfig, in_specs: dict[str, Spec],
             raise SpecError(f"cannot disable: output '{port}' has no input of the same shape to pass through", field="enabled")
 
 
+def _share_signature(node: Node) -> list[tuple]:
+    """What a shared module needs of its inputs: port names, kinds and widths (time axes may differ:
+    every use runs with its own masks and lengths)."""
+    return [(port, s.kind, None if s.kind in ("tokens", "labels") else s.features) for port, s in node.in_specs.items()]
+
+
 def plan(bp) -> Plan:
     """Check the graph and infer every spec; raise BlueprintError listing all problems."""
     modalities = list(bp.modalities)
@@ -233,9 +239,12 @@ def plan(bp) -> Plan:
             continue
         if owner.config.hyperparameters() != n.config.hyperparameters():
             problems.append(Problem(("blocks", n.id, "share"), f"cannot share weights with '{owner.id}': settings differ (a sharing block repeats the owner's settings)"))
-        elif [s.features if s.kind != "tokens" else None for s in owner.in_specs.values()] != [s.features if s.kind != "tokens" else None for s in n.in_specs.values()]:
-            widths = lambda node: ", ".join(str(s) for s in node.in_specs.values())
-            problems.append(Problem(("blocks", n.id, "share"), f"cannot share weights with '{owner.id}': inputs differ ({widths(n)} vs {widths(owner)})"))
+        elif _share_signature(owner) != _share_signature(n):
+            described = lambda node: ", ".join(f"{port}: {s}" for port, s in node.in_specs.items())
+            problems.append(Problem(("blocks", n.id, "share"), (
+                f"cannot share weights with '{owner.id}': the owner's module takes {described(owner)}, this block "
+                f"gives it {described(n)} (the same ports, kinds and widths are needed; time lengths may differ)"
+            )))
 
     # outputs
     outputs: dict[str, str] = {}

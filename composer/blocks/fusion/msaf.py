@@ -27,7 +27,10 @@ memory.
 RNN variant (§3.2, ``segments: q``): the time axis of every modality (axis 1 of a sequence,
 axis 2 of a map) is cut into ``q`` segments of ``⌊S_m / q⌋`` steps, the remainder joining
 the last segment; segment ``k`` of all modalities goes through its own MSAF block
-(separate weights). Padded steps (the input's mask) are left out of every average.
+(separate weights). Without lengths (the aligned MOSEI files) ``S_m`` is the axis length,
+exactly as the authors segment. With lengths (a padding mask), each sample's *valid* steps
+are segmented (``S_m = L_b``), so a sample's segments, and its result, do not depend on how
+far the batch is padded; padded steps are left out of every average.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from composer.blocks.pooling import masked_pool
 from composer.errors import DataError
 from composer.graph.spec import Spec, feature_map, sequence, vector
 
-__all__ = ["MSAFConfig", "MSAF", "SplitAttention", "block_dropout_mask", "segment_ids"]
+__all__ = ["MSAFConfig", "MSAF", "SplitAttention", "block_dropout_mask", "segment_ids", "valid_segment_ids"]
 
 
 class MSAFConfig(BlockConfig):
@@ -116,16 +119,42 @@ def segment_ids(steps: int, segments: int, device: torch.device | None = None) -
     return (torch.arange(steps, device=device) // (steps // segments)).clamp(max=segments - 1)  # (S,)
 
 
+def valid_segment_ids(lengths: torch.Tensor, steps: int, segments: int) -> torch.Tensor:
+    """Per-sample segments of the *valid* steps: ``(B,)`` lengths -> ``(B, S)`` segment indices.
+
+    Sample ``b`` with ``L_b`` valid steps is cut as :func:`segment_ids` cuts an unpadded axis of
+    ``L_b`` steps (``⌊L_b/q⌋`` each, the remainder in the last), so its segments do not move when
+    the batch is padded further. Padded steps get the last segment (they are excluded from every
+    mean by the mask). A sample shorter than ``q`` steps gets one step per segment and empty
+    segments at the end (their mean is 0).
+    """
+    size = (lengths.clamp(min=1) // segments).clamp(min=1)[:, None]  # (B, 1)
+    t = torch.arange(steps, device=lengths.device)[None, :]  # (1, S)
+    return (t // size).clamp(max=segments - 1)  # (B, S)
+
+
 def _segment_means(x: torch.Tensor, mask: torch.Tensor | None, segments: int) -> torch.Tensor:
     """``(B, S, C)`` -> ``(B, q, C)``: mean of each time segment over its valid steps (eq. 1)."""
     if segments == 1:
         return masked_pool(x, mask, "mean")[:, None]  # (B, 1, C)
-    onehot = F.one_hot(segment_ids(x.shape[1], segments, x.device), segments).to(x.dtype)  # (S, q)
-    weights = onehot[None] if mask is None else onehot[None] * mask[:, :, None].to(x.dtype)  # (B|1, S, q)
-    weights = weights.expand(x.shape[0], -1, -1)
+    if mask is None:
+        onehot = F.one_hot(segment_ids(x.shape[1], segments, x.device), segments).to(x.dtype)[None]  # (1, S, q)
+        weights = onehot.expand(x.shape[0], -1, -1)
+    else:
+        ids = valid_segment_ids(mask.sum(dim=1), x.shape[1], segments)  # (B, S)
+        weights = F.one_hot(ids, segments).to(x.dtype) * mask[:, :, None].to(x.dtype)  # (B, S, q)
     totals = torch.einsum("bsc,bsq->bqc", x, weights)  # (B, q, C)
     counts = weights.sum(dim=1).clamp(min=1.0)  # (B, q); an all-padding segment averages to 0
     return totals / counts[..., None]
+
+
+def _per_step(scale: torch.Tensor, steps: int, mask: torch.Tensor | None) -> torch.Tensor:
+    """Segment factors ``(B, q, C)`` -> per-step factors ``(B, S, C)`` (segments of the valid steps)."""
+    q = scale.shape[1]
+    if mask is None:
+        return scale[:, segment_ids(steps, q, scale.device)]  # (B, S, C)
+    ids = valid_segment_ids(mask.sum(dim=1), steps, q)  # (B, S)
+    return scale.gather(1, ids[..., None].expand(-1, -1, scale.shape[2]))  # (B, S, C)
 
 
 # -- the block ---------------------------------------------------------------------------
@@ -216,17 +245,17 @@ class MSAF(Block):
             return steps.mean(dim=1, keepdim=True)  # (B, 1, C)
         return _segment_means(steps, mask, q)
 
-    def _scale(self, x: torch.Tensor, spec: Spec, scale: torch.Tensor) -> torch.Tensor:
+    def _scale(self, x: torch.Tensor, spec: Spec, scale: torch.Tensor, ctx: Context) -> torch.Tensor:
         """Multiply ``x`` by per-(segment, channel) factors ``scale (B, q, C_m)`` in x's layout."""
         q = scale.shape[1]
         if spec.kind == "vector" or (spec.kind == "map" and x.dim() == 2):
             return x * scale[:, 0]
         if spec.kind == "sequence":
             if q > 1:
-                scale = scale[:, segment_ids(x.shape[1], q, x.device)]  # (B, q, C) -> (B, T, C)
+                scale = _per_step(scale, x.shape[1], self._mask(spec, ctx))  # (B, q, C) -> (B, T, C)
             return x * scale
         if q > 1:
-            scale = scale[:, segment_ids(x.shape[2], q, x.device)].transpose(1, 2)  # (B, q, C) -> (B, C, T)
+            scale = _per_step(scale, x.shape[2], self._mask(spec, ctx)).transpose(1, 2)  # (B, q, C) -> (B, C, T)
         else:
             scale = scale.transpose(1, 2)  # (B, 1, C) -> (B, C, 1)
         return x * scale.reshape(scale.shape + (1,) * (x.dim() - 3))  # broadcast over the other axes
@@ -259,5 +288,5 @@ class MSAF(Block):
         outputs: dict[str, torch.Tensor] = {}
         for port, width, per_modality in zip(self.ports, self.widths, factors.split(self.block_counts, dim=2)):
             scale = per_modality.flatten(2)[..., :width]  # (B, q, |B_m|, C) -> (B, q, C_m), padding dropped   eq. 6
-            outputs[port] = self._scale(inputs[port], self.in_specs[port], scale)
+            outputs[port] = self._scale(inputs[port], self.in_specs[port], scale, ctx)
         return outputs

@@ -23,7 +23,7 @@ from torch import nn
 from composer.blocks._base import Context, building_on_meta, length_mask
 from composer.errors import BlueprintError, ComposerError, DataError, Problem
 from composer.graph.plan import Plan, plan
-from composer.graph.size import check_size
+from composer.graph.size import check_size, share_problem, weight_mismatches
 from composer.losses._base import MAIN_VIEW
 
 __all__ = ["ComposedModel", "compile_blueprint", "build_context"]
@@ -305,21 +305,11 @@ def _located(blueprint, check, *args):
 
 def _tie(use: nn.Module, owner: nn.Module, node, blueprint, *, buffers_only: bool = False) -> None:
     """Make ``use``'s parameters and persistent buffers the very tensors of ``owner``."""
-    own_state = dict(owner.state_dict(keep_vars=True))
-    use_state = dict(use.state_dict(keep_vars=True))
     if not buffers_only:
-        wrong = [
-            f"{k}: {tuple(use_state[k].shape) if k in use_state else 'absent'} vs {tuple(own_state[k].shape) if k in own_state else 'absent'}"
-            for k in sorted(set(own_state) | set(use_state))
-            if k not in own_state or k not in use_state or use_state[k].shape != own_state[k].shape
-        ]
+        wrong = weight_mismatches(owner, use)
         if wrong:
-            problem = Problem(("blocks", node.id, "share"), (
-                f"cannot share weights with '{node.owner}': on its own inputs this block needs other weights "
-                f"({'; '.join(wrong[:3])})"
-            ))
-            _located(blueprint, _raise, problem)
-    for name, tensor in own_state.items():
+            _located(blueprint, _raise, share_problem(node, wrong))
+    for name, tensor in owner.state_dict(keep_vars=True).items():
         prefix, _, leaf = name.rpartition(".")
         module = use.get_submodule(prefix) if prefix else use
         if leaf in module._parameters:

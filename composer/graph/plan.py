@@ -173,9 +173,11 @@ def _disabled_outputs(node_id: str, cfg: BlockConfig, in_specs: dict[str, Spec],
 
 
 def _share_signature(node: Node) -> list[tuple]:
-    """What a shared module needs of its inputs: port names, kinds and widths (time axes may differ:
-    every use runs with its own masks and lengths)."""
-    return [(port, s.kind, None if s.kind in ("tokens", "labels") else s.features) for port, s in node.in_specs.items()]
+    """What a shared module needs of its inputs: port names and widths. Time axes may differ (every
+    use runs with its own masks and lengths) and so may kinds where the block accepts both (a
+    linear map shared by a sequence and a vector): each use's own shape inference has checked
+    that, and the weight shapes of every use are compared with the owner's by the size estimate."""
+    return [(port, None if s.kind in ("tokens", "labels") else s.features) for port, s in node.in_specs.items()]
 
 
 def plan(bp) -> Plan:
@@ -243,7 +245,7 @@ def plan(bp) -> Plan:
             described = lambda node: ", ".join(f"{port}: {s}" for port, s in node.in_specs.items())
             problems.append(Problem(("blocks", n.id, "share"), (
                 f"cannot share weights with '{owner.id}': the owner's module takes {described(owner)}, this block "
-                f"gives it {described(n)} (the same ports, kinds and widths are needed; time lengths may differ)"
+                f"gives it {described(n)} (the same ports and widths are needed; time lengths may differ)"
             )))
 
     # outputs

@@ -27,7 +27,7 @@ import torch
 
 from composer.errors import BlueprintError, ComposerError, Problem
 
-__all__ = ["SizeEstimate", "estimate_size", "check_size", "memory_budget", "format_bytes"]
+__all__ = ["SizeEstimate", "estimate_size", "check_size", "memory_budget", "format_bytes", "weight_mismatches", "share_problem"]
 
 _UNITS = {"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 BYTES_PER_TRAINED_PARAM = 16  # float32 weight + gradient + two Adam moments
@@ -99,6 +99,20 @@ def _activation_bytes(the_plan, batch_size: int) -> int:
     return total
 
 
+def weight_mismatches(owner: torch.nn.Module, use: torch.nn.Module) -> list[str]:
+    """Weights (parameters and persistent buffers) a sharing use needs that the owner lacks or
+    holds in another shape, as readable lines; empty when the use can run on the owner's tensors."""
+    own = {k: tuple(v.shape) for k, v in owner.state_dict(keep_vars=True).items()}
+    mine = {k: tuple(v.shape) for k, v in use.state_dict(keep_vars=True).items()}
+    return [f"{k}: {mine.get(k, 'absent')} vs the owner's {own.get(k, 'absent')}" for k in sorted(set(own) | set(mine)) if own.get(k) != mine.get(k)]
+
+
+def share_problem(node, wrong: list[str]) -> Problem:
+    return Problem(("blocks", node.id, "share"), (
+        f"cannot share weights with '{node.owner}': on its own inputs this block needs other weights ({'; '.join(wrong[:3])})"
+    ))
+
+
 def _count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -108,14 +122,25 @@ def estimate_size(the_plan) -> SizeEstimate:
     problems: list[Problem] = []
     model_params = training_params = 0
     needed = {n.owner for n in the_plan.nodes if n.enabled}
+    built: dict[str, torch.nn.Module] = {}
     with torch.device("meta"):
         for node in the_plan.nodes:
             if node.config.share is not None or node.id not in needed:
                 continue
             try:
-                model_params += _count(node.entry.impl(node.config, node.in_specs))
+                built[node.id] = node.entry.impl(node.config, node.in_specs)
+                model_params += _count(built[node.id])
             except (RuntimeError, ValueError, OverflowError, TypeError, MemoryError) as exc:
                 problems.append(Problem(("blocks", node.id), f"cannot be built at these sizes ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"))
+        for node in the_plan.nodes:  # every sharing use must fit the owner's weights
+            if node.config.share is None or not node.enabled or node.owner not in built:
+                continue
+            try:
+                wrong = weight_mismatches(built[node.owner], node.entry.impl(node.config, node.in_specs))
+            except (RuntimeError, ValueError, OverflowError, TypeError, MemoryError) as exc:
+                wrong = [f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"]
+            if wrong:
+                problems.append(share_problem(node, wrong))
         for loss in the_plan.losses:
             try:
                 training_params += _count(loss.entry.impl(loss.config, loss.specs))

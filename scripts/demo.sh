@@ -8,4 +8,4 @@ bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 composer validate blueprints/*.yaml
 composer build blueprints/late_fusion.yaml
-composer train blueprints/late_fusion.yaml --out runs/demo "$@"
+composer train blueprints/late_fusion.yaml --out runs/demo --overwrite "$@"   # the demo owns runs/demo

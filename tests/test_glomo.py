@@ -148,6 +148,40 @@ def test_text_coding_pools_n_locals_from_the_joined_layers():
     assert block.conv.conv.bias is None
 
 
+@pytest.mark.parametrize("length", [3, 7], ids=["short", "long"])
+def test_text_local_representation_of_a_padded_sentence_matches_eq_2_by_hand(length):
+    """Eq. 2 on the sentence: X_t^l = CONCAT(AdaMaxPool_n(Conv1D([BERT^-1; BERT^-2]))) over its
+    2L valid states, whatever the padded length (8 here; 'short' is under half of it)."""
+    model = compile_blueprint(load_blueprint(GLOMO, tiny())).eval()
+    batch = model.example_inputs(2, seed=3)
+    ids = batch["text"].clone()
+    mask = torch.arange(8)[None] < torch.tensor([8, length])[:, None]
+    batch["text"], batch["text_mask"] = ids.masked_fill(~mask, 0), mask
+    with torch.no_grad():
+        got = model(batch)["values"]["text_coding.local"][1]  # (n·d,)
+        bert = model.text_bert.bert
+        states = bert(input_ids=ids[1:, :length], output_hidden_states=True).hidden_states  # unpadded sentence
+        joined = torch.cat([states[-1], states[-2]], dim=1)  # (1, 2L, H)
+        conv = model.text_coding.conv.conv
+        local = torch.nn.functional.conv1d(joined.transpose(1, 2), conv.weight, padding=conv.kernel_size[0] // 2)  # (1, d, 2L)
+        expected = torch.nn.functional.adaptive_max_pool1d(local, 3).transpose(1, 2).flatten()  # [l_1; l_2; l_3]
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_authors_join_pools_all_positions_and_depends_on_padding():
+    model = compile_blueprint(load_blueprint(GLOMO, tiny() + ["blocks.text_bert.layers_padding=include"])).eval()
+    batch = model.example_inputs(1, seed=3)
+    batch["text_mask"][:, 5:] = False
+    batch["text"][:, 5:] = 0
+    longer = dict(batch, text=torch.cat([batch["text"], torch.zeros(1, 4, dtype=torch.long)], 1),
+                  text_mask=torch.cat([batch["text_mask"], torch.zeros(1, 4, dtype=torch.bool)], 1),
+                  text_segment=torch.zeros(1, 12, dtype=torch.long))
+    with torch.no_grad():
+        a = model(batch)["values"]["text_coding.local"]
+        b = model(longer)["values"]["text_coding.local"]
+    assert not torch.allclose(a, b)  # the authors' code pools padded BERT states too
+
+
 def test_sequence_coding_global_is_the_max_over_valid_steps():
     config = make_config("glomo_coding", {"dim": 4, "n": 2, "heads": 2, "layers": 1}, ["in"])
     block = get_block("glomo_coding").impl(config, {"in": sequence("T_a", 3)}).eval()

@@ -229,6 +229,39 @@ def test_padded_steps_do_not_change_the_valid_outputs():
     assert not torch.allclose(unmasked["a"][mask], before["a"][mask])  # without the mask they would count
 
 
+def test_with_lengths_each_sample_segments_its_valid_steps():
+    """§3.2 with lengths: a sample padded to 10 steps is cut like the same 6 steps unpadded."""
+    from composer.blocks.fusion.msaf import valid_segment_ids
+
+    assert valid_segment_ids(torch.tensor([12, 6]), 12, 5).tolist() == [
+        [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 4, 4], [0, 1, 2, 3, 4, 4, 4, 4, 4, 4, 4, 4]]
+    specs = {"a": sequence("T", 8), "b": sequence("T", 4)}
+    block = build({"channels": 4, "reduction": 2, "segments": 3}, specs).eval()
+    x = {"a": torch.randn(1, 6, 8), "b": torch.randn(1, 6, 4)}
+    alone = block(x, Context())  # 6 steps, no padding
+    padded = {k: torch.cat([v, torch.randn(1, 4, v.shape[2])], dim=1) for k, v in x.items()}
+    ctx = Context(masks={"T": torch.tensor([[True] * 6 + [False] * 4])})
+    out = block(padded, ctx)
+    for k in x:
+        torch.testing.assert_close(out[k][:, :6], alone[k])
+
+
+def test_without_lengths_segments_follow_the_axis_as_the_authors_do():
+    specs = {"a": sequence(10, 8), "b": sequence(10, 4)}
+    block = build({"channels": 4, "reduction": 2, "segments": 3}, specs).eval()
+    x = {"a": torch.randn(2, 10, 8), "b": torch.randn(2, 10, 4)}
+    out = block(x, Context())
+    # by hand: segments [0, 3), [3, 6), [6, 10) of the whole axis
+    bounds = [(0, 3), (3, 6), (6, 10)]
+    C = 4
+    for k_seg, (lo, hi) in enumerate(bounds):
+        means = {k: v[:, lo:hi].mean(1) for k, v in x.items()}  # (B, C_m)
+        descriptor = means["a"][:, :4] + means["a"][:, 4:] + means["b"]
+        attention = block.segment[k_seg](descriptor)  # (B, 3 blocks, C)
+        torch.testing.assert_close(out["a"][:, lo:hi], x["a"][:, lo:hi] * attention[:, :2].flatten(1)[:, None])
+        torch.testing.assert_close(out["b"][:, lo:hi], x["b"][:, lo:hi] * attention[:, 2][:, None])
+
+
 # -- the sentiment network (§4.2) and placements (§5.4) -----------------------------------
 
 

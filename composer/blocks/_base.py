@@ -146,6 +146,12 @@ class Block(nn.Module):
         """
         raise NotImplementedError(f"{cls.__name__} must implement examples()")
 
+    @classmethod
+    def vocabulary(cls, config: BlockConfig) -> int | None:
+        """For blocks that read token ids: how many ids they embed (ids must lie below it), else None.
+        ``validate`` compares it with the ``vocab`` of every tokens modality wired to the block."""
+        return None
+
     def forward(self, inputs: dict[str, torch.Tensor], ctx: Context) -> torch.Tensor | dict[str, torch.Tensor]:
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
 

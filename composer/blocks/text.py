@@ -228,9 +228,9 @@ class TextEncoder(Block):
       authors' join instead (all k·T positions, padded states included, no mask);
     * ``pooled`` (with ``pooler: true``): BERT's ``tanh(Linear(CLS))``.
 
-    Token ids must lie below the vocabulary size; a batch that breaks this raises
-    :class:`DataError` (the blueprint's ``vocab`` of a tokens modality is not visible to a
-    block, so the check runs on the data).
+    Token ids must lie below the vocabulary size: ``validate`` refuses a tokens modality whose
+    ``vocab`` exceeds the encoder's (see :meth:`vocabulary`), and a batch that breaks it anyway
+    raises :class:`DataError`.
     """
 
     @classmethod
@@ -261,6 +261,10 @@ class TextEncoder(Block):
         if config.pooler:
             out["pooled"] = vector(hidden)
         return out
+
+    @classmethod
+    def vocabulary(cls, config: TextEncoderConfig) -> int:
+        return resolve_text_config(config).vocab_size
 
     @staticmethod
     def _joined_time(time, k: int):

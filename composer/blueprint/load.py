@@ -241,6 +241,7 @@ def validate_data(data: Any, smap: SourceMap | None = None, *, allow_plugins: bo
     except ValidationError as exc:
         problems += [_problem_from_pydantic(e, data) for e in exc.errors()]
         problems += _raw_reference_problems(data)
+        problems += _problems_beyond_the_schema(data, exc.errors())
         raise BlueprintError([smap.locate(p) for p in _dedupe(problems)]) from None
     if problems:
         raise BlueprintError([smap.locate(p) for p in problems])
@@ -256,6 +257,36 @@ def validate_data(data: Any, smap: SourceMap | None = None, *, allow_plugins: bo
     for w in the_plan.warnings:
         smap.locate(w)
     return bp
+
+
+def _problems_beyond_the_schema(data: dict, errors: list[dict]) -> list[Problem]:
+    """Graph and shape problems of the blocks that passed the schema, when only blocks failed it.
+
+    The failed blocks are left out (their consumers are skipped), so one report holds every
+    independent mistake instead of one round of ``validate`` per layer."""
+    from composer.blueprint.schema import blueprint_model
+    from composer.graph.plan import plan
+
+    blocks = data.get("blocks")
+    if not isinstance(blocks, dict) or not errors:
+        return []
+    bad = set()
+    for err in errors:
+        loc = err["loc"]
+        if len(loc) < 2 or loc[0] != "blocks" or loc[1] not in blocks:
+            return []  # a problem outside the blocks: the rest cannot be checked reliably
+        bad.add(loc[1])
+    rest = {k: v for k, v in blocks.items() if k not in bad}
+    if not rest:
+        return []
+    try:
+        bp = blueprint_model().model_validate({**data, "blocks": rest})
+        plan(bp, invalid=frozenset(bad))
+    except BlueprintError as exc:
+        return [p for p in exc.problems if p.severity == "error"]
+    except (ValidationError, ComposerError):
+        return []
+    return []
 
 
 def _dedupe(problems: list[Problem]) -> list[Problem]:

@@ -21,7 +21,7 @@ import torch
 
 from composer.errors import DataError
 
-__all__ = ["TensorSplit", "DataSplits", "Dataset", "splits_from_arrays", "check_split", "check_labels", "SPLITS"]
+__all__ = ["TensorSplit", "DataSplits", "Dataset", "splits_from_arrays", "check_split", "check_labels", "check_padding", "SPLITS"]
 
 SPLITS = ("train", "valid", "test")
 
@@ -129,11 +129,37 @@ def check_split(blueprint, split: TensorSplit, name: str = "split") -> None:
             ok = tuple(x.shape[1:]) == (cfg.features, *cfg.spatial)
         if not ok:
             raise DataError(f"{name}: '{m}' has shape {tuple(x.shape)}, expected {_expected(cfg)}")
+        if cfg.kind in ("sequence", "tokens"):
+            check_padding(split.tensors, m, int(x.shape[1]), name)
     if "label" not in split.tensors:
         raise DataError(f"{name}: no 'label' tensor")
     if len(split) == 0:
         raise DataError(f"{name}: the split is empty; every split needs at least one sample")
     check_labels(blueprint.task, split.tensors["label"], name)
+
+
+def check_padding(tensors: dict[str, torch.Tensor], modality: str, time: int, name: str = "split") -> None:
+    """Padding must be a valid prefix (right padding): ``<m>_lengths`` within ``0..T`` and
+    ``<m>_mask`` of the form ``[True]*L + [False]*(T-L)``. Composer's mask model (docs/masks.md)
+    relies on it: lengths, packing, segments and pooling windows all read the valid steps as a prefix."""
+    lengths = tensors.get(f"{modality}_lengths")
+    if lengths is not None:
+        if lengths.is_floating_point() or lengths.dim() != 1:
+            raise DataError(f"{name}: '{modality}_lengths' must be integers, one per sample")
+        if lengths.numel() and (int(lengths.min()) < 0 or int(lengths.max()) > time):
+            raise DataError(f"{name}: '{modality}_lengths' run {int(lengths.min())}..{int(lengths.max())}, expected 0..{time} (the padded length)")
+    mask = tensors.get(f"{modality}_mask")
+    if mask is not None:
+        if mask.dim() != 2 or mask.shape[1] != time:
+            raise DataError(f"{name}: '{modality}_mask' has shape {tuple(mask.shape)}, expected (N, {time})")
+        mask = mask.bool()
+        prefix = torch.arange(time)[None, :] < mask.sum(1, keepdim=True)
+        if not torch.equal(mask, prefix):
+            bad = int((mask != prefix).any(1).nonzero()[0])
+            raise DataError(
+                f"{name}: '{modality}_mask' of sample {bad} is not right padding (valid steps first, then padding); "
+                "Composer reads every padding mask as a prefix of valid steps"
+            )
 
 
 def check_labels(task, label: torch.Tensor, name: str = "split") -> None:

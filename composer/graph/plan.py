@@ -122,13 +122,16 @@ def resolve_reference(text: str, values: dict[str, Spec], block_ports: dict[str,
     return key, None, None
 
 
-def check_references(blocks: dict[str, BlockConfig], modalities: list[str]) -> tuple[nx.DiGraph, list[Problem]]:
-    """Graph layer: build the DiGraph and report dangling references, self loops and cycles."""
+def check_references(blocks: dict[str, BlockConfig], modalities: list[str], invalid: frozenset[str] = frozenset()) -> tuple[nx.DiGraph, list[Problem]]:
+    """Graph layer: build the DiGraph and report dangling references, self loops and cycles.
+
+    ``invalid`` names blocks left out because their settings failed the schema: references to
+    them are not dangling (their consumers are skipped by :func:`plan`)."""
     problems: list[Problem] = []
     graph = nx.DiGraph()
     for m in modalities:
         graph.add_node(m, kind="modality")
-    names = list(modalities) + list(blocks)
+    names = list(modalities) + list(blocks) + sorted(invalid)
     for bid, cfg in blocks.items():
         graph.add_node(bid, kind="block")
     for bid, cfg in blocks.items():
@@ -139,9 +142,9 @@ def check_references(blocks: dict[str, BlockConfig], modalities: list[str]) -> t
                 problems.append(Problem(where, f"unknown reference '{ref}' (expected a modality or block id)", did_you_mean(source, names)))
             elif source == bid:
                 problems.append(Problem(where, f"block '{bid}' cannot read its own output"))
-            else:
+            elif source not in invalid:
                 graph.add_edge(source, bid, port=port, ref=ref)
-        if cfg.share is not None:
+        if cfg.share is not None and cfg.share not in invalid:
             if cfg.share not in blocks:
                 problems.append(Problem(("blocks", bid, "share"), f"unknown block '{cfg.share}' to share weights with", did_you_mean(cfg.share, list(blocks))))
             elif blocks[cfg.share].share is not None:
@@ -172,6 +175,22 @@ def _disabled_outputs(node_id: str, cfg: BlockConfig, in_specs: dict[str, Spec],
             raise SpecError(f"cannot disable: output '{port}' has no input of the same shape to pass through", field="enabled")
 
 
+def _vocabulary_problems(bp, node: Node) -> list[Problem]:
+    """A tokens modality may hold ids up to its ``vocab``; the block that embeds them must cover them."""
+    size = node.entry.impl.vocabulary(node.config)
+    if size is None:
+        return []
+    problems = []
+    for ref in node.inputs.values():
+        m = bp.modalities.get(ref.source)
+        if m is not None and m.kind == "tokens" and m.vocab > size:
+            problems.append(Problem(("modalities", ref.source, "vocab"), (
+                f"vocab {m.vocab} is larger than the {size} token ids block '{node.id}' embeds; "
+                f"set modalities.{ref.source}.vocab to {size} or use an encoder with a larger vocabulary"
+            )))
+    return problems
+
+
 def _share_signature(node: Node) -> list[tuple]:
     """What a shared module needs of its inputs: port names and widths. Time axes may differ (every
     use runs with its own masks and lengths) and so may kinds where the block accepts both (a
@@ -180,17 +199,20 @@ def _share_signature(node: Node) -> list[tuple]:
     return [(port, None if s.kind in ("tokens", "labels") else s.features) for port, s in node.in_specs.items()]
 
 
-def plan(bp) -> Plan:
-    """Check the graph and infer every spec; raise BlueprintError listing all problems."""
+def plan(bp, invalid: frozenset[str] = frozenset()) -> Plan:
+    """Check the graph and infer every spec; raise BlueprintError listing all problems.
+
+    ``invalid``: ids of blocks removed because their settings failed the schema, so that the
+    rest of the graph can still be checked and every independent problem reported at once."""
     modalities = list(bp.modalities)
     inputs = bp.input_specs()
-    graph, problems = check_references(bp.blocks, modalities)
+    graph, problems = check_references(bp.blocks, modalities, invalid)
     warnings: list[Problem] = []
     values: dict[str, Spec] = dict(inputs)
     block_ports: dict[str, list[str]] = {}
     nodes: list[Node] = []
-    names = modalities + list(bp.blocks)
-    failed: set[str] = set()
+    names = modalities + list(bp.blocks) + sorted(invalid)
+    failed: set[str] = set(invalid)
     if any("cycle" in p.message for p in problems):
         raise BlueprintError(problems)
 
@@ -228,6 +250,7 @@ def plan(bp) -> Plan:
             failed.add(bid)
             continue
         node = Node(bid, cfg, entry, refs, in_specs, out_specs)
+        problems += _vocabulary_problems(bp, node)
         nodes.append(node)
         block_ports[bid] = list(out_specs)
         for port, spec in out_specs.items():

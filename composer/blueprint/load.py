@@ -16,9 +16,10 @@ from pydantic import ValidationError
 
 from composer.blocks._registry import get_block, list_blocks, list_losses, load_plugins
 from composer.blueprint._yaml import MAX_YAML_CHARS, SourceMap, parse_scalar, read_yaml
-from composer.errors import BlueprintError, ComposerError, Problem, did_you_mean
+from composer.errors import BlueprintError, ComposerError, Problem, did_you_mean, format_path
+from composer.blueprint.expr import REFERENCE, ExprError, evaluate, substitute
 
-__all__ = ["load_blueprint", "read_blueprint_text", "validate_data", "apply_override", "dump_blueprint", "get_path", "set_path"]
+__all__ = ["load_blueprint", "read_blueprint_text", "resolve_path", "variable_values", "make_lookup", "validate_data", "apply_override", "dump_blueprint", "get_path", "set_path"]
 
 SCHEMA_COMMENT = "# yaml-language-server: $schema=../docs/blueprint.schema.json"
 
@@ -32,6 +33,23 @@ def split_path(path: str) -> list[str | int]:
             raise ComposerError(f"bad path '{path}': empty component")
         parts.append(int(part) if part.isdigit() else part)
     return parts
+
+
+def resolve_path(data: Any, path: list[str | int], text: str | None = None) -> list[str | int]:
+    """``losses.<name>...`` -> ``losses.<index>...`` for the loss of that name (names are unique).
+
+    Raises :class:`BlueprintError` naming the known loss names when none matches."""
+    if len(path) >= 2 and path[0] == "losses" and isinstance(path[1], str) and isinstance(data, dict):
+        losses = data.get("losses") if isinstance(data.get("losses"), list) else []
+        names = [l.get("name") for l in losses if isinstance(l, dict)]
+        if path[1] not in names:
+            known = [n for n in names if n]
+            raise BlueprintError([Problem(tuple(path), (
+                f"{text or format_path(path)}: no loss is named '{path[1]}'"
+                + (f" (named losses: {', '.join(known)})" if known else " (give a loss `name:` to address it by name)")
+            ), did_you_mean(str(path[1]), known))])
+        return ["losses", names.index(path[1]), *path[2:]]
+    return list(path)
 
 
 def get_path(data: Any, path: Iterable[str | int]) -> Any:
@@ -68,7 +86,7 @@ def apply_override(data: dict, text: str) -> tuple[list[str | int], Any]:
     if "=" not in text:
         raise ComposerError(f"--set expects path=value, got '{text}'")
     path_text, _, value_text = text.partition("=")
-    path = split_path(path_text.strip())
+    path = resolve_path(data, split_path(path_text.strip()), f"--set {path_text.strip()}")
     value = parse_scalar(value_text)
     try:
         set_path(data, path, value)
@@ -192,6 +210,77 @@ def _fill_shared(data: dict) -> None:
                         cfg.setdefault(key, copy.deepcopy(value))
 
 
+def variable_values(data: dict) -> tuple[dict[str, Any], list[Problem]]:
+    """The ``vars:`` of raw data with their own ``${...}`` resolved (a variable may use earlier ones)."""
+    raw = data.get("vars", {})
+    if not isinstance(raw, dict):
+        return {}, [Problem(("vars",), "`vars` is a mapping of names to values")]
+    values: dict[str, Any] = {}
+    problems: list[Problem] = []
+    for name, value in raw.items():
+        try:
+            values[name] = _substitute_value(value, values)
+        except ExprError as exc:
+            problems.append(Problem(("vars", name), str(exc), getattr(exc, "suggestion", None)))
+    return values, problems
+
+
+def make_lookup(values: dict[str, Any], data: dict | None = None):
+    """Name lookup for expressions: variables by name (or ``vars.name``), and with ``data`` any
+    dotted blueprint path (``blocks.moe.experts``)."""
+
+    def lookup(name: str) -> Any:
+        key = name.removeprefix("vars.")
+        if key in values:
+            return values[key]
+        if data is not None and "." in name:
+            try:
+                return get_path(data, resolve_path(data, split_path(name)))
+            except (KeyError, IndexError, TypeError, BlueprintError, ComposerError):
+                pass
+        error = ExprError(f"unknown variable '{name}'" + ("" if values else " (the blueprint defines no `vars:`)"))
+        error.suggestion = did_you_mean(key, list(values))
+        raise error
+
+    return lookup
+
+
+def _substitute_value(value: Any, values: dict[str, Any]) -> Any:
+    if isinstance(value, str) and "${" in value:
+        return substitute(value, make_lookup(values))
+    if isinstance(value, list):
+        return [_substitute_value(v, values) for v in value]
+    return value
+
+
+def _resolve_vars(data: dict) -> list[Problem]:
+    """Replace every ``${...}`` outside ``vars`` and ``search`` by its value, in place."""
+    values, problems = variable_values(data)
+    if problems:
+        return problems
+    if "vars" in data:
+        data["vars"] = values
+    lookup = make_lookup(values)
+
+    def walk(node: Any, path: tuple) -> Any:
+        if isinstance(node, str) and "${" in node:
+            try:
+                return substitute(node, lookup)
+            except ExprError as exc:
+                problems.append(Problem(path, f"{node!r}: {exc}", getattr(exc, "suggestion", None)))
+                return node
+        if isinstance(node, dict):
+            return {k: walk(v, path + (k,)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v, path + (i,)) for i, v in enumerate(node)]
+        return node
+
+    for key in list(data):
+        if key not in ("vars", "search"):
+            data[key] = walk(data[key], (key,))
+    return problems
+
+
 def _raw_reference_problems(data: dict) -> list[Problem]:
     """Dangling references found on raw data (so they are reported with schema errors)."""
     from composer.graph.plan import Ref
@@ -226,8 +315,10 @@ def validate_data(data: Any, smap: SourceMap | None = None, *, allow_plugins: bo
     if allow_plugins and isinstance(data.get("plugins"), list):
         load_plugins([str(p) for p in data["plugins"]])
     data = copy.deepcopy(data)
+    problems: list[Problem] = _resolve_vars(data)
+    if problems:
+        raise BlueprintError([smap.locate(p) for p in problems])
     _fill_shared(data)
-    problems: list[Problem] = []
     blocks = data.get("blocks") if isinstance(data.get("blocks"), dict) else {}
     import re
 
@@ -306,7 +397,11 @@ def _search_space_problems(bp) -> list[Problem]:
     full = bp.to_data()
     problems = []
     for key in bp.search.space:
-        path = split_path(key)
+        try:
+            path = resolve_path(full, split_path(key), key)
+        except BlueprintError as exc:
+            problems += [Problem(("search", "space", key), p.message, p.suggestion) for p in exc.problems]
+            continue
         node: Any = full
         missing = None
         for part in path:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from composer.blocks._registry import _UNION_CACHE, block_union, loss_union
+from composer.blueprint.expr import REFERENCE
 from composer.graph.spec import Spec, feature_map, sequence, tokens, vector
 from composer.train.config import TrainingConfig
 
@@ -114,8 +115,10 @@ class SearchSpaceEntry(StrictModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     choice: list[Any] | None = None
-    int_range: tuple[int, int] | None = Field(default=None, alias="int")
-    float_range: tuple[float, float] | None = Field(default=None, alias="float")
+    int_range: tuple[int | str, int | str] | None = Field(
+        default=None, alias="int", description="[low, high]; a bound may be an expression of sampled values, e.g. \"${vars.experts}\"."
+    )
+    float_range: tuple[float | str, float | str] | None = Field(default=None, alias="float")
     log: bool = False
     step: float | None = None
 
@@ -125,8 +128,12 @@ class SearchSpaceEntry(StrictModel):
         if len(given) != 1:
             raise ValueError("give exactly one of `choice: [...]`, `int: [low, high]`, `float: [low, high]`")
         bounds = self.int_range or self.float_range
-        if bounds is not None and bounds[0] > bounds[1]:
-            raise ValueError(f"low {bounds[0]} is above high {bounds[1]}")
+        if bounds is not None:
+            for b in bounds:
+                if isinstance(b, str) and not REFERENCE.fullmatch(b.strip()):
+                    raise ValueError(f"bound {b!r}: a bound is a number or one ${{expression}}")
+            if not any(isinstance(b, str) for b in bounds) and bounds[0] > bounds[1]:
+                raise ValueError(f"low {bounds[0]} is above high {bounds[1]}")
         if self.choice is not None and not self.choice:
             raise ValueError("`choice` needs at least one value")
         return self
@@ -147,6 +154,10 @@ class SearchConfig(StrictModel):
     sampler: Literal["tpe", "random", "grid"] = "tpe"
     pruner: Literal["median", "none"] = "median"
     epochs: int | None = Field(default=None, ge=1, description="Epochs per trial (default: training.epochs).")
+    constraints: list[str] = Field(
+        default_factory=list,
+        description="Boolean expressions over sampled values (e.g. 'blocks.moe.top_k <= blocks.moe.experts'); a trial breaking one is pruned with its reason.",
+    )
     heartbeat: int = Field(
         default=10, ge=1, le=3600,
         description="Seconds between a worker's heartbeats (SQL storages); a trial silent for 3 heartbeats is failed and retried once.",
@@ -163,13 +174,47 @@ class BlueprintBase(StrictModel):
         default_factory=dict,
         description="Named outputs; `prediction` is what losses and metrics use (default: the one block nothing consumes).",
     )
+    vars: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Variables, referenced anywhere as ${name} (or ${2 * name}); --set vars.NAME=... and search reach them.",
+    )
     aux_loss_weight: float = Field(default=1.0, ge=0.0, description="Multiplier of the blocks' auxiliary losses.")
+    aux_loss_views: list[str] = Field(
+        default_factory=lambda: ["main"],
+        min_length=1,
+        description="Views whose forward passes contribute the blocks' auxiliary losses (e.g. MoE balance); default: main only.",
+    )
+    loss_groups: dict[str, float] = Field(
+        default_factory=dict,
+        description="Named weights; a loss with `group: NAME` is scaled by it (on top of its own weight).",
+    )
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     search: SearchConfig | None = None
     plugins: list[str] = Field(
         default_factory=list,
         description="Python modules that register extra blocks; imported only with --allow-plugins.",
     )
+
+    @field_validator("vars")
+    @classmethod
+    def _vars_ok(cls, v: dict) -> dict:
+        for key, value in v.items():
+            if not NAME_RE.match(str(key)):
+                raise ValueError(f"'{key}' cannot name a variable (letters, digits and '_')")
+            items = value if isinstance(value, list) else [value]
+            if not all(isinstance(x, (int, float, str, bool)) for x in items):
+                raise ValueError(f"variable '{key}' must be a number, string, boolean or a list of them")
+        return v
+
+    @field_validator("loss_groups")
+    @classmethod
+    def _groups_ok(cls, v: dict) -> dict:
+        for key, weight in v.items():
+            if not NAME_RE.match(str(key)):
+                raise ValueError(f"'{key}' cannot name a loss group (letters, digits and '_')")
+            if weight < 0:
+                raise ValueError(f"loss group '{key}' has a negative weight {weight}")
+        return v
 
     @field_validator("name")
     @classmethod

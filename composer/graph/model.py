@@ -149,13 +149,20 @@ class ComposedModel(nn.Module):
                 vals[fname] = self._resolve(outputs[view], batches[view], name, port)
             value = module(vals, ctx)
             parts[node.name] = value.detach()
-            term = node.config.weight * value
+            weight = node.config.weight
+            if node.config.group is not None:
+                weight = weight * self.blueprint.loss_groups[node.config.group]
+            term = weight * value
             total = term if total is None else total + term
         aux_weight = self.blueprint.aux_loss_weight
-        for key, value in outputs[MAIN_VIEW]["aux_losses"].items():
-            parts[key] = value.detach()
-            term = aux_weight * value
-            total = term if total is None else total + term
+        for view in self.blueprint.aux_loss_views:  # which views' forward passes add their blocks' aux losses
+            if view not in outputs:
+                continue
+            for key, value in outputs[view]["aux_losses"].items():
+                name = key if view == MAIN_VIEW else f"{view}:{key}"
+                parts[name] = value.detach()
+                term = aux_weight * value
+                total = term if total is None else total + term
         if total is None:
             raise ComposerError("the blueprint defines no loss: add one under `losses:`")
         return total, parts

@@ -312,6 +312,20 @@ def plan(bp, invalid: frozenset[str] = frozenset()) -> Plan:
     loss_nodes: list[LossNode] = []
     views = [MAIN_VIEW] + list(bp.training.views)
     label_spec = bp.task.label_spec()
+    for i, view in enumerate(bp.aux_loss_views):
+        if view not in views:
+            problems.append(Problem(("aux_loss_views", i), f"unknown view '{view}' (views: {', '.join(views)})", did_you_mean(view, views)))
+    seen_names: dict[str, int] = {}
+    for i, cfg in enumerate(bp.losses):
+        if cfg.name is not None:
+            if cfg.name in seen_names:
+                problems.append(Problem(("losses", i, "name"), f"loss name '{cfg.name}' is already used by losses[{seen_names[cfg.name]}]; names are unique"))
+            seen_names.setdefault(cfg.name, i)
+        if cfg.group is not None and cfg.group not in bp.loss_groups:
+            groups = list(bp.loss_groups)
+            problems.append(Problem(("losses", i, "group"), (
+                f"unknown loss group '{cfg.group}'" + (f" (groups: {', '.join(groups)})" if groups else "; define its weight under `loss_groups:`")
+            ), did_you_mean(cfg.group, groups)))
     for i, cfg in enumerate(bp.losses):
         entry = get_loss(cfg.type)
         refs, specs, ok = {}, {}, True

@@ -5,7 +5,7 @@ A loss config lists *reference fields* (``ref_fields``): each holds a reference 
 ``label`` (the batch's target), and ``view`` is ``main`` (the default, the batch as given)
 or a view defined under ``training.views``. The model resolves the references and calls
 ``forward(values, ctx)`` with a dict keyed by field name; the loss returns a scalar.
-The total loss is ``sum(weight * loss)`` plus the blocks' auxiliary losses.
+The total loss is ``sum(group weight * weight * loss)`` plus the blocks' auxiliary losses.
 """
 
 from __future__ import annotations
@@ -37,7 +37,14 @@ class LossConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     weight: float = Field(default=1.0, ge=0.0, description="Multiplier of this term in the total loss.")
-    name: str | None = Field(default=None, description="Name of the term in logs (default: type and index).")
+    name: str | None = Field(
+        default=None,
+        description="Name of the term: in logs, and in paths (`losses.<name>.weight` for --set and search); default: type and index.",
+    )
+    group: str | None = Field(
+        default=None,
+        description="A group under `loss_groups:` whose one weight also scales this term (e.g. EMT-DLFR's λ1 over several terms).",
+    )
 
     ref_fields: ClassVar[tuple[str, ...]] = ()
     optional_ref_fields: ClassVar[tuple[str, ...]] = ()

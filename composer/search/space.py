@@ -7,13 +7,13 @@ are not plain scalars (lists, mappings) are offered to Optuna by index and mappe
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 
 from composer.blueprint.schema import SearchSpaceEntry
 
-__all__ = ["suggest", "grid", "is_plain"]
+__all__ = ["suggest", "grid", "is_plain", "SpaceError"]
 
 
 def is_plain(value: Any) -> bool:
@@ -27,21 +27,39 @@ def _choice_param(entry: SearchSpaceEntry) -> tuple[list[Any], bool]:
     return list(range(len(entry.choice))), True
 
 
-def suggest(trial: optuna.Trial, space: dict[str, SearchSpaceEntry]) -> dict[str, Any]:
-    """Sample one value per path; returns path -> value."""
+class SpaceError(ValueError):
+    """A sampled range that cannot be drawn from (an expression bound that fails or an empty range)."""
+
+
+def suggest(trial: optuna.Trial, space: dict[str, SearchSpaceEntry], bound: Callable[[str, dict[str, Any]], float] | None = None) -> dict[str, Any]:
+    """Sample one value per path, in the order of the space; returns path -> value.
+
+    A bound written as an expression (``"${vars.experts}"``) is resolved by ``bound(text,
+    sample so far)``, so a range may depend on values sampled before it (``top_k`` up to the
+    sampled number of experts)."""
     sample: dict[str, Any] = {}
+
+    def resolve(value):
+        if isinstance(value, str):
+            if bound is None:
+                raise SpaceError(f"bound {value!r} needs the blueprint to be resolved")
+            return bound(value, sample)
+        return value
+
     for path, entry in space.items():
         if entry.choice is not None:
             options, indexed = _choice_param(entry)
             picked = trial.suggest_categorical(path, options)
             sample[path] = entry.choice[picked] if indexed else picked
-        elif entry.int_range is not None:
-            low, high = entry.int_range
+            continue
+        low, high = (resolve(b) for b in (entry.int_range or entry.float_range))
+        if low > high:
+            raise SpaceError(f"{path}: the range [{low}, {high}] is empty for the values sampled before it")
+        if entry.int_range is not None:
             step = int(entry.step) if entry.step else 1
-            sample[path] = trial.suggest_int(path, low, high, step=step, log=entry.log)
+            sample[path] = trial.suggest_int(path, int(low), int(high), step=step, log=entry.log)
         else:
-            low, high = entry.float_range
-            sample[path] = trial.suggest_float(path, low, high, step=entry.step, log=entry.log)
+            sample[path] = trial.suggest_float(path, float(low), float(high), step=entry.step, log=entry.log)
     return sample
 
 
@@ -51,6 +69,10 @@ def grid(space: dict[str, SearchSpaceEntry]) -> dict[str, list[Any]]:
     for path, entry in space.items():
         if entry.choice is not None:
             out[path] = _choice_param(entry)[0]
+        elif any(isinstance(b, str) for b in (entry.int_range or entry.float_range)):
+            from composer.errors import ComposerError
+
+            raise ComposerError(f"grid search needs fixed bounds for '{path}', not expressions; use tpe or random")
         elif entry.int_range is not None:
             low, high = entry.int_range
             out[path] = list(range(low, high + 1, int(entry.step or 1)))

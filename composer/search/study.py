@@ -27,9 +27,10 @@ from typing import Any
 import optuna
 
 from composer.blueprint._yaml import SourceMap, read_yaml
-from composer.blueprint.load import apply_override, read_blueprint_text, dump_blueprint, set_path, split_path, validate_data
+from composer.blueprint.load import apply_override, dump_blueprint, make_lookup, read_blueprint_text, resolve_path, set_path, split_path, validate_data, variable_values
 from composer.errors import BlueprintError, ComposerError
-from composer.search.space import grid, is_plain, suggest
+from composer.blueprint.expr import REFERENCE, ExprError, evaluate, names_in
+from composer.search.space import SpaceError, grid, is_plain, suggest
 
 __all__ = ["SearchResult", "search", "make_storage", "blueprint_for_params", "decode_params", "tally", "trial_note"]
 
@@ -108,12 +109,53 @@ def decode_params(space: dict, params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def apply_sample(raw: dict, sample: dict[str, Any]) -> dict:
+    """A copy of the raw blueprint with sampled values set at their paths (``losses.<name>`` too)."""
+    data = copy.deepcopy(raw)
+    for path, value in sample.items():
+        set_path(data, resolve_path(data, split_path(path)), value)
+    return data
+
+
+def _expression_bound(raw: dict):
+    """Resolve a search-range bound such as ``"${vars.experts}"`` against the values sampled so far."""
+
+    def bound(text: str, sample: dict[str, Any]) -> float:
+        data = apply_sample(raw, sample)
+        values, problems = variable_values(data)
+        if problems:
+            raise SpaceError("; ".join(p.message for p in problems))
+        try:
+            value = evaluate(REFERENCE.fullmatch(text.strip()).group(1), make_lookup(values, data))
+        except ExprError as exc:
+            raise SpaceError(f"bound {text!r}: {exc}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SpaceError(f"bound {text!r} is {value!r}, not a number")
+        return value
+
+    return bound
+
+
+def broken_constraints(data: dict, constraints: list[str]) -> list[str]:
+    """The ``search.constraints`` a sampled blueprint breaks, each with the values it read."""
+    values, _ = variable_values(data)
+    lookup = make_lookup(values, data)
+    broken = []
+    for text in constraints:
+        try:
+            ok = evaluate(text, lookup)
+            read = ", ".join(f"{n}={lookup(n)!r}" for n in dict.fromkeys(names_in(text)))
+        except ExprError as exc:
+            broken.append(f"constraint '{text}' cannot be evaluated: {exc}")
+            continue
+        if not ok:
+            broken.append(f"constraint '{text}' is false ({read})")
+    return broken
+
+
 def blueprint_for_params(raw: dict, smap: SourceMap, space: dict, params: dict[str, Any]):
     """The validated blueprint for one set of sampled values (raises BlueprintError)."""
-    data = copy.deepcopy(raw)
-    for path, value in decode_params(space, params).items():
-        set_path(data, split_path(path), value)
-    return validate_data(data, smap)
+    return validate_data(apply_sample(raw, decode_params(space, params)), smap)
 
 
 class _Objective:
@@ -132,10 +174,16 @@ class _Objective:
             trial.set_user_attr("surplus", True)
             raise optuna.TrialPruned("surplus: another worker's trials already fill the total")
         trial.set_user_attr("worker_pid", os.getpid())
-        sample = suggest(trial, self.space)
-        data = copy.deepcopy(self.raw)
-        for path, value in sample.items():
-            set_path(data, split_path(path), value)
+        try:
+            sample = suggest(trial, self.space, _expression_bound(self.raw))
+        except SpaceError as exc:
+            trial.set_user_attr("invalid", str(exc))
+            raise optuna.TrialPruned(f"invalid configuration: {exc}") from None
+        data = apply_sample(self.raw, sample)
+        broken = broken_constraints(data, self.base.search.constraints)
+        if broken:
+            trial.set_user_attr("invalid", "; ".join(broken))
+            raise optuna.TrialPruned(f"invalid configuration: {'; '.join(broken)}")
         obj = self.objective
         if obj.split == "valid":
             set_path(data, ["training", "monitor"], {"metric": obj.metric, "direction": obj.direction})

@@ -19,12 +19,12 @@ import math
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, ValidationError, field_validator, model_serializer
+from pydantic import Field, field_validator, model_serializer
 from torch import nn
 
 from composer.blocks._base import Block, BlockConfig, Context, SpecError, expect_kind, expect_ports, Width
-from composer.blocks._registry import block_adapter, get_block, register_block
-from composer.errors import ComposerError
+from composer.blocks._nested import nested_block_config, wire_nested
+from composer.blocks._registry import get_block, register_block
 from composer.graph.spec import Spec, sequence, vector
 
 __all__ = ["LSTHMCell", "HybridFeedback", "LSTHMSystemConfig", "LSTHMSystem", "hard_sigmoid"]
@@ -127,21 +127,7 @@ class LSTHMSystemConfig(BlockConfig):
         """Validate the nested config against the registry; store it with all defaults filled in."""
         if value is None:
             return None
-        wiring = sorted(k for k in ("in", "inputs", "share", "enabled") if k in value)
-        if wiring:
-            listed = ", ".join(f"`{k}`" for k in wiring)
-            raise ValueError(f"fusion: leave out {listed}; the system feeds the fusion one state per modality")
-        if "type" not in value:
-            raise ValueError("fusion needs `type:` naming a registered block (e.g. `{type: mfp, stages: 3}`)")
-        try:
-            get_block(str(value["type"]))
-        except ComposerError as exc:
-            raise ValueError(f"fusion.type: {exc}") from None
-        try:
-            config = block_adapter().validate_python({**value, "in": "_"})
-        except ValidationError as exc:
-            raise ValueError("; ".join(_inner_problem(err, value["type"]) for err in exc.errors())) from None
-        return config.model_dump(mode="json", exclude={"inputs", "share", "enabled"})
+        return nested_block_config(value, "fusion", "the system feeds the fusion one state per modality")
 
     @model_serializer(mode="wrap")
     def _keep_null_fusion(self, handler, info) -> dict[str, Any]:
@@ -170,19 +156,7 @@ class LSTHMSystemConfig(BlockConfig):
     def fusion_config(self, ports: list[str]) -> BlockConfig:
         """The nested fusion config, wired to one input per modality port."""
         assert self.fusion is not None
-        return block_adapter().validate_python({**self.fusion, "in": {p: p for p in ports}})
-
-
-def _inner_problem(err: dict, type_name: str) -> str:
-    loc = [str(p) for p in err["loc"]]
-    if loc and loc[0] == type_name:  # pydantic's union tag
-        loc = loc[1:]
-    message = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        message = "unknown field"
-    where = f"field '{'.'.join(loc)}' of the {type_name} fusion" if loc else f"the {type_name} fusion"
-    got = "" if isinstance(err.get("input"), (dict, list)) else f" (got {err.get('input')!r})"
-    return f"{where}: {message}{got}"
+        return wire_nested(self.fusion, {p: p for p in ports})
 
 
 def _flat_width(spec: Spec) -> int | None:

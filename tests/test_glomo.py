@@ -324,3 +324,14 @@ def test_search_space_names_experts_top_k_and_n():
     assert compile_blueprint(bp4).audio_moe.w_gate.shape[1] == 4
     with pytest.raises(BlueprintError, match=r"blocks\.audio_moe\.top_k.*top_k=2 exceeds"):
         compile_blueprint(load_blueprint(GLOMO, overrides=tiny() + ["blocks.audio_moe.experts=1"]))
+
+
+def test_authors_bare_linear_fusion_mlps_have_the_same_parameters_and_drop_the_relu():
+    base = compile_blueprint(load_blueprint(GLOMO, tiny())).eval()
+    bare = compile_blueprint(load_blueprint(GLOMO, tiny() + ["blocks.fusion.mlp_activation=false"])).eval()
+    assert sum(p.numel() for p in base.parameters()) == sum(p.numel() for p in bare.parameters())
+    bare.load_state_dict(base.state_dict())
+    assert isinstance(bare.fusion.pair_mlp[1], torch.nn.Identity) and isinstance(base.fusion.pair_mlp[1], torch.nn.ReLU)
+    batch = base.example_inputs(2)
+    with torch.no_grad():
+        assert not torch.allclose(base(batch)["prediction"], bare(batch)["prediction"])

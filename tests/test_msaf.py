@@ -134,6 +134,29 @@ def test_block_dropout_drops_whole_blocks_scaled_by_keep_probability(style, scal
     assert 0.35 < dropped < 0.65  # p = 0.5 over 192 (sample, block) draws
 
 
+@pytest.mark.parametrize("lam", [0.0, 0.5])
+def test_authors_block_dropout_is_the_paper_block_run_on_block_dropped_features(monkeypatch, lam):
+    """anita-hu/MSAF (MSAF.py): the mask multiplies the feature blocks before the join and the
+    output again; with λ > 0 a dropped block is zero (the audit's check, 2e-7 there)."""
+    import composer.blocks.fusion.msaf as msaf
+
+    specs = {"a": vector(8), "b": vector(4)}
+    fields = {"channels": 4, "reduction": 2, "block_dropout": 0.5, "lowest_attention": lam}
+    authors = build({**fields, "block_dropout_style": "authors"}, specs).train()
+    plain = build({**fields, "block_dropout": 0.0}, specs).train()
+    plain.load_state_dict(authors.state_dict())
+    mask = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0]]).view(3, 1, 3, 1) / 0.5  # (B, q, N, 1)
+    monkeypatch.setattr(msaf, "block_dropout_mask", lambda shape, p, like: mask)
+    x = {"a": torch.randn(3, 8), "b": torch.randn(3, 4)}
+    got = authors(x, Context())
+    per_channel = {"a": mask[:, 0, :2, 0].repeat_interleave(4, dim=1), "b": mask[:, 0, 2:, 0].repeat_interleave(4, dim=1)}
+    dropped_inputs = {k: v * per_channel[k] for k, v in x.items()}  # blocks dropped before the join
+    expected = {k: v * per_channel[k] for k, v in plain(dropped_inputs, Context()).items()}  # and once more after
+    for k in x:
+        torch.testing.assert_close(got[k], expected[k])
+    assert (got["a"][0, 4:] == 0).all()  # a dropped block is zero, whatever λ
+
+
 def test_gradients_reach_every_modality_and_every_parameter():
     specs = {"text": sequence("T", 8), "audio": sequence("T", 5), "video": feature_map(6, 3, 3)}
     block = build({"channels": 4, "reduction": 2}, specs).train()

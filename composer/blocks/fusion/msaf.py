@@ -16,8 +16,11 @@ Steps (paper's numbering), for ``C`` channels per block and ``C' = ⌊C / r⌋``
    *all* modalities, per channel (eq. 4); ``B̂_m^i = [λ + (1 - λ) A_m^i] ⊙ B_m^i`` (eq. 5);
    blocks re-joined per modality, padded channels dropped (eq. 6).
 
-BlockDropout (§3.1): in training, a Bernoulli(1 - p) mask per (sample, block), scaled by
-``1 / (1 - p)``, multiplies the attention ``A`` before eq. 5.
+BlockDropout (§3.1): in training, a Bernoulli(1 - p) mask ``m`` per (sample, segment, block),
+scaled by ``1 / (1 - p)``, multiplies the attention ``A`` before eq. 5 (``paper`` style). The
+authors' code (``authors`` style) instead multiplies the feature blocks by ``m`` before the join
+(eq. 1 sees dropped blocks, kept ones scaled) and multiplies the result by ``m`` again: the
+factors are ``m² [λ + (1 - λ) A]``, so a dropped block is zero even with ``λ > 0``.
 
 Because eqs. 1 and 5 are linear in the input, the block never materialises the padded
 tensor: it averages first, pads the ``(B, C_m)`` descriptor, and scales each real channel by
@@ -67,7 +70,11 @@ class MSAFConfig(BlockConfig):
     )
     block_dropout_style: Literal["paper", "authors"] = Field(
         default="paper",
-        description="paper: the scaled mask multiplies the attention once; authors: twice, as the authors' public code does.",
+        description=(
+            "paper (§3.1): the scaled mask multiplies the attention once. authors (anita-hu/MSAF, MSAF.py): the mask "
+            "multiplies the feature blocks before the join (so the descriptor and attention see dropped blocks) and the "
+            "output again, and with λ > 0 a dropped block is zeroed entirely."
+        ),
     )
     segments: int = Field(
         default=1,
@@ -270,21 +277,30 @@ class MSAF(Block):
     def forward(self, inputs: dict[str, torch.Tensor], ctx: Context) -> dict[str, torch.Tensor]:
         C, q = self.config.channels, self.config.segments
         lam = self.config.lowest_attention
+        p = self.config.block_dropout
+        authors = self.config.block_dropout_style == "authors"
+        first = next(iter(inputs.values()))
+        mask = None
+        if self.training and p > 0:  # BlockDropout (§3.1): one Bernoulli(1-p)/(1-p) factor per (sample, segment, block)
+            mask = block_dropout_mask((first.shape[0], q, sum(self.block_counts), 1), p, like=first)  # (B, q, N, 1)
+        masks = mask.split(self.block_counts, dim=2) if mask is not None else [None] * len(self.ports)
         # split + join (eq. 1): per modality, segment means (B, q, C_m) -> zero-pad -> sum of blocks (B, q, C)
         descriptor = None
-        for port, width, blocks in zip(self.ports, self.widths, self.block_counts):
+        for port, width, blocks, m_mask in zip(self.ports, self.widths, self.block_counts, masks):
             spec = self.in_specs[port]
             means = self._means(inputs[port], spec, ctx)  # (B, q, C_m)
-            padded = F.pad(means, (0, blocks * C - width))  # (B, q, |B_m|·C)
-            d_m = padded.unflatten(-1, (blocks, C)).sum(dim=2)  # (B, q, |B_m|, C) -> (B, q, C)
+            padded = F.pad(means, (0, blocks * C - width)).unflatten(-1, (blocks, C))  # (B, q, |B_m|, C)
+            if authors and m_mask is not None:
+                padded = padded * m_mask  # the authors drop the feature blocks before the join
+            d_m = padded.sum(dim=2)  # (B, q, |B_m|, C) -> (B, q, C)
             descriptor = d_m if descriptor is None else descriptor + d_m  # G = Σ_m D_m
         attention = torch.stack([core(descriptor[:, k]) for k, core in enumerate(self.segment)], dim=1)  # (B, q, N, C)
         self.attention = attention.detach()
-        p = self.config.block_dropout
-        if self.training and p > 0:
-            mask = block_dropout_mask(attention.shape[:3] + (1,), p, like=attention)  # (B, q, N, 1)  §3.1
-            attention = attention * (mask * mask if self.config.block_dropout_style == "authors" else mask)
+        if mask is not None and not authors:
+            attention = attention * mask  # paper: the scaled mask multiplies the attention
         factors = lam + (1.0 - lam) * attention if lam > 0 else attention  # eq. 5, (B, q, N, C)
+        if mask is not None and authors:
+            factors = factors * (mask * mask)  # authors: dropped blocks times the mask again: a dropped block is 0
         outputs: dict[str, torch.Tensor] = {}
         for port, width, per_modality in zip(self.ports, self.widths, factors.split(self.block_counts, dim=2)):
             scale = per_modality.flatten(2)[..., :width]  # (B, q, |B_m|, C) -> (B, q, C_m), padding dropped   eq. 6

@@ -8,7 +8,8 @@ pair per modality m, in the order given) -> ``out (B, out)`` [, ``weights (B, M)
 * eq. 8: the ``2M`` vectors ``[g_1..g_M, l_1..l_M]`` form tokens ``(B, 2M, d)`` for a
   ``layers``-layer transformer encoder without positions (PyTorch's post-LN
   ``TransformerEncoderLayer``: ``heads`` heads, feed-forward ``ff_dim``, ReLU, ``dropout``);
-* eq. 9: ``Z_m = MLP_m([Z_m^g; Z_m^l])`` per modality, ``MLP = Linear(2d → d) → ReLU``;
+* eq. 9: ``Z_m = MLP_m([Z_m^g; Z_m^l])`` per modality, ``MLP = Linear(2d → d) → ReLU``
+  (``mlp_activation: false``: a bare Linear, as the authors' code has it, also for eq. 11);
 * eq. 10: ``W_r, Z_r = ATTN_r([Z_1^r..Z_M^r])`` for ``r ∈ {g, l}``, where ATTN is
   ``Linear(M·d → d) → Dropout → ReLU → Linear(d → M)``, scaled by ``d^-1/2``, softmax over
   the M modalities, and ``Z_r = Σ_m W_r[m] Z_m^r``;
@@ -66,6 +67,13 @@ class GLoMoFusionConfig(BlockConfig):
         default="global",
         description="Eq. 12: global = W_g (paper); local = W_l (ReAt_G); attention = ATTN_G; mlp = MLP_G.",
     )
+    mlp_activation: bool = Field(
+        default=True,
+        description=(
+            "The MLPs of eqs. 9 and 11 as Linear -> ReLU (true: an MLP, as the paper writes) or a bare Linear "
+            "(false: the authors' code, YetZzzzzz/GLoMo)."
+        ),
+    )
 
 
 class ModalityAttention(nn.Module):
@@ -85,9 +93,9 @@ class ModalityAttention(nn.Module):
         return weights, torch.einsum("bm,bmd->bd", weights, x)
 
 
-def _mlp(width_in: int, width_out: int) -> nn.Sequential:
-    """GLoMo's fusion MLP: ``Linear -> ReLU``."""
-    return nn.Sequential(nn.Linear(width_in, width_out), nn.ReLU())
+def _mlp(width_in: int, width_out: int, activation: bool = True) -> nn.Sequential:
+    """GLoMo's fusion MLP: ``Linear -> ReLU`` (or the authors' bare ``Linear``; same parameters)."""
+    return nn.Sequential(nn.Linear(width_in, width_out), nn.ReLU() if activation else nn.Identity())
 
 
 def _parse_ports(inputs: dict[str, Spec]) -> tuple[list[str], list[str]]:
@@ -173,9 +181,10 @@ class GLoMoFusion(Block):
             layer = nn.TransformerEncoderLayer(dim, config.heads, config.ff_dim, config.dropout, batch_first=True)
             self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
         if config.strategy == "global_guided":
-            self.modality_mlps = nn.ModuleList(_mlp(K * dim, dim) for _ in modalities)  # eq. 9
+            act = config.mlp_activation
+            self.modality_mlps = nn.ModuleList(_mlp(K * dim, dim, act) for _ in modalities)  # eq. 9
             self.attention = nn.ModuleDict({k: ModalityAttention(M, dim, config.attn_dropout) for k in kinds})  # eq. 10
-            self.pair_mlp = _mlp(K * dim, dim)  # eq. 11
+            self.pair_mlp = _mlp(K * dim, dim, act)  # eq. 11
             if config.mixup == "attention":
                 self.mix = ModalityAttention(M, dim, config.attn_dropout)
             elif config.mixup == "mlp":

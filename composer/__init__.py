@@ -9,6 +9,7 @@ from composer.graph.spec import Spec
 from composer import train  # callable package: composer.train(blueprint, ...) trains
 from composer.train.evaluation import evaluate
 from composer.render import render
+from composer import search  # callable package: composer.search(blueprint, ...) searches
 
 __version__ = "0.1.0"
 
@@ -30,4 +31,5 @@ __all__ = [
     "register_loss",
     "train",
     "render",
+    "search",
 ]

@@ -76,14 +76,39 @@ def make_storage(storage: str | None, out_dir: Path, heartbeat: int | None = Non
     if storage is None:
         out_dir.mkdir(parents=True, exist_ok=True)
         storage = f"sqlite:///{(out_dir / 'study.db').resolve()}"
-    if heartbeat is None:
-        return storage
-    return optuna.storages.RDBStorage(
+    storage = postgres_driver(storage)
+    return _with_retries(lambda: optuna.storages.RDBStorage(
         storage,
         heartbeat_interval=heartbeat,
-        grace_period=3 * heartbeat,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
-    )
+        grace_period=None if heartbeat is None else 3 * heartbeat,
+        heartbeat_stale_trial_callback=None if heartbeat is None else optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+    ))
+
+
+def _with_retries(make, attempts: int = 5):
+    """Open an SQL storage, retrying when another worker is creating the same tables at the same
+    moment (PostgreSQL reports the race as a duplicate type or table)."""
+    import random
+    import time
+
+    for attempt in range(attempts):
+        try:
+            return make()
+        except Exception as exc:  # sqlalchemy's IntegrityError / ProgrammingError on concurrent CREATE
+            if attempt == attempts - 1 or "already exists" not in str(exc) and "duplicate" not in str(exc).lower():
+                raise
+            time.sleep(0.2 + random.random())
+    raise AssertionError("unreachable")
+
+
+def postgres_driver(url: str) -> str:
+    """``postgresql://`` with the driver that is installed: psycopg2 (SQLAlchemy's default) or psycopg 3."""
+    if url.startswith(("postgresql://", "postgres://")):
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg2") is None and importlib.util.find_spec("psycopg") is not None:
+            return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
 
 
 def _sampler(name: str, space: dict, seed: int):

@@ -9,8 +9,8 @@ schema, which must import without the trainer (and its imports of the blueprint 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
+
+from composer._callable import make_callable
 
 __all__ = ["EvalResult", "Trainer", "TrainResult", "evaluate", "evaluate_split", "load_trained", "parse_rates", "train"]
 
@@ -32,12 +32,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'composer.train' has no attribute '{name}'")
 
 
-class _CallablePackage(types.ModuleType):
-    def __call__(self, *args, **kwargs):
-        """Train a blueprint: see :func:`composer.train.trainer.train`."""
-        from composer.train.trainer import train
-
-        return train(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallablePackage
+make_callable(__name__, "composer.train.trainer:train")  # composer.train(...) trains

@@ -68,7 +68,9 @@ def set_path(data: Any, path: list[str | int], value: Any, *, create: bool = Tru
             node = node[part]
             continue
         if part not in node:
-            if not create or i < 2:
+            # a missing section is created (training.data, vars.x...), but a block, loss or modality
+            # must exist: a misspelt id is an error with a suggestion, not a new entry
+            if not create or i < (2 if path[0] in ("blocks", "losses", "modalities") else 1):
                 raise KeyError(path[: i + 1])
             node[part] = {}
         node = node[part]

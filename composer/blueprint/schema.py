@@ -139,25 +139,65 @@ class SearchSpaceEntry(StrictModel):
         return self
 
 
+#: Objectives measured on the built model, before (or instead of) training.
+MODEL_METRICS = ("params", "macs", "train_step_ms")
+
+
 class ObjectiveConfig(StrictModel):
-    metric: str = Field(default="loss", description="Metric name, e.g. mae, corr, acc2_nonzero, f1_weighted.")
+    metric: str = Field(
+        default="loss",
+        description=(
+            "A validation metric (mae, corr, acc2_nonzero, f1_weighted, ...) or a model-size figure measured before "
+            "training: params (model parameters), macs (per sample), train_step_ms (one training step at the batch size)."
+        ),
+    )
     split: Literal["train", "valid", "test"] = "valid"
     direction: Literal["minimize", "maximize"] = "minimize"
+
+    @property
+    def is_model_metric(self) -> bool:
+        return self.metric in MODEL_METRICS
+
+    @property
+    def label(self) -> str:
+        return self.metric if self.is_model_metric else f"{self.split}_{self.metric}"
 
 
 class SearchConfig(StrictModel):
     """Architecture and hyper-parameter search with Optuna; keys of ``space`` are blueprint paths."""
 
-    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
+    objective: ObjectiveConfig | list[ObjectiveConfig] = Field(
+        default_factory=ObjectiveConfig,
+        description="One objective, or a list for a multi-objective search (a Pareto front of blueprints).",
+    )
     space: dict[str, SearchSpaceEntry] = Field(default_factory=dict)
+    seeds: int = Field(default=1, ge=1, le=100, description="Seeds per configuration; the objective is their mean (std kept as a trial attribute).")
+    limits: dict[Literal["params", "macs", "train_step_ms"], float] = Field(
+        default_factory=dict,
+        description="Upper bounds on model-size figures, checked before training: a configuration above one is pruned untrained.",
+    )
     trials: int = Field(default=20, ge=1)
-    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    sampler: Literal["tpe", "random", "grid", "nsga2"] = "tpe"
     pruner: Literal["median", "none"] = "median"
     epochs: int | None = Field(default=None, ge=1, description="Epochs per trial (default: training.epochs).")
     constraints: list[str] = Field(
         default_factory=list,
         description="Boolean expressions over sampled values (e.g. 'blocks.moe.top_k <= blocks.moe.experts'); a trial breaking one is pruned with its reason.",
     )
+    @property
+    def objectives(self) -> list[ObjectiveConfig]:
+        return self.objective if isinstance(self.objective, list) else [self.objective]
+
+    @model_validator(mode="after")
+    def _objectives_ok(self) -> "SearchConfig":
+        if isinstance(self.objective, list):
+            if not self.objective:
+                raise ValueError("objective: give at least one")
+            labels = [o.label for o in self.objective]
+            if len(set(labels)) != len(labels):
+                raise ValueError(f"objective: {labels} repeats an objective")
+        return self
+
     heartbeat: int = Field(
         default=10, ge=1, le=3600,
         description="Seconds between a worker's heartbeats (SQL storages); a trial silent for 3 heartbeats is failed and retried once.",

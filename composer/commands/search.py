@@ -25,6 +25,10 @@ def search(
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
     seed: int = typer.Option(0, "--seed", help="Sampler seed."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting new trials after this many seconds."),
+    devices: Optional[str] = typer.Option(None, "--devices", help="Comma list of devices (cuda:0,cuda:1 or cpu): worker processes pinned to each."),
+    trials_per_device: int = typer.Option(1, "--trials-per-device", min=1, help="Worker processes (concurrent trials) per device of --devices."),
+    rerun_best: Optional[int] = typer.Option(None, "--rerun-best", min=1, help="Afterwards, train the K best configurations again with new seeds and rank them (rerun.csv, rerun.md)."),
+    rerun_seeds: int = typer.Option(3, "--rerun-seeds", min=1, help="Seeds per configuration for --rerun-best."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
 ) -> None:
     """Search architecture choices with Optuna; resumable; writes best.yaml and trials.csv.
@@ -34,12 +38,13 @@ def search(
     from composer.search.study import decode_params, trial_note
     from composer.search.study import search as run_search
 
-    for name, value, allowed in (("--sampler", sampler, ("tpe", "random", "grid")), ("--pruner", pruner, ("median", "none"))):
+    for name, value, allowed in (("--sampler", sampler, ("tpe", "random", "grid", "nsga2")), ("--pruner", pruner, ("median", "none"))):
         if value is not None and value not in allowed:
             raise typer.BadParameter(f"{value!r}; choose one of {', '.join(allowed)}", param_hint=name)
     result = run_search(
         blueprint, overrides=set_ or [], trials=trials, storage=storage, study_name=study_name, sampler=sampler,
         pruner=pruner, workers=workers, out=out, data=data, epochs=epochs, device=device, seed=seed, timeout=timeout,
+        devices=devices.split(",") if devices else None, trials_per_device=trials_per_device,
     )
     con = console()
     table = Table(title=f"study {result.study.study_name}", header_style="bold")
@@ -48,15 +53,23 @@ def search(
         table.add_column(col, overflow="fold")
     for t in result.study.trials:
         note = trial_note(t, result.study.trials)
-        value = "" if t.value is None else f"{t.value:.4f}"
+        value = "" if t.values is None else ", ".join(f"{v:.4g}" for v in t.values)
         params = decode_params(result.space, t.params)
         table.add_row(str(t.number), t.state.name.lower(), value, *[str(params.get(n, "")) for n in names], note[:160])
     con.print(table)
     if result.best_blueprint is not None:
         con.print(f"best value {result.best_value:.4f}; best blueprint: {result.best_blueprint}")
+    elif result.pareto:
+        con.print(f"Pareto front: {len(result.pareto)} blueprints in {result.out_dir / 'pareto'} (table pareto.csv, plot pareto.png)")
     else:
         con.print("no trial completed; see the notes above")
     con.print(f"trials table: {result.out_dir / 'trials.csv'}")
+    if rerun_best:
+        from composer.search.study import rerun_best as run_rerun
+
+        rows = run_rerun(blueprint, rerun_best, seeds=rerun_seeds, overrides=set_ or [], study_name=study_name, storage=storage,
+                         out=result.out_dir, data=data, epochs=epochs, device=device)
+        con.print(f"trained the {len(rows)} best again with {rerun_seeds} seeds each: {result.out_dir / 'rerun.md'}")
 
 
 def register(app: typer.Typer) -> None:

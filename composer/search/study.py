@@ -20,7 +20,7 @@ import csv
 import json
 import multiprocessing
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from composer.errors import BlueprintError, ComposerError
 from composer.blueprint.expr import REFERENCE, ExprError, evaluate, names_in
 from composer.search.space import SpaceError, grid, is_plain, suggest
 
-__all__ = ["SearchResult", "search", "make_storage", "blueprint_for_params", "decode_params", "tally", "trial_note"]
+__all__ = ["SearchResult", "search", "rerun_best", "worker_placement", "model_figures", "make_storage", "blueprint_for_params", "decode_params", "tally", "trial_note"]
 
 # heartbeats, stale-trial retries and fail_stale_trials are marked experimental by Optuna
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module=__name__)
@@ -50,6 +50,7 @@ class SearchResult:
     out_dir: Path
     best_blueprint: Path | None
     best_value: float | None
+    pareto: list[Path] = field(default_factory=list)  # one blueprint per Pareto-optimal trial (several objectives)
 
 
 def _read_raw(blueprint: str | Path, overrides: list[str]) -> tuple[dict, SourceMap]:
@@ -116,6 +117,8 @@ def _sampler(name: str, space: dict, seed: int):
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
         return optuna.samplers.GridSampler(grid(space), seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
 
 
@@ -188,12 +191,9 @@ class _Objective:
         self.raw, self.smap, self.base, self.total = raw, smap, base_bp, total
         self.data, self.out_dir, self.epochs, self.device = data, out_dir, epochs, device
         self.space = base_bp.search.space
-        self.objective = base_bp.search.objective
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial):
         import os
-
-        from composer.train.trainer import Trainer
 
         if _is_surplus(trial.study, trial.number, self.total):
             trial.set_user_attr("surplus", True)
@@ -209,31 +209,99 @@ class _Objective:
         if broken:
             trial.set_user_attr("invalid", "; ".join(broken))
             raise optuna.TrialPruned(f"invalid configuration: {'; '.join(broken)}")
-        obj = self.objective
-        if obj.split == "valid":
-            set_path(data, ["training", "monitor"], {"metric": obj.metric, "direction": obj.direction})
+        objectives = self.base.search.objectives
+        trained = [o for o in objectives if not o.is_model_metric]
+        if trained and trained[0].split == "valid":  # the best epoch is the one the (first) objective prefers
+            set_path(data, ["training", "monitor"], {"metric": trained[0].metric, "direction": trained[0].direction})
         epochs = self.epochs or (self.base.search.epochs if self.base.search.epochs else None)
         if epochs:
             set_path(data, ["training", "epochs"], int(epochs))
         try:
             bp = validate_data(data, self.smap)
+            sizes = model_figures(bp, [o.metric for o in objectives if o.is_model_metric] + list(self.base.search.limits))
         except BlueprintError as exc:
             reason = "; ".join(str(p) for p in exc.problems if p.severity == "error")
             trial.set_user_attr("invalid", reason)
             raise optuna.TrialPruned(f"invalid configuration: {reason}") from None
+        for name, value in sizes.items():
+            trial.set_user_attr(name, value)
+        over = [f"{name} {sizes[name]:,.6g} > limit {limit:,.6g}" for name, limit in self.base.search.limits.items() if sizes[name] > limit]
+        if over:
+            trial.set_user_attr("invalid", "too large: " + "; ".join(over))
+            raise optuna.TrialPruned("too large: " + "; ".join(over))
+
+        single = len(objectives) == 1 and bool(trained)
 
         def report(epoch: int, rows: dict[str, dict]) -> None:
-            trial.report(float(rows[obj.split][obj.metric]), epoch)
+            if not single:  # Optuna prunes single-objective studies only
+                return
+            trial.report(float(rows[trained[0].split][trained[0].metric]), epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
         run_dir = self.out_dir / f"trial_{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run_dir))
-        result = Trainer(bp, self.data, run_dir, device=self.device, progress=False, on_epoch_end=report, overwrite=True).fit()
-        value = result.summary["best"].get(obj.split, {}).get(obj.metric)
-        if value is None:
-            raise ComposerError(f"metric '{obj.metric}' on split '{obj.split}' was not measured")
-        return float(value)
+        measured: dict[str, float] = {}
+        if trained:
+            seeds = [bp.training.seed + i for i in range(self.base.search.seeds)]
+            means, stds, per_seed = train_with_seeds(bp, self.data, run_dir, self.device, seeds, trained, report)
+            measured.update(means)
+            trial.set_user_attr("std", stds)
+            trial.set_user_attr("per_seed", per_seed)
+            trial.set_user_attr("seeds", seeds)
+        measured.update(sizes)
+        values = tuple(measured[o.label if not o.is_model_metric else o.metric] for o in objectives)
+        return values[0] if len(values) == 1 else values
+
+
+def model_figures(bp, names: list[str]) -> dict[str, float]:
+    """Model-size figures of a validated blueprint, measured before any training: ``params``
+    (from the size estimate, nothing allocated), ``macs`` per sample and ``train_step_ms``
+    (one training step at the blueprint's batch size on CPU, from :mod:`composer.bench`)."""
+    from composer.graph.size import check_size
+
+    names = list(dict.fromkeys(names))
+    out: dict[str, float] = {}
+    if not names:
+        return out
+    estimate = check_size(bp._plan)
+    if "params" in names:
+        out["params"] = float(estimate.model_params)
+    if "macs" in names or "train_step_ms" in names:
+        from composer.bench import bench_model
+        from composer.graph.model import compile_blueprint
+
+        result = bench_model(compile_blueprint(bp), batch_size=bp.training.batch_size, warmup=1, repeats=3)
+        if "macs" in names:
+            out["macs"] = float(result.macs_per_sample)
+        if "train_step_ms" in names:
+            out["train_step_ms"] = float(result.train_step_ms)
+    return out
+
+
+def train_with_seeds(bp, data, run_dir: Path, device, seeds: list[int], objectives, report=None):
+    """Train one configuration once per seed (into ``run_dir`` or ``run_dir/seed_<s>``); returns the
+    mean and std of each objective over the seeds and the per-seed values. ``report`` sees the
+    first seed's epochs (a pruner judges on it)."""
+    import statistics
+
+    from composer.train.trainer import Trainer
+
+    per_seed: list[dict[str, float]] = []
+    for i, seed in enumerate(seeds):
+        seeded = bp if seed == bp.training.seed else validate_data({**bp.to_data(), "training": {**bp.to_data()["training"], "seed": seed}})
+        where = run_dir if len(seeds) == 1 else run_dir / f"seed_{seed}"
+        result = Trainer(seeded, data, where, device=device, progress=False, on_epoch_end=report if i == 0 else None, overwrite=True).fit()
+        row = {}
+        for o in objectives:
+            value = result.summary["best"].get(o.split, {}).get(o.metric)
+            if value is None:
+                raise ComposerError(f"metric '{o.metric}' on split '{o.split}' was not measured")
+            row[o.label] = float(value)
+        per_seed.append(row)
+    means = {k: statistics.fmean(r[k] for r in per_seed) for k in per_seed[0]}
+    stds = {k: statistics.pstdev([r[k] for r in per_seed]) if len(per_seed) > 1 else 0.0 for k in per_seed[0]}
+    return means, stds, per_seed
 
 
 RETRY_OF = "retry_of"  # user attribute of a trial queued again for an interrupted one
@@ -375,8 +443,14 @@ def search(
     device: str | None = None,
     seed: int = 0,
     timeout: float | None = None,
+    devices: list[str] | None = None,
+    trials_per_device: int = 1,
 ) -> SearchResult:
-    """Run (or resume) the search a blueprint declares; returns the study and the best blueprint."""
+    """Run (or resume) the search a blueprint declares; returns the study and the best blueprint
+    (or, with several objectives, the Pareto front).
+
+    ``devices`` (``["cuda:0", "cuda:1"]``) with ``trials_per_device`` K starts K worker processes
+    per device, each pinned to its device (``CUDA_VISIBLE_DEVICES``); see :func:`worker_placement`."""
     overrides = list(overrides)
     raw, smap = _read_raw(blueprint, overrides)
     base = validate_data(raw, smap)
@@ -391,7 +465,7 @@ def search(
     study = optuna.create_study(
         study_name=name,
         storage=make_storage(storage, out_dir, heartbeat),
-        direction=cfg.objective.direction,
+        directions=[o.direction for o in cfg.objectives],
         sampler=_sampler(sampler or cfg.sampler, cfg.space, seed),
         pruner=_pruner(pruner or cfg.pruner),
         load_if_exists=True,
@@ -404,16 +478,48 @@ def search(
         "space": cfg.space, "seed": seed, "data": data, "epochs": epochs, "device": device,
         "trials": total, "timeout": timeout, "heartbeat": heartbeat, "parent": None,
     }
-    if workers > 1:
-        _run_workers(args, workers)
+    placement = worker_placement(devices, trials_per_device) if devices else [{"device": device, "env": {}}] * workers
+    if len(placement) > 1:
+        _run_workers(args, placement)
     else:
-        _optimize(args)
+        _optimize({**args, "device": placement[0]["device"]})
     study = optuna.load_study(study_name=name, storage=make_storage(storage, out_dir))
     return _write_outputs(study, raw, smap, cfg, out_dir)
 
 
-def _run_workers(args: dict, workers: int) -> None:
-    """Start ``workers`` processes on one study; stop them all if this process is interrupted.
+def worker_placement(devices: list[str], per_device: int = 1) -> list[dict[str, Any]]:
+    """One entry per worker process: the device it trains on and the environment it gets.
+
+    ``cuda:N`` becomes ``CUDA_VISIBLE_DEVICES=N`` and device ``cuda`` inside the worker (so each
+    process sees one GPU and several trials share it when ``per_device > 1``); ``cpu`` stays as is.
+    """
+    if per_device < 1:
+        raise ComposerError(f"--trials-per-device must be at least 1, got {per_device}")
+    out = []
+    for name in devices:
+        name = name.strip()
+        if name == "cpu":
+            entry = {"device": "cpu", "env": {}}
+        elif name.startswith("cuda:") and name[5:].isdigit():
+            entry = {"device": "cuda", "env": {"CUDA_VISIBLE_DEVICES": name[5:]}}
+        else:
+            raise ComposerError(f"--devices: '{name}' is not cpu or cuda:N")
+        out += [entry] * per_device
+    if not out:
+        raise ComposerError("--devices names no device")
+    return out
+
+
+def _worker(args: dict, env: dict[str, str]) -> None:
+    """A worker process: pin it to its device (before CUDA starts), then run trials."""
+    import os
+
+    os.environ.update(env)
+    _optimize(args)
+
+
+def _run_workers(args: dict, placement: list[dict[str, Any]]) -> None:
+    """Start one process per placement entry on one study; stop them all if this process is interrupted.
 
     A worker that dies is reported; its running trial is retried by the others (heartbeat),
     so the search still ends at its total."""
@@ -421,7 +527,10 @@ def _run_workers(args: dict, workers: int) -> None:
     import sys
 
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_optimize, args=({**args, "seed": args["seed"] + i, "parent": os.getpid()},)) for i in range(workers)]
+    procs = [
+        ctx.Process(target=_worker, args=({**args, "seed": args["seed"] + i, "parent": os.getpid(), "device": p["device"]}, p["env"]))
+        for i, p in enumerate(placement)
+    ]
     try:
         for p in procs:
             p.start()
@@ -437,13 +546,77 @@ def _run_workers(args: dict, workers: int) -> None:
         print(f"warning: {len(died)} search worker(s) ended abnormally (exit codes {died}); their trials were retried", file=sys.stderr)
 
 
+def rerun_best(
+    blueprint: str | Path,
+    k: int,
+    *,
+    seeds: int = 3,
+    overrides: list[str] | tuple = (),
+    study_name: str | None = None,
+    storage: str | None = None,
+    out: str | Path | None = None,
+    data: Any = None,
+    epochs: int | None = None,
+    device: str | None = None,
+) -> list[dict[str, Any]]:
+    """Train the K best configurations of a finished study again with ``seeds`` new seeds and rank
+    them by the mean of the (first) objective; writes ``rerun.csv`` and ``rerun.md``.
+
+    With several objectives the K candidates are the Pareto-optimal trials best on the first."""
+    from composer.data.load import load_data
+
+    raw, smap = _read_raw(blueprint, list(overrides))
+    base = validate_data(raw, smap)
+    cfg = base.search
+    out_dir = Path(out) if out is not None else Path("runs") / base.name / "search"
+    study = optuna.load_study(study_name=study_name or base.name, storage=make_storage(storage, out_dir))
+    first = cfg.objectives[0]
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    pool = study.best_trials if len(cfg.objectives) > 1 else complete
+    sign = 1 if first.direction == "minimize" else -1
+    ranked = sorted(pool, key=lambda t: sign * t.values[0])[:k]
+    if not ranked:
+        raise ComposerError("no complete trial to train again; run the search first")
+    trained = [o for o in cfg.objectives if not o.is_model_metric] or [first]
+    loaded = load_data(base, data)
+    rows = []
+    for t in ranked:
+        bp = blueprint_for_params(raw, smap, cfg.space, t.params)
+        if epochs or cfg.epochs:
+            bp = validate_data({**bp.to_data(), "training": {**bp.to_data()["training"], "epochs": int(epochs or cfg.epochs)}})
+        fresh = [bp.training.seed + 1000 + i for i in range(seeds)]  # seeds the search did not use
+        means, stds, _ = train_with_seeds(bp, loaded, out_dir / "rerun" / f"trial_{t.number:04d}", device, fresh, trained)
+        label = trained[0].label
+        rows.append({"trial": t.number, "search_value": t.values[0], f"mean_{label}": means[label], f"std_{label}": stds[label],
+                     "seeds": " ".join(map(str, fresh)), **{f"param:{p}": json.dumps(v) if not is_plain(v) else v for p, v in decode_params(cfg.space, t.params).items()}})
+    key = f"mean_{trained[0].label}"
+    rows.sort(key=lambda r: sign * r[key])
+    for rank, r in enumerate(rows, 1):
+        r["rank"] = rank
+    fields = ["rank", *[f for f in dict.fromkeys(k2 for r in rows for k2 in r) if f != "rank"]]
+    with (out_dir / "rerun.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    label = trained[0].label
+    lines = [f"# {base.name}: the {len(rows)} best configurations, trained again with {seeds} new seeds", "",
+             f"| rank | trial | search value | {label} mean ± std |", "|---|---|---|---|"]
+    lines += [f"| {r['rank']} | {r['trial']} | {r['search_value']:.4f} | {r[key]:.4f} ± {r[f'std_{label}']:.4f} |" for r in rows]
+    (out_dir / "rerun.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return rows
+
+
 def _write_outputs(study: optuna.Study, raw, smap, cfg, out_dir: Path) -> SearchResult:
+    objectives = cfg.objectives
+    labels = [o.label for o in objectives]
     rows = []
     for t in study.trials:
+        values = t.values or [None] * len(labels)
         rows.append({
             "number": t.number,
             "state": t.state.name,
-            "value": t.value,
+            **({"value": values[0]} if len(labels) == 1 else {f"value:{l}": v for l, v in zip(labels, values)}),
+            **{f"std:{k}": v for k, v in (t.user_attrs.get("std") or {}).items() if cfg.seeds > 1},
             **{f"param:{k}": v if is_plain(v) else json.dumps(v) for k, v in decode_params(cfg.space, t.params).items()},
             "reason": trial_note(t, study.trials),
             "run_dir": t.user_attrs.get("run_dir", ""),
@@ -455,20 +628,45 @@ def _write_outputs(study: optuna.Study, raw, smap, cfg, out_dir: Path) -> Search
             writer.writeheader()
             writer.writerows(rows)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    best_path, best_value = None, None
-    if complete:
+    best_path, best_value, front = None, None, []
+    if complete and len(objectives) == 1:
         best = study.best_trial
         bp = blueprint_for_params(raw, smap, cfg.space, best.params)
         best_path = out_dir / "best.yaml"
         best_path.write_text(dump_blueprint(bp), encoding="utf-8")
         best_value = best.value
-        (out_dir / "best.json").write_text(json.dumps({"trial": best.number, "value": best.value, "params": best.params, "objective": cfg.objective.model_dump()}, indent=2))
-    _plots(study, out_dir)
-    return SearchResult(study, cfg.space, out_dir, best_path, best_value)
+        (out_dir / "best.json").write_text(json.dumps({"trial": best.number, "value": best.value, "params": best.params, "objective": objectives[0].model_dump()}, indent=2))
+    elif complete:
+        front = _write_pareto(study, raw, smap, cfg, out_dir)
+    _plots(study, out_dir, labels)
+    return SearchResult(study, cfg.space, out_dir, best_path, best_value, front)
 
 
-def _plots(study: optuna.Study, out_dir: Path) -> list[Path]:
-    """History and parameter-importance plots (PNG) when matplotlib is installed."""
+def _write_pareto(study: optuna.Study, raw, smap, cfg, out_dir: Path) -> list[Path]:
+    """``pareto/``: one blueprint per Pareto-optimal trial (validates and trains as is) and a table."""
+    folder = out_dir / "pareto"
+    if folder.exists():
+        for old in folder.glob("trial_*.yaml"):
+            old.unlink()
+    folder.mkdir(exist_ok=True)
+    labels = [o.label for o in cfg.objectives]
+    written, rows = [], []
+    for t in sorted(study.best_trials, key=lambda t: t.values[0]):
+        path = folder / f"trial_{t.number:04d}.yaml"
+        path.write_text(dump_blueprint(blueprint_for_params(raw, smap, cfg.space, t.params)), encoding="utf-8")
+        written.append(path)
+        rows.append({"trial": t.number, **dict(zip(labels, t.values)), **{f"param:{k}": json.dumps(v) if not is_plain(v) else v for k, v in decode_params(cfg.space, t.params).items()}, "blueprint": path.name})
+    with (folder / "pareto.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+        writer.writeheader()
+        writer.writerows(rows)
+    (folder / "pareto.json").write_text(json.dumps({"objectives": [o.model_dump() for o in cfg.objectives], "front": rows}, indent=2, default=str))
+    return written
+
+
+def _plots(study: optuna.Study, out_dir: Path, labels: list[str]) -> list[Path]:
+    """History and parameter-importance plots (for the first objective) and, with several
+    objectives, the Pareto front (PNG), when matplotlib is installed."""
     import warnings
 
     try:
@@ -481,16 +679,25 @@ def _plots(study: optuna.Study, out_dir: Path) -> list[Path]:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     written = []
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    multi = len(labels) > 1
+    first = dict(target=lambda t: t.values[0], target_name=labels[0]) if multi else {}
     if complete:
-        ax = ovm.plot_optimization_history(study)
+        ax = ovm.plot_optimization_history(study, **first)
         ax.figure.savefig(out_dir / "history.png", dpi=120, bbox_inches="tight")
         written.append(out_dir / "history.png")
     varied = {k for t in complete for k in t.params}
     if len(complete) >= 2 and varied:
         try:
-            ax = ovm.plot_param_importances(study)
+            ax = ovm.plot_param_importances(study, **first)
             ax.figure.savefig(out_dir / "importance.png", dpi=120, bbox_inches="tight")
             written.append(out_dir / "importance.png")
         except (RuntimeError, ValueError):
             pass  # importance is undefined when every complete trial has the same parameters
+    if multi and complete and len(labels) in (2, 3):
+        ax = ovm.plot_pareto_front(study, target_names=labels)
+        ax.figure.savefig(out_dir / "pareto.png", dpi=120, bbox_inches="tight")
+        written.append(out_dir / "pareto.png")
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
     return written

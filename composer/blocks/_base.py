@@ -126,6 +126,9 @@ class Block(nn.Module):
     type_name: ClassVar[str]
     family: ClassVar[str] = "other"
     aux_loss_ports: ClassVar[tuple[str, ...]] = ()
+    #: The output a bare reference to a block with several outputs means (``fusion`` = ``fusion.out``),
+    #: or None when the outputs are symmetric and a reference must name one.
+    main_port: ClassVar[str | None] = None
 
     def __init__(self, config: BlockConfig, inputs: dict[str, Spec]):
         super().__init__()

@@ -108,6 +108,8 @@ class MixtureOfExperts(Block):
     Parameters: ``2·D·s + s·(D·h + h + h·d + d)``.
     """
 
+    main_port = "out"  # a bare reference to the block means this output
+
     aux_loss_ports = ("balance",)
 
     @classmethod

@@ -72,5 +72,21 @@ def search(
         con.print(f"trained the {len(rows)} best again with {rerun_seeds} seeds each: {result.out_dir / 'rerun.md'}")
 
 
+def search_report(
+    folder: Path = typer.Argument(..., help="A search folder (the --out of composer search)."),
+) -> None:
+    """Write one page about a search: trials, history, importances, Pareto plot, the best blueprint's picture and its differences from the base.
+
+    Writes report.md and report.html into the folder.
+
+    Example: composer search-report runs/hct_mg/search
+    """
+    from composer.search.report import write_report
+
+    md, page = write_report(folder)
+    console().print(f"wrote {md} and {page}")
+
+
 def register(app: typer.Typer) -> None:
     app.command()(search)
+    app.command("search-report")(search_report)

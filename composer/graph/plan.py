@@ -99,8 +99,11 @@ def _single_or_ports(specs: dict[str, Spec]) -> list[str]:
     return list(specs)
 
 
-def resolve_reference(text: str, values: dict[str, Spec], block_ports: dict[str, list[str]], names: list[str]) -> tuple[str | None, str | None, str | None]:
-    """Reference text -> (value key, error message, suggestion)."""
+def resolve_reference(
+    text: str, values: dict[str, Spec], block_ports: dict[str, list[str]], names: list[str], main_ports: dict[str, str] | None = None
+) -> tuple[str | None, str | None, str | None]:
+    """Reference text -> (value key, error message, suggestion). A bare id of a block with several
+    outputs means its ``main_port`` when the block declares one."""
     ref = Ref.parse(text)
     if ref.source not in names:
         return None, f"unknown reference '{text}'", did_you_mean(ref.source, names)
@@ -114,6 +117,9 @@ def resolve_reference(text: str, values: dict[str, Spec], block_ports: dict[str,
     if ref.port is None:
         if ports == ["out"]:
             return ref.source, None, None
+        main = (main_ports or {}).get(ref.source)
+        if main is not None and main in ports:
+            return f"{ref.source}.{main}", None, None
         return None, f"block '{ref.source}' has several outputs ({', '.join(ports)}); name one as '{ref.source}.<port>'", f"{ref.source}.{ports[0]}"
     if ref.port not in ports:
         hint = did_you_mean(ref.port, ports)
@@ -210,6 +216,7 @@ def plan(bp, invalid: frozenset[str] = frozenset()) -> Plan:
     warnings: list[Problem] = []
     values: dict[str, Spec] = dict(inputs)
     block_ports: dict[str, list[str]] = {}
+    main_ports: dict[str, str] = {}
     nodes: list[Node] = []
     names = modalities + list(bp.blocks) + sorted(invalid)
     failed: set[str] = set(invalid)
@@ -228,7 +235,7 @@ def plan(bp, invalid: frozenset[str] = frozenset()) -> Plan:
             if Ref.parse(text).source in failed:
                 ok = False
                 continue
-            key, err, hint = resolve_reference(text, values, block_ports, names)
+            key, err, hint = resolve_reference(text, values, block_ports, names, main_ports)
             if err:
                 if "unknown reference" not in err:  # unknown references were reported by check_references
                     problems.append(Problem(("blocks", bid, "in"), err, hint))
@@ -253,6 +260,8 @@ def plan(bp, invalid: frozenset[str] = frozenset()) -> Plan:
         problems += _vocabulary_problems(bp, node)
         nodes.append(node)
         block_ports[bid] = list(out_specs)
+        if entry.impl.main_port is not None:
+            main_ports[bid] = entry.impl.main_port
         for port, spec in out_specs.items():
             values[node.value_key(port)] = spec
 
@@ -275,7 +284,7 @@ def plan(bp, invalid: frozenset[str] = frozenset()) -> Plan:
     outputs: dict[str, str] = {}
     consumers = {u for u, _ in graph.edges}
     for name, text in bp.outputs.items():
-        key, err, hint = resolve_reference(text, values, block_ports, names)
+        key, err, hint = resolve_reference(text, values, block_ports, names, main_ports)
         if err:
             if Ref.parse(text).source not in failed:
                 problems.append(Problem(("outputs", name), err, hint))
@@ -345,7 +354,7 @@ def plan(bp, invalid: frozenset[str] = frozenset()) -> Plan:
                     continue
                 spec = Spec("tokens", ("B", inputs[port].time), dtype="bool")
             else:
-                key, err, hint = resolve_reference(name + (f".{port}" if port else ""), values, block_ports, names + ["label"])
+                key, err, hint = resolve_reference(name + (f".{port}" if port else ""), values, block_ports, names + ["label"], main_ports)
                 if err:
                     if name not in failed and "failed to build" not in err:
                         problems.append(Problem(where, err, hint))

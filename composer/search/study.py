@@ -461,6 +461,9 @@ def search(
     out_dir.mkdir(parents=True, exist_ok=True)
     name = study_name or base.name
     total = trials or cfg.trials
+    (out_dir / "search.json").write_text(json.dumps({  # how to find the study again (search-report, --rerun-best)
+        "blueprint": str(Path(blueprint).resolve()), "overrides": overrides, "study": name, "storage": storage,
+    }, indent=2), encoding="utf-8")
     heartbeat = None if storage is not None and storage.startswith("journal:") else cfg.heartbeat
     study = optuna.create_study(
         study_name=name,
@@ -574,7 +577,10 @@ def rerun_best(
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     pool = study.best_trials if len(cfg.objectives) > 1 else complete
     sign = 1 if first.direction == "minimize" else -1
-    ranked = sorted(pool, key=lambda t: sign * t.values[0])[:k]
+    unique: dict[str, Any] = {}
+    for t in sorted(pool, key=lambda t: sign * t.values[0]):  # a configuration sampled twice is trained again once
+        unique.setdefault(json.dumps(t.params, sort_keys=True), t)
+    ranked = list(unique.values())[:k]
     if not ranked:
         raise ComposerError("no complete trial to train again; run the search first")
     trained = [o for o in cfg.objectives if not o.is_model_metric] or [first]

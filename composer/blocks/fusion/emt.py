@@ -128,6 +128,8 @@ class EMT(Block):
     (see the module docstring for strategies, pooling and the sharing flags).
     """
 
+    main_port = "global"  # a bare reference to the block means this output
+
     @classmethod
     def infer(cls, config: EMTConfig, inputs: dict[str, Spec]) -> dict[str, Spec]:
         seq_ports, vec_ports = _ports(inputs)

@@ -63,6 +63,8 @@ class MultistageFusion(Block):
     ``attention`` ``(B, K, d)``: the softmax weights of every stage (each row sums to 1).
     """
 
+    main_port = "out"  # a bare reference to the block means this output
+
     @classmethod
     def infer(cls, config: MFPConfig, inputs: dict[str, Spec]) -> dict[str, Spec]:
         expect_ports(inputs, at_least=1)

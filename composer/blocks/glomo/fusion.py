@@ -132,6 +132,8 @@ class GLoMoFusion(Block):
     weights) exists for ``strategy: global_guided`` with ``mixup: global`` or ``local``.
     """
 
+    main_port = "out"  # a bare reference to the block means this output
+
     @classmethod
     def infer(cls, config: GLoMoFusionConfig, inputs: dict[str, Spec]) -> dict[str, Spec]:
         modalities, kinds = _parse_ports(inputs)

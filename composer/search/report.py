@@ -1,0 +1,136 @@
+"""``composer search-report``: one page (Markdown and HTML) about a search folder.
+
+The page holds the objectives, the trials table, the optimisation history, parameter
+importances and (with several objectives) the Pareto plot, the best blueprint's picture
+(graphviz) and how the best configuration differs from the base blueprint. It reads the
+folder's ``search.json`` (written by every search) to find the study again.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from composer.blueprint.load import get_path, resolve_path, split_path
+from composer.errors import ComposerError
+
+__all__ = ["write_report", "SEARCH_INFO"]
+
+SEARCH_INFO = "search.json"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def _base_value(raw: dict, path: str) -> Any:
+    try:
+        return get_path(raw, resolve_path(raw, split_path(path)))
+    except (KeyError, IndexError, TypeError, ComposerError):
+        return "(default)"
+
+
+def write_report(out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``report.md`` and ``report.html`` into a search folder; returns both paths."""
+    from composer.search.study import _read_raw, decode_params, make_storage, trial_note
+
+    out_dir = Path(out_dir)
+    info_path = out_dir / SEARCH_INFO
+    if not info_path.is_file():
+        raise ComposerError(f"{out_dir}: no {SEARCH_INFO} here; give the folder a `composer search` wrote")
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    raw, _ = _read_raw(info["blueprint"], info.get("overrides", []))
+    from composer.blueprint.load import validate_data
+
+    cfg = validate_data(raw).search
+    study = optuna.load_study(study_name=info["study"], storage=make_storage(info.get("storage"), out_dir))
+    labels = [o.label for o in cfg.objectives]
+    params = list(dict.fromkeys(k for t in study.trials for k in t.params))
+    header = ["#", "state", *labels, *params, "note"]
+    rows = []
+    for t in study.trials:
+        values = t.values or [None] * len(labels)
+        decoded = decode_params(cfg.space, t.params)
+        rows.append([t.number, t.state.name.lower(), *values, *[json.dumps(decoded[p]) if p in decoded else "" for p in params], trial_note(t, study.trials)])
+
+    best_yaml = out_dir / "best.yaml"
+    pareto = sorted((out_dir / "pareto").glob("trial_*.yaml")) if (out_dir / "pareto").is_dir() else []
+    shown = best_yaml if best_yaml.exists() else (pareto[0] if pareto else None)
+    picture = None
+    if shown is not None and shutil.which("dot"):
+        from composer.render import render
+
+        picture = Path(render(shown).render(str(out_dir / "report_best"), format="svg", cleanup=True)).name
+    diff: list[tuple[str, Any, Any]] = []
+    chosen = None
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if complete:
+        chosen = study.best_trial if len(labels) == 1 else sorted(study.best_trials, key=lambda t: t.values[0])[0]
+        for path, value in decode_params(cfg.space, chosen.params).items():
+            base = _base_value(raw, path)
+            if base != value:
+                diff.append((path, base, value))
+
+    plots = [name for name in ("history.png", "importance.png", "pareto.png") if (out_dir / name).exists()]
+    md = [f"# Search report: {info['study']}", "", f"Blueprint: `{info['blueprint']}`  ", f"Storage: `{info.get('storage') or 'sqlite (search folder)'}`  ",
+          "Objectives: " + ", ".join(f"{o.label} ({o.direction})" for o in cfg.objectives), ""]
+    counts: dict[str, int] = {}
+    for t in study.trials:
+        counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
+    md.append("Trials: " + ", ".join(f"{n} {state}" for state, n in counts.items()) + "")
+    md.append("")
+    if chosen is not None:
+        md += [f"## Best configuration (trial {chosen.number})", "", "| " + " | ".join(labels) + " |", "|" + "---|" * len(labels),
+               "| " + " | ".join(_cell(v) for v in chosen.values) + " |", ""]
+        if shown is not None:
+            md.append(f"Blueprint: `{shown.name}`" + (f" (Pareto front: {len(pareto)} blueprints in `pareto/`)" if pareto else ""))
+            md.append("")
+        md += ["Differences from the base blueprint:", "", "| path | base | best |", "|---|---|---|"]
+        md += [f"| `{p}` | `{json.dumps(b)}` | `{json.dumps(v)}` |" for p, b, v in diff] or ["| (none) | | |"]
+        md.append("")
+        if picture:
+            md += [f"![best blueprint]({picture})", ""]
+    for name in plots:
+        md += [f"![{name[:-4]}]({name})", ""]
+    md += ["## Trials", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(_cell(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    md += ["", "Browse the study interactively: `optuna-dashboard " + _dashboard_url(info, out_dir) + "`", ""]
+    md_path = out_dir / "report.md"
+    md_path.write_text("\n".join(md), encoding="utf-8")
+
+    esc = html.escape
+    body = [f"<h1>Search report: {esc(info['study'])}</h1>",
+            f"<p>Blueprint: <code>{esc(info['blueprint'])}</code><br>Objectives: {esc(', '.join(f'{o.label} ({o.direction})' for o in cfg.objectives))}<br>"
+            f"Trials: {esc(', '.join(f'{n} {s}' for s, n in counts.items()))}</p>"]
+    if chosen is not None:
+        body.append(f"<h2>Best configuration (trial {chosen.number})</h2><p>{esc(', '.join(f'{l} = {_cell(v)}' for l, v in zip(labels, chosen.values)))}</p>")
+        body.append("<table><tr><th>path</th><th>base</th><th>best</th></tr>" + "".join(
+            f"<tr><td><code>{esc(p)}</code></td><td><code>{esc(json.dumps(b))}</code></td><td><code>{esc(json.dumps(v))}</code></td></tr>" for p, b, v in diff) + "</table>")
+        if picture:
+            body.append(f'<p><img src="{esc(picture)}" alt="best blueprint" style="max-width:100%"></p>')
+    for name in plots:
+        body.append(f'<p><img src="{esc(name)}" alt="{esc(name[:-4])}" style="max-width:48%"></p>')
+    body.append("<h2>Trials</h2><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>" + "".join(
+        "<tr>" + "".join(f"<td>{esc(_cell(c))}</td>" for c in row) + "</tr>" for row in rows) + "</table>")
+    body.append(f"<p>Interactive: <code>optuna-dashboard {esc(_dashboard_url(info, out_dir))}</code></p>")
+    style = "body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;font-size:0.9em}td,th{border:1px solid #ccc;padding:2px 6px}"
+    html_path = out_dir / "report.html"
+    html_path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(info['study'])}</title><style>{style}</style></head><body>"
+                         + "\n".join(body) + "</body></html>\n", encoding="utf-8")
+    return md_path, html_path
+
+
+def _dashboard_url(info: dict, out_dir: Path) -> str:
+    storage = info.get("storage")
+    if storage is None:
+        return f"sqlite:///{(out_dir / 'study.db').resolve()}"
+    if storage.startswith("journal:"):
+        return storage.removeprefix("journal:")
+    return storage

@@ -16,16 +16,6 @@ if ! command -v dot >/dev/null 2>&1; then
     fi
 fi
 
-# PostgreSQL server binaries for the shared-study search tests (started on loopback by the tests)
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
-    if command -v apt-get >/dev/null 2>&1; then
-        SUDO=""; [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo"
-        echo "installing postgresql (server for the search tests) with apt-get ..."
-        $SUDO apt-get install -y -q postgresql >/dev/null 2>&1 || { $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q postgresql >/dev/null; } \
-            || echo "warning: could not install postgresql; the PostgreSQL search tests will be skipped" >&2
-    fi
-fi
-
 # pip without the noise of this machine's local-index warnings; keeps pip's exit status
 pip_install() {
     python -m pip install -q --disable-pip-version-check "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }

@@ -73,9 +73,9 @@ def test_key_and_value_get_independent_embedding_dropout_in_training():
     calls = []
     original = enc.layers[0].forward
 
-    def spy(x, source=None, key_padding_mask=None, attn_mask=None, value=None):
+    def spy(x, source=None, mask=None, value=None):
         calls.append((source, value))
-        return original(x, source, key_padding_mask=key_padding_mask, attn_mask=attn_mask, value=value)
+        return original(x, source, mask=mask, value=value)
 
     enc.layers[0].forward = spy
     enc.train()(torch.randn(1, 3, 4), torch.randn(1, 8, 4))

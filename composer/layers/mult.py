@@ -24,14 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from composer.layers.positional import sinusoidal_positions
+from composer.layers.attention import Attention, attend_mask, future_allowed
+from composer.layers.positional import cached_positions
 
 __all__ = ["MulTLayer", "MulTEncoder", "future_mask", "key_padding", "encoder_from"]
 
 
 def future_mask(query_len: int, key_len: int, device=None) -> torch.Tensor:
     """Bool ``(Tq, Tk)`` mask, True where attention is forbidden (MulT's buffered_future_mask)."""
-    return torch.ones(query_len, key_len, dtype=torch.bool, device=device).triu(1 + abs(key_len - query_len))
+    return ~future_allowed(query_len, key_len, torch.device(device or "cpu"))
 
 
 def _linear(in_features: int, out_features: int) -> nn.Linear:
@@ -46,7 +47,7 @@ class MulTLayer(nn.Module):
 
     def __init__(self, dim: int, heads: int, attn_dropout: float = 0.0, relu_dropout: float = 0.0, res_dropout: float = 0.0):
         super().__init__()
-        self.attn = nn.MultiheadAttention(dim, heads, dropout=attn_dropout, batch_first=True)
+        self.attn = Attention(dim, heads, dropout=attn_dropout)
         nn.init.xavier_uniform_(self.attn.out_proj.weight)  # MulT resets out_proj like in_proj
         self.fc1 = _linear(dim, 4 * dim)
         self.fc2 = _linear(4 * dim, dim)
@@ -58,11 +59,11 @@ class MulTLayer(nn.Module):
         self,
         x: torch.Tensor,
         source: torch.Tensor | None = None,
-        key_padding_mask: torch.Tensor | None = None,
-        attn_mask: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
         value: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``x (B, Tq, d)``, ``source (B, Tk, d)`` or None (self-attention); mask True = padding.
+        """``x (B, Tq, d)``, ``source (B, Tk, d)`` or None (self-attention); ``mask`` from
+        :func:`~composer.layers.attention.attend_mask` (True = may attend) or None.
 
         ``value (B, Tk, d)``: a separate value copy of the source (default: the source itself).
         """
@@ -70,7 +71,7 @@ class MulTLayer(nn.Module):
         q = self.norms[0](x)
         k = q if source is None else self.norms[0](source)
         v = k if value is None else self.norms[0](value)
-        h, _ = self.attn(q, k, v, key_padding_mask=key_padding_mask, attn_mask=attn_mask, need_weights=False)
+        h = self.attn(q, k, v, mask)
         x = residual + F.dropout(h, self.res_dropout, self.training)
         residual = x
         h = F.relu(self.fc1(self.norms[1](x)))
@@ -113,7 +114,7 @@ class MulTEncoder(nn.Module):
         """``√d · x + positions``, then embedding dropout."""
         x = self.scale * x
         if self.positions:
-            x = x + sinusoidal_positions(x.shape[1], self.dim, device=x.device, dtype=x.dtype)[None]
+            x = x + cached_positions(x.shape[1], self.dim, device=x.device, dtype=x.dtype)[None]
         return F.dropout(x, self.embed_dropout, self.training)
 
     def forward(self, x: torch.Tensor, source: torch.Tensor | None = None, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -123,11 +124,10 @@ class MulTEncoder(nn.Module):
             key = self.embed(source)  # (B, Tk, d)
             # The public code embeds key and value separately: distinct dropout masks in training.
             value = self.embed(source) if self.training and self.embed_dropout > 0 else None
-        attn_mask = None
-        if self.causal:
-            attn_mask = future_mask(x.shape[1], (key if key is not None else x).shape[1], x.device)
+        key_len = (key if key is not None else x).shape[1]
+        mask = attend_mask(x.shape[1], key_len, x.device, causal=self.causal, key_padding=key_padding_mask)  # one mask, every layer
         for layer in self.layers:
-            x = layer(x, key, key_padding_mask=key_padding_mask, attn_mask=attn_mask, value=value)
+            x = layer(x, key, mask=mask, value=value)
         return self.norm(x)
 
 

@@ -1,4 +1,4 @@
-"""Fixed sinusoidal position embeddings (Vaswani et al. 2017; fairseq layout used by MulT)."""
+"""Fixed sinusoidal position embeddings (Vaswani et al. 2017; fairseq layout used by MulT), cached per shape."""
 
 from __future__ import annotations
 
@@ -22,3 +22,21 @@ def sinusoidal_positions(length: int, dim: int, *, offset: int = 1, device=None,
     if dim % 2:
         table = torch.cat([table, torch.zeros(length, 1, device=device)], dim=1)
     return table.to(dtype)
+
+
+_TABLES: dict[tuple, torch.Tensor] = {}
+
+
+def cached_positions(length: int, dim: int, *, offset: int = 1, device=None, dtype=torch.float32) -> torch.Tensor:
+    """:func:`sinusoidal_positions`, built once per (length, dim, offset, device, dtype) and reused.
+
+    Under ``torch.compile`` the table is computed in the graph instead (no Python cache)."""
+    if torch.compiler.is_compiling():
+        return sinusoidal_positions(length, dim, offset=offset, device=device, dtype=dtype)
+    key = (length, dim, offset, str(device), dtype)
+    table = _TABLES.get(key)
+    if table is None:
+        if len(_TABLES) > 128:
+            _TABLES.clear()
+        table = _TABLES[key] = sinusoidal_positions(length, dim, offset=offset, device=device, dtype=dtype)
+    return table

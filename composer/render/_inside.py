@@ -24,6 +24,8 @@ from typing import Any, Iterable
 
 from torch import nn
 
+from composer.layers.attention import Attention
+
 __all__ = ["InsidePart", "inside_of", "leaf_summary"]
 
 
@@ -63,7 +65,7 @@ def leaf_summary(module: nn.Module) -> str:
         return f"{name} {module.num_embeddings}×{module.embedding_dim}"
     if isinstance(module, nn.LayerNorm):
         return f"{name} {'×'.join(map(str, module.normalized_shape))}"
-    if isinstance(module, nn.MultiheadAttention):
+    if isinstance(module, (nn.MultiheadAttention, Attention)):
         return f"{name} d={module.embed_dim}, h={module.num_heads}"
     return name
 

@@ -240,16 +240,20 @@ def _search_cli(path: Path, out: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
+def _two_worker_search(tmp_path: Path, trials: int):
+    """A `composer search --workers 2` process on slow trials: (blueprint, folder, storage URL, process)."""
+    path = _slow_search_blueprint(tmp_path, trials=trials)
+    out = tmp_path / "s"
+    return path, out, f"sqlite:///{out / 'study.db'}", _search_cli(path, out, "--workers", "2")
+
+
 @pytest.mark.slow
 def test_killed_worker_trial_is_retried_and_the_total_is_exact(tmp_path):
     import optuna
 
     from composer.search.study import tally
 
-    path = _slow_search_blueprint(tmp_path, trials=3)
-    out = tmp_path / "s"
-    storage = f"sqlite:///{out / 'study.db'}"
-    proc = _search_cli(path, out, "--workers", "2")
+    path, out, storage, proc = _two_worker_search(tmp_path, trials=3)
     try:
         number, pid = _wait_for(lambda: _running_worker(storage))
         os.kill(pid, 9)
@@ -271,10 +275,7 @@ def test_workers_exit_when_the_search_is_killed_and_a_rerun_reaches_the_exact_to
 
     from composer.search.study import tally
 
-    path = _slow_search_blueprint(tmp_path, trials=4)
-    out = tmp_path / "s"
-    storage = f"sqlite:///{out / 'study.db'}"
-    proc = _search_cli(path, out, "--workers", "2")
+    path, out, storage, proc = _two_worker_search(tmp_path, trials=4)
     try:
         _, worker = _wait_for(lambda: _running_worker(storage))
         proc.kill()  # SIGKILL the parent: no chance to clean up
@@ -553,3 +554,15 @@ def test_a_diverging_loss_is_warned_about(capsys):
     assert "diverging" in capsys.readouterr().err
     trainer._warn_if_diverging(log, {"loss": 0.6})
     assert capsys.readouterr().err == ""
+
+
+def test_a_blueprint_bomb_in_checkpoint_metadata_is_refused(tmp_path):
+    from composer.train.evaluation import load_trained
+
+    run = tmp_path / "run"
+    composer.train(tiny(), out=run, progress=False)
+    state = torch.load(run / "last.ckpt", weights_only=True)
+    state["blueprint"] = billion_laughs()
+    torch.save(state, run / "bomb.ckpt")
+    with pytest.raises(BlueprintError, match="expands to more than"):
+        load_trained(run / "bomb.ckpt")

@@ -334,3 +334,14 @@ def test_variants_validate(name):
     assert bp.blocks["emt"].strategy == "oagl"
     if name == "emt_dlfr_complete.yaml":
         assert not bp.training.views and [loss.type for loss in bp.losses] == ["l1"]
+
+
+def test_authors_preset_has_the_authors_widths_and_110468146_parameters():
+    import composer
+
+    bp = composer.load_blueprint(Path(__file__).parents[1] / "blueprints/variants/emt_dlfr_authors.yaml")
+    model = composer.compile_blueprint(bp)
+    assert model.parameter_summary()["model"] == 110_468_146  # Table 9: 110.5M
+    assert bp.training.monitor.metric == "loss"  # the authors select on the incomplete view's total loss
+    groups = {tuple(g.blocks): (g.lr, g.weight_decay) for g in bp.training.param_groups}
+    assert groups[("vision_enc", "vision_out")] == (1.0e-4, 1.0e-3)

@@ -282,3 +282,26 @@ def test_hct_mg_blueprint_trains_a_step_and_logs_gate_history():
     assert hooks == [model.fusion.gate]
     log = hooks[0].composer_epoch_end(0)
     assert len(log["batches"]) == 1 and set(log["weights"]) == {"text", "audio", "vision"}
+
+
+def test_relative_gate_scale_starts_as_the_fixed_primary_network_and_the_tie_rule_is_explicit():
+    import composer
+
+    base = ["modalities.text.length=6", "modalities.audio.length=7", "modalities.vision.length=5", "modalities.text.features=8",
+            "blocks.text_enc.hidden=10", "blocks.audio_enc.hidden=10", "blocks.vision_enc.hidden=10", "blocks.head.hidden=[60]"]
+    path = Path(__file__).parents[1] / "blueprints/hct_mg.yaml"
+    gated = composer.compile_blueprint(composer.load_blueprint(path, base + ["blocks.fusion.gate_scale=relative"])).eval()
+    fixed = composer.compile_blueprint(composer.load_blueprint(path, base + ["blocks.fusion.primary=text"])).eval()
+    fixed.load_state_dict({k: v for k, v in gated.state_dict().items() if k in fixed.state_dict() and ".gate." not in k}, strict=False)
+    batch = gated.example_inputs(3)
+    with torch.no_grad():
+        torch.testing.assert_close(gated(batch)["prediction"], fixed(batch)["prediction"])  # same network at init
+    paper = composer.compile_blueprint(composer.load_blueprint(path, base)).eval()
+    paper.load_state_dict(gated.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(paper(batch)["prediction"], fixed(batch)["prediction"])  # ω ≈ 1/3 scales the inputs
+    assert gated.fusion.roles()[2] == "text"  # tie at init: the first port
+    audio_first = composer.compile_blueprint(composer.load_blueprint(path, base + ["blocks.fusion.tie_break=audio"]))
+    assert audio_first.fusion.roles()[2] == "audio"
+    with pytest.raises(composer.BlueprintError, match="tie_break"):
+        composer.load_blueprint(path, base + ["blocks.fusion.tie_break=speech"])

@@ -36,11 +36,16 @@ class ModalityGate(nn.Module):
 
     ``modalities``: names in port order. ``primary``: ``"gated"`` (learned, the default) or a
     modality name (fixed primary, no gate parameters: the paper's Table 4 ablation without MG).
+    ``tie_break``: which modality is primary while weights tie (at initialisation they all do):
+    ``"first"`` (port order) or a modality name.
     Parameters: ``M`` logits (gated) or none.
     """
 
-    def __init__(self, modalities: list[str], primary: str = GATED, freeze_after: int | None = None):
+    def __init__(self, modalities: list[str], primary: str = GATED, freeze_after: int | None = None, *, tie_break: str = "first"):
         super().__init__()
+        if tie_break != "first" and tie_break not in modalities:
+            raise ValueError(f"tie_break must be 'first' or one of {modalities}, got {tie_break!r}")
+        self.preferred = 0 if tie_break == "first" else modalities.index(tie_break)
         if primary != GATED and primary not in modalities:
             raise ValueError(f"primary must be '{GATED}' or one of {modalities}, got {primary!r}")
         self.modalities = list(modalities)
@@ -74,7 +79,12 @@ class ModalityGate(nn.Module):
         """Index of the current primary: the frozen/fixed one, else the argmax of the weights."""
         if self.frozen:
             return int(self.frozen_primary)
-        return int(self.logits.detach().argmax())
+        logits = self.logits.detach()
+        best = logits.max()
+        tied = logits == best  # ties (all at initialisation) go to the preferred modality, else the first tied
+        if bool(tied[self.preferred]):
+            return self.preferred
+        return int(tied.nonzero()[0])
 
     def select(self) -> tuple[int, torch.Tensor | None]:
         """The primary for this batch and the weights; recorded in the history while training."""

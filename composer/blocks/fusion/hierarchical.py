@@ -40,6 +40,20 @@ class HierarchicalCrossmodalConfig(MulTLayerSettings):
             "the hierarchy) or outputs (the three parts of Z)."
         ),
     )
+    gate_scale: Literal["weights", "relative"] = Field(
+        default="weights",
+        description=(
+            "weights: scale by the gate weights ω_m (the paper; ≈1/M each at initialisation); relative: by M·ω_m, "
+            "1 at initialisation, so the gated model starts as the fixed-primary network (Table 4 comparisons)."
+        ),
+    )
+    tie_break: str = Field(
+        default="first",
+        description=(
+            "Which modality is primary when gate weights tie (at initialisation they all do): first = the first "
+            "port (text in the shipped blueprints), or a port name."
+        ),
+    )
     # MulT's crossmodal defaults; the remaining layer settings come from MulTLayerSettings
     heads: int = Field(default=5, ge=1, description="Attention heads of every transformer (must divide d).")
     layers: int = Field(default=2, ge=1, description="Layers of each of the four crossmodal transformers.")
@@ -109,6 +123,8 @@ class HierarchicalCrossmodal(Block):
                 "project them first (e.g. conv_gru with the same hidden)",
                 field="in",
             )
+        if config.tie_break != "first" and config.tie_break not in inputs:
+            raise SpecError(f"tie_break must be 'first' or one of the input ports {list(inputs)}, got '{config.tie_break}'", field="tie_break")
         if config.primary != GATED and config.primary not in inputs:
             raise SpecError(
                 f"primary must be '{GATED}' or one of the input ports {list(inputs)}, got '{config.primary}'",
@@ -127,13 +143,14 @@ class HierarchicalCrossmodal(Block):
             ({"heads": 2, "layers": 1, "sa_layers": 1}, ports),
             ({"heads": 2, "layers": 1, "sa_layers": 1, "primary": "audio", "pool": "mean"}, ports),
             ({"heads": 1, "layers": 1, "gate_at": "outputs", "freeze_after": 2, "aux_width": 3}, ports),
+            ({"heads": 2, "layers": 1, "sa_layers": 1, "gate_scale": "relative", "tie_break": "audio"}, ports),
         ]
 
     def __init__(self, config: HierarchicalCrossmodalConfig, inputs: dict[str, Spec]):
         super().__init__(config, inputs)
         self.modalities = list(inputs)
         d = int(next(iter(inputs.values())).features)
-        self.gate = ModalityGate(self.modalities, config.primary, config.freeze_after)
+        self.gate = ModalityGate(self.modalities, config.primary, config.freeze_after, tie_break=config.tie_break)
         self.cmt_a1 = encoder_from(d, config)  # eq. (1): A2 -> A1
         self.cmt_a2 = encoder_from(d, config)  # eq. (2): A1 -> A2
         self.cmt_p1 = encoder_from(d, config)  # eq. (3): Â1 -> P
@@ -154,6 +171,8 @@ class HierarchicalCrossmodal(Block):
         a1, a2 = (i for i in range(3) if i != p)
         xs = [inputs[m] for m in self.modalities]  # 3 × (B, T_m, d)
         valid = [ctx.mask(self.in_specs[m]) for m in self.modalities]  # (B, T_m) True = valid, or None
+        if weights is not None and self.config.gate_scale == "relative":
+            weights = weights * len(self.modalities)  # M·ω: 1 each at initialisation
         if weights is not None and self.config.gate_at == "inputs":
             xs = [w * x for w, x in zip(weights, xs)]
         aux1 = self.cmt_a1(xs[a1], xs[a2], key_padding_mask=key_padding(valid[a2]))  # (B, T_a1, d), eq. (1)

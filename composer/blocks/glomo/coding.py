@@ -6,7 +6,8 @@
   joined along time by the ``bert`` block (``hidden_layers: [-1, -2]``), then
   ``Conv1d(H → d, k, padding same, no bias)``, adaptive max pooling to ``n`` steps, and the
   ``n`` vectors concatenated.
-* ``glomo_coding`` (eqs. 3-4, audio and vision): ``sequence (B, T, D) -> global (B, d), local (B, n·d)``.
+* ``glomo_coding`` (eqs. 3-4, audio and vision): ``sequence (B, T, D) -> global (B, d), local (B, n·d)``,
+  and ``seq (B, T, d)``, the encoded sequence ``TE(Conv1D(U_m))`` itself (for hybrids that attend over it).
   ``Conv1d(D → d, k, padding same, no bias)`` then a MulT-style transformer encoder (the
   ``transformer`` block); global ``X_m^g = MAX(TE(Conv1D(U_m)))`` is the max over valid
   steps, local ``X_m^l = CONCAT(AdaMaxPool_n(TE(Conv1D(U_m))))``.
@@ -109,7 +110,7 @@ class GLoMoCodingConfig(BlockConfig):
 
 @register_block(GLoMoCodingConfig, family="encoder")
 class GLoMoCoding(Block):
-    """GLoMo audio/vision coding (eqs. 3-4): ``sequence (B, T, D) -> global (B, d), local (B, n·d)``.
+    """GLoMo audio/vision coding (eqs. 3-4): ``sequence (B, T, D) -> global (B, d), local (B, n·d), seq (B, T, d)``.
 
     ``h = TE(Conv1d(D → d, k, no bias)(x))`` with TE the MulT-style ``transformer`` block
     (``layers`` layers, ``heads`` heads, √d scaling, sinusoidal positions, final LayerNorm);
@@ -125,7 +126,7 @@ class GLoMoCoding(Block):
         expect_kind(port, spec, "sequence")
         if config.layers and config.dim % config.heads:
             raise SpecError(f"dim {config.dim} is not divisible by heads={config.heads}", field="heads")
-        return {"global": vector(config.dim), "local": vector(config.n * config.dim)}
+        return {"global": vector(config.dim), "local": vector(config.n * config.dim), "seq": spec.with_features(config.dim)}
 
     @classmethod
     def examples(cls):
@@ -155,5 +156,7 @@ class GLoMoCoding(Block):
         h = self.conv({"in": x}, ctx)  # (B, T, d)
         if self.encoder is not None:
             h = self.encoder({"in": h}, ctx)  # (B, T, d)
-        global_ = masked_pool(h, ctx.mask(self._hidden_spec), "max")  # (B, d), eq. 3
-        return {"global": global_, "local": self.local_pool(h, ctx)}  # eq. 4
+        valid = ctx.mask(self._hidden_spec)
+        global_ = masked_pool(h, valid, "max")  # (B, d), eq. 3
+        seq = h if valid is None else h.masked_fill(~valid[..., None], 0.0)  # the encoded sequence, padding zeroed
+        return {"global": global_, "local": self.local_pool(h, ctx), "seq": seq}  # eq. 4

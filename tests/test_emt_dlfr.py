@@ -345,3 +345,19 @@ def test_authors_preset_has_the_authors_widths_and_110468146_parameters():
     assert bp.training.monitor.metric == "loss"  # the authors select on the incomplete view's total loss
     groups = {tuple(g.blocks): (g.lr, g.weight_decay) for g in bp.training.param_groups}
     assert groups[("vision_enc", "vision_out")] == (1.0e-4, 1.0e-3)
+
+
+def test_mpu_block_is_the_unit_emt_is_built_from():
+    from composer.blocks._base import Context
+    from composer.blocks._registry import get_block
+    from composer.blocks.mpu import PromotionUnit
+    from composer.graph.spec import sequence
+    from composer.testing import make_config
+
+    specs = {"target": sequence(5, 8), "source": sequence(7, 8)}
+    block = get_block("mpu").impl(make_config("mpu", {"heads": 2, "ffn": "geglu"}, list(specs)), specs).eval()
+    unit = PromotionUnit(8, 2, ffn="geglu").eval()
+    unit.load_state_dict(block.unit.state_dict())
+    x, c = torch.randn(2, 5, 8), torch.randn(2, 7, 8)
+    torch.testing.assert_close(block({"target": x, "source": c}, Context()), unit(x, c))
+    assert sum(p.numel() for p in block.parameters()) == 8 * 8 + 2 * (4 * 64 + 8) + (3 * 4 * 64 + 2 * 4 * 8 + 8)

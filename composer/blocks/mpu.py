@@ -1,7 +1,8 @@
 """Mutual Promotion Unit (EMT-DLFR, Sun et al., eq. 5): the attention layers EMT is built from.
 
-Plain ``nn.Module``s (no block is registered here); :mod:`composer.blocks.fusion.emt` wires
-them into the three fusion strategies.
+Plain ``nn.Module``s that :mod:`composer.blocks.fusion.emt` wires into the three fusion
+strategies, and the ``mpu`` block: one directional MPU as a block of its own, for hybrids that
+promote one sequence with another (``{target: H_m, source: H_n} -> H_{n→m}``).
 
 * :class:`MultiHeadAttention` — ``(B, Tq, d), (B, Tk, d) -> (B, Tq, d)`` with a key padding
   mask; ``Q = x W_Q``, ``[K; V] = c W_KV`` (no bias by default, as in the authors' code),
@@ -29,9 +30,15 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
-__all__ = ["MultiHeadAttention", "FeedForward", "PromotionUnit", "FFNKind"]
+from composer.blocks._base import Block, BlockConfig, Context, SpecError, expect_kind
+from composer.blocks._registry import register_block
+from composer.graph.spec import Spec, sequence
+from composer.layers.mult import key_padding
+
+__all__ = ["MultiHeadAttention", "FeedForward", "PromotionUnit", "FFNKind", "MPUConfig", "MPU"]
 
 FFNKind = Literal["relu", "gelu", "geglu"]
 
@@ -131,3 +138,58 @@ class PromotionUnit(nn.Module):
         normed = self.norm_self(h)
         h = h + self.self_attn(normed, normed, h_padding)  # H''
         return h + self.ffn(self.norm_ffn(h))
+
+
+# -- the `mpu` block ---------------------------------------------------------------------
+
+
+class MPUConfig(BlockConfig):
+    type: Literal["mpu"] = "mpu"
+    heads: int = Field(default=4, ge=1, description="Attention heads (divide the width d).")
+    ffn_expansion: int = Field(default=4, ge=1, description="FFN hidden width = ffn_expansion · d.")
+    ffn: FFNKind = Field(default="relu", description="relu/gelu (Transformer FFN, eq. 5) or geglu (the authors' code).")
+    attn_dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on attention weights.")
+    ffn_dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on the FFN output.")
+    qkv_bias: bool = Field(default=False, description="Bias on the Q/K/V projections (authors' code: none).")
+
+
+@register_block(MPUConfig, family="fusion")
+class MPU(Block):
+    """One Mutual Promotion Unit ``MPU_{n→m}`` (EMT-DLFR eq. 5): ``{target (B, Tm, d), source (B, Tn, d)} -> (B, Tm, d)``.
+
+    ``H' = MHCA(LN(H_m), LN(H_n)) + H_m; H'' = MHSA(LN(H')) + H'; out = FFN(LN(H'')) + H''``, with
+    both inputs' padding masks as key masks. The source may be EMT's global context as a token
+    sequence (``stack`` the utterance vectors). Parameters at width d, expansion e: ``8d + 2(4d² + d)``
+    plus the FFN (``2e·d² + e·d + d`` relu/gelu, ``3e·d² + 2e·d + d`` geglu).
+    """
+
+    @classmethod
+    def infer(cls, config: MPUConfig, inputs: dict[str, Spec]) -> dict[str, Spec]:
+        if set(inputs) != {"target", "source"}:
+            raise SpecError(f"needs inputs `target` and `source` (a mapping), got {sorted(inputs)}", field="in")
+        for port in ("target", "source"):
+            expect_kind(port, inputs[port], "sequence")
+        if inputs["target"].features != inputs["source"].features:
+            raise SpecError(f"target and source need one width, got {inputs['target']} and {inputs['source']}", field="in")
+        if int(inputs["target"].features) % config.heads:
+            raise SpecError(f"width {inputs['target'].features} is not divisible by heads={config.heads}", field="heads")
+        return {"out": inputs["target"]}
+
+    @classmethod
+    def examples(cls):
+        return [
+            ({"heads": 2, "ffn_expansion": 2}, {"target": sequence("T_a", 8), "source": sequence("T_b", 8)}),
+            ({"heads": 2, "ffn": "geglu", "qkv_bias": True}, {"target": sequence("T_a", 4), "source": sequence(3, 4)}),
+        ]
+
+    def __init__(self, config: MPUConfig, inputs: dict[str, Spec]):
+        super().__init__(config, inputs)
+        self.unit = PromotionUnit(
+            int(inputs["target"].features), config.heads, expansion=config.ffn_expansion, ffn=config.ffn,
+            attn_dropout=config.attn_dropout, ffn_dropout=config.ffn_dropout, qkv_bias=config.qkv_bias,
+        )
+
+    def forward(self, inputs: dict[str, torch.Tensor], ctx: Context) -> torch.Tensor:
+        valid = ctx.mask(self.in_specs["target"])
+        out = self.unit(inputs["target"], inputs["source"], key_padding(valid), key_padding(ctx.mask(self.in_specs["source"])))
+        return out if valid is None else out.masked_fill(~valid[..., None], 0.0)  # (B, Tm, d), padded steps zeroed

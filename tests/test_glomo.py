@@ -335,3 +335,17 @@ def test_authors_bare_linear_fusion_mlps_have_the_same_parameters_and_drop_the_r
     batch = base.example_inputs(2)
     with torch.no_grad():
         assert not torch.allclose(base(batch)["prediction"], bare(batch)["prediction"])
+
+
+def test_attention_pool_block_is_glomos_attn():
+    from composer.blocks.glomo.fusion import ModalityAttention
+
+    specs = {"text": vector(4), "audio": vector(4), "vision": vector(4)}
+    block = get_block("attention_pool").impl(make_config("attention_pool", {}, list(specs)), specs).eval()
+    attn = ModalityAttention(3, 4, 0.0).eval()
+    attn.load_state_dict(block.attention.state_dict())
+    xs = {k: torch.randn(2, 4) for k in specs}
+    out = block(xs, Context())
+    weights, fused = attn(torch.stack(list(xs.values()), dim=1))
+    torch.testing.assert_close(out["out"], fused)
+    torch.testing.assert_close(out["weights"].sum(-1), torch.ones(2))

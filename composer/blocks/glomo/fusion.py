@@ -237,3 +237,45 @@ class GLoMoFusion(Block):
             z_2 = self.mix(z_m.flatten(1))
         out["out"] = self.predict(torch.cat([z_1, z_2], dim=-1))  # eq. 13
         return out
+
+
+class AttentionPoolConfig(BlockConfig):
+    type: Literal["attention_pool"] = "attention_pool"
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout inside the scoring MLP (GLoMo's ATTN dropout).")
+
+
+@register_block(AttentionPoolConfig, family="pooling")
+class AttentionPool(Block):
+    """GLoMo's ATTN (eq. 10) as a block: ``M`` vectors ``(B, d)`` -> ``out (B, d)``, ``weights (B, M)``.
+
+    ``w = softmax(Linear(d → M)(ReLU(Dropout(Linear(M·d → d)([x_1; ...; x_M])))) / √d)`` and
+    ``out = Σ_m w_m x_m``: attention over modalities (or any set of same-width codes), the
+    operator ``glomo_fusion`` uses for its global and local sets. Parameters ``M·d·d + d + d·M + M``.
+    """
+
+    main_port = "out"
+
+    @classmethod
+    def infer(cls, config: AttentionPoolConfig, inputs: dict[str, Spec]) -> dict[str, Spec]:
+        if len(inputs) < 2:
+            raise SpecError(f"expected at least 2 inputs to weigh, got {len(inputs)}", field="in")
+        widths = set()
+        for port, spec in inputs.items():
+            if spec.kind != "vector":
+                raise SpecError(f"input '{port}' must be a vector, got {spec}", field="in")
+            widths.add(spec.features)
+        if len(widths) != 1:
+            raise SpecError(f"inputs need one width, got {', '.join(str(s) for s in inputs.values())}", field="in")
+        return {"out": vector(widths.pop()), "weights": vector(len(inputs))}
+
+    @classmethod
+    def examples(cls):
+        return [({}, {"text": vector(4), "audio": vector(4), "vision": vector(4)}), ({"dropout": 0.1}, {"0": vector(3), "1": vector(3)})]
+
+    def __init__(self, config: AttentionPoolConfig, inputs: dict[str, Spec]):
+        super().__init__(config, inputs)
+        self.attention = ModalityAttention(len(inputs), int(next(iter(inputs.values())).features), config.dropout)
+
+    def forward(self, inputs: dict[str, torch.Tensor], ctx: Context) -> dict[str, torch.Tensor]:
+        weights, fused = self.attention(torch.stack(list(inputs.values()), dim=1))  # M × (B, d) -> (B, M, d)
+        return {"out": fused, "weights": weights}

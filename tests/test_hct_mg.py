@@ -305,3 +305,25 @@ def test_relative_gate_scale_starts_as_the_fixed_primary_network_and_the_tie_rul
     assert audio_first.fusion.roles()[2] == "audio"
     with pytest.raises(composer.BlueprintError, match="tie_break"):
         composer.load_blueprint(path, base + ["blocks.fusion.tie_break=speech"])
+
+
+def test_modality_gate_block_routes_the_largest_weight_to_primary():
+    from composer.blocks._base import Context
+    from composer.blocks._registry import get_block
+    from composer.graph.spec import vector
+    from composer.testing import make_config
+
+    specs = {"text": vector(4), "audio": vector(4), "vision": vector(4)}
+    block = get_block("modality_gate").impl(make_config("modality_gate", {"scale": "relative"}, list(specs)), specs).train()
+    xs = {k: torch.randn(2, 4) for k in specs}
+    out = block(xs, Context())
+    torch.testing.assert_close(out["primary"], xs["text"])  # tie at init -> first port, relative scale 1
+    with torch.no_grad():
+        block.gate.logits.copy_(torch.tensor([0.0, 2.0, 0.5]))
+    out = block(xs, Context())
+    w = torch.tensor([0.0, 2.0, 0.5]).softmax(0)
+    torch.testing.assert_close(out["primary"], 3 * w[1] * xs["audio"])
+    torch.testing.assert_close(out["aux1"], 3 * w[0] * xs["text"])
+    torch.testing.assert_close(out["weights"], w.expand(2, 3))
+    log = block.gate.composer_epoch_end(1)
+    assert log["primary_counts"] == {"text": 1, "audio": 1, "vision": 0}

@@ -1,6 +1,7 @@
 """Modality gating of HCT-MG (§4, §5, §5.3.2): learn which modality is the primary one.
 
-:class:`ModalityGate` is a layer used by fusion blocks (``hierarchical_crossmodal``): one
+:class:`ModalityGate` is a layer used by fusion blocks (``hierarchical_crossmodal``) and by the
+``modality_gate`` block (the gate alone, for hybrids): one
 trainable weight per modality, normalised by a softmax so the weights sum to 1; the
 modality with the largest weight is the *primary* for the current batch, the others are
 auxiliaries. Since the argmax is not differentiable, the weights learn through the scaling
@@ -21,12 +22,17 @@ epoch counters are buffers, so they are saved with the weights (a resumed run ke
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
-__all__ = ["ModalityGate"]
+from composer.blocks._base import Block, BlockConfig, Context, SpecError
+from composer.blocks._registry import register_block
+from composer.graph.spec import Spec, sequence, vector
+
+__all__ = ["ModalityGate", "ModalityGateConfig", "ModalityGateBlock"]
 
 GATED = "gated"
 
@@ -150,3 +156,70 @@ class ModalityGate(nn.Module):
     def extra_repr(self) -> str:
         mode = "gated" if self.gated else f"fixed primary={self.modalities[int(self.frozen_primary)]}"
         return f"modalities={self.modalities}, {mode}"
+
+
+# -- the `modality_gate` block ----------------------------------------------------------------
+
+
+class ModalityGateConfig(BlockConfig):
+    type: Literal["modality_gate"] = "modality_gate"
+    primary: str = Field(default=GATED, description="gated: learned (HCT-MG); or an input port for a fixed primary.")
+    freeze_after: int | None = Field(default=None, ge=0, description="Freeze after this many epochs without a change of primary.")
+    tie_break: str = Field(default="first", description="The primary while weights tie: first (port order) or a port name.")
+    scale: Literal["weights", "relative", "none"] = Field(
+        default="weights",
+        description="Scale each routed input by its weight ω_m (HCT-MG), by M·ω_m (1 at initialisation), or not at all.",
+    )
+
+
+@register_block(ModalityGateConfig, family="fusion")
+class ModalityGateBlock(Block):
+    """HCT-MG's modality gating as a block: three same-shaped inputs -> ports ``primary``,
+    ``aux1``, ``aux2`` (the others in port order) and ``weights (B, 3)``.
+
+    The primary is the input with the largest softmax weight for the batch (ties by
+    ``tie_break``); the routed inputs are scaled by their weights (``scale``), which is how the
+    weights learn; the history, freezing and epoch logs are :class:`ModalityGate`'s. The inputs
+    must share one spec (vectors, or sequences on one time axis), since the primary port takes
+    whichever is chosen. Parameters: 3 (gated) or none (fixed primary).
+    """
+
+    @classmethod
+    def infer(cls, config: ModalityGateConfig, inputs: dict[str, Spec]) -> dict[str, Spec]:
+        if len(inputs) != 3:
+            raise SpecError(f"expected 3 inputs (a primary and two auxiliaries), got {len(inputs)}", field="in")
+        specs = set(inputs.values())
+        if len(specs) != 1:
+            raise SpecError(
+                "the inputs need one spec (vectors, or sequences on one time axis): "
+                + ", ".join(f"{p}: {s}" for p, s in inputs.items()),
+                field="in",
+            )
+        for name, field in ((config.primary, "primary"), (config.tie_break, "tie_break")):
+            if name not in (GATED, "first") and name not in inputs:
+                raise SpecError(f"{field} must be one of the input ports {list(inputs)}, got '{name}'", field=field)
+        spec = specs.pop()
+        return {"primary": spec, "aux1": spec, "aux2": spec, "weights": vector(3, batch=spec.batch)}
+
+    @classmethod
+    def examples(cls):
+        three = {"text": vector(4), "audio": vector(4), "vision": vector(4)}
+        return [({}, three), ({"primary": "audio", "scale": "none"}, three),
+                ({"scale": "relative", "tie_break": "c", "freeze_after": 1}, {k: sequence("T", 3) for k in ("a", "b", "c")})]
+
+    def __init__(self, config: ModalityGateConfig, inputs: dict[str, Spec]):
+        super().__init__(config, inputs)
+        self.ports = list(inputs)
+        self.gate = ModalityGate(self.ports, config.primary, config.freeze_after, tie_break=config.tie_break)
+
+    def forward(self, inputs: dict[str, torch.Tensor], ctx: Context) -> dict[str, torch.Tensor]:
+        p, weights = self.gate.select()
+        a1, a2 = (i for i in range(3) if i != p)
+        xs = [inputs[port] for port in self.ports]
+        first = xs[0]
+        if weights is None:
+            weights = torch.zeros(3, dtype=first.dtype, device=first.device).index_fill(0, torch.tensor([p], device=first.device), 1.0)
+        factors = weights * 3 if self.config.scale == "relative" else weights
+        if self.config.scale != "none":
+            xs = [f * x for f, x in zip(factors, xs)]
+        return {"primary": xs[p], "aux1": xs[a1], "aux2": xs[a2], "weights": weights.expand(first.shape[0], 3)}

@@ -357,3 +357,31 @@ def test_rmfn_trains_and_beats_a_unimodal_baseline_on_synthetic_data(tmp_path):
     rmfn = _valid_mae(_small_blueprint(True), tmp_path / "rmfn")
     print(f"valid MAE: text-only LSTM {text_only:.3f}, RMFN {rmfn:.3f}")
     assert rmfn < 0.8 * text_only, (rmfn, text_only)
+
+
+def test_lsthm_system_keeps_its_fusions_auxiliary_losses_and_feeds_it_vector_inputs():
+    import composer
+
+    data = {
+        "blueprint": 1, "name": "lsthm_aux",
+        "modalities": {"text": {"features": 4, "length": 5, "time": "T"}, "audio": {"features": 3, "length": 5, "time": "T"},
+                       "face": {"kind": "vector", "features": 2}},
+        "blocks": {
+            "sys": {"type": "lsthm_system", "in": {"text": "text", "audio": "audio", "face": "face"}, "hidden": {"text": 4, "audio": 3},
+                    "fusion": {"type": "concat"}},
+            "moe_sys": {"type": "lsthm_system", "in": ["text"], "hidden": [3], "fusion": {"type": "moe", "out": 4, "experts": 3, "top_k": 2}},
+            "fusion": {"type": "concat", "in": ["sys", "moe_sys"]},
+            "head": {"type": "mlp", "in": "fusion", "out": 1},
+        },
+        "losses": [{"type": "l1", "pred": "head"}],
+    }
+    model = composer.compile_blueprint(composer.load_blueprint(data)).train()
+    assert model.plan.node("sys").out_specs["out"].features == 4 + 3 + (4 + 3 + 2)  # z = concat(h_text, h_audio, face)
+    batch = model.example_inputs(4)
+    out = model(batch)
+    assert set(out["aux_losses"]) == {"moe_sys.fusion_balance"}
+    total, parts = model.compute_loss({"main": out}, {"main": batch})
+    assert "moe_sys.fusion_balance" in parts
+    face = batch["face"].clone().requires_grad_(True)
+    model({**batch, "face": face})["prediction"].sum().backward()
+    assert face.grad.abs().sum() > 0  # the vector input reaches the prediction through the fusion

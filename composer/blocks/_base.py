@@ -150,6 +150,11 @@ class Block(nn.Module):
         raise NotImplementedError(f"{cls.__name__} must implement examples()")
 
     @classmethod
+    def aux_ports(cls, config: BlockConfig) -> tuple[str, ...]:
+        """Output ports holding scalar auxiliary losses for this config (default: ``aux_loss_ports``)."""
+        return tuple(cls.aux_loss_ports)
+
+    @classmethod
     def vocabulary(cls, config: BlockConfig) -> int | None:
         """For blocks that read token ids: how many ids they embed (ids must lie below it), else None.
         ``validate`` compares it with the ``vocab`` of every tokens modality wired to the block."""

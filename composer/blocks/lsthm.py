@@ -177,17 +177,41 @@ class LSTHMSystem(Block):
     Outputs: ``out`` = ``E = [h^1_T; ...; h^M_T; z_T]`` ``(B, ΣH_m + Z)`` (eq. 13); every
     other vector/sequence port of the fusion block, stacked over time and flattened per
     step, e.g. ``attention`` ``(B, T, K·ΣH_m)`` for ``mfp`` (view it as ``(B, T, K, ΣH_m)``;
-    zero on padded steps).
+    zero on padded steps); the fusion's auxiliary losses as ``fusion_<port>`` (mean over the
+    steps), collected like any block's (e.g. a ``moe`` fusion's balance).
+
+    Vector inputs (e.g. an utterance-level code) are not stepped through: they are extra
+    inputs of the nested fusion, given to it at every step next to the LSTHM states.
 
     Submodules: ``lsthm.<modality>`` (the cells, with ``W``, ``U``, ``V``), ``fusion`` (the
     nested block) and ``feedback`` (``z_0`` and the masked hand-over of ``z_t``).
     """
 
+    main_port = "out"  # E of eq. 13; a bare reference to the block means it
+
+    @classmethod
+    def _split_ports(cls, inputs: dict[str, Spec]) -> tuple[list[str], list[str]]:
+        """Sequence ports (one LSTHM each) and vector ports (extra inputs of the nested fusion)."""
+        return [p for p, s in inputs.items() if s.kind != "vector"], [p for p, s in inputs.items() if s.kind == "vector"]
+
+    @classmethod
+    def aux_ports(cls, config: LSTHMSystemConfig) -> tuple[str, ...]:
+        """The nested fusion's auxiliary losses (e.g. a ``moe`` fusion's balance), as ``fusion_<port>``."""
+        if config.fusion is None:
+            return ()
+        return tuple(f"fusion_{p}" for p in get_block(config.fusion["type"]).impl.aux_ports(config.fusion_config(["_"])))
+
     @classmethod
     def infer(cls, config: LSTHMSystemConfig, inputs: dict[str, Spec]) -> dict[str, Spec]:
         expect_ports(inputs, at_least=1)
-        first = next(iter(inputs.values()))
-        for port, spec in inputs.items():
+        sequences, extras = cls._split_ports(inputs)
+        if not sequences:
+            raise SpecError("needs at least one sequence input (one LSTHM per modality)", field="in")
+        if extras and config.fusion is None:
+            raise SpecError(f"vector inputs {extras} feed the nested fusion, but `fusion` is null", field="in")
+        first = inputs[sequences[0]]
+        for port in sequences:
+            spec = inputs[port]
             expect_kind(port, spec, "sequence")
             if not isinstance(spec.features, int):
                 raise SpecError(f"input '{port}' needs a known width, got {spec}", field="in")
@@ -197,24 +221,28 @@ class LSTHMSystem(Block):
                     f"{first}; give the modalities one `time:` symbol (word-aligned features)",
                     field="in",
                 )
-        widths = config.port_widths(list(inputs))
-        fusion_specs = cls._fusion_specs(config, widths, first.batch)
+        widths = config.port_widths(sequences)
+        fusion_specs = cls._fusion_specs(config, widths, first.batch, {p: inputs[p] for p in extras})
         z_width = int(fusion_specs["out"].features) if fusion_specs else 0
         outputs = {"out": vector(sum(widths.values()) + z_width, batch=first.batch)}
+        aux = set(cls.aux_ports(config))
         for port, spec in fusion_specs.items():
             width = _flat_width(spec)
-            if port != "out" and width is not None:
+            if f"fusion_{port}" in aux:
+                outputs[f"fusion_{port}"] = Spec("scalar", ())
+            elif port != "out" and width is not None:
                 outputs[port] = sequence(first.time, width, batch=first.batch)
         return outputs
 
     @classmethod
-    def _fusion_specs(cls, config: LSTHMSystemConfig, widths: dict[str, int], batch) -> dict[str, Spec]:
+    def _fusion_specs(cls, config: LSTHMSystemConfig, widths: dict[str, int], batch, extras: dict[str, Spec] | None = None) -> dict[str, Spec]:
         if config.fusion is None:
             return {}
         entry = get_block(config.fusion["type"])
         states = {port: vector(w, batch=batch) for port, w in widths.items()}
+        states.update(extras or {})
         try:
-            specs = entry.impl.infer(config.fusion_config(list(widths)), states)
+            specs = entry.impl.infer(config.fusion_config(list(states)), states)
         except SpecError as exc:
             message = f"fusion ({entry.name}) cannot fuse the LSTHM states {_describe(states)}: {exc.message}"
             raise SpecError(message, field="fusion") from None
@@ -236,26 +264,31 @@ class LSTHMSystem(Block):
             ({"hidden": {"text": 4, "audio": 3}, "fusion": None, "gate": "sigmoid"}, aligned),
             ({"hidden": [3, 2], "fusion": {"type": "concat"}}, {"0": sequence(4, 2), "1": sequence(4, 3)}),
             ({"hidden": [4, 2], "fusion": {**mfp, "highlight": False}}, {"0": sequence("T", 2), "1": sequence("T", 3)}),
+            # a fusion with an auxiliary loss (kept as fusion_balance), and a vector input fed to the fusion
+            ({"hidden": [3], "fusion": {"type": "moe", "out": 4, "experts": 3, "top_k": 2}}, {"0": sequence("T", 2)}),
+            ({"hidden": {"text": 4, "audio": 3}, "fusion": {"type": "concat"}}, {**aligned, "utterance": vector(2)}),
         ]
 
     def __init__(self, config: LSTHMSystemConfig, inputs: dict[str, Spec]):
         super().__init__(config, inputs)
-        self.ports = list(inputs)
+        self.ports, self.fusion_inputs = self._split_ports(inputs)
         widths = config.port_widths(self.ports)
         self.widths = widths
-        fusion_specs = self._fusion_specs(config, widths, next(iter(inputs.values())).batch)
+        extras = {p: inputs[p] for p in self.fusion_inputs}
+        fusion_specs = self._fusion_specs(config, widths, inputs[self.ports[0]].batch, extras)
         z_width = int(fusion_specs["out"].features) if fusion_specs else 0
         self.lsthm = nn.ModuleDict(
             {port: LSTHMCell(int(inputs[port].features), widths[port], z_width, config.gate) for port in self.ports}
         )
         if config.fusion is not None:
-            states = {port: vector(w) for port, w in widths.items()}
-            self.fusion = get_block(config.fusion["type"]).impl(config.fusion_config(self.ports), states)
+            states = {**{port: vector(w) for port, w in widths.items()}, **extras}
+            self.fusion = get_block(config.fusion["type"]).impl(config.fusion_config(list(states)), states)
             self.feedback = HybridFeedback(z_width)
         else:
             self.fusion = None
             self.feedback = None
-        self.extra_ports = [p for p in self.out_specs if p != "out"]
+        self.aux = {port.removeprefix("fusion_"): port for port in self.aux_ports(config)}  # fusion port -> our port
+        self.extra_ports = [p for p in self.out_specs if p != "out" and p not in self.aux.values()]
 
     def describe_inside(self) -> list:
         """Parts for ``composer render``: the LSTHMs, the fusion (with its own inside) and the feedback."""
@@ -282,6 +315,8 @@ class LSTHMSystem(Block):
         c = {p: first.new_zeros(batch, w) for p, w in self.widths.items()}
         z = self.feedback.start(batch) if self.feedback is not None else None
         extras: dict[str, list[torch.Tensor]] = {p: [] for p in self.extra_ports}
+        aux: dict[str, list[torch.Tensor]] = {p: [] for p in self.aux.values()}
+        constant = {p: inputs[p] for p in self.fusion_inputs}  # vector inputs, the same at every step
         input_gates = {p: cell.W(inputs[p]) for p, cell in self.lsthm.items()}  # W x for all steps: (B, T, 4H)
         for t in range(steps):
             valid = mask[:, t, None] if mask is not None else None  # (B, 1)
@@ -291,16 +326,20 @@ class LSTHMSystem(Block):
                 c[p] = c_new if valid is None else torch.where(valid, c_new, c[p])
             if self.fusion is None:
                 continue
-            result = self.fusion(dict(h), ctx)  # z_{t+1} from {m: h^m_{t+1}}
+            result = self.fusion({**h, **constant}, ctx)  # z_{t+1} from {m: h^m_{t+1}} (+ the vector inputs)
             result = result if isinstance(result, dict) else {"out": result}
             z = self.feedback(z, result["out"], valid)
             for port in self.extra_ports:
                 value = result[port].reshape(batch, -1)  # (B, ...) -> (B, width)
                 extras[port].append(value if valid is None else value * valid)
+            for inner, port in self.aux.items():
+                aux[port].append(result[inner])
         final = torch.cat([h[p] for p in self.ports] + ([z] if z is not None else []), dim=-1)  # eq. 13
-        if not self.extra_ports:
+        if not self.extra_ports and not self.aux:
             return final
-        return {"out": final, **{p: torch.stack(v, dim=1) for p, v in extras.items()}}  # (B, T, width)
+        out = {"out": final, **{p: torch.stack(v, dim=1) for p, v in extras.items()}}  # (B, T, width)
+        out.update({p: torch.stack(v).mean() if v else final.new_zeros(()) for p, v in aux.items()})  # mean over steps
+        return out
 
 
 def _describe(states: dict[str, Spec]) -> str:

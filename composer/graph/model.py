@@ -89,7 +89,7 @@ class ComposedModel(nn.Module):
                 node.enabled,
                 [(port, ref.key) for port, ref in node.inputs.items()],
                 [(port, node.value_key(port)) for port in node.out_specs],
-                tuple(node.entry.impl.aux_loss_ports),
+                node.entry.impl.aux_ports(node.config),
             )
             for node in self.plan.nodes
         ]

@@ -291,7 +291,7 @@ def plan(bp, invalid: frozenset[str] = frozenset()) -> Plan:
         else:
             outputs[name] = key
     if "prediction" not in outputs and "prediction" not in bp.outputs:
-        sinks = [n for n in nodes if n.id not in consumers and not n.entry.impl.aux_loss_ports]
+        sinks = [n for n in nodes if n.id not in consumers and not n.entry.impl.aux_ports(n.config)]
         predicted = [parse_ref(c.pred) for c in bp.losses if isinstance(getattr(c, "pred", None), str)]
         named = [n for n in sinks if (MAIN_VIEW, n.id, None) in predicted]
         if len(sinks) > 1 and len(named) == 1:
@@ -311,7 +311,7 @@ def plan(bp, invalid: frozenset[str] = frozenset()) -> Plan:
         for text in loss.refs().values():
             loss_sources.add(parse_ref(text)[1])
     for n in nodes:
-        if n.id not in consumers and n.id not in used_by_outputs and n.id not in loss_sources and not n.entry.impl.aux_loss_ports:
+        if n.id not in consumers and n.id not in used_by_outputs and n.id not in loss_sources and not n.entry.impl.aux_ports(n.config):
             warnings.append(Problem(("blocks", n.id), f"block '{n.id}' is not used by any output or loss", severity="warning"))
     for m in modalities:
         if m not in consumers:

@@ -368,7 +368,7 @@ class _Builder:
                 )
 
     def outputs(self) -> None:
-        aux_ports = [(n, p) for n in self.plan.nodes for p in n.entry.impl.aux_loss_ports if n.enabled and p in n.out_specs]
+        aux_ports = [(n, p) for n in self.plan.nodes for p in n.entry.impl.aux_ports(n.config) if n.enabled and p in n.out_specs]
         for name, key in self.plan.outputs.items():
             oid = _node_id("o", name)
             self.g.node(oid, f"<<B>{escape(name)}</B>>", shape="box", style="rounded", color="#333333", fontsize="10", margin="0.08,0.04", height="0.3")

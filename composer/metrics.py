@@ -213,8 +213,10 @@ def compute_metrics(task, pred, label) -> dict[str, float]:
     """Metrics for a blueprint's ``task`` (a ``TaskConfig``) from predictions and labels.
 
     Regression with one output and ``label_range`` within [-1, 1] uses the SIMS set; other
-    one-output regressions the MOSI set; several regression outputs report ``mae`` and ``corr``
-    over all entries.
+    one-output regressions the MOSI set; several regression outputs (e.g. POM's speaker traits)
+    report ``mae`` and ``corr`` over all entries and, per output (named by ``task.classes``),
+    ``mae_<name>``, ``corr_<name>`` and ``acc_<name>``: the accuracy of predictions and labels
+    rounded to the integers of ``label_range`` (POM's A7 on a 1..7 scale).
     """
     pred = np.asarray(pred, dtype=np.float64)
     if task.kind == "classification":
@@ -225,7 +227,21 @@ def compute_metrics(task, pred, label) -> dict[str, float]:
         low, high = task.label_range
         style = "sims" if low >= -1.0 and high <= 1.0 else "mosi"
         return regression_metrics(pred, label, style=style)
-    return {"mae": mae(pred, label), "corr": pearson_corr(pred, label)}
+    return multi_regression_metrics(pred.reshape(-1, task.outputs), label, task.label_range, task.classes)
+
+
+def multi_regression_metrics(pred, label, label_range, names: Sequence[str] | None = None) -> dict[str, float]:
+    """``mae``/``corr`` over all entries, and per output ``mae_<name>``, ``corr_<name>``, ``acc_<name>``."""
+    pred = np.asarray(pred, dtype=np.float64)
+    y = np.asarray(label, dtype=np.float64).reshape(pred.shape)
+    low, high = label_range
+    out = {"mae": mae(pred, y), "corr": pearson_corr(pred, y)}
+    for k, name in enumerate(_class_names(pred.shape[-1], names)):
+        out[f"mae_{name}"] = mae(pred[:, k], y[:, k])
+        out[f"corr_{name}"] = pearson_corr(pred[:, k], y[:, k])
+        levels = lambda v: np.clip(np.round(v), np.ceil(low), np.floor(high))  # noqa: E731
+        out[f"acc_{name}"] = accuracy(levels(pred[:, k]), levels(y[:, k]))
+    return out
 
 
 def auilc(rates: Sequence[float], values: Sequence[float]) -> float:

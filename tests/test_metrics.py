@@ -116,3 +116,16 @@ def test_metric_direction():
     assert metric_direction("mae") == "minimize"
     assert metric_direction("loss") == "minimize"
     assert metric_direction("acc2_nonzero") == "maximize"
+
+
+def test_several_regression_outputs_report_per_output_metrics_with_rounded_accuracy():
+    import numpy as np
+
+    from composer.metrics import multi_regression_metrics
+
+    pred = np.array([[1.2, 6.6], [3.4, 2.2], [5.0, 7.9]])
+    label = np.array([[1.0, 7.0], [4.0, 2.0], [5.0, 7.0]])
+    out = multi_regression_metrics(pred, label, (1.0, 7.0), ["con", "hum"])
+    assert out["acc_con"] == 2 / 3 and out["acc_hum"] == 1.0  # 3.4 -> 3 vs 4; 7.9 clipped to 7
+    assert out["mae_con"] == np.mean(np.abs(pred[:, 0] - label[:, 0]))
+    assert set(out) == {"mae", "corr", "mae_con", "corr_con", "acc_con", "mae_hum", "corr_hum", "acc_hum"}

@@ -385,3 +385,18 @@ def test_lsthm_system_keeps_its_fusions_auxiliary_losses_and_feeds_it_vector_inp
     face = batch["face"].clone().requires_grad_(True)
     model({**batch, "face": face})["prediction"].sum().backward()
     assert face.grad.abs().sum() > 0  # the vector input reaches the prediction through the fusion
+
+
+@pytest.mark.parametrize("name, metrics", [
+    ("rmfn_iemocap", ["acc_happy", "f1_happy", "acc_neutral", "f1_neutral", "f1_weighted"]),
+    ("rmfn_pom", ["mae_confident", "corr_humorous", "acc_persuasive", "mae"]),
+])
+def test_iemocap_and_pom_variants_train_and_report_per_task_metrics(name, metrics, tmp_path):
+    import composer
+
+    path = Path(__file__).parents[1] / "blueprints" / "variants" / f"{name}.yaml"
+    small = ["training.epochs=1", "training.data.samples={train: 32, valid: 16, test: 16}", "modalities.text.length=6",
+             "modalities.audio.length=6", "modalities.vision.length=6"]
+    result = composer.train(composer.load_blueprint(path, small), out=tmp_path / "run", progress=False)
+    for metric in metrics:
+        assert metric in result.summary["best"]["test"], metric

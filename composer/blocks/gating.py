@@ -96,12 +96,22 @@ class ModalityGate(nn.Module):
         """The primary for this batch and the weights; recorded in the history while training."""
         weights = self.weights()
         index = self.primary_index()
-        if self.training:
-            row: dict[str, Any] = {"primary": self.modalities[index]}
-            if weights is not None:
-                row["weights"] = [round(w, 6) for w in weights.detach().float().cpu().tolist()]
-            self._history.append(row)
+        if self.training:  # kept on the device; read back once per epoch (no host copy per batch)
+            self._history.append((index, None if weights is None else weights.detach().clone()))
         return index, weights
+
+    def _read_history(self, history: list) -> list[dict[str, Any]]:
+        """The epoch's ``(index, weights tensor)`` records as rows, with one device-to-host copy."""
+        tensors = [w for _, w in history if w is not None]
+        values = torch.stack(tensors).float().cpu().tolist() if tensors else []
+        rows, k = [], 0
+        for index, w in history:
+            row: dict[str, Any] = {"primary": self.modalities[index]}
+            if w is not None:
+                row["weights"] = [round(v, 6) for v in values[k]]
+                k += 1
+            rows.append(row)
+        return rows
 
     def freeze(self) -> str:
         """Fix the current primary and stop the weights from learning; returns the primary's name."""
@@ -119,7 +129,7 @@ class ModalityGate(nn.Module):
         end of the epoch, ``stable_epochs`` (consecutive epochs with that primary), and
         ``frozen`` / ``froze_now``. None when nothing was recorded and nothing changed.
         """
-        history, self._history = self._history, []
+        history, self._history = self._read_history(self._history), []
         if not history and not self.gated:
             return None
         primary = self.primary_index()

@@ -53,9 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         # Composer's own commands end through typer.Exit (returned above); a SystemExit comes from
         # foreign code (a library calling sys.exit) and never counts as success.
-        code = exc.code if isinstance(exc.code, int) and exc.code != 0 else 1
+        if isinstance(exc.code, int) and exc.code != 0:
+            return exc.code  # a failure stays a failure (a closed pipe under `| head` ends here too)
         print(f"error: the command was ended by an unexpected exit request ({exc.code!r}); nothing was completed", file=sys.stderr)
-        return code
+        return 1
     except Exception as exc:
         # usage errors from click (vendored by typer as typer._click): show usage, exit 2
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):

@@ -162,3 +162,22 @@ def test_load_data_accepts_arrays_and_dataset_objects():
     arrays["train"]["audio"] = np.zeros((n, 5, 3), np.float32)
     with pytest.raises(DataError, match=r"'audio' has shape \(4, 5, 3\), expected \(N, T, 4\)"):
         load_data(bp, arrays)
+
+
+def test_data_inspect_lists_splits_keys_shapes_and_non_finite_counts(tmp_path, capsys):
+    from composer.cli import main
+    from composer.data.inspect import inspect_file
+
+    split = {"text": np.zeros((4, 5, 6), "float32"), "audio": np.full((4, 5, 3), np.nan, "float32"),
+             "audio_lengths": np.array([5, 3, 2, 1]), "regression_labels": np.linspace(-3, 3, 4), "id": np.array(list("abcd"))}
+    path = tmp_path / "d.pkl"
+    path.write_bytes(pickle.dumps({"train": split, "valid": split, "test": split}))
+    info = inspect_file(path)
+    train = info["splits"]["train"]
+    assert train["samples"] == [4] and train["keys"]["audio"]["non_finite"] == 60
+    assert train["keys"]["audio_lengths"]["min"] == 1 and train["keys"]["text"]["shape"] == (4, 5, 6)
+    assert main(["data", "inspect", str(path)]) == 0
+    assert "audio_lengths" in capsys.readouterr().out
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(b"cos\nsystem\n(S'true'\ntR.")
+    assert main(["data", "inspect", str(evil)]) == 1

@@ -29,6 +29,8 @@ Example:
 
 
 def register(app: typer.Typer) -> None:
+    _data_commands(app)
+
     @app.command("train", help=TRAIN_HELP)
     def train_command(
         blueprint: Path = typer.Argument(..., help="Blueprint YAML file."),
@@ -59,3 +61,41 @@ def register(app: typer.Typer) -> None:
         from composer.train.evaluation import evaluate
 
         evaluate(target, data, missing_rates=missing_rates, sweep_split=split, device=device, seed=seed)
+
+
+def _data_commands(app: typer.Typer) -> None:
+    data_app = typer.Typer(help="Look at data files.\n\nExample: composer data inspect mosi_unaligned_50.pkl", no_args_is_help=True)
+
+    @data_app.command("inspect")
+    def inspect_command(
+        file: Path = typer.Argument(..., help="A standard-layout feature pickle (.pkl)."),
+        json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the listing as JSON."),
+    ) -> None:
+        """Splits, keys, shapes, dtypes, value ranges and non-finite counts of a feature file (no code runs).
+
+        Example: composer data inspect mosi_unaligned_50.pkl
+        """
+        import json
+
+        from rich.console import Console
+        from rich.table import Table
+
+        from composer.data.inspect import inspect_file
+
+        info = inspect_file(file)
+        console = Console(highlight=False, width=150)
+        for split, part in info["splits"].items():
+            if "keys" not in part:
+                console.print(f"{split}: {part['note']}")
+                continue
+            table = Table(title=f"{split}: {', '.join(map(str, part['samples'])) or '?'} samples", header_style="bold")
+            for col in ("key", "shape", "dtype", "min", "max", "non-finite"):
+                table.add_column(col, justify="left" if col in ("key", "dtype") else "right")
+            for key, row in part["keys"].items():
+                table.add_row(key, str(row.get("shape", "")), row.get("dtype", row.get("note", "")), f"{row['min']:.4g}" if "min" in row else "",
+                              f"{row['max']:.4g}" if "max" in row else "", str(row.get("non_finite", "")))
+            console.print(table)
+        if json_out is not None:
+            json_out.write_text(json.dumps(info, indent=2, default=str))
+
+    app.add_typer(data_app, name="data")

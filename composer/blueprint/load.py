@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from composer.blocks._registry import get_block, list_blocks, list_losses, load_plugins
 from composer.blueprint._yaml import MAX_YAML_CHARS, SourceMap, parse_scalar, read_yaml
 from composer.errors import BlueprintError, ComposerError, Problem, did_you_mean, format_path
-from composer.blueprint.expr import REFERENCE, ExprError, evaluate, substitute
+from composer.blueprint.expr import ExprError, substitute
 
 __all__ = ["load_blueprint", "read_blueprint_text", "resolve_path", "variable_values", "make_lookup", "validate_data", "apply_override", "dump_blueprint", "get_path", "set_path"]
 
@@ -220,10 +220,7 @@ def variable_values(data: dict) -> tuple[dict[str, Any], list[Problem]]:
     values: dict[str, Any] = {}
     problems: list[Problem] = []
     for name, value in raw.items():
-        try:
-            values[name] = _substitute_value(value, values)
-        except ExprError as exc:
-            problems.append(Problem(("vars", name), str(exc), getattr(exc, "suggestion", None)))
+        values[name] = _substitute_tree(value, make_lookup(values), ("vars", name), problems)
     return values, problems
 
 
@@ -247,12 +244,19 @@ def make_lookup(values: dict[str, Any], data: dict | None = None):
     return lookup
 
 
-def _substitute_value(value: Any, values: dict[str, Any]) -> Any:
-    if isinstance(value, str) and "${" in value:
-        return substitute(value, make_lookup(values))
-    if isinstance(value, list):
-        return [_substitute_value(v, values) for v in value]
-    return value
+def _substitute_tree(node: Any, lookup, path: tuple, problems: list[Problem]) -> Any:
+    """``node`` with every ``${...}`` string replaced by its value; a failing one becomes a problem at ``path``."""
+    if isinstance(node, str) and "${" in node:
+        try:
+            return substitute(node, lookup)
+        except ExprError as exc:
+            problems.append(Problem(path, f"{node!r}: {exc}", getattr(exc, "suggestion", None)))
+            return node
+    if isinstance(node, dict):
+        return {k: _substitute_tree(v, lookup, path + (k,), problems) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute_tree(v, lookup, path + (i,), problems) for i, v in enumerate(node)]
+    return node
 
 
 def _resolve_vars(data: dict) -> list[Problem]:
@@ -263,23 +267,9 @@ def _resolve_vars(data: dict) -> list[Problem]:
     if "vars" in data:
         data["vars"] = values
     lookup = make_lookup(values)
-
-    def walk(node: Any, path: tuple) -> Any:
-        if isinstance(node, str) and "${" in node:
-            try:
-                return substitute(node, lookup)
-            except ExprError as exc:
-                problems.append(Problem(path, f"{node!r}: {exc}", getattr(exc, "suggestion", None)))
-                return node
-        if isinstance(node, dict):
-            return {k: walk(v, path + (k,)) for k, v in node.items()}
-        if isinstance(node, list):
-            return [walk(v, path + (i,)) for i, v in enumerate(node)]
-        return node
-
     for key in list(data):
         if key not in ("vars", "search"):
-            data[key] = walk(data[key], (key,))
+            data[key] = _substitute_tree(data[key], lookup, (key,), problems)
     return problems
 
 

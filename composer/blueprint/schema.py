@@ -184,6 +184,11 @@ class SearchConfig(StrictModel):
         default_factory=list,
         description="Boolean expressions over sampled values (e.g. 'blocks.moe.top_k <= blocks.moe.experts'); a trial breaking one is pruned with its reason.",
     )
+    heartbeat: int = Field(
+        default=10, ge=1, le=3600,
+        description="Seconds between a worker's heartbeats (SQL storages); a trial silent for 3 heartbeats is failed and retried once.",
+    )
+
     @property
     def objectives(self) -> list[ObjectiveConfig]:
         return self.objective if isinstance(self.objective, list) else [self.objective]
@@ -197,11 +202,6 @@ class SearchConfig(StrictModel):
             if len(set(labels)) != len(labels):
                 raise ValueError(f"objective: {labels} repeats an objective")
         return self
-
-    heartbeat: int = Field(
-        default=10, ge=1, le=3600,
-        description="Seconds between a worker's heartbeats (SQL storages); a trial silent for 3 heartbeats is failed and retried once.",
-    )
 
 
 class BlueprintBase(StrictModel):

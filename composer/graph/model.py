@@ -23,7 +23,7 @@ from torch import nn
 from composer.blocks._base import Context, building_on_meta, length_mask
 from composer.errors import BlueprintError, ComposerError, DataError, Problem
 from composer.graph.plan import Plan, plan
-from composer.graph.size import check_size, share_problem, weight_mismatches
+from composer.graph.size import SizeEstimate, check_size, share_problem, weight_mismatches
 from composer.losses._base import MAIN_VIEW
 
 __all__ = ["ComposedModel", "compile_blueprint", "build_context"]
@@ -61,12 +61,13 @@ class ComposedModel(nn.Module):
     the state dict, so the weights are saved once, under the owner's name.
     """
 
-    def __init__(self, blueprint, the_plan: Plan | None = None):
+    def __init__(self, blueprint, the_plan: Plan | None = None, size: SizeEstimate | None = None):
         super().__init__()
         self.blueprint = blueprint
         self.plan = the_plan if the_plan is not None else plan(blueprint)
-        if not building_on_meta():
-            self.size = _located(blueprint, check_size, self.plan)
+        if size is None and not building_on_meta():  # ``size``: a check already made for this plan
+            size = _located(blueprint, check_size, self.plan)
+        self.size = size
         # a disabled block holds no weights unless an enabled block shares them
         needed = {n.owner for n in self.plan.nodes if n.enabled}
         for node in self.plan.nodes:
@@ -283,7 +284,7 @@ class ComposedModel(nn.Module):
             raise DataError(f"{source} holds no blueprint; it was not written by Composer")
         blueprint = load_blueprint(blueprint_text, source=f"{source}#blueprint")
         the_plan = plan(blueprint)
-        check_size(the_plan)  # before anything is built: an edited size in the metadata is refused here
+        size = check_size(the_plan)  # before anything is built: an edited size in the metadata is refused here
         with torch.device("meta"):
             expected = {k: tuple(v.shape) for k, v in cls(blueprint, the_plan).state_dict().items()}
         if not expected:
@@ -295,7 +296,7 @@ class ComposedModel(nn.Module):
             parts = [f"missing {missing[:5]}" if missing else "", f"unexpected {unexpected[:5]}" if unexpected else "",
                      f"wrong shapes {wrong[:5]}" if wrong else ""]
             raise DataError(f"{source}: weights do not match the blueprint stored with them ({'; '.join(p for p in parts if p)})")
-        return cls(blueprint, the_plan)
+        return cls(blueprint, the_plan, size)
 
 
 

@@ -269,14 +269,21 @@ def model_figures(bp, names: list[str]) -> dict[str, float]:
         out["params"] = float(estimate.model_params)
     if "macs" in names or "train_step_ms" in names:
         from composer.bench import bench_model
-        from composer.graph.model import compile_blueprint
+        from composer.graph.model import ComposedModel
 
-        result = bench_model(compile_blueprint(bp), batch_size=bp.training.batch_size, warmup=1, repeats=3)
+        result = bench_model(ComposedModel(bp, bp._plan, estimate), batch_size=bp.training.batch_size, warmup=1, repeats=3)
         if "macs" in names:
             out["macs"] = float(result.macs_per_sample)
         if "train_step_ms" in names:
             out["train_step_ms"] = float(result.train_step_ms)
     return out
+
+
+def with_training(bp, **fields):
+    """The validated blueprint with some ``training`` fields replaced (seed, epochs, ...)."""
+    data = bp.to_data()
+    data["training"].update(fields)
+    return validate_data(data)
 
 
 def train_with_seeds(bp, data, run_dir: Path, device, seeds: list[int], objectives, report=None):
@@ -289,7 +296,7 @@ def train_with_seeds(bp, data, run_dir: Path, device, seeds: list[int], objectiv
 
     per_seed: list[dict[str, float]] = []
     for i, seed in enumerate(seeds):
-        seeded = bp if seed == bp.training.seed else validate_data({**bp.to_data(), "training": {**bp.to_data()["training"], "seed": seed}})
+        seeded = bp if seed == bp.training.seed else with_training(bp, seed=seed)
         where = run_dir if len(seeds) == 1 else run_dir / f"seed_{seed}"
         result = Trainer(seeded, data, where, device=device, progress=False, on_epoch_end=report if i == 0 else None, overwrite=True).fit()
         row = {}
@@ -589,7 +596,7 @@ def rerun_best(
     for t in ranked:
         bp = blueprint_for_params(raw, smap, cfg.space, t.params)
         if epochs or cfg.epochs:
-            bp = validate_data({**bp.to_data(), "training": {**bp.to_data()["training"], "epochs": int(epochs or cfg.epochs)}})
+            bp = with_training(bp, epochs=int(epochs or cfg.epochs))
         fresh = [bp.training.seed + 1000 + i for i in range(seeds)]  # seeds the search did not use
         means, stds, _ = train_with_seeds(bp, loaded, out_dir / "rerun" / f"trial_{t.number:04d}", device, fresh, trained)
         label = trained[0].label

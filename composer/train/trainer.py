@@ -402,7 +402,10 @@ class Trainer:
         if first is not None and math.isfinite(row["loss"]) and abs(row["loss"]) > DIVERGENCE_FACTOR * max(abs(first), 1e-8):
             warning = (f"warning: the training loss grew from {first:.4g} to {row['loss']:.4g} "
                        f"(x{abs(row['loss']) / max(abs(first), 1e-8):.0f}); training may be diverging: lower training.lr or set training.grad_clip")
-            self.console.print(f"[yellow]{warning}[/]") if self.progress else print(warning, file=sys.stderr)
+            if self.progress:
+                self.console.print(f"[yellow]{warning}[/]")
+            else:
+                print(warning, file=sys.stderr)
 
     def _epoch_line(self, epoch: int, train_row: dict, valid: dict, improved: bool) -> str:
         keys = [k for k in ("mae", "corr", "acc2_nonzero", "f1_nonzero", "acc7", "acc", "f1_weighted") if k in valid]

@@ -18,25 +18,38 @@ __all__ = ["SourceMap", "read_yaml", "parse_scalar"]
 
 
 class SourceMap:
-    """YAML path -> line, with lookup that falls back to the nearest known parent."""
+    """YAML path -> line, with lookup that falls back to the nearest known parent.
+
+    ``files`` names another file for paths whose values were written there (templates
+    imported from a file, and the blocks expanded from them)."""
 
     def __init__(self, file: str | None = None):
         self.file = file
         self.lines: dict[tuple, int] = {}
+        self.files: dict[tuple, str] = {}
 
-    def line(self, path: tuple) -> int | None:
-        path = tuple(path)
+    def copy(self) -> "SourceMap":
+        other = SourceMap(self.file)
+        other.lines, other.files = dict(self.lines), dict(self.files)
+        return other
+
+    def _known(self, path: tuple) -> tuple | None:
         while True:
             if path in self.lines:
-                return self.lines[path]
+                return path
             if not path:
                 return None
             path = path[:-1]
 
+    def line(self, path: tuple) -> int | None:
+        known = self._known(tuple(path))
+        return None if known is None else self.lines[known]
+
     def locate(self, problem: Problem) -> Problem:
         if problem.file is None and problem.line is None:
-            problem.file = self.file
-            problem.line = self.line(problem.path)
+            known = self._known(tuple(problem.path))
+            problem.file = self.files.get(known, self.file) if known is not None else self.file
+            problem.line = None if known is None else self.lines[known]
         return problem
 
 

@@ -8,20 +8,24 @@ problems found, each with its YAML path, ``file:line`` and a suggestion where on
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
 from pydantic import ValidationError
 
-from composer.blocks._registry import get_block, list_blocks, list_losses, load_plugins
+from composer.blocks._registry import get_block, get_loss, list_blocks, list_losses, load_plugins
 from composer.blueprint._yaml import MAX_YAML_CHARS, SourceMap, parse_scalar, read_yaml
 from composer.errors import BlueprintError, ComposerError, Problem, did_you_mean, format_path
 from composer.blueprint.expr import ExprError, substitute
+from composer.blueprint.templates import SEPARATOR, TemplateUse, expand_templates, expanded_block_path, inline_imports
 
 __all__ = ["load_blueprint", "read_blueprint_text", "resolve_path", "variable_values", "make_lookup", "validate_data", "apply_override", "dump_blueprint", "get_path", "set_path"]
 
 SCHEMA_COMMENT = "# yaml-language-server: $schema=../docs/blueprint.schema.json"
+#: A block id: a name, or the ``use/inner`` ids of blocks expanded from templates.
+BLOCK_ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
 # -- paths --------------------------------------------------------------------------
@@ -49,6 +53,13 @@ def resolve_path(data: Any, path: list[str | int], text: str | None = None) -> l
                 + (f" (named losses: {', '.join(known)})" if known else " (give a loss `name:` to address it by name)")
             ), did_you_mean(str(path[1]), known))])
         return ["losses", names.index(path[1]), *path[2:]]
+    if len(path) >= 3 and path[0] == "blocks" and isinstance(data, dict) and isinstance(data.get("blocks"), dict):
+        blocks = data["blocks"]
+        if path[1] not in blocks:  # an expanded template use: blocks.pair.ab.layers -> blocks.pair/ab.layers
+            for end in range(len(path) - 1, 2, -1):
+                joined = SEPARATOR.join(str(p) for p in path[1:end])
+                if joined in blocks:
+                    return ["blocks", joined, *path[end:]]
     return list(path)
 
 
@@ -259,18 +270,37 @@ def _substitute_tree(node: Any, lookup, path: tuple, problems: list[Problem]) ->
     return node
 
 
-def _resolve_vars(data: dict) -> list[Problem]:
-    """Replace every ``${...}`` outside ``vars`` and ``search`` by its value, in place."""
+def _resolve_vars(data: dict) -> tuple[dict[str, Any], list[Problem]]:
+    """Replace every ``${...}`` outside ``vars``, ``search`` and ``templates`` (whose ``${...}``
+    read their parameters when a use is expanded) by its value, in place; returns the variables."""
     values, problems = variable_values(data)
     if problems:
-        return problems
+        return values, problems
     if "vars" in data:
         data["vars"] = values
     lookup = make_lookup(values)
     for key in list(data):
-        if key not in ("vars", "search"):
+        if key not in ("vars", "search", "templates"):
             data[key] = _substitute_tree(data[key], lookup, (key,), problems)
-    return problems
+    return values, problems
+
+
+def _loss_ref_fields(loss_type: Any) -> tuple[str, ...]:
+    try:
+        config = get_loss(str(loss_type)).config
+    except (KeyError, ComposerError):
+        return ()
+    return tuple(config.ref_fields) + tuple(config.optional_ref_fields)
+
+
+def _expand(data: dict, smap: SourceMap, values: dict[str, Any]) -> tuple[dict, list[Problem]]:
+    """Templates: read the imported files, then expand every use (see :mod:`composer.blueprint.templates`)."""
+    base = Path(smap.file).parent if smap.file and Path(smap.file).is_file() else Path.cwd()
+    problems = inline_imports(data, smap, base, read_blueprint_text, read_yaml)
+    if problems or "templates" not in data:
+        return {}, problems
+    substitute = lambda node, params, path, found: _substitute_tree(node, make_lookup(params), path, found)
+    return expand_templates(data, smap, substitute, values, {e.name for e in list_blocks()}, _loss_ref_fields)
 
 
 def _raw_reference_problems(data: dict) -> list[Problem]:
@@ -307,15 +337,17 @@ def validate_data(data: Any, smap: SourceMap | None = None, *, allow_plugins: bo
     if allow_plugins and isinstance(data.get("plugins"), list):
         load_plugins([str(p) for p in data["plugins"]])
     data = copy.deepcopy(data)
-    problems: list[Problem] = _resolve_vars(data)
+    smap = smap.copy()  # expansion adds the lines of expanded blocks to this call's map only
+    values, problems = _resolve_vars(data)
+    if problems:
+        raise BlueprintError([smap.locate(p) for p in problems])
+    uses, problems = _expand(data, smap, values)
     if problems:
         raise BlueprintError([smap.locate(p) for p in problems])
     _fill_shared(data)
     blocks = data.get("blocks") if isinstance(data.get("blocks"), dict) else {}
-    import re
-
     for bid in blocks:
-        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", str(bid)) or bid in RESERVED_IDS:
+        if not BLOCK_ID_RE.match(str(bid)) or bid in RESERVED_IDS:
             problems.append(Problem(("blocks", bid), f"'{bid}' cannot be a block id (letters, digits and '_'; not a reserved word: {', '.join(sorted(RESERVED_IDS))})"))
         if isinstance(data.get("modalities"), dict) and bid in data["modalities"]:
             problems.append(Problem(("blocks", bid), f"'{bid}' is both a modality and a block id"))
@@ -328,7 +360,7 @@ def validate_data(data: Any, smap: SourceMap | None = None, *, allow_plugins: bo
         raise BlueprintError([smap.locate(p) for p in _dedupe(problems)]) from None
     if problems:
         raise BlueprintError([smap.locate(p) for p in problems])
-    problems += _search_space_problems(bp)
+    problems += _search_space_problems(bp, uses)
     try:
         the_plan = plan(bp)
     except BlueprintError as exc:
@@ -337,6 +369,7 @@ def validate_data(data: Any, smap: SourceMap | None = None, *, allow_plugins: bo
         raise BlueprintError([smap.locate(p) for p in problems])
     object.__setattr__(bp, "_plan", the_plan)
     object.__setattr__(bp, "_source_map", smap)
+    object.__setattr__(bp, "_template_uses", uses)
     for w in the_plan.warnings:
         smap.locate(w)
     return bp
@@ -382,17 +415,20 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
     return out
 
 
-def _search_space_problems(bp) -> list[Problem]:
-    """Each search-space key must name a field the blueprint has (or its block type defines)."""
+def _search_space_problems(bp, uses: dict[str, TemplateUse]) -> list[Problem]:
+    """Each search-space key must name a field the blueprint has (or its block type defines);
+    keys into template uses name a parameter or an inner block's field."""
     if bp.search is None:
         return []
     full = bp.to_data()
     problems = []
     for key in bp.search.space:
         try:
-            path = resolve_path(full, split_path(key), key)
+            path = expanded_block_path(resolve_path(full, split_path(key), key), uses, full["blocks"])
         except BlueprintError as exc:
             problems += [Problem(("search", "space", key), p.message, p.suggestion) for p in exc.problems]
+            continue
+        if path is None:  # a template use's parameter
             continue
         node: Any = full
         missing = None
@@ -464,5 +500,5 @@ def read_blueprint_text(path: Path) -> str:
 
 def dump_blueprint(bp) -> str:
     """YAML text of a blueprint that reloads to an equal blueprint."""
-    data = bp.model_dump(mode="json", by_alias=True)
+    data = bp.model_dump(mode="json", by_alias=True, exclude={"templates", "imports"})  # templates come expanded
     return SCHEMA_COMMENT + "\n" + yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from composer.blocks._registry import _UNION_CACHE, block_union, loss_union
 from composer.blueprint.expr import REFERENCE
+from composer.blueprint.templates import TemplateConfig
 from composer.graph.spec import Spec, feature_map, sequence, tokens, vector
 from composer.train.config import TrainingConfig
 
@@ -230,6 +231,13 @@ class BlueprintBase(StrictModel):
     )
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     search: SearchConfig | None = None
+    templates: dict[str, TemplateConfig] = Field(
+        default_factory=dict,
+        description="Named, parameterised sub-graphs used like blocks (`type: <template>`); expanded when the blueprint is loaded.",
+    )
+    imports: list[str] = Field(
+        default_factory=list, description="Files whose `templates:` this blueprint uses (paths relative to this file)."
+    )
     plugins: list[str] = Field(
         default_factory=list,
         description="Python modules that register extra blocks; imported only with --allow-plugins.",

@@ -21,6 +21,7 @@ def render(
     params: bool = typer.Option(True, "--params/--no-params", help="Print parameter counts (compiles the model on the meta device)."),
     legend: bool = typer.Option(True, "--legend/--no-legend", help="Title, family colours and marks under the graph."),
     max_fields: int = typer.Option(6, "--max-fields", min=0, help="Fields listed per block (searched fields are always listed)."),
+    templates: str = typer.Option("expanded", "--templates", help="expanded: each template use's blocks in a frame; collapsed: one node per use."),
     dpi: int = typer.Option(200, "--dpi", min=36, help="Resolution of .png output."),
     allow_plugins: bool = typer.Option(False, "--allow-plugins", help="Import the Python modules listed under `plugins:`."),
 ) -> None:
@@ -39,7 +40,7 @@ def render(
         require_dot()  # fail before compiling anything
     bp = load_blueprint(blueprint, set_ or [], allow_plugins=allow_plugins)
     levels = depth if depth is not None else (1 if expand or block else 0)
-    graph_options = dict(direction=direction, depth=levels, expand=block or None, params=params, legend=legend, title=legend, max_fields=max_fields)
+    graph_options = dict(direction=direction, depth=levels, expand=block or None, params=params, legend=legend, title=legend, max_fields=max_fields, templates=templates)
     path = render_to_file(bp, out, dpi=dpi, **graph_options)
     typer.echo(f"wrote {path}")
 

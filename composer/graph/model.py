@@ -22,6 +22,7 @@ from torch import nn
 
 from composer.blocks._base import Context, building_on_meta, length_mask
 from composer.errors import BlueprintError, ComposerError, DataError, Problem
+from composer.blueprint.templates import SEPARATOR
 from composer.graph.plan import Plan, plan
 from composer.graph.size import SizeEstimate, check_size, share_problem, weight_mismatches
 from composer.losses._base import MAIN_VIEW
@@ -52,6 +53,11 @@ def build_context(batch: dict[str, Any], modality_times: dict[str, str]) -> Cont
 SHARED_USES = "shared_uses"
 
 
+class TemplateModules(nn.Module):
+    """The blocks of one template use (``pair/ab`` lives at ``pair.ab``), so parameter names
+    read like the nesting. It holds no computation: the model runs each inner block itself."""
+
+
 class ComposedModel(nn.Module):
     """A blueprint compiled into one module. Use :func:`compile_blueprint` to make one.
 
@@ -72,12 +78,12 @@ class ComposedModel(nn.Module):
         needed = {n.owner for n in self.plan.nodes if n.enabled}
         for node in self.plan.nodes:
             if node.config.share is None and node.id in needed:
-                self.add_module(node.id, node.entry.impl(node.config, node.in_specs))
+                self._place(node.id, node.entry.impl(node.config, node.in_specs))
         uses = nn.ModuleDict()
         for node in self.plan.nodes:  # built after every owner, so owners initialise as before
             if node.config.share is not None and node.enabled:
                 use = node.entry.impl(node.config, node.in_specs)
-                _tie(use, self._modules[node.owner], node, blueprint)
+                _tie(use, self.block(node.owner), node, blueprint)
                 uses[node.id] = use
         self.add_module(SHARED_USES, uses)
         self._register_state_dict_hook(_drop_shared_uses)
@@ -99,14 +105,29 @@ class ComposedModel(nn.Module):
         }
         self.losses = nn.ModuleList(ln.entry.impl(ln.config, ln.specs) for ln in self.plan.losses)
 
+    def _place(self, block_id: str, module: nn.Module) -> None:
+        """Register a block's module; the blocks of a template use ``pair/ab`` nest (``pair.ab``)."""
+        *outer, leaf = block_id.split(SEPARATOR)
+        parent: nn.Module = self
+        for name in outer:
+            if name not in parent._modules:
+                parent.add_module(name, TemplateModules())
+            parent = parent._modules[name]
+        parent.add_module(leaf, module)
+
+    def block(self, block_id: str) -> nn.Module:
+        """The module that holds a block's weights (its own, or for ``share:`` its owner's)."""
+        return self.get_submodule(block_id.replace(SEPARATOR, "."))
+
     def _module_for(self, module_id: str) -> nn.Module:
-        return self._modules[module_id] if module_id in self._modules else self._modules[SHARED_USES][module_id]
+        uses = self._modules[SHARED_USES]
+        return uses[module_id] if module_id in uses._modules else self.block(module_id)
 
     def _apply(self, fn, recurse: bool = True):
         super()._apply(fn, recurse)
         for node in self.plan.nodes:  # moving or casting replaces buffers per module: tie them again
             if node.config.share is not None and node.enabled:
-                _tie(self._modules[SHARED_USES][node.id], self._modules[node.owner], node, self.blueprint, buffers_only=True)
+                _tie(self._modules[SHARED_USES][node.id], self.block(node.owner), node, self.blueprint, buffers_only=True)
         return self
 
     # -- running -------------------------------------------------------------------
@@ -226,9 +247,10 @@ class ComposedModel(nn.Module):
         """Parameters per owning block (shared blocks count once, under their owner); loss
         networks appear as ``losses.<i>`` (training-only, see :meth:`parameter_summary`)."""
         counts = {}
+        built = {n.owner for n in self.plan.nodes if n.enabled}  # blocks with a module of their own
         for node in self.plan.nodes:
-            module = self._modules.get(node.id) if node.config.share is None else None
-            counts[node.id] = 0 if module is None else sum(p.numel() for p in module.parameters())
+            owns = node.config.share is None and node.id in built
+            counts[node.id] = sum(p.numel() for p in self.block(node.id).parameters()) if owns else 0
         for i, module in enumerate(self.losses):
             n = sum(p.numel() for p in module.parameters())
             if n:

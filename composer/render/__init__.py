@@ -64,6 +64,7 @@ def render(
     legend: bool = True,
     title: bool = True,
     max_fields: int = 6,
+    templates: str = "expanded",
     model=None,
 ) -> graphviz.Digraph:
     """Draw a blueprint (a path, YAML text, a dict or a loaded blueprint) as a Digraph.
@@ -72,13 +73,16 @@ def render(
     module tree shown inside composite blocks (0 = none); ``expand``: only these block ids
     (default: every block with parts). ``params``: compile the model (on the meta device)
     to print parameter counts; ``model``: an already compiled ``ComposedModel`` to use.
-    ``overrides``: ``path=value`` strings as in ``--set``.
+    ``overrides``: ``path=value`` strings as in ``--set``. ``templates``: ``"expanded"`` draws the
+    blocks of each template use inside a frame, ``"collapsed"`` draws each use as one node.
     """
     direction = direction.upper()
     if direction not in ("LR", "TB"):
         raise ComposerError(f"direction must be LR (left to right) or TB (top down), got '{direction}'")
     if depth < 0:
         raise ComposerError(f"depth must be 0 or more, got {depth}")
+    if templates not in ("expanded", "collapsed"):
+        raise ComposerError(f"templates must be expanded or collapsed, got '{templates}'")
     bp = _load(blueprint, overrides) if model is None else model.blueprint
     expand = tuple(expand) if expand is not None else None
     if expand:
@@ -98,7 +102,7 @@ def render(
         from composer.graph.plan import plan
 
         the_plan = plan(bp)
-    options = GraphOptions(direction=direction, depth=depth, expand=expand, max_fields=max_fields, legend=legend, title=title, params=params)
+    options = GraphOptions(direction=direction, depth=depth, expand=expand, max_fields=max_fields, legend=legend, title=title, params=params, templates=templates)
     return build_graph(the_plan, model, options)
 
 

@@ -12,7 +12,10 @@ composite blocks, from the compiled :class:`~composer.graph.model.ComposedModel`
 * losses are nodes fed by the values they compare, one colour per training view; blocks
   with ``aux_loss_ports`` feed an "auxiliary losses" node;
 * with ``depth >= 1`` a block with child modules becomes a cluster showing its parts
-  (see :mod:`composer.render._inside`).
+  (see :mod:`composer.render._inside`);
+* the blocks of a template use (``pair/ab``) are drawn in a frame named after the use and
+  its template (``templates="expanded"``, nested uses nest), or the use as one node whose
+  edges are the use's inputs and outputs (``templates="collapsed"``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 import graphviz
 
 from composer.blueprint.load import get_path, split_path
+from composer.blueprint.templates import SEPARATOR
 from composer.graph.plan import Node, Plan
 from composer.losses._base import MAIN_VIEW
 from composer.render._inside import InsidePart, inside_of
@@ -57,6 +61,7 @@ class GraphOptions:
     legend: bool = True
     title: bool = True
     params: bool = True
+    templates: str = "expanded"  # expanded: a use's blocks inside a frame; collapsed: one node per use
 
 
 @dataclass
@@ -91,6 +96,17 @@ def _search_marks(bp) -> _SearchMarks:
         else:
             marks.other[key] = rng
     return marks
+
+
+def template_uses(bp) -> dict[str, str | None]:
+    """Every template use of a blueprint (nested ones too) -> its template's name, or None when
+    the blueprint was saved expanded (the uses are then known from the block ids only)."""
+    known = {use: info.template for use, info in (getattr(bp, "_template_uses", None) or {}).items()}
+    for bid in bp.blocks:
+        parts = bid.split(SEPARATOR)[:-1]
+        for i in range(1, len(parts) + 1):
+            known.setdefault(SEPARATOR.join(parts[:i]), None)
+    return known
 
 
 def _node_id(kind: str, name: Any) -> str:
@@ -128,6 +144,12 @@ class _Builder:
         self.views = [MAIN_VIEW] + list(self.bp.training.views)
         self.families: list[str] = []
         self.disabled = {n.id for n in the_plan.nodes if not n.enabled}
+        self.uses = template_uses(self.bp)
+        # collapsed: every block of a top-level use is drawn as that use's node
+        self.collapsed = {} if options.templates != "collapsed" else {
+            n.id: n.id.split(SEPARATOR, 1)[0] for n in the_plan.nodes if SEPARATOR in n.id
+        }
+        self.frames: dict[str, graphviz.Digraph] = {}
         # losses (and the auxiliary-loss node) in one column after the model, in a dashed frame
         border = family_colours("loss")[1]
         self.objective = graphviz.Digraph(name="cluster_losses")
@@ -255,13 +277,48 @@ class _Builder:
     def blocks(self) -> None:
         for node in self.plan.nodes:
             self._use_family(node.entry.family)
+            if node.id in self.collapsed:
+                continue
             rows, fill, border, dashed = self._block_rows(node)
             label = _table(rows, fill, border, dashed=dashed)
             parts = self._parts(node)
+            container = self._frame(node.id.rpartition(SEPARATOR)[0])
             if parts:
-                self._cluster(node, label, parts, fill, border)
+                self._cluster(container, node, label, parts, fill, border)
             else:
-                self.g.node(_node_id("b", node.id), label)
+                container.node(_node_id("b", node.id), label)
+        for use in dict.fromkeys(self.collapsed.values()):
+            self._collapsed_use(use)
+        for use in sorted(self.frames, key=lambda u: -u.count(SEPARATOR)):  # innermost frames first
+            parent = use.rpartition(SEPARATOR)[0]
+            (self.frames[parent] if parent else self.g).subgraph(self.frames[use])
+
+    # -- template uses ----------------------------------------------------------------
+    def _frame(self, use: str):
+        """The graph that holds the blocks of template use ``use`` (the figure itself for '')."""
+        if not use:
+            return self.g
+        if use not in self.frames:
+            self._frame(use.rpartition(SEPARATOR)[0])
+            template = self.uses.get(use)
+            label = f"{use.rpartition(SEPARATOR)[2]}" + (f" · template {template}" if template else "")
+            frame = graphviz.Digraph(name=f"cluster_use_{use}")
+            frame.attr(label=escape(label), style="rounded,dashed", color="#7A7A7A", fontcolor="#555555", fontsize="9", margin="10", labeljust="l")
+            self.frames[use] = frame
+        return self.frames[use]
+
+    def _collapsed_use(self, use: str) -> None:
+        inner = [n for n in self.plan.nodes if self.collapsed.get(n.id) == use]
+        fill, border = family_colours(inner[-1].entry.family)
+        template = self.uses.get(use)
+        rows = [_row(escape(use), size=11, align="CENTER", bold=True)]
+        rows.append(_row(escape(f"template {template}" if template else "template use"), size=9, align="CENTER", italic=True, colour=border))
+        rows.append("<HR/>")
+        rows.append(_row(f"{len(inner)} blocks", colour="#555555", align="CENTER"))
+        if self.counts:
+            total = sum(self.counts.get(n.id, 0) for n in inner)
+            rows.append(_row(f"{count_text(total)} params", colour="#555555", align="CENTER"))
+        self.g.node(_node_id("b", use), _table(rows, fill, border, dashed=True))
 
     # -- composite blocks -------------------------------------------------------------
     def _parts(self, node: Node) -> tuple[InsidePart, ...]:
@@ -269,12 +326,12 @@ class _Builder:
             return ()  # a disabled block is not built: nothing inside to draw
         if self.opt.expand is not None and node.id not in self.opt.expand:
             return ()
-        return inside_of(self.model.get_submodule(node.owner), self.opt.depth)
+        return inside_of(self.model.block(node.owner), self.opt.depth)
 
-    def _cluster(self, node: Node, label: str, parts: tuple[InsidePart, ...], fill: str, border: str) -> None:
+    def _cluster(self, container, node: Node, label: str, parts: tuple[InsidePart, ...], fill: str, border: str) -> None:
         """A block drawn with its inside: header node, parts, and an exit point on the right."""
         head, tail = _node_id("b", node.id), _node_id("x", node.id)
-        with self.g.subgraph(name=f"cluster_{node.id}") as sub:
+        with container.subgraph(name=f"cluster_{node.id}") as sub:
             sub.attr(style="rounded,filled", fillcolor="#FFFFFF", color=border, penwidth="1.2", label="", margin="8")
             sub.node(head, label, ordering="out")  # parts keep their declaration order
             sub.node(tail, "", shape="point", width="0.01", style="invis")
@@ -333,6 +390,8 @@ class _Builder:
         """Graphviz node id of a value's source and the edge attributes leaving it."""
         if name in self.bp.modalities:
             return _node_id("m", name), {}
+        if name in self.collapsed:
+            return _node_id("b", self.collapsed[name]), {}
         node = self.plan.node(name)
         attrs = {}
         if node.id in self.disabled:
@@ -343,6 +402,8 @@ class _Builder:
         return _node_id("b", name), attrs
 
     def _target(self, node: Node) -> tuple[str, dict[str, str]]:
+        if node.id in self.collapsed:
+            return _node_id("b", self.collapsed[node.id]), {}
         if self._parts(node):
             return _node_id("b", node.id), {"lhead": f"cluster_{node.id}"}
         return _node_id("b", node.id), {}
@@ -351,6 +412,8 @@ class _Builder:
         for node in self.plan.nodes:
             target, tattrs = self._target(node)
             for port, ref in node.inputs.items():
+                if node.id in self.collapsed and self.collapsed.get(ref.source) == self.collapsed[node.id]:
+                    continue  # an edge inside a collapsed use
                 source, attrs = self._source(ref.source)
                 attrs = {**attrs, **tattrs}
                 if node.id in self.disabled:
@@ -360,9 +423,9 @@ class _Builder:
                     tag = f"{tag} → {port}" if tag else port
                 label = shape_text(node.in_specs[port])
                 self.g.edge(source, target, label=escape(f"{tag}: {label}" if tag else label), **attrs)
-            if node.config.share is not None:
+            if node.config.share is not None and node.id not in self.collapsed:
                 self.g.edge(
-                    _node_id("b", node.id), _node_id("b", node.config.share),
+                    _node_id("b", node.id), self._source(node.config.share)[0],
                     style="dashed", color=SHARE_COLOUR, fontcolor=SHARE_COLOUR, arrowhead="odot",
                     label="shared weights", constraint="false",
                 )
@@ -373,6 +436,8 @@ class _Builder:
             oid = _node_id("o", name)
             self.g.node(oid, f"<<B>{escape(name)}</B>>", shape="box", style="rounded", color="#333333", fontsize="10", margin="0.08,0.04", height="0.3")
             source_name, _, port = key.partition(".")
+            if source_name in self.collapsed:
+                port = ""  # the use's output, drawn from the use
             source, attrs = self._source(source_name)
             label = shape_text(self.plan.values[key])
             self.g.edge(source, oid, label=escape(f"{port}: {label}" if port else label), **attrs)

@@ -46,8 +46,9 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
                 raise ComposerError(
                     f"training.param_groups[{i}].blocks: unknown block '{bid}'" + (f" (did you mean '{hint}'?)" if hint else "")
                 )
+            prefix = bid.replace("/", ".") + "."  # a template use's blocks nest under its id
             for name, p in named:
-                if name.startswith(f"{bid}."):
+                if name.startswith(prefix):
                     if name in taken:
                         raise ComposerError(f"training.param_groups[{i}]: parameters of '{bid}' are already in group {taken[name]}")
                     taken[name] = i

@@ -32,7 +32,9 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
     """Optimiser with one group per ``param_groups`` entry (parameters of the listed blocks) plus the rest.
 
     Parameter names start with block ids, so a group takes every parameter under
-    ``<block>.``. A parameter can belong to one group only.
+    ``<block>.``. A parameter can belong to one group only. With ``no_weight_decay``, each
+    group is split in two: the parameters whose name contains one of its strings get weight
+    decay 0 (the usual exemption of biases and LayerNorm weights).
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     block_ids = {n.split(".")[0] for n, _ in model.named_parameters()} | set(getattr(model, "plan").blueprint.blocks)
@@ -52,14 +54,12 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
                     if name in taken:
                         raise ComposerError(f"training.param_groups[{i}]: parameters of '{bid}' are already in group {taken[name]}")
                     taken[name] = i
-                    params.append(p)
-        entry = {"params": params, "lr": group.lr if group.lr is not None else cfg.lr, "name": "+".join(group.blocks)}
-        entry["weight_decay"] = group.weight_decay if group.weight_decay is not None else cfg.weight_decay
-        if params:
-            groups.append(entry)
-    rest = [p for n, p in named if n not in taken]
-    if rest:
-        groups.append({"params": rest, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "name": "default"})
+                    params.append((name, p))
+        lr = group.lr if group.lr is not None else cfg.lr
+        decay = group.weight_decay if group.weight_decay is not None else cfg.weight_decay
+        groups += _decay_split(params, lr, decay, "+".join(group.blocks), cfg.no_weight_decay)
+    rest = [(n, p) for n, p in named if n not in taken]
+    groups += _decay_split(rest, cfg.lr, cfg.weight_decay, "default", cfg.no_weight_decay)
     if not groups:
         raise ComposerError("the model has no trainable parameters")
     if cfg.optimizer == "adam":
@@ -67,6 +67,50 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+
+
+def _decay_split(params: list[tuple[str, nn.Parameter]], lr: float, decay: float, name: str, exempt: list[str]) -> list[dict]:
+    """One optimiser group, or two when some names match ``exempt`` (those get weight decay 0)."""
+    free = [p for n, p in params if any(s in n for s in exempt)]
+    kept = [p for n, p in params if not any(s in n for s in exempt)]
+    out = []
+    if kept:
+        out.append({"params": kept, "lr": lr, "weight_decay": decay, "name": name})
+    if free:
+        out.append({"params": free, "lr": lr, "weight_decay": 0.0, "name": f"{name} (no decay)"})
+    return out
+
+
+def reset_optimizer(old: torch.optim.Optimizer, model: nn.Module, cfg, scheduler) -> torch.optim.Optimizer:
+    """A fresh optimiser (moments and step counts zeroed) at the old one's current learning rates;
+    the scheduler is re-bound to it and keeps its own count (``training.reset_optimizer: epoch``)."""
+    new = build_optimizer(model, cfg)
+    for fresh, used in zip(new.param_groups, old.param_groups):
+        for key in ("lr", "initial_lr"):
+            if key in used:
+                fresh[key] = used[key]
+    if scheduler is not None:
+        scheduler.optimizer = new
+    return new
+
+
+def reinitialise(model: nn.Module, cfg) -> None:
+    """``training.reinit``: every ``nn.Linear`` outside the skipped blocks gets weight ~ N(0, std)
+    and constant bias, drawn from torch's global generator (seeded by ``training.seed``)."""
+    if cfg.reinit is None:
+        return
+    blocks = set(model.plan.blueprint.blocks)
+    unknown = [b for b in cfg.reinit.skip if b not in blocks]
+    if unknown:
+        hint = did_you_mean(unknown[0], sorted(blocks))
+        raise ComposerError(f"training.reinit.skip: unknown block '{unknown[0]}'" + (f" (did you mean '{hint}'?)" if hint else ""))
+    skipped = tuple(b.replace("/", ".") + "." for b in cfg.reinit.skip)
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, nn.Linear) and not (name + ".").startswith(skipped):
+                module.weight.normal_(0.0, cfg.reinit.std)
+                if module.bias is not None:
+                    module.bias.fill_(cfg.reinit.bias)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg, steps_per_epoch: int, direction: str):

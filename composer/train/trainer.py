@@ -30,7 +30,7 @@ from composer.errors import ComposerError, DataError, did_you_mean
 from composer.graph.model import ComposedModel, compile_blueprint
 from composer.metrics import compute_metrics, metric_direction
 from composer.train.checkpoint import capture_rng, publish, load_checkpoint, restore_rng, save_checkpoint, seed_everything
-from composer.train.optim import STEP_SCHEDULERS, Precision, build_optimizer, build_scheduler, select_device
+from composer.train.optim import STEP_SCHEDULERS, Precision, build_optimizer, build_scheduler, reinitialise, reset_optimizer, select_device
 from composer.train.runlog import RunLog, make_console, write_json
 from composer.train.views import check_views, make_views
 
@@ -260,7 +260,9 @@ class Trainer:
             self._log(f"[yellow]no checkpoint in {self.run_dir}; starting a new run[/]")
 
         seed_everything(cfg.seed)
-        model = compile_blueprint(bp).to(self.device)
+        model = compile_blueprint(bp)
+        reinitialise(model, cfg)
+        model = model.to(self.device)
         optimizer = build_optimizer(model, cfg)
         train_split = self.data["train"]
         batches_per_epoch = math.ceil(len(train_split) / cfg.batch_size)
@@ -295,6 +297,8 @@ class Trainer:
             for epoch in range(start_epoch, cfg.epochs + 1):
                 if stopped:
                     break
+                if cfg.reset_optimizer == "epoch" and epoch > 1:
+                    optimizer = reset_optimizer(optimizer, model, cfg, scheduler)
                 train_row, step = self._train_epoch(model, optimizer, scheduler, train_split, epoch, step, progress)
                 self._warn_if_diverging(log, train_row)
                 log.add_block_rows(self._run_hooks(model, epoch))
@@ -313,9 +317,10 @@ class Trainer:
                 improved = self._better(value, best)
                 if improved:
                     best, best_epoch, bad_epochs = value, epoch, 0
-                    self._save_best(model, {"composer.epoch": str(epoch), f"composer.valid.{self.monitor}": repr(value)})
                 else:
                     bad_epochs += 1
+                if improved or (cfg.monitor.keep == "last" and math.isfinite(value)):
+                    self._save_best(model, {"composer.epoch": str(epoch), f"composer.valid.{self.monitor}": repr(value)})
                 if cfg.early_stop is not None and bad_epochs >= cfg.early_stop:
                     stopped = True
                 save_checkpoint(ckpt_path, self._state(model, optimizer, scheduler, epoch, best, best_epoch, bad_epochs, step, stopped))
@@ -374,6 +379,8 @@ class Trainer:
             if (i + 1) % cfg.grad_accum == 0 or i + 1 == n_batches:
                 if scaler is not None:
                     scaler.unscale_(optimizer)
+                if cfg.grad_clip_value is not None:
+                    nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip_value)
                 if cfg.grad_clip is not None:
                     nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 if scaler is not None:
@@ -423,6 +430,8 @@ class Trainer:
             "best_epoch": best_epoch,
             "monitor": {"metric": self.monitor, "split": "valid", "direction": self.direction, "best": best},
             "best": at_best,
+            "kept": {"rule": self.cfg.monitor.keep, "epoch": best_epoch if self.cfg.monitor.keep == "best" else max(
+                (r["epoch"] for r in log.rows if r["split"] == "valid" and math.isfinite(r.get(self.monitor, math.nan))), default=None)},
             "parameters": counts["model"],
             "training_only_parameters": counts["training_only"],
             "device": str(self.device),

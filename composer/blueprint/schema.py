@@ -25,6 +25,7 @@ __all__ = [
     "SearchSpaceEntry",
     "ObjectiveConfig",
     "SearchConfig",
+    "ReportedResult",
     "BlueprintBase",
     "blueprint_model",
     "RESERVED_IDS",
@@ -205,6 +206,22 @@ class SearchConfig(StrictModel):
         return self
 
 
+class ReportedResult(StrictModel):
+    """Numbers a paper reports for this blueprint's experiment, printed beside Composer's own by
+    ``composer reproduce`` (metric names as Composer computes them: mae, corr, acc2_nonzero,
+    f1_nonzero, acc2_haszero, f1_haszero, acc7; for the robustness protocols ``auilc_<metric>``
+    or ``mean_<metric>`` over the rates)."""
+
+    source: str = Field(description="Where the numbers are printed: paper, table and page, e.g. 'Sun et al. 2023, Table 2, p. 7'.")
+    dataset: str = Field(description="The dataset (and setting) of the numbers, e.g. 'CMU-MOSI, unaligned'.")
+    protocol: Literal["standard", "per_rate", "lnln"] = Field(
+        default="standard",
+        description="standard: train per seed, test on clean inputs; per_rate: one model per missing rate (EMT-DLFR); lnln: one model, tested at rates 0-0.9 (LNLN).",
+    )
+    metrics: dict[str, float] = Field(min_length=1, description="Metric name -> reported value (percentages as printed, e.g. 84.5).")
+    note: str = Field(default="", description="What the paper's number means where it is not obvious (e.g. which Acc-2).")
+
+
 class BlueprintBase(StrictModel):
     blueprint: Literal[1] = Field(description="Blueprint language version.")
     name: str = Field(description="Model name, used for run folders.")
@@ -231,6 +248,9 @@ class BlueprintBase(StrictModel):
     )
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     search: SearchConfig | None = None
+    reported: list[ReportedResult] = Field(
+        default_factory=list, description="The paper's reported numbers for this experiment (composer reproduce prints them beside its own)."
+    )
     templates: dict[str, TemplateConfig] = Field(
         default_factory=dict,
         description="Named, parameterised sub-graphs used like blocks (`type: <template>`); expanded when the blueprint is loaded.",

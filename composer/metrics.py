@@ -64,7 +64,10 @@ _MINIMIZE = {"loss", "mae", "mse"}
 
 
 def metric_direction(name: str) -> str:
-    """``"minimize"`` for losses and errors (``loss``, ``mae``, ``*_loss``), else ``"maximize"``."""
+    """``"minimize"`` for losses and errors (``loss``, a loss term ``loss/<name>``, ``mae``,
+    ``*_loss``), else ``"maximize"``."""
+    if name.startswith("loss/"):
+        return "minimize"
     base = name.split("/")[-1]
     return "minimize" if base in _MINIMIZE or base.endswith("_loss") else "maximize"
 

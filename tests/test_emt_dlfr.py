@@ -361,3 +361,18 @@ def test_mpu_block_is_the_unit_emt_is_built_from():
     x, c = torch.randn(2, 5, 8), torch.randn(2, 7, 8)
     torch.testing.assert_close(block({"target": x, "source": c}, Context()), unit(x, c))
     assert sum(p.numel() for p in block.parameters()) == 8 * 8 + 2 * (4 * 64 + 8) + (3 * 4 * 64 + 2 * 4 * 8 + 8)
+
+
+def test_simsiam_without_projector_predictor_and_stop_gradient_is_the_plain_negative_cosine():
+    from composer.blocks._base import Context
+    from composer.graph.spec import vector
+    from composer.losses.dlfr import SimSiamConfig, SimSiamLoss
+
+    config = SimSiamConfig(a="x", b="y", projector=False, predictor=False, stop_gradient=False)
+    loss = SimSiamLoss(config, {"a": vector(5), "b": vector(5)})
+    assert sum(p.numel() for p in loss.parameters()) == 0
+    a, b = torch.randn(4, 5, requires_grad=True), torch.randn(4, 5, requires_grad=True)
+    value = loss({"a": a, "b": b}, Context(batch={}))
+    assert torch.allclose(value, -torch.nn.functional.cosine_similarity(a, b).mean())
+    value.backward()
+    assert a.grad.abs().sum() > 0 and b.grad.abs().sum() > 0  # gradient through both sides

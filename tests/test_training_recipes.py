@@ -95,3 +95,46 @@ def test_clipping_by_value_bounds_every_update(tmp_path):
     before = composer.compile_blueprint(bp)
     change = max((a - b).abs().max().item() for a, b in zip(after.state_dict().values(), before.state_dict().values()))
     assert 0 < change <= 2.2e-6  # (float32 rounding of weights near 1 adds ~1e-7)
+
+
+def test_sum_reduction_steps_with_the_sum_of_the_accumulated_gradients(tmp_path):
+    # SGD without momentum: one step over 2 accumulated batches moves twice as far when summed
+    moved = {}
+    for reduction in ("mean", "sum"):
+        bp = _bp(optimizer="sgd", lr=1e-2, momentum=0.0, grad_accum=2, grad_accum_reduction=reduction, epochs=1)
+        torch.manual_seed(bp.training.seed)
+        start = composer.compile_blueprint(bp).state_dict()
+        composer.train(bp, out=tmp_path / reduction, progress=False)
+        end = composer.ComposedModel.load(tmp_path / reduction / "best.safetensors").state_dict()
+        moved[reduction] = torch.cat([(end[k] - start[k]).flatten() for k in start])
+    assert torch.allclose(moved["sum"], 2 * moved["mean"], rtol=1e-3, atol=1e-6)  # float32 rounding of weights near 1
+
+
+def test_a_view_can_mask_each_modality_at_its_own_rate():
+    from composer.train.views import make_views
+
+    bp = _bp(views={"incomplete": {"rates": {"text": 0.0, "audio": 1.0}}})
+    batch = composer.compile_blueprint(bp).example_inputs(4)
+    masked = make_views(batch, bp, torch.Generator().manual_seed(0))["incomplete"]
+    assert torch.equal(masked["text"], batch["text"]) and not masked["view_masks"]["text"].any()
+    valid = torch.arange(batch["audio"].shape[1])[None] < batch["audio_lengths"][:, None]
+    assert torch.equal(masked["view_masks"]["audio"], valid) and masked["audio"][valid].abs().sum() == 0
+    with pytest.raises(ComposerError, match="drop `modalities`"):
+        composer.train(_bp(views={"v": {"rates": {"text": 0.5}, "modalities": ["text"]}}), progress=False)
+
+
+def test_validation_can_score_a_view_and_monitor_one_loss_term(tmp_path):
+    from composer.train.optim import Precision
+    from composer.train.trainer import evaluate_split
+    from composer.data import load_data
+
+    bp = _bp(views={"incomplete": {"rate": 1.0}}, monitor={"metric": "loss/l1_0", "view": "incomplete"})
+    model = composer.compile_blueprint(bp)
+    splits = load_data(bp)
+    main = evaluate_split(model, splits["valid"], 16, torch.device("cpu"), Precision("fp32", torch.device("cpu")), view="main")
+    masked = evaluate_split(model, splits["valid"], 16, torch.device("cpu"), Precision("fp32", torch.device("cpu")))
+    assert main["loss/l1_0"] == masked["loss/l1_0"] and main["mae"] != masked["mae"]  # the view's predictions are scored
+    result = composer.train(bp, out=tmp_path / "run", progress=False)
+    assert result.summary["monitor"]["metric"] == "loss/l1_0" and result.summary["monitor"]["direction"] == "minimize"
+    with pytest.raises(ComposerError, match="unknown view 'incomplet'"):
+        composer.train(_bp(monitor={"view": "incomplet"}), progress=False)

@@ -37,7 +37,7 @@ import torch
 from composer.data.base import SPLITS, DataSplits, TensorSplit
 from composer.errors import DataError
 
-__all__ = ["load_standard_pickle", "read_pickle", "standard_split"]
+__all__ = ["load_standard_pickle", "read_pickle", "standard_split", "standard_splits"]
 
 _SAFE_BUILTINS = ("dict", "list", "tuple", "set", "frozenset", "str", "bytes", "int", "float", "complex", "bool", "slice", "bytearray")
 
@@ -240,7 +240,11 @@ def standard_split(blueprint, d: dict, split: str, label_key: str, counts: dict[
 
 def load_standard_pickle(blueprint, path: str | Path, *, label_key: str | None = None) -> DataSplits:
     """Read a standard-layout feature pickle for the blueprint's modalities and task."""
-    data = read_pickle(path)
+    return standard_splits(blueprint, read_pickle(path), path, label_key=label_key)
+
+
+def standard_splits(blueprint, data: Any, path: str | Path, *, label_key: str | None = None) -> DataSplits:
+    """The splits of an already unpickled standard-layout object read from ``path``."""
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a dict of splits (train, valid, test), got {type(data).__name__}")
     if "valid" not in data and "dev" in data:

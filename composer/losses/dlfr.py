@@ -102,6 +102,9 @@ class SimSiamConfig(LossConfig):
     a: str = Field(description="One view's representation, e.g. `emt.global` (complete view).")
     b: str = Field(description="The other view's, e.g. `incomplete:emt.global`.")
     hidden: int | None = Field(default=None, ge=1, description="Predictor hidden width h (default: D // 2).")
+    projector: bool = Field(default=True, description="Project both views first (eq. 13's projector); false: compare a and b as given.")
+    predictor: bool = Field(default=True, description="Predict one view's projection from the other (eq. 13); false: compare projections directly.")
+    stop_gradient: bool = Field(default=True, description="Treat the target side as a constant (sg in eq. 13).")
 
     ref_fields: ClassVar[tuple[str, ...]] = ("a", "b")
 
@@ -112,6 +115,8 @@ class SimSiamLoss(Loss):
 
     ``a, b: vector (B, D)``. Parameters: projector ``D² + D`` (BN without affine), predictor
     ``D·h + 2h + h·D + D``. Training batches need at least two samples (BatchNorm).
+    ``projector: false, predictor: false, stop_gradient: false`` is the plain negative-cosine
+    attraction ``-cos(a, b)`` of EMT-DLFR's ablation (§5.2.4, Fig. 11), with no parameters.
     """
 
     @classmethod
@@ -124,12 +129,15 @@ class SimSiamLoss(Loss):
         super().__init__(config, specs)
         width = int(specs["a"].features)
         hidden = config.hidden or max(width // 2, 1)
-        self.projector = nn.Sequential(nn.Linear(width, width), nn.BatchNorm1d(width, affine=False))
+        self.projector = (
+            nn.Sequential(nn.Linear(width, width), nn.BatchNorm1d(width, affine=False)) if config.projector else nn.Identity()
+        )
         self.predictor = nn.Sequential(
             nn.Linear(width, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, width)
-        )
+        ) if config.predictor else nn.Identity()
 
     def forward(self, values: dict[str, torch.Tensor], ctx: Context) -> torch.Tensor:
         z_a, z_b = self.projector(values["a"]), self.projector(values["b"])  # (B, D) each
+        target = (lambda z: z.detach()) if self.config.stop_gradient else (lambda z: z)
         # eq. 13: each view's prediction chases the other's projection, which is a constant (sg)
-        return 0.5 * (negative_cosine(self.predictor(z_b), z_a.detach()) + negative_cosine(self.predictor(z_a), z_b.detach()))
+        return 0.5 * (negative_cosine(self.predictor(z_b), target(z_a)) + negative_cosine(self.predictor(z_a), target(z_b)))

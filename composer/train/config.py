@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["TrainingConfig", "ParamGroupConfig", "SchedulerConfig", "ViewConfig", "MonitorConfig", "DataConfig"]
+__all__ = ["TrainingConfig", "ReinitConfig", "ParamGroupConfig", "SchedulerConfig", "ViewConfig", "MonitorConfig", "DataConfig"]
 
 
 class _Strict(BaseModel):
@@ -43,20 +43,62 @@ class ViewConfig(_Strict):
         default=None, description="Draw the rate per batch uniformly from this range instead of `rate`."
     )
     modalities: list[str] | None = Field(default=None, description="Modalities to mask (default: all).")
+    rates: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] | None = Field(
+        default=None,
+        description="A rate per modality (e.g. {text: 0.1, audio: 0.5}) instead of `rate`/`rate_range`; the listed modalities are masked.",
+    )
     unk_token: int = Field(default=100, description="Token id that replaces masked text tokens ([UNK] in BERT).")
     special_tokens: list[int] = Field(default=[101, 102, 0], description="Token ids never masked ([CLS], [SEP], [PAD]).")
 
 
 class MonitorConfig(_Strict):
-    metric: str = Field(default="loss", description="Validation metric for early stopping and best checkpoint.")
+    metric: str = Field(
+        default="loss",
+        description="Validation metric for early stopping and best checkpoint: a task metric, `loss`, or one loss term `loss/<name>`.",
+    )
     direction: Literal["minimize", "maximize", "auto"] = "auto"
+    view: str = Field(
+        default="main",
+        description="Whose predictions the validation metrics score: the batch as given (main) or a training view (e.g. incomplete), drawn with fixed seeds.",
+    )
+    keep: Literal["best", "last"] = Field(
+        default="best",
+        description="Which weights the run keeps as its model: the best epoch by `metric`, or the last epoch (authors who select nothing).",
+    )
+
+
+class ReinitConfig(_Strict):
+    """Re-initialise every ``nn.Linear`` after the model is built: weight ~ N(0, std), bias =
+    ``bias`` (e.g. GLoMo's authors' BERT-style ``init_weights``: std 0.02, bias 0). Blocks in
+    ``skip`` (a pretrained text encoder) keep their weights; seeded by ``training.seed``."""
+
+    std: float = Field(gt=0, le=10, description="Standard deviation of the normal weights.")
+    bias: float = Field(default=0.0, description="Value of every bias.")
+    skip: list[str] = Field(default_factory=list, description="Block ids left as built (e.g. [text_bert]).")
 
 
 class DataConfig(_Strict):
-    """Where batches come from: the built-in synthetic set (default) or a file."""
+    """Where batches come from: the built-in synthetic set (default) or files (docs/data.md).
 
-    source: Literal["synthetic", "pickle"] = "synthetic"
+    ``pickle``: a standard-layout feature pickle at ``path``; ``mag_pickle``: the word-aligned
+    MAG/MIB pickle at ``path``; ``csd``: CMU-MultimodalSDK computational sequences, one per
+    modality plus ``label`` in ``paths``, split into folds by ``split``.
+    """
+
+    source: Literal["synthetic", "pickle", "mag_pickle", "csd"] = "synthetic"
     path: str | None = None
+    paths: dict[str, str] = Field(
+        default_factory=dict, description="csd: one .csd file per modality, and `label` for the labels' file."
+    )
+    split: str | None = Field(
+        default=None, description="csd: 'cmu_mosi' (the SDK's standard folds), a JSON split file or the SDK's *_std_folds.py (read as literals)."
+    )
+    vocab: str | None = Field(
+        default=None, description="mag_pickle / csd: WordPiece vocab.txt that turns words into ids for a tokens modality."
+    )
+    label_columns: list[Annotated[int, Field(ge=0)]] | None = Field(
+        default=None, description="csd: columns of the label features to keep (CMU-MOSEI: 0 = sentiment); all by default."
+    )
     samples: dict[Literal["train", "valid", "test"], Annotated[int, Field(ge=1, le=1_000_000)]] = Field(
         default_factory=lambda: {"train": 512, "valid": 128, "test": 128},
         description="Synthetic samples per split (1 to 1,000,000 each).",
@@ -79,7 +121,22 @@ class TrainingConfig(_Strict):
     early_stop: int | None = Field(default=None, ge=1, description="Stop after this many epochs without improvement.")
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     grad_accum: int = Field(default=1, ge=1, description="Batches per optimiser step.")
+    grad_accum_reduction: Literal["mean", "sum"] = Field(
+        default="mean", description="mean: the step follows the batches' average gradient; sum: their sum (code that never divides by grad_accum)."
+    )
     grad_clip: float | None = Field(default=None, gt=0, description="Clip the gradient norm to this value.")
+    grad_clip_value: float | None = Field(
+        default=None, gt=0, description="Clip every gradient element to [-value, value] (MMSA's MulT: 0.6)."
+    )
+    no_weight_decay: list[str] = Field(
+        default_factory=list,
+        description="Parameters whose name contains one of these strings get no weight decay (e.g. [bias, LayerNorm.weight]).",
+    )
+    reset_optimizer: Literal["never", "epoch"] = Field(
+        default="never",
+        description="epoch: a fresh optimiser (moments zeroed) at the start of every epoch, at that epoch's learning rate.",
+    )
+    reinit: ReinitConfig | None = Field(default=None, description="Re-initialise every Linear after the build (see ReinitConfig).")
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     param_groups: list[ParamGroupConfig] = Field(default_factory=list)
     seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Seed of initialisation, batch order and views.")

@@ -123,7 +123,7 @@ def evaluate(
         for rate in rates:
             mask = lambda batch, gen, rate=rate: temporal_mask(batch, bp, rate, gen, **extra)  # noqa: E731
             result.sweep[rate] = evaluate_split(model, data_splits[sweep_split], bs, dev, precision, seed=seed, transform=mask)
-        names = [k for k in next(iter(result.sweep.values())) if k != "loss"]
+        names = [k for k in next(iter(result.sweep.values())) if not k.startswith("loss")]
         result.auilc = {k: auilc(rates, [result.sweep[r][k] for r in rates]) for k in names}
     if write:
         write_json(path.parent / "evaluation.json", result.to_dict())

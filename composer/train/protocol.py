@@ -75,7 +75,7 @@ class ProtocolResult:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def summarise(self) -> None:
-        names = [k for k in self.runs[0]["metrics"] if k != "loss"] if self.runs else []
+        names = [k for k in self.runs[0]["metrics"] if not k.startswith("loss")] if self.runs else []
         for rate in self.rates:
             rows = [r["metrics"] for r in self.runs if r["rate"] == rate]
             self.per_rate[rate] = {k: _mean_std([m[k] for m in rows]) for k in names}

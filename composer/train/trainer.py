@@ -27,6 +27,7 @@ from torch import nn
 from composer.blueprint.load import dump_blueprint, load_blueprint
 from composer.data import DataSplits, TensorSplit, load_data
 from composer.errors import ComposerError, DataError, did_you_mean
+from composer.graph.plan import plan
 from composer.graph.model import ComposedModel, compile_blueprint
 from composer.metrics import compute_metrics, metric_direction
 from composer.train.checkpoint import capture_rng, publish, load_checkpoint, restore_rng, save_checkpoint, seed_everything
@@ -82,32 +83,38 @@ def evaluate_split(
     *,
     seed: int = 0,
     transform=None,
+    view: str | None = None,
 ) -> dict[str, float]:
-    """Loss and task metrics of ``model`` on one split (eval mode, no gradients).
+    """Loss, its terms (``loss/<name>``) and the task metrics of ``model`` on one split (eval
+    mode, no gradients).
 
     ``transform(batch, generator) -> batch`` alters the inputs first (e.g. masking for a
     missing-rate sweep). Views for the loss are drawn from a generator seeded by ``seed`` so
-    the value is reproducible.
+    the value is reproducible; the metrics score the predictions of ``view`` (default:
+    ``training.monitor.view``, the batch as given unless a blueprint says otherwise).
     """
     model.eval()
     bp = model.blueprint
+    view = view or bp.training.monitor.view
     gen = _view_generator(seed, 0, 17)
-    preds, labels, loss_sum, n = [], [], 0.0, 0
+    preds, labels, n = [], [], 0
+    sums: dict[str, float] = {}
     for batch in split.batches(batch_size, device=device):
         if transform is not None:
             batch = transform(batch, gen)
         batches = make_views(batch, bp, gen)
         with precision.autocast() if precision is not None else nullcontext():
             outputs = {v: model(b) for v, b in batches.items()}
-            total, _ = model.compute_loss(outputs, batches)
+            total, parts = model.compute_loss(outputs, batches)
         size = batch["label"].shape[0]
-        loss_sum += float(total) * size
+        for name, value in (("loss", total), *((f"loss/{k}", v) for k, v in parts.items())):
+            sums[name] = sums.get(name, 0.0) + float(value) * size
         n += size
-        preds.append(outputs["main"]["prediction"].float().cpu())
+        preds.append(outputs[view]["prediction"].float().cpu())
         labels.append(batch["label"].cpu())
     pred = torch.cat(preds).numpy()
     label = torch.cat(labels).numpy()
-    return {"loss": loss_sum / max(1, n), **compute_metrics(bp.task, pred, label)}
+    return {**{k: v / max(1, n) for k, v in sums.items()}, **compute_metrics(bp.task, pred, label)}
 
 
 @dataclass
@@ -149,7 +156,11 @@ class Trainer:
         self.progress = progress
         self.on_epoch_end = on_epoch_end
         self.console = console or make_console()
-        names = metric_names(blueprint.task)
+        names = metric_names(blueprint.task) + [f"loss/{ln.name}" for ln in plan(blueprint).losses]
+        views = ["main", *self.cfg.views]
+        if self.cfg.monitor.view not in views:
+            hint = did_you_mean(self.cfg.monitor.view, views)
+            raise ComposerError(f"training.monitor.view: unknown view '{self.cfg.monitor.view}' (views: {', '.join(views)})" + (f" (did you mean '{hint}'?)" if hint else ""))
         self.monitor = self.cfg.monitor.metric
         if self.monitor not in names:
             hint = did_you_mean(self.monitor, names)
@@ -374,7 +385,7 @@ class Trainer:
                 total, parts = model.compute_loss(outputs, batches)
             if not torch.isfinite(total):
                 raise ComposerError(f"epoch {epoch}, batch {i}: the loss is {float(total.detach())}; lower training.lr or set training.grad_clip")
-            scaled = total / cfg.grad_accum
+            scaled = total / cfg.grad_accum if cfg.grad_accum_reduction == "mean" else total
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
             if (i + 1) % cfg.grad_accum == 0 or i + 1 == n_batches:
                 if scaler is not None:

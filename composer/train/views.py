@@ -33,7 +33,9 @@ def check_views(blueprint) -> None:
     """Raise :class:`ComposerError` when a view names a modality it cannot mask."""
     ok = maskable_modalities(blueprint)
     for name, view in blueprint.training.views.items():
-        for m in view.modalities or []:
+        if view.rates is not None and view.modalities is not None:
+            raise ComposerError(f"training.views.{name}: `rates` names the masked modalities; drop `modalities`")
+        for m in list(view.modalities or []) + list(view.rates or {}):
             if m not in ok:
                 raise ComposerError(
                     f"training.views.{name}.modalities: '{m}' is not a sequence or token modality of the blueprint (maskable: {', '.join(ok) or 'none'})"
@@ -92,17 +94,19 @@ def _view_rate(view: ViewConfig, generator: torch.Generator) -> float:
 
 
 def make_views(batch: dict[str, Any], blueprint, generator: torch.Generator) -> dict[str, dict[str, Any]]:
-    """``{"main": batch, view: masked batch, ...}`` for the blueprint's ``training.views``."""
+    """``{"main": batch, view: masked batch, ...}`` for the blueprint's ``training.views``
+    (a view with ``rates`` masks each listed modality at its own rate)."""
     batches = {"main": batch}
     for name, view in blueprint.training.views.items():
-        rate = _view_rate(view, generator)
-        batches[name] = temporal_mask(
-            batch,
-            blueprint,
-            rate,
-            generator,
-            modalities=view.modalities,
-            unk_token=view.unk_token,
-            special_tokens=view.special_tokens,
-        )
+        tokens = {"unk_token": view.unk_token, "special_tokens": view.special_tokens}
+        if view.rates is None:
+            batches[name] = temporal_mask(batch, blueprint, _view_rate(view, generator), generator, modalities=view.modalities, **tokens)
+            continue
+        masked, masks = dict(batch), {}
+        for modality, rate in view.rates.items():
+            one = temporal_mask(batch, blueprint, rate, generator, modalities=[modality], **tokens)
+            masked[modality] = one[modality]
+            masks.update(one["view_masks"])
+        masked["view_masks"] = masks
+        batches[name] = masked
     return batches

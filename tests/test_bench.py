@@ -26,7 +26,7 @@ def test_macs_of_a_linear_layer_follow_the_documented_convention():
 def test_bench_model_reports_every_figure():
     model = composer.compile_blueprint(composer.load_blueprint("blueprints/late_fusion.yaml", SHORT))
     result = bench_model(model, batch_size=2, warmup=1, repeats=1)
-    assert result.params == 109377 and result.macs_per_sample > 0
+    assert result.params == 109377 and result.macs > 0
     assert result.forward_ms > 0 and result.train_step_ms > 0
 
 
@@ -44,3 +44,27 @@ def test_recurrent_layers_are_counted_by_formula():
     x = torch.randn(2, 3, 5)
     per_step = 4 * (5 * 7 + 7 * 7) + 4 * (14 * 7 + 7 * 7)  # layer 1 and layer 2, one direction
     assert count_macs(lambda: lstm(x), lstm) == 2 * 2 * 3 * per_step
+
+
+def test_bench_against_the_reference_reports_the_issue_fields_with_equal_outputs(tmp_path):
+    import pytest
+    import torch
+
+    from composer.bench import compare_with_reference, find_reference
+    from composer.errors import ComposerError
+
+    tiny_mult = ["modalities.text.length=5", "modalities.audio.length=6", "modalities.vision.length=4"]
+    for path, sets in (("blueprints/mult.yaml", tiny_mult), ("blueprints/rmfn.yaml", SHORT)):
+        model = composer.compile_blueprint(composer.load_blueprint(path, sets))
+        result = compare_with_reference(model, bench_model(model, batch_size=2, warmup=1, repeats=1), device=torch.device("cpu"), warmup=1, repeats=2)
+        row = result.row()
+        for field in ("params", "macs", "forward_ms", "train_step_ms", "samples_per_s", "peak_mem_mb", "reference_ratio"):
+            assert field in row
+        assert result.reference in path and result.reference_ratio > 0 and result.reference_max_diff < 1e-5
+    late = composer.compile_blueprint(composer.load_blueprint("blueprints/late_fusion.yaml", SHORT))
+    with pytest.raises(ComposerError, match="no reference"):
+        find_reference(late)
+    out = tmp_path / "bench.json"
+    assert main(["bench", "blueprints/late_fusion.yaml", "--reference", "-b", "2", "--repeats", "1", "--device", "cpu", "-o", str(out),
+                 *sum((["--set", s] for s in SHORT), [])]) == 0
+    assert json.loads(out.read_text())["results"][0]["reference_ratio"] is None

@@ -20,14 +20,20 @@ def bench(
     repeats: int = typer.Option(5, "--repeats", min=1, help="Timed runs (median reported)."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write results to this .json or .csv file."),
+    reference: bool = typer.Option(False, "--reference", help="Also time the hand-written reference (tests/reference/) with the same weights and batch, interleaved; reports reference_ratio."),
 ) -> None:
     """Measure parameters, MACs per sample, forward and training-step time and peak memory.
 
+    With --reference each paper blueprint is timed against its plain-PyTorch reference (same weights, same batch, alternating repeats): reference_ratio = blueprint step / reference step (forward, mean squared prediction, backward, SGD).
+
     Example: composer bench blueprints/*.yaml --batch-size 32 -o docs/bench-cpu.json
+
+    Example: composer bench blueprints/mult.yaml blueprints/hct_mg.yaml --reference --batch-size 8
     """
     import torch
 
-    from composer.bench import bench_model, machine_info
+    from composer.bench import bench_model, compare_with_reference, machine_info
+    from composer.errors import ComposerError
     from composer.graph.model import compile_blueprint
 
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
@@ -37,13 +43,27 @@ def bench(
         torch.manual_seed(0)
         model = compile_blueprint(load(path, set_))
         result = bench_model(model, batch_size=batch_size, device=dev, repeats=repeats)
+        if reference:
+            torch.manual_seed(0)
+            try:
+                result = compare_with_reference(model, result, device=dev, repeats=repeats)
+            except ComposerError as exc:
+                con.print(f"{path}: no reference timing ({exc})", style="yellow")
         rows.append({"blueprint": str(path), **result.row()})
         con.print(f"measured {path}", style="dim")
     table = Table(title=f"batch {batch_size} on {dev}", header_style="bold")
-    for col in ("blueprint", "params", "MACs/sample", "forward ms", "train step ms", "peak MB"):
+    columns = ["blueprint", "params", "MACs/sample", "forward ms", "train step ms", "samples/s", "peak MB"]
+    if reference:
+        columns += ["step ms (ours / reference)", "reference ratio", "max diff"]
+    for col in columns:
         table.add_column(col, justify="left" if col == "blueprint" else "right")
     for r in rows:
-        table.add_row(r["name"], f"{r['params']:,}", f"{r['macs_per_sample']:,}", f"{r['forward_ms']:.2f}", f"{r['train_step_ms']:.2f}", "—" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.1f}")
+        cells = [r["name"], f"{r['params']:,}", f"{r['macs']:,}", f"{r['forward_ms']:.2f}", f"{r['train_step_ms']:.2f}",
+                 f"{r['samples_per_s']:.1f}", "—" if r["peak_mem_mb"] is None else f"{r['peak_mem_mb']:.1f}"]
+        if reference:
+            cells += ["—", "—", "—"] if r["reference"] is None else [
+                f"{r['prediction_step_ms']:.2f} / {r['reference_step_ms']:.2f}", f"{r['reference_ratio']:.3f}", f"{r['reference_max_diff']:.1e}"]
+        table.add_row(*cells)
     con.print(table)
     if out is not None:
         machine = machine_info(dev)

@@ -273,7 +273,7 @@ def model_figures(bp, names: list[str]) -> dict[str, float]:
 
         result = bench_model(ComposedModel(bp, bp._plan, estimate), batch_size=bp.training.batch_size, warmup=1, repeats=3)
         if "macs" in names:
-            out["macs"] = float(result.macs_per_sample)
+            out["macs"] = float(result.macs)
         if "train_step_ms" in names:
             out["train_step_ms"] = float(result.train_step_ms)
     return out

@@ -19,7 +19,7 @@ from composer.graph.spec import Spec
 
 __all__ = [
     "SIZES", "concrete_shape", "random_tensor", "random_inputs", "make_config", "check_block", "config_round_trip",
-    "check_padding_invariance", "check_content_sensitivity", "padded_batch", "grow_padding",
+    "check_padding_invariance", "check_content_sensitivity", "padded_batch", "grow_padding", "HostReads", "HOST_READS",
 ]
 
 SIZES = {"B": 3}
@@ -249,3 +249,56 @@ def grow_padding(model, batch: dict[str, torch.Tensor], extra: int = EXTRA_PADDI
             seg = batch[f"{name}_segment"]
             out[f"{name}_segment"] = torch.cat([seg, torch.zeros(seg.shape[0], extra, dtype=seg.dtype)], dim=1)
     return out
+
+
+# -- host reads ---------------------------------------------------------------------------------
+#: Tensor methods that copy a value to the host: on CUDA each one waits for the device.
+HOST_READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__")
+
+
+class HostReads:
+    """Count the tensor-to-host reads Composer's own code makes while the context is open, by
+    ``file:line`` (on CPU too, where they cost nothing, so a CPU test sees the reads that would
+    make a CUDA step wait)::
+
+        with HostReads() as reads:
+            step()
+        assert reads.total == 0, reads.where
+
+    A read is attributed to the code that calls the tensor method; reads inside libraries
+    (torch's packing utilities read their CPU metadata, transformers' mask helpers) are
+    counted apart in ``library`` — on CUDA, ``torch.cuda.set_sync_debug_mode("error")`` is the
+    check that covers them.
+    """
+
+    def __init__(self) -> None:
+        self.where: dict[str, int] = {}
+        self.library: dict[str, int] = {}
+        self._saved: dict[str, Any] = {}
+
+    @property
+    def total(self) -> int:
+        return sum(self.where.values())
+
+    def __enter__(self) -> "HostReads":
+        import sys
+        from pathlib import Path
+
+        package = str(Path(__file__).resolve().parent)
+        for name in HOST_READS:
+            original = getattr(torch.Tensor, name)
+            self._saved[name] = original
+
+            def counted(tensor, *args, _original=original, _name=name, **kwargs):
+                caller = sys._getframe(1)
+                where = f"{_name} at {Path(caller.f_code.co_filename).name}:{caller.f_lineno}"
+                table = self.where if caller.f_code.co_filename.startswith(package) else self.library
+                table[where] = table.get(where, 0) + 1
+                return _original(tensor, *args, **kwargs)
+
+            setattr(torch.Tensor, name, counted)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for name, original in self._saved.items():
+            setattr(torch.Tensor, name, original)

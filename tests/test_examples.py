@@ -7,8 +7,7 @@ import pytest
 
 import composer
 
-ROOT = Path(__file__).parents[1]
-EXAMPLES = sorted(ROOT.glob("examples/**/*.yaml"))
+from shipped import EXAMPLES, ROOT
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)

@@ -21,11 +21,9 @@ from composer.blocks.text import TextEncoder
 from composer.graph.model import build_context
 from composer.testing import check_content_sensitivity, check_padding_invariance, grow_padding, padded_batch
 
-ROOT = Path(__file__).parents[1]
-BLUEPRINTS = sorted(
-    [*ROOT.glob("blueprints/*.yaml"), *ROOT.glob("blueprints/variants/*.yaml"), *ROOT.glob("blueprints/search/*.yaml"),
-     *ROOT.glob("examples/**/*.yaml")]
-)
+from shipped import EXAMPLES, PRESETS, ROOT, SEARCHES
+
+BLUEPRINTS = sorted([*PRESETS, *SEARCHES, *EXAMPLES])
 
 #: Options that reproduce an author's padding-dependent behaviour on purpose (documented there).
 PADDING_DEPENDENT = {("bert", "layers_padding"): "include"}

@@ -136,10 +136,12 @@ def test_set_reaches_parameters_and_inner_blocks_also_of_a_saved_expanded_bluepr
     bp = load_blueprint(blueprint(), ["blocks.t.width=12", "blocks.t.rnn.layers=3", "blocks.a.dropout=0.3"])
     assert bp.blocks["t/rnn"].hidden == 12 and bp.blocks["t/rnn"].layers == 3 and bp.blocks["a/drop"].p == 0.3
     saved = dump_blueprint(bp)
-    assert "templates" not in yaml.safe_load(saved)  # saved expanded: a run's blueprint says exactly what ran
+    assert yaml.safe_load(saved)["blocks"]["t"]["type"] == "encode"  # saved as written: the uses stay uses
     again = load_blueprint(saved)
     assert again.to_data() == bp.to_data()
     assert load_blueprint(saved, ["blocks.t.rnn.layers=1"]).blocks["t/rnn"].layers == 1
+    searched = load_blueprint(blueprint(search={"space": {"blocks.t.width": {"choice": [4, 8]}}}))
+    assert load_blueprint(dump_blueprint(searched)).search.space  # a search over a parameter survives saving
 
 
 def test_search_space_paths_into_uses_are_checked_and_applied():
@@ -176,6 +178,19 @@ def test_mistakes_inside_a_template_are_reported_at_the_template():
     assert any("name of a built-in block type" in m for m in messages(blueprint(templates={"lstm": ENCODE})))
     clash = dict(ENCODE, params={"width": None, "rnn": 1})
     assert any("'rnn' is both" in m for m in messages(blueprint(templates={"encode": clash})))
+
+
+def test_a_use_sharing_with_a_use_whose_blocks_share_inside_shares_with_the_final_owner():
+    pair = {"inputs": ["x"], "blocks": {"a": {"type": "linear", "in": "x", "out": 4}, "b": {"type": "linear", "in": "a", "out": 4, "share": "a"}},
+            "outputs": {"out": "b"}}
+    data = blueprint(templates={"pair": pair})
+    data["modalities"] = {"x": {"kind": "vector", "features": 4}}
+    data["blocks"] = {"one": {"type": "pair", "in": "x"}, "two": {"type": "pair", "in": "one", "share": "one"},
+                      "head": {"type": "linear", "in": "two", "out": 1}}
+    bp = load_blueprint(data)
+    assert bp.blocks["one/b"].share == "one/a" and bp.blocks["two/a"].share == "one/a" and bp.blocks["two/b"].share == "one/a"
+    data["blocks"]["two"] = {"type": "pair", "in": "one", "a": {"share": "one/a"}}  # an override may name any block
+    assert load_blueprint(data).blocks["two/a"].share == "one/a"
 
 
 def test_imports_read_template_files_and_locate_their_problems(tmp_path):

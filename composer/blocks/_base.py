@@ -96,12 +96,15 @@ class Context:
     ``masks`` maps a time symbol (``"T_audio"``) to a bool tensor ``(B, T)``, True where a
     step is real; a sequence whose spec uses that symbol is padded by that mask. A block
     that creates a new time axis may add its mask here. ``batch`` is the raw batch (for
-    extras such as token type ids). ``lengths`` caches valid steps per time symbol.
+    extras such as token type ids). ``lengths`` caches valid steps per time symbol;
+    ``host_lengths`` holds them as Python ints where the batch brought them (Composer's data
+    loaders do), so code that needs them on the host (packing) reads no device tensor.
     """
 
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
     batch: dict[str, Any] = field(default_factory=dict)
     lengths: dict[str, torch.Tensor] = field(default_factory=dict)
+    host_lengths: dict[str, list[int]] = field(default_factory=dict)
 
     def lengths_of(self, spec: Spec) -> torch.Tensor | None:
         """Valid steps per sample ``(B,)`` for a masked sequence (from the batch when given), or None."""
@@ -111,6 +114,10 @@ class Context:
         if spec.time not in self.lengths:
             self.lengths[spec.time] = mask.sum(1)
         return self.lengths[spec.time]
+
+    def host_lengths_of(self, spec: Spec) -> list[int] | None:
+        """Valid steps per sample as Python ints when the batch carried them, else None."""
+        return self.host_lengths.get(spec.time) if isinstance(spec.time, str) else None
 
     def mask(self, spec: Spec) -> torch.Tensor | None:
         """Padding mask ``(B, T)`` (True = valid) for a sequence or token spec, or None."""

@@ -67,12 +67,20 @@ class ModalityGate(nn.Module):
         self.register_buffer("last_primary", torch.tensor(-1, dtype=torch.long))
         self.register_buffer("stable_epochs", torch.tensor(0, dtype=torch.long))
         self._history: list[dict[str, Any]] = []
+        # a host copy of frozen_primary (kept in step with the buffer), so a training step of a
+        # fixed or frozen gate reads nothing back from the device
+        self._frozen_index = -1 if self.gated else modalities.index(primary)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        if self.frozen_primary.device.type != "meta":
+            self._frozen_index = int(self.frozen_primary)
 
     # -- state ---------------------------------------------------------------------
     @property
     def frozen(self) -> bool:
         """True when the primary can no longer change (fixed primary or frozen gate)."""
-        return int(self.frozen_primary) >= 0
+        return self._frozen_index >= 0
 
     def weights(self) -> torch.Tensor | None:
         """``(M,)`` weights summing to 1 (None for a fixed primary). Detached once frozen."""
@@ -82,15 +90,17 @@ class ModalityGate(nn.Module):
         return logits.softmax(dim=0)
 
     def primary_index(self) -> int:
-        """Index of the current primary: the frozen/fixed one, else the argmax of the weights."""
+        """Index of the current primary: the frozen/fixed one, else the argmax of the weights.
+
+        A gated, unfrozen gate reads one number back from the device per call: which branch
+        runs depends on it (the roles' inputs have their own time axes), so it cannot stay on
+        the device. A fixed or frozen gate reads nothing."""
         if self.frozen:
-            return int(self.frozen_primary)
+            return self._frozen_index
         logits = self.logits.detach()
-        best = logits.max()
-        tied = logits == best  # ties (all at initialisation) go to the preferred modality, else the first tied
-        if bool(tied[self.preferred]):
-            return self.preferred
-        return int(tied.nonzero()[0])
+        tied = logits == logits.max()  # ties (all at initialisation) go to the preferred modality, else the first tied
+        first = tied.to(torch.uint8).argmax()
+        return int(torch.where(tied[self.preferred], torch.full_like(first, self.preferred), first))
 
     def select(self) -> tuple[int, torch.Tensor | None]:
         """The primary for this batch and the weights; recorded in the history while training."""
@@ -116,7 +126,8 @@ class ModalityGate(nn.Module):
     def freeze(self) -> str:
         """Fix the current primary and stop the weights from learning; returns the primary's name."""
         if self.gated and not self.frozen:
-            self.frozen_primary.fill_(self.primary_index())
+            self._frozen_index = self.primary_index()
+            self.frozen_primary.fill_(self._frozen_index)
             self.logits.requires_grad_(False)
         return self.modalities[self.primary_index()]
 
@@ -164,7 +175,7 @@ class ModalityGate(nn.Module):
         return log
 
     def extra_repr(self) -> str:
-        mode = "gated" if self.gated else f"fixed primary={self.modalities[int(self.frozen_primary)]}"
+        mode = "gated" if self.gated else f"fixed primary={self.modalities[self._frozen_index]}"
         return f"modalities={self.modalities}, {mode}"
 
 

@@ -67,8 +67,12 @@ class _RNNBlock(Block):
         (x,) = inputs.values()  # (B, T, D)
         lengths = ctx.lengths_of(self._spec) if self.config.packed else None
         if lengths is not None:
-            lengths = lengths.clamp(min=1).cpu()
-            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            host = ctx.host_lengths_of(self._spec)  # Python ints from Composer's loaders: no device read
+            lengths = torch.tensor(host) if host is not None else lengths.cpu()
+            if host is not None and min(host) >= x.shape[1]:
+                lengths = None  # nothing is padded: packing would change nothing
+        if lengths is not None:
+            packed = pack_padded_sequence(x, lengths.clamp(min=1), batch_first=True, enforce_sorted=False)
             seq, state = self.rnn(packed)
             if self.config.output != "last":  # unpacking costs time; skip it when only h_T is used
                 seq, _ = pad_packed_sequence(seq, batch_first=True, total_length=x.shape[1])  # (B, T, H*dirs)

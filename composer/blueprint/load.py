@@ -293,12 +293,16 @@ def _loss_ref_fields(loss_type: Any) -> tuple[str, ...]:
     return tuple(config.ref_fields) + tuple(config.optional_ref_fields)
 
 
-def _expand(data: dict, smap: SourceMap, values: dict[str, Any]) -> tuple[dict, list[Problem]]:
-    """Templates: read the imported files, then expand every use (see :mod:`composer.blueprint.templates`)."""
+def _imports(data: dict, smap: SourceMap) -> list[Problem]:
+    """Read the templates of the imported files into ``data`` (paths relative to the blueprint's file)."""
     base = Path(smap.file).parent if smap.file and Path(smap.file).is_file() else Path.cwd()
-    problems = inline_imports(data, smap, base, read_blueprint_text, read_yaml)
-    if problems or "templates" not in data:
-        return {}, problems
+    return inline_imports(data, smap, base, read_blueprint_text, read_yaml)
+
+
+def _expand(data: dict, smap: SourceMap, values: dict[str, Any]) -> tuple[dict, list[Problem]]:
+    """Expand every use of a template (see :mod:`composer.blueprint.templates`)."""
+    if "templates" not in data:
+        return {}, []
     substitute = lambda node, params, path, found: _substitute_tree(node, make_lookup(params), path, found)
     return expand_templates(data, smap, substitute, values, {e.name for e in list_blocks()}, _loss_ref_fields)
 
@@ -338,6 +342,10 @@ def validate_data(data: Any, smap: SourceMap | None = None, *, allow_plugins: bo
         load_plugins([str(p) for p in data["plugins"]])
     data = copy.deepcopy(data)
     smap = smap.copy()  # expansion adds the lines of expanded blocks to this call's map only
+    problems = _imports(data, smap)
+    if problems:
+        raise BlueprintError([smap.locate(p) for p in problems])
+    written = copy.deepcopy(data) if data.get("templates") else None  # what dump_blueprint writes back
     values, problems = _resolve_vars(data)
     if problems:
         raise BlueprintError([smap.locate(p) for p in problems])
@@ -370,6 +378,7 @@ def validate_data(data: Any, smap: SourceMap | None = None, *, allow_plugins: bo
     object.__setattr__(bp, "_plan", the_plan)
     object.__setattr__(bp, "_source_map", smap)
     object.__setattr__(bp, "_template_uses", uses)
+    object.__setattr__(bp, "_written", written)
     for w in the_plan.warnings:
         smap.locate(w)
     return bp
@@ -500,5 +509,5 @@ def read_blueprint_text(path: Path) -> str:
 
 def dump_blueprint(bp) -> str:
     """YAML text of a blueprint that reloads to an equal blueprint."""
-    data = bp.model_dump(mode="json", by_alias=True, exclude={"templates", "imports"})  # templates come expanded
+    data = bp.source_data()  # with templates: as written (imports read in), so it re-expands the same
     return SCHEMA_COMMENT + "\n" + yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)

@@ -7,8 +7,9 @@ generated from the registries, so the model class is built on demand by
 
 from __future__ import annotations
 
+import copy
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
@@ -219,6 +220,9 @@ class ReportedResult(StrictModel):
         description="standard: train per seed, test on clean inputs; per_rate: one model per missing rate (EMT-DLFR); lnln: one model, tested at rates 0-0.9 (LNLN).",
     )
     metrics: dict[str, float] = Field(min_length=1, description="Metric name -> reported value (percentages as printed, e.g. 84.5).")
+    rates: list[Annotated[float, Field(ge=0.0, le=1.0)]] | None = Field(
+        default=None, description="per_rate / lnln: the missing rates the paper's numbers cover (default: the protocol's, 0-1 or 0-0.9 by 0.1)."
+    )
     note: str = Field(default="", description="What the paper's number means where it is not obvious (e.g. which Acc-2).")
 
 
@@ -312,8 +316,14 @@ class BlueprintBase(StrictModel):
         return {name: m.spec(name) for name, m in self.modalities.items()}
 
     def to_data(self) -> dict:
-        """Plain data that reloads to an equal blueprint (YAML round-trip)."""
+        """Plain data of the validated blueprint (templates expanded) that reloads to an equal one."""
         return self.model_dump(mode="json", by_alias=True, exclude_defaults=False)
+
+    def source_data(self) -> dict:
+        """The blueprint as written, to save, override and reload: for a blueprint with templates
+        the templates and their uses (imported ones written in), else :meth:`to_data`."""
+        written = getattr(self, "_written", None)
+        return copy.deepcopy(written) if written is not None else self.model_dump(mode="json", by_alias=True, exclude={"templates", "imports"})
 
 
 def blueprint_model() -> type[BlueprintBase]:

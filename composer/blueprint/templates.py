@@ -22,7 +22,10 @@ their modules (``pair.ab.layers.0.fc1.weight``). A use takes the template's para
 inner block, a mapping of settings that override the template's (``ab: {attn_dropout: 0.1}``),
 so ``--set blocks.pair.heads=10``, ``--set blocks.pair.ab.layers=3`` and search paths reach
 inside. ``share: other_use`` ties every inner block to the same block of another use of the
-same template. Problems inside a template are reported at the template's own file and line.
+same template (an inner override may also name any block: ``ab: {share: other/ab}``).
+Problems inside a template are reported at the template's own file and line. A saved
+blueprint (run folders, weights files) keeps the templates and their uses, with imported
+templates written in, so it reloads on its own and ``--set`` paths keep working.
 
 ``imports: [path.yaml, ...]`` reads the templates of other files (paths relative to the file
 that imports them; such a file holds ``templates:`` and optionally ``imports:`` and
@@ -210,6 +213,7 @@ class _Expander:
                 self.blocks[bid] = cfg
         for use, other, where in self.use_shares:
             self.share_use(use, other, where)
+        self.resolve_share_chains()
         self.blocks = {bid: self.rewrite_block(bid, cfg) for bid, cfg in self.blocks.items()}
         self.data["blocks"] = self.blocks
         if isinstance(self.data.get("outputs"), dict):
@@ -252,6 +256,8 @@ class _Expander:
             if isinstance(body.get("share"), str):
                 if body["share"] in inner_ids:
                     body["share"] = f"{use_id}{SEPARATOR}{body['share']}"
+                elif isinstance(override, dict) and "share" in override:
+                    pass  # written at the use, outside the template: a block id of the blueprint (e.g. layer1/to_text)
                 else:
                     self.problems.append(Problem(inner_path + ("share",), f"inside a template, `share` names another block of the template ({', '.join(sorted(inner_ids))})", did_you_mean(body["share"], inner_ids)))
             if body.get("type") in self.templates:
@@ -339,6 +345,18 @@ class _Expander:
         for bid, cfg in self.blocks.items():
             if bid.startswith(prefix) and isinstance(cfg, dict) and "share" not in cfg:
                 cfg["share"] = other_prefix + bid[len(prefix):]
+
+    def resolve_share_chains(self) -> None:
+        """A block sharing with a block that itself shares (a use sharing with another use whose
+        blocks share inside the template) shares with the final owner, as the graph requires."""
+        for cfg in self.blocks.values():
+            if not isinstance(cfg, dict) or not isinstance(cfg.get("share"), str):
+                continue
+            owner, seen = cfg["share"], set()
+            while isinstance(self.blocks.get(owner), dict) and isinstance(self.blocks[owner].get("share"), str) and owner not in seen:
+                seen.add(owner)
+                owner = self.blocks[owner]["share"]
+            cfg["share"] = owner
 
     # references from outside a use ------------------------------------------------------
     def outer(self, text: str, where: tuple, depth: int = 0) -> str:

@@ -13,7 +13,9 @@ Trains one model per seed (or, for a robustness protocol, per seed and missing r
 
 Example:
 
-    composer reproduce blueprints/variants/emt_dlfr_authors.yaml --data mosi_unaligned.pkl --seeds 1111,1112,1113
+    composer reproduce blueprints/variants/msaf_authors.yaml --data mosei_aligned_50.pkl --seeds 1,2,3,4,5
+
+    composer reproduce blueprints/emt_dlfr.yaml --data mosi_unaligned.pkl --seeds 1111,1112,1113 --epochs 30
 """
 
 ROBUSTNESS_HELP = """Robustness to missing inputs over seeds: EMT-DLFR's per-rate protocol or LNLN's.
@@ -73,6 +75,7 @@ def register(app: typer.Typer) -> None:
         protocol: Optional[str] = typer.Option(None, "--protocol", help="standard, per_rate or lnln (default: that of the blueprint's first `reported:` entry)."),
         out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: runs/<name>_<protocol>)."),
         seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma list of seeds (default: training.seed; LNLN: 1111,1112,1113)."),
+        rates: Optional[str] = typer.Option(None, "--rates", help="per_rate / lnln: start:stop:step or a comma list (default: the paper's, else the protocol's)."),
         epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Override training.epochs."),
         overrides: List[str] = typer.Option([], "--set", help="Override a blueprint field: path=value (repeatable)."),
         device: str = typer.Option("auto", "--device", help="auto (CUDA, then CPU), cpu, cuda or cuda:N."),
@@ -80,7 +83,7 @@ def register(app: typer.Typer) -> None:
         from composer.train.trainer import as_blueprint
 
         chosen = protocol or next((r.protocol for r in as_blueprint(blueprint, overrides).reported), "standard")
-        run(blueprint, chosen, data, out, seeds, None, epochs, overrides, device)
+        run(blueprint, chosen, data, out, seeds, rates, epochs, overrides, device)
 
     @app.command("robustness", help=ROBUSTNESS_HELP)
     def robustness_command(

@@ -44,8 +44,10 @@ class TensorSplit:
         return int(next(iter(self.tensors.values())).shape[0]) if self.tensors else 0
 
     def batch(self, index: torch.Tensor, device: str | torch.device = "cpu") -> dict[str, Any]:
-        """The samples at ``index`` as one batch dict on ``device``."""
+        """The samples at ``index`` as one batch dict on ``device``; ``host_lengths`` keeps each
+        modality's lengths as Python ints, so packing a sequence needs no device-to-host copy."""
         out: dict[str, Any] = {k: v[index].to(device, non_blocking=True) for k, v in self.tensors.items()}
+        out["host_lengths"] = {k[: -len("_lengths")]: v[index].tolist() for k, v in self.tensors.items() if k.endswith("_lengths")}
         if self.ids is not None:
             out["id"] = [self.ids[i] for i in index.tolist()]
         return out
@@ -129,6 +131,11 @@ def check_split(blueprint, split: TensorSplit, name: str = "split") -> None:
             ok = tuple(x.shape[1:]) == (cfg.features, *cfg.spatial)
         if not ok:
             raise DataError(f"{name}: '{m}' has shape {tuple(x.shape)}, expected {_expected(cfg)}")
+        if cfg.kind == "tokens" and x.numel() and (int(x.min()) < 0 or int(x.max()) >= cfg.vocab):
+            raise DataError(
+                f"{name}: '{m}' holds token ids from {int(x.min())} to {int(x.max())}, outside [0, {cfg.vocab}) "
+                f"(modalities.{m}.vocab); the text encoder checks the vocabulary against that once, here, not at every step"
+            )
         if cfg.kind in ("sequence", "tokens"):
             check_padding(split.tensors, m, int(x.shape[1]), name)
     if "label" not in split.tensors:

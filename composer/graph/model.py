@@ -44,6 +44,9 @@ def build_context(batch: dict[str, Any], modality_times: dict[str, str]) -> Cont
             if lengths is not None and x is not None:
                 mask = length_mask(lengths.to(x.device), x.shape[1])
                 ctx.lengths[symbol] = lengths
+                host = batch.get("host_lengths", {}).get(name)
+                if host is not None:
+                    ctx.host_lengths[symbol] = host
         if mask is not None:
             ctx.masks[symbol] = mask.bool()
     return ctx

@@ -281,8 +281,8 @@ def model_figures(bp, names: list[str]) -> dict[str, float]:
 
 def with_training(bp, **fields):
     """The validated blueprint with some ``training`` fields replaced (seed, epochs, ...)."""
-    data = bp.to_data()
-    data["training"].update(fields)
+    data = bp.source_data()
+    data.setdefault("training", {}).update(fields)
     return validate_data(data)
 
 

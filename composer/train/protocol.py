@@ -113,6 +113,8 @@ class ProtocolResult:
         keys = self.columns()
         if len(self.rates) > 1:
             keys = [(f"auilc_{k}", f"AUILC {label}") for k, label in keys] + [(f"mean_{k}", f"mean over rates {label}") for k, label in keys]
+        shown = {k for k, _ in keys}
+        keys += [(k, k) for k in (reported or {}).get("metrics", {}) if k not in shown and k in summary]  # e.g. per-class accuracies
         for key, label in keys:
             mean, std = summary[key]
             scale = 100.0 if _percent(key) else 1.0
@@ -187,7 +189,7 @@ def run_protocol(
 
     ``blueprint``: a path, text, dict or loaded blueprint; ``data``: as for :func:`composer.train`;
     ``seeds`` default to the blueprint's ``training.seed`` (standard, per_rate) or LNLN's three;
-    ``rates`` to the protocol's. Returns the result and writes ``<out>/<protocol>.{json,csv,md}``."""
+    ``rates`` to those of the blueprint's ``reported:`` entry for the protocol, else the protocol's. Returns the result and writes ``<out>/<protocol>.{json,csv,md}``."""
     from composer.data import load_data
     from composer.graph.model import ComposedModel
     from composer.train.optim import Precision, select_device
@@ -201,7 +203,8 @@ def run_protocol(
     seeds = list(seeds) if seeds else (LNLN_SEEDS if protocol == "lnln" else [bp.training.seed])
     if len(set(seeds)) != len(seeds):
         raise ComposerError(f"seeds {seeds} repeat a seed")
-    rates = sorted(set(rates)) if rates is not None else PROTOCOL_RATES[protocol]
+    paper = next((r for r in bp.reported if r.protocol == protocol and r.rates), None)
+    rates = sorted(set(rates)) if rates is not None else (sorted(set(paper.rates)) if paper else PROTOCOL_RATES[protocol])
     if protocol == "standard" and rates != [0.0]:
         raise ComposerError("the standard protocol tests on clean inputs; use per_rate or lnln for missing rates")
     if any(not 0.0 <= r <= 1.0 for r in rates):

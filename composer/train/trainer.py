@@ -53,7 +53,7 @@ def as_blueprint(blueprint: Any, overrides=()):
     if hasattr(blueprint, "training") and hasattr(blueprint, "modalities"):
         if not overrides:
             return blueprint
-        blueprint = blueprint.to_data()
+        blueprint = blueprint.source_data()
     return load_blueprint(blueprint, overrides=list(overrides))
 
 

@@ -55,7 +55,7 @@ def _valid_steps(batch: dict[str, Any], name: str, x: torch.Tensor) -> torch.Ten
 def temporal_mask(
     batch: dict[str, Any],
     blueprint,
-    rate: float,
+    rate: float | torch.Tensor,
     generator: torch.Generator,
     *,
     modalities: list[str] | None = None,
@@ -86,11 +86,12 @@ def temporal_mask(
     return out
 
 
-def _view_rate(view: ViewConfig, generator: torch.Generator) -> float:
+def _view_rate(view: ViewConfig, generator: torch.Generator) -> float | torch.Tensor:
+    """The view's rate, or one drawn from ``rate_range`` (a 0-d CPU tensor: nothing is read back)."""
     if view.rate_range is None:
         return view.rate
     low, high = view.rate_range
-    return float(low + (high - low) * torch.rand((), generator=generator).item())
+    return low + (high - low) * torch.rand((), generator=generator)
 
 
 def make_views(batch: dict[str, Any], blueprint, generator: torch.Generator) -> dict[str, dict[str, Any]]:

@@ -126,6 +126,11 @@ class EMT(Block):
 
     ``{m: sequence (B, T_m, d), …, u: vector (B, d), …} -> global (B, K·d), m (B, T_m, d), …``
     (see the module docstring for strategies, pooling and the sharing flags).
+    A built-in and not a template because primitives say only ``strategy: oagl`` with
+    ``positions: false`` (template ``emt_layer``, blueprints/templates/emt.yaml) and cannot say
+    the sinusoidal positions added to the local sequences, oall's message (padded sequences
+    joined along time), the position-wise attention and avg pools of oall / ooll,
+    ``pool_activation: relu``, or ``share_layers`` together with another sharing flag.
     """
 
     main_port = "global"  # a bare reference to the block means this output

@@ -116,6 +116,8 @@ class GLoMoCoding(Block):
     (``layers`` layers, ``heads`` heads, √d scaling, sinusoidal positions, final LayerNorm);
     ``global = max_t h`` over valid steps; ``local = flatten(AdaMaxPool_n(h))``.
     Parameters: ``k·D·d + layers·(12d² + 13d) + 2d``.
+    For ``layers >= 1`` it is the template ``glomo_sequence_coding`` (blueprints/templates/glomo.yaml);
+    it stays a built-in for ``layers: 0``, which the template cannot say (a ``transformer`` has at least one layer).
     """
 
     @classmethod

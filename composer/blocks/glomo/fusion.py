@@ -130,6 +130,11 @@ class GLoMoFusion(Block):
     modality representations with the global attention weights W_g (eq. 12), final Linear
     (eq. 13). ``strategy`` and ``mixup`` select the ablations of Table 4; ``weights`` (the MIXUP
     weights) exists for ``strategy: global_guided`` with ``mixup: global`` or ``local``.
+    A built-in and not a template because no primitive is eq. 8's encoder (PyTorch's post-LN
+    ``TransformerEncoderLayer``: no input scaling, no final LayerNorm, ``ff_dim`` wide; the
+    ``transformer`` block is MulT's pre-LN encoder), weighs the vectors Z_m by the weights W_g
+    another ATTN computed (eq. 12; ``attention_pool`` weighs only its own inputs), or multiplies
+    tokens (``strategy: product``).
     """
 
     main_port = "out"  # a bare reference to the block means this output

@@ -71,6 +71,8 @@ class _RNNBlock(Block):
             lengths = torch.tensor(host) if host is not None else lengths.cpu()
             if host is not None and min(host) >= x.shape[1]:
                 lengths = None  # nothing is padded: packing would change nothing
+        if lengths is not None and torch.compiler.is_compiling() and not self.config.bidirectional:
+            return self._gathered(x, ctx)
         if lengths is not None:
             packed = pack_padded_sequence(x, lengths.clamp(min=1), batch_first=True, enforce_sorted=False)
             seq, state = self.rnn(packed)
@@ -83,6 +85,23 @@ class _RNNBlock(Block):
             return seq
         dirs = 2 if self.config.bidirectional else 1
         last = h_n[-1] if dirs == 1 else torch.cat([h_n[-2], h_n[-1]], dim=-1)  # (B, H*dirs)
+        if self.config.output == "last":
+            return last
+        return {"seq": seq, "last": last}
+
+
+    def _gathered(self, x: torch.Tensor, ctx: Context):
+        """The packed result without packing, for ``torch.compile`` (which does not trace
+        ``pack_padded_sequence``): a one-directional RNN never looks ahead, so on the padded
+        input its outputs at valid steps are the packed ones; the last state is read at each
+        sample's last valid step and padded outputs are zeroed, as packing leaves them."""
+        seq, _ = self.rnn(x)  # (B, T, H)
+        valid = ctx.mask(self._spec)  # (B, T)
+        last_index = (valid.sum(1).clamp(min=1) - 1).long()  # (B,)
+        last = seq.gather(1, last_index[:, None, None].expand(-1, 1, seq.shape[-1])).squeeze(1)  # (B, H)
+        seq = seq * valid[..., None].to(seq.dtype)
+        if self.config.output == "sequence":
+            return seq
         if self.config.output == "last":
             return last
         return {"seq": seq, "last": last}

@@ -211,6 +211,16 @@ def pack_valid(parts: list[torch.Tensor], lengths: torch.Tensor) -> tuple[torch.
     return joined.masked_fill(~mask[..., None], 0.0), mask
 
 
+def _install_output_hooks(bert) -> None:
+    """transformers 5 installs the hooks that collect hidden states on a model's first call, under a
+    lock ``torch.compile`` cannot trace (a graph break); installed here, that first call needs none."""
+    try:
+        from transformers.utils.output_capturing import maybe_install_capturing_hooks
+    except ImportError:  # transformers 4: hidden states need no hooks
+        return
+    maybe_install_capturing_hooks(bert)
+
+
 @register_block(TextEncoderConfig, family="encoder")
 class TextEncoder(Block):
     """Pretrained BERT-family text encoder: ``tokens (B, T) -> cls (B, H), seq (B, T, H)``.
@@ -292,6 +302,7 @@ class TextEncoder(Block):
         if config.freeze:
             self.bert.requires_grad_(False)
             self.bert.eval()
+        _install_output_hooks(self.bert)
         self._layers_time = self.out_specs["layers"].time if "layers" in self.out_specs else None
 
     def train(self, mode: bool = True) -> "TextEncoder":

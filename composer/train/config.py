@@ -143,6 +143,13 @@ class TrainingConfig(_Strict):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         default="auto", description="auto: bf16 autocast on CUDA when supported, fp32 on CPU."
     )
+    compile: Literal["none", "default", "reduce-overhead", "max-autotune"] = Field(
+        default="none",
+        description="Run the model under torch.compile with this mode (reduce-overhead: CUDA graphs for static shapes); none: eager.",
+    )
+    compile_backend: Literal["inductor", "aot_eager"] = Field(
+        default="inductor", description="torch.compile backend: inductor (fast kernels) or aot_eager (no code generation; for checking)."
+    )
     cpu_threads: int | None = Field(
         default=None, ge=1, description="torch threads when training on CPU (default: torch's choice, one per core)."
     )

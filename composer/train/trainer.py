@@ -57,6 +57,17 @@ def as_blueprint(blueprint: Any, overrides=()):
     return load_blueprint(blueprint, overrides=list(overrides))
 
 
+def compiled(model: ComposedModel, cfg):
+    """The module that runs the forward passes: ``model`` itself, or under ``training.compile``
+    ``torch.compile(model)``; weights stay ``model``'s. Dynamo leaves ``nn.LSTM``/``nn.GRU`` to
+    eager PyTorch (its RNN tracing, ``allow_rnn``, cannot yet differentiate them in torch 2.13),
+    so a recurrent block is a break around torch's module; Composer's own code has none
+    (tests/test_graph_breaks.py)."""
+    if cfg.compile == "none":
+        return model
+    return torch.compile(model, mode=cfg.compile, backend=cfg.compile_backend)
+
+
 def metric_names(task) -> list[str]:
     """The metric names :func:`compute_metrics` gives for ``task`` (plus ``loss``)."""
     k = task.outputs
@@ -84,6 +95,7 @@ def evaluate_split(
     seed: int = 0,
     transform=None,
     view: str | None = None,
+    runner=None,
 ) -> dict[str, float]:
     """Loss, its terms (``loss/<name>``) and the task metrics of ``model`` on one split (eval
     mode, no gradients).
@@ -104,7 +116,7 @@ def evaluate_split(
             batch = transform(batch, gen)
         batches = make_views(batch, bp, gen)
         with precision.autocast() if precision is not None else nullcontext():
-            outputs = {v: model(b) for v, b in batches.items()}
+            outputs = {v: (runner if runner is not None else model)(b) for v, b in batches.items()}
             total, parts = model.compute_loss(outputs, batches)
         size = batch["label"].shape[0]
         for name, value in (("loss", total), *((f"loss/{k}", v) for k, v in parts.items())):
@@ -274,6 +286,7 @@ class Trainer:
         model = compile_blueprint(bp)
         reinitialise(model, cfg)
         model = model.to(self.device)
+        runner = compiled(model, cfg)
         optimizer = build_optimizer(model, cfg)
         train_split = self.data["train"]
         batches_per_epoch = math.ceil(len(train_split) / cfg.batch_size)
@@ -310,14 +323,14 @@ class Trainer:
                     break
                 if cfg.reset_optimizer == "epoch" and epoch > 1:
                     optimizer = reset_optimizer(optimizer, model, cfg, scheduler)
-                train_row, step = self._train_epoch(model, optimizer, scheduler, train_split, epoch, step, progress)
+                train_row, step = self._train_epoch(model, runner, optimizer, scheduler, train_split, epoch, step, progress)
                 self._warn_if_diverging(log, train_row)
                 log.add_block_rows(self._run_hooks(model, epoch))
                 rows = [train_row]
-                valid = evaluate_split(model, self.data["valid"], cfg.batch_size, self.device, self.precision, seed=cfg.seed)
+                valid = evaluate_split(model, self.data["valid"], cfg.batch_size, self.device, self.precision, seed=cfg.seed, runner=runner)
                 rows.append({"epoch": epoch, "split": "valid", **valid})
                 if "test" in self.data:
-                    test = evaluate_split(model, self.data["test"], cfg.batch_size, self.device, self.precision, seed=cfg.seed)
+                    test = evaluate_split(model, self.data["test"], cfg.batch_size, self.device, self.precision, seed=cfg.seed, runner=runner)
                     rows.append({"epoch": epoch, "split": "test", **test})
                 log.add_metrics(rows)
                 value = valid[self.monitor]
@@ -367,7 +380,7 @@ class Trainer:
             disable=not self.progress,
         )
 
-    def _train_epoch(self, model, optimizer, scheduler, split: TensorSplit, epoch: int, step: int, progress):
+    def _train_epoch(self, model, runner, optimizer, scheduler, split: TensorSplit, epoch: int, step: int, progress):
         cfg, bp = self.cfg, self.bp
         model.train()
         order_gen = _view_generator(cfg.seed, epoch, 1)
@@ -381,7 +394,7 @@ class Trainer:
         for i, batch in enumerate(split.batches(cfg.batch_size, shuffle=True, generator=order_gen, device=self.device)):
             batches = make_views(batch, bp, view_gen)
             with self.precision.autocast():
-                outputs = {v: model(b) for v, b in batches.items()}
+                outputs = {v: runner(b) for v, b in batches.items()}
                 total, parts = model.compute_loss(outputs, batches)
             if not torch.isfinite(total):
                 raise ComposerError(f"epoch {epoch}, batch {i}: the loss is {float(total.detach())}; lower training.lr or set training.grad_clip")

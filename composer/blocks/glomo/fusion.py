@@ -130,11 +130,16 @@ class GLoMoFusion(Block):
     modality representations with the global attention weights W_g (eq. 12), final Linear
     (eq. 13). ``strategy`` and ``mixup`` select the ablations of Table 4; ``weights`` (the MIXUP
     weights) exists for ``strategy: global_guided`` with ``mixup: global`` or ``local``.
-    A built-in and not a template because no primitive is eq. 8's encoder (PyTorch's post-LN
-    ``TransformerEncoderLayer``: no input scaling, no final LayerNorm, ``ff_dim`` wide; the
-    ``transformer`` block is MulT's pre-LN encoder), weighs the vectors Z_m by the weights W_g
-    another ATTN computed (eq. 12; ``attention_pool`` weighs only its own inputs), or multiplies
-    tokens (``strategy: product``).
+    The templates ``glomo_global_guided_fusion`` (strategy global_guided; mixup global, local,
+    attention; ``mlp_activation: false``) and ``glomo_token_fusion`` (strategies sum, product,
+    attention, concat) of blueprints/templates/glomo.yaml say the same network with primitives
+    (``post_ln_transformer``, ``attention_pool``, ``weighted_sum``, ``product``) for three
+    modalities with both kinds (tests/test_templates_glomo_fusion.py).
+    This block remains for what a template cannot say: a template has a fixed list of input
+    ports and a fixed set of blocks (a use may change an inner block's settings or type, never
+    drop one or add one), so another number of modalities, Global-only / Local-only (one kind),
+    ``layers: 0`` (no encoder block) and ``mixup: mlp`` (MLP_G is a concat and a Linear where
+    the template has the single block ``mix``) stay built-in.
     """
 
     main_port = "out"  # a bare reference to the block means this output

@@ -68,3 +68,19 @@ def test_bench_against_the_reference_reports_the_issue_fields_with_equal_outputs
     assert main(["bench", "blueprints/late_fusion.yaml", "--reference", "-b", "2", "--repeats", "1", "--device", "cpu", "-o", str(out),
                  *sum((["--set", s] for s in SHORT), [])]) == 0
     assert json.loads(out.read_text())["results"][0]["reference_ratio"] is None
+
+
+def test_the_gpu_benchmark_script_runs_end_to_end_in_its_cpu_smoke_mode(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "performance.md"
+    done = subprocess.run([sys.executable, str(root / "scripts" / "bench_gpu.py"), "--quick", "--repeats", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = out.read_text()
+    assert "| mult | 1,071,211 | 2 | eager | fp32 |" in text and "reference" in text
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert rows[0]["reference_ratio"] > 0 and not rows[0]["error"]

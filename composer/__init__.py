@@ -1,11 +1,11 @@
 """Composer: declarative multimodal fusion models from YAML blueprints."""
 
 from composer.blocks._base import Block, BlockConfig, Context, SpecError
-from composer.blocks._registry import register_block, register_loss
+from composer.registry import register_block, register_loss
 from composer.blueprint.load import dump_blueprint, load_blueprint
 from composer.errors import BlueprintError, ComposerError, DataError
 from composer.graph.model import ComposedModel, compile_blueprint
-from composer.graph.spec import Spec
+from composer.spec import Spec
 from composer import train  # callable package: composer.train(blueprint, ...) trains
 from composer.train.evaluation import evaluate
 from composer.render import render

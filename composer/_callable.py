@@ -1,7 +1,7 @@
 """Packages that can be called like their main function (``composer.train(...)``, ``composer.search(...)``).
 
 The Python API then reads like the CLI while the package's modules stay importable
-(``composer.train.config``, ``composer.search.study``). The function is imported on the first call.
+(``composer.blueprint.training``, ``composer.search.study``). The function is imported on the first call.
 """
 
 from __future__ import annotations

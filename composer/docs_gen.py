@@ -39,8 +39,8 @@ import annotated_types
 import yaml
 from pydantic import BaseModel
 
-from composer.blocks._registry import FAMILIES, Entry, list_blocks, list_losses
-from composer.graph.spec import Spec
+from composer.registry import FAMILIES, Entry, list_blocks, list_losses
+from composer.spec import Spec
 
 __all__ = ["ROOT", "REFERENCE", "generate", "write", "stale_pages", "gallery_paths", "main"]
 

@@ -14,8 +14,8 @@ import torch
 import yaml
 
 from composer.blocks._base import Block, BlockConfig, Context
-from composer.blocks._registry import block_adapter, get_block
-from composer.graph.spec import Spec
+from composer.registry import block_adapter, get_block
+from composer.spec import Spec
 
 __all__ = [
     "SIZES", "concrete_shape", "random_tensor", "random_inputs", "make_config", "check_block", "config_round_trip",

@@ -10,8 +10,8 @@ from torch import nn
 
 import composer
 from composer.blocks._base import Context, SpecError
-from composer.blocks._registry import get_block
-from composer.graph.spec import Spec, sequence, vector
+from composer.registry import get_block
+from composer.spec import Spec, sequence, vector
 from composer.testing import make_config
 
 BLUEPRINTS = Path(__file__).resolve().parents[1] / "blueprints"

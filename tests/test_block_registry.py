@@ -3,7 +3,7 @@ forward, backward and YAML round-trip, for each of the block's examples."""
 
 import pytest
 
-from composer.blocks._registry import list_blocks
+from composer.registry import list_blocks
 from composer.testing import check_block
 
 CASES = [

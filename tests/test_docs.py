@@ -40,7 +40,7 @@ from pydantic import BaseModel
 
 from composer import docs_gen
 from composer.blocks._base import BlockConfig
-from composer.blocks._registry import get_block, get_loss, list_blocks, list_losses
+from composer.registry import get_block, get_loss, list_blocks, list_losses
 from composer.blueprint.load import load_blueprint
 from composer.blueprint.schema import BlueprintBase
 from composer.errors import ComposerError

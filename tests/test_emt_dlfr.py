@@ -11,9 +11,9 @@ import torch.nn.functional as F
 
 import composer
 from composer.blocks._base import Context, SpecError
-from composer.blocks._registry import block_adapter, get_loss
+from composer.registry import block_adapter, get_loss
 from composer.blocks.fusion.emt import EMT
-from composer.graph.spec import Spec, sequence, vector
+from composer.spec import Spec, sequence, vector
 from composer.losses.dlfr import negative_cosine
 from composer.profiling import count_macs
 from composer.train.views import make_views, temporal_mask
@@ -349,9 +349,9 @@ def test_authors_preset_has_the_authors_widths_and_110468146_parameters():
 
 def test_mpu_block_is_the_unit_emt_is_built_from():
     from composer.blocks._base import Context
-    from composer.blocks._registry import get_block
+    from composer.registry import get_block
     from composer.blocks.mpu import PromotionUnit
-    from composer.graph.spec import sequence
+    from composer.spec import sequence
     from composer.testing import make_config
 
     specs = {"target": sequence(5, 8), "source": sequence(7, 8)}
@@ -365,7 +365,7 @@ def test_mpu_block_is_the_unit_emt_is_built_from():
 
 def test_simsiam_without_projector_predictor_and_stop_gradient_is_the_plain_negative_cosine():
     from composer.blocks._base import Context
-    from composer.graph.spec import vector
+    from composer.spec import vector
     from composer.losses.dlfr import SimSiamConfig, SimSiamLoss
 
     config = SimSiamConfig(a="x", b="y", projector=False, predictor=False, stop_gradient=False)

@@ -9,10 +9,10 @@ import torch
 
 from composer import compile_blueprint, load_blueprint
 from composer.blocks._base import Context, SpecError
-from composer.blocks._registry import get_block
+from composer.registry import get_block
 from composer.blocks.moe import cv_squared
 from composer.errors import BlueprintError
-from composer.graph.spec import sequence, vector
+from composer.spec import sequence, vector
 from composer.testing import make_config
 
 BLUEPRINTS = Path(__file__).resolve().parents[1] / "blueprints"

@@ -11,7 +11,7 @@ from composer.blocks.crossmodal import CrossmodalConfig, CrossmodalTransformer
 from composer.blocks.conv_gru import ConvGRU, ConvGRUConfig
 from composer.blocks.fusion.hierarchical import HierarchicalCrossmodal, HierarchicalCrossmodalConfig
 from composer.blocks.gating import ModalityGate
-from composer.graph.spec import sequence
+from composer.spec import sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 PORTS = {"text": sequence("T_t", 4), "audio": sequence("T_a", 4), "vision": sequence("T_v", 4)}
@@ -309,8 +309,8 @@ def test_relative_gate_scale_starts_as_the_fixed_primary_network_and_the_tie_rul
 
 def test_modality_gate_block_routes_the_largest_weight_to_primary():
     from composer.blocks._base import Context
-    from composer.blocks._registry import get_block
-    from composer.graph.spec import vector
+    from composer.registry import get_block
+    from composer.spec import vector
     from composer.testing import make_config
 
     specs = {"text": vector(4), "audio": vector(4), "vision": vector(4)}

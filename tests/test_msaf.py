@@ -12,9 +12,9 @@ import torch.nn.functional as F
 
 import composer
 from composer.blocks._base import Context
-from composer.blocks._registry import get_block
+from composer.registry import get_block
 from composer.errors import BlueprintError, DataError
-from composer.graph.spec import feature_map, sequence, vector
+from composer.spec import feature_map, sequence, vector
 from composer.profiling import count_flops
 from composer.testing import make_config
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import composer
-from composer.blocks._registry import list_blocks
+from composer.registry import list_blocks
 from composer.blocks.text import TextEncoder
 from composer.graph.model import build_context
 from composer.testing import check_content_sensitivity, check_padding_invariance, grow_padding, padded_batch

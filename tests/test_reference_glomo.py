@@ -13,8 +13,8 @@ import torch
 
 from composer import compile_blueprint, load_blueprint
 from composer.blocks._base import Context
-from composer.blocks._registry import get_block
-from composer.graph.spec import vector
+from composer.registry import get_block
+from composer.spec import vector
 from composer.testing import make_config
 from reference.glomo import NoisyTopKMoE, build_reference, reference_for, weight_map
 from test_glomo import tiny

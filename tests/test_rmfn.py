@@ -13,7 +13,7 @@ from composer.blocks._base import Context
 from composer.blocks.fusion.mfp import MultistageFusion
 from composer.blocks.lsthm import LSTHMCell, hard_sigmoid
 from composer.errors import BlueprintError
-from composer.graph.spec import sequence, vector
+from composer.spec import sequence, vector
 from composer.testing import make_config
 
 BLUEPRINTS = Path(__file__).resolve().parents[1] / "blueprints"
@@ -286,7 +286,7 @@ def test_classification_variant_builds_and_computes_a_loss():
 
 
 def test_render_shows_lsthms_mfp_stages_and_feedback():
-    from composer.render._inside import inside_of
+    from composer.blocks._inside import inside_of
 
     model = composer.compile_blueprint(composer.load_blueprint(RMFN, overrides=["blocks.rmfn.fusion.stages=4"]))
     parts = {p.name: p for p in inside_of(model.rmfn, 2)}

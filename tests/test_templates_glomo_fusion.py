@@ -27,7 +27,7 @@ from composer import compile_blueprint, load_blueprint
 from composer.blocks.fusion.elementwise import Product, WeightedSum
 from composer.blocks._base import Context
 from composer.testing import make_config, padded_batch
-from composer.graph.spec import sequence, vector
+from composer.spec import sequence, vector
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = ROOT / "blueprints" / "glomo.yaml"

@@ -5,9 +5,9 @@ import torch
 
 from composer import compile_blueprint, load_blueprint
 from composer.blocks._base import Context, SpecError
-from composer.blocks._registry import get_block
+from composer.registry import get_block
 from composer.errors import BlueprintError, ComposerError, DataError
-from composer.graph.spec import tokens
+from composer.spec import tokens
 from composer.testing import make_config
 
 TINY = {"init": "random", "hidden_size": 8, "num_layers": 2, "num_heads": 2, "intermediate_size": 16, "vocab_size": 64}

@@ -7,7 +7,7 @@ import importlib
 import pkgutil
 
 from composer.blocks._base import Block, BlockConfig, Context, SpecError
-from composer.blocks._registry import get_block, list_blocks, register_block
+from composer.registry import get_block, list_blocks, register_block
 
 __all__ = ["Block", "BlockConfig", "Context", "SpecError", "register_block", "get_block", "list_blocks"]
 

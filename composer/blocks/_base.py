@@ -1,6 +1,6 @@
 """What every block is: a Pydantic config, a spec function, and an ``nn.Module``.
 
-A block type is a pair registered together (see :mod:`composer.blocks._registry`):
+A block type is a pair registered together (see :mod:`composer.registry`):
 
 * a config class, subclass of :class:`BlockConfig`, with ``type: Literal["name"]``;
 * a module class, subclass of :class:`Block`, with
@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from composer.errors import ComposerError
-from composer.graph.spec import Spec
+from composer.spec import Spec
 
 __all__ = [
     "BlockConfig",

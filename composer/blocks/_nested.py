@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from composer.blocks._registry import block_adapter, get_block
+from composer.registry import block_adapter, get_block
 from composer.errors import ComposerError
 
 __all__ = ["nested_block_config", "wire_nested"]

@@ -8,10 +8,10 @@ import torch
 from pydantic import Field
 
 from composer.blocks._base import Block, BlockConfig, Context, expect_kind, expect_ports
-from composer.blocks._registry import register_block
+from composer.registry import register_block
 from composer.blocks.projection import Conv1dConfig, Conv1dProjection, Padding
 from composer.blocks.recurrent import GRUConfig, GRUEncoder
-from composer.graph.spec import Spec, sequence
+from composer.spec import Spec, sequence
 
 __all__ = ["ConvGRUConfig", "ConvGRU"]
 

@@ -12,8 +12,8 @@ import torch
 from pydantic import Field
 
 from composer.blocks._base import Block, Context, SpecError, expect_kind
-from composer.blocks._registry import register_block
-from composer.graph.spec import Spec, sequence
+from composer.registry import register_block
+from composer.spec import Spec, sequence
 from composer.blocks.transformer import MulTSettings, input_projection, model_width
 from composer.layers.mult import encoder_from, key_padding
 

@@ -29,8 +29,8 @@ from pydantic import Field
 from torch import nn
 
 from composer.blocks._base import Block, BlockConfig, Context, SpecError
-from composer.blocks._registry import register_block
-from composer.graph.spec import Spec, sequence, vector
+from composer.registry import register_block
+from composer.spec import Spec, sequence, vector
 
 __all__ = ["ModalityGate", "ModalityGateConfig", "ModalityGateBlock"]
 

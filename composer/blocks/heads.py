@@ -9,8 +9,8 @@ from pydantic import Field
 from torch import nn
 
 from composer.blocks._base import Block, BlockConfig, Context, last_axis_output, Width
-from composer.blocks._registry import register_block
-from composer.graph.spec import Spec, sequence, vector
+from composer.registry import register_block
+from composer.spec import Spec, sequence, vector
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU}
 Activation = Literal["relu", "gelu", "tanh", "elu", "leaky_relu"]

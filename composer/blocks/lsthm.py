@@ -24,8 +24,8 @@ from torch import nn
 
 from composer.blocks._base import Block, BlockConfig, Context, SpecError, expect_kind, expect_ports, Width
 from composer.blocks._nested import nested_block_config, wire_nested
-from composer.blocks._registry import get_block, register_block
-from composer.graph.spec import Spec, sequence, vector
+from composer.registry import get_block, register_block
+from composer.spec import Spec, sequence, vector
 
 __all__ = ["LSTHMCell", "HybridFeedback", "LSTHMSystemConfig", "LSTHMSystem", "hard_sigmoid"]
 
@@ -292,7 +292,7 @@ class LSTHMSystem(Block):
 
     def describe_inside(self) -> list:
         """Parts for ``composer render``: the LSTHMs, the fusion (with its own inside) and the feedback."""
-        from composer.render._inside import InsidePart, _count as count, inside_of
+        from composer.blocks._inside import InsidePart, _count as count, inside_of
 
         feeds = ("feedback",) if self.fusion is not None else ()
         parts = [

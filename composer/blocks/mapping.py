@@ -16,8 +16,8 @@ from pydantic import Field, field_validator
 
 from composer.blocks._base import Block, BlockConfig, Context, SpecError
 from composer.blocks._nested import nested_block_config, wire_nested
-from composer.blocks._registry import get_block, register_block
-from composer.graph.spec import Spec, sequence, vector
+from composer.registry import get_block, register_block
+from composer.spec import Spec, sequence, vector
 
 __all__ = ["MapConfig", "Map"]
 

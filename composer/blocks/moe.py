@@ -29,8 +29,8 @@ from pydantic import Field
 from torch import nn
 
 from composer.blocks._base import Block, BlockConfig, Context, SpecError, expect_kind, expect_ports
-from composer.blocks._registry import register_block
-from composer.graph.spec import Spec, scalar, vector
+from composer.registry import register_block
+from composer.spec import Spec, scalar, vector
 
 __all__ = ["MoEConfig", "MixtureOfExperts", "cv_squared", "noisy_top_k_gating"]
 

@@ -34,8 +34,8 @@ from pydantic import Field
 from torch import nn
 
 from composer.blocks._base import Block, BlockConfig, Context, SpecError, expect_kind
-from composer.blocks._registry import register_block
-from composer.graph.spec import Spec, sequence
+from composer.registry import register_block
+from composer.spec import Spec, sequence
 from composer.layers.mult import key_padding
 
 __all__ = ["MultiHeadAttention", "FeedForward", "PromotionUnit", "FFNKind", "MPUConfig", "MPU"]

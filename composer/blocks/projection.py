@@ -16,9 +16,9 @@ from pydantic import Field
 from torch import nn
 
 from composer.blocks._base import Block, BlockConfig, Context, SpecError, expect_kind, expect_ports, last_axis_output
-from composer.blocks._registry import register_block
+from composer.registry import register_block
 from composer.blocks.heads import ACTIVATIONS, Activation
-from composer.graph.spec import Dim, Spec, sequence, vector
+from composer.spec import Dim, Spec, sequence, vector
 
 __all__ = ["LinearConfig", "LinearProjection", "Conv1dConfig", "Conv1dProjection", "conv_output_time"]
 

@@ -10,8 +10,8 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from composer.blocks._base import Block, BlockConfig, Context, expect_kind, expect_ports
-from composer.blocks._registry import register_block
-from composer.graph.spec import Spec, sequence
+from composer.registry import register_block
+from composer.spec import Spec, sequence
 
 
 class _RNNConfig(BlockConfig):

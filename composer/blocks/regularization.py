@@ -14,8 +14,8 @@ from pydantic import Field
 from torch import nn
 
 from composer.blocks._base import Block, BlockConfig, Context, expect_kind, expect_ports
-from composer.blocks._registry import register_block
-from composer.graph.spec import Spec, feature_map, sequence, vector
+from composer.registry import register_block
+from composer.spec import Spec, feature_map, sequence, vector
 
 __all__ = ["DropoutConfig", "Dropout", "LayerNormConfig", "LayerNorm"]
 

@@ -15,8 +15,8 @@ import torch
 from pydantic import Field, model_validator
 
 from composer.blocks._base import Block, BlockConfig, Context, SpecError, Width, expect_kind, expect_ports
-from composer.blocks._registry import register_block
-from composer.graph.spec import Spec, sequence, vector
+from composer.registry import register_block
+from composer.spec import Spec, sequence, vector
 
 __all__ = ["FlattenConfig", "Flatten", "UnflattenConfig", "Unflatten", "StackConfig", "Stack", "SelectConfig", "Select", "SplitConfig", "Split"]
 

@@ -33,9 +33,9 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from composer.blocks._base import building_on_meta, Block, BlockConfig, Context, SpecError, expect_kind, expect_ports
-from composer.blocks._registry import register_block
+from composer.registry import register_block
 from composer.errors import DataError
-from composer.graph.spec import Spec, sequence, tokens, vector
+from composer.spec import Spec, sequence, tokens, vector
 
 __all__ = ["TextEncoderConfig", "TextEncoder", "resolve_text_config", "find_weights", "load_text_weights"]
 

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 import yaml
 from pydantic import ValidationError
 
-from composer.blocks._registry import get_block, get_loss, list_blocks, list_losses, load_plugins
+from composer.registry import get_block, get_loss, list_blocks, list_losses, load_plugins
 from composer.blueprint._yaml import MAX_YAML_CHARS, SourceMap, parse_scalar, read_yaml
 from composer.errors import BlueprintError, ComposerError, Problem, did_you_mean, format_path
 from composer.blueprint.expr import ExprError, substitute
@@ -147,7 +147,7 @@ def _field_names(data: dict, loc: tuple) -> list[str]:
             return []
         parent = parent[2:]
     elif len(parent) >= 2 and parent[0] == "losses":
-        from composer.blocks._registry import get_loss
+        from composer.registry import get_loss
 
         try:
             model = get_loss(get_path(data, parent[:2]).get("type")).config

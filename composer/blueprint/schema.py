@@ -13,11 +13,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
-from composer.blocks._registry import _UNION_CACHE, block_union, loss_union
+import composer.blocks  # noqa: F401  (registers the built-in blocks)
+import composer.losses  # noqa: F401  (registers the built-in losses)
+from composer.registry import _UNION_CACHE, block_union, loss_union
 from composer.blueprint.expr import REFERENCE
 from composer.blueprint.templates import TemplateConfig
-from composer.graph.spec import Spec, feature_map, sequence, tokens, vector
-from composer.train.config import TrainingConfig
+from composer.spec import Spec, feature_map, sequence, tokens, vector
+from composer.blueprint.training import TrainingConfig
 
 __all__ = [
     "StrictModel",
@@ -64,7 +66,7 @@ class TaskConfig(StrictModel):
         return self
 
     def label_spec(self) -> Spec:
-        from composer.graph.spec import labels
+        from composer.spec import labels
 
         if self.kind == "classification":
             return labels("long")

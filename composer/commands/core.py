@@ -126,7 +126,7 @@ def blocks(
 
     Example: composer blocks 'msaf*' --details
     """
-    from composer.blocks._registry import list_blocks, list_losses
+    from composer.registry import list_blocks, list_losses
 
     con = console()
     entries = list_blocks(pattern, family) + (list_losses(pattern) if losses and family in (None, "loss") else [])

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from composer.blocks._base import BlockConfig, SpecError
-from composer.blocks._registry import Entry, get_block, get_loss
+from composer.registry import Entry, get_block, get_loss
 from composer.errors import BlueprintError, Problem, did_you_mean
-from composer.graph.spec import Spec
+from composer.spec import Spec
 from composer.losses._base import MAIN_VIEW, parse_ref
 
 __all__ = ["Ref", "Node", "LossNode", "Plan", "plan", "resolve_reference", "check_references"]

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from composer.blocks._base import Context
-from composer.graph.spec import Spec
+from composer.spec import Spec
 
 __all__ = ["LossConfig", "Loss", "parse_ref", "MAIN_VIEW"]
 

@@ -29,8 +29,8 @@ from pydantic import Field
 from torch import nn
 
 from composer.blocks._base import Context, SpecError
-from composer.blocks._registry import register_loss
-from composer.graph.spec import Spec
+from composer.registry import register_loss
+from composer.spec import Spec
 from composer.losses._base import Loss, LossConfig
 
 __all__ = ["LLFRConfig", "LLFRLoss", "SimSiamConfig", "SimSiamLoss", "negative_cosine"]

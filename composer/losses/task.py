@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from composer.blocks._base import Context, SpecError
-from composer.blocks._registry import register_loss
-from composer.graph.spec import Spec
+from composer.registry import register_loss
+from composer.spec import Spec
 from composer.losses._base import Loss, LossConfig
 
 

@@ -3,7 +3,7 @@
 :func:`render` returns a ``graphviz.Digraph`` (it displays itself in a notebook);
 :func:`render_to_file` writes ``.svg``, ``.png``, ``.pdf`` or ``.dot`` (format from the
 extension). What is drawn is described in :mod:`composer.render._graph` and
-``docs/render.md``; composite blocks expand through :mod:`composer.render._inside`.
+``docs/render.md``; composite blocks expand through :mod:`composer.blocks._inside`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import graphviz
 
 from composer.errors import ComposerError
 from composer.render._graph import GraphOptions, build_graph
-from composer.render._inside import InsidePart, inside_of
+from composer.blocks._inside import InsidePart, inside_of
 
 __all__ = ["render", "render_to_file", "write_graph", "FORMATS", "InsidePart", "inside_of", "GraphOptions", "require_dot"]
 

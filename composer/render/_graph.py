@@ -12,7 +12,7 @@ composite blocks, from the compiled :class:`~composer.graph.model.ComposedModel`
 * losses are nodes fed by the values they compare, one colour per training view; blocks
   with ``aux_loss_ports`` feed an "auxiliary losses" node;
 * with ``depth >= 1`` a block with child modules becomes a cluster showing its parts
-  (see :mod:`composer.render._inside`);
+  (see :mod:`composer.blocks._inside`);
 * the blocks of a template use (``pair/ab``) are drawn in a frame named after the use and
   its template (``templates="expanded"``, nested uses nest), or the use as one node whose
   edges are the use's inputs and outputs (``templates="collapsed"``).
@@ -29,7 +29,7 @@ from composer.blueprint.load import get_path, split_path
 from composer.blueprint.templates import SEPARATOR
 from composer.graph.plan import Node, Plan
 from composer.losses._base import MAIN_VIEW
-from composer.render._inside import InsidePart, inside_of
+from composer.blocks._inside import InsidePart, inside_of
 from composer.render._style import (
     DISABLED_COLOUR,
     FONT,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from composer.graph.spec import Spec
+from composer.spec import Spec
 
 __all__ = [
     "FAMILY_COLOURS",

@@ -1,8 +1,8 @@
 """Training: configuration, trainer, checkpoints, views, evaluation.
 
 ``composer.train(...)`` calls :func:`composer.train.trainer.train` (this package is callable),
-so the Python API reads like the CLI while ``composer.train.config`` & co. stay importable.
-The trainer is imported lazily: :mod:`composer.train.config` is part of the blueprint
+so the Python API reads like the CLI while ``composer.blueprint.training`` & co. stay importable.
+The trainer is imported lazily: :mod:`composer.blueprint.training` is part of the blueprint
 schema, which must import without the trainer (and its imports of the blueprint loader).
 """
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from composer.errors import ComposerError
-from composer.train.config import ViewConfig
+from composer.blueprint.training import ViewConfig
 
 __all__ = ["temporal_mask", "make_views", "maskable_modalities", "check_views"]
 

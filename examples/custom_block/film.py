@@ -22,7 +22,7 @@ from torch import nn
 
 from composer import Block, BlockConfig, Context, Spec, SpecError, register_block
 from composer.blocks._base import expect_kind
-from composer.graph.spec import feature_map, sequence, vector
+from composer.spec import feature_map, sequence, vector
 
 
 class FiLMConfig(BlockConfig):

@@ -11,7 +11,7 @@ import torch
 
 import film  # registers the block (pytest puts this folder on sys.path)
 from composer import SpecError, compile_blueprint, load_blueprint
-from composer.graph.spec import sequence, vector
+from composer.spec import sequence, vector
 from composer.testing import check_block, check_padding_invariance
 
 HERE = Path(__file__).parent

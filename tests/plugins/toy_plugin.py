@@ -20,7 +20,7 @@ class ToyScale(Block):
 
     @classmethod
     def examples(cls):
-        from composer.graph.spec import vector
+        from composer.spec import vector
 
         return [({"factor": 3.0}, {"in": vector(4)})]
 

@@ -15,8 +15,8 @@ from pydantic import Field
 from torch import nn
 
 from composer.blocks._base import Block, BlockConfig, Context, SpecError, expect_kind, expect_ports
-from composer.blocks._registry import register_block
-from composer.graph.spec import Spec, sequence, vector
+from composer.registry import register_block
+from composer.spec import Spec, sequence, vector
 
 __all__ = ["SumConfig", "SumFusion", "GatedSumConfig", "GatedSumFusion", "TensorFusionConfig", "TensorFusion"]
 

@@ -7,8 +7,8 @@ from typing import Literal
 import torch
 
 from composer.blocks._base import Block, BlockConfig, Context, SpecError, expect_ports
-from composer.blocks._registry import register_block
-from composer.graph.spec import Spec, sequence, vector
+from composer.registry import register_block
+from composer.spec import Spec, sequence, vector
 
 
 class ConcatConfig(BlockConfig):

@@ -14,9 +14,9 @@ from typing import Literal
 import torch
 
 from composer.blocks._base import Block, BlockConfig, Context, SpecError, expect_kind
-from composer.blocks._registry import register_block
+from composer.registry import register_block
 from composer.blocks.fusion.baselines import same_shaped
-from composer.graph.spec import Spec, sequence, vector
+from composer.spec import Spec, sequence, vector
 
 __all__ = ["WeightedSumConfig", "WeightedSum", "ProductConfig", "Product"]
 

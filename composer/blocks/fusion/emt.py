@@ -52,10 +52,10 @@ from pydantic import Field
 from torch import nn
 
 from composer.blocks._base import Block, BlockConfig, Context, SpecError
-from composer.blocks._registry import register_block
+from composer.registry import register_block
 from composer.blocks.heads import ACTIVATIONS
 from composer.blocks.mpu import FFNKind, PromotionUnit
-from composer.graph.spec import Spec, sequence, vector
+from composer.spec import Spec, sequence, vector
 from composer.layers.positional import sinusoidal_positions
 
 __all__ = ["EMTConfig", "EMT", "CandidatePool"]

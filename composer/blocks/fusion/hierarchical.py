@@ -9,12 +9,12 @@ from pydantic import Field
 from torch import nn
 
 from composer.blocks._base import Block, Context, SpecError, expect_kind
-from composer.blocks._registry import register_block
+from composer.registry import register_block
 from composer.layers.mult import encoder_from, key_padding
 from composer.blocks.gating import GATED, ModalityGate
 from composer.blocks.pooling import masked_pool
 from composer.blocks.transformer import MulTLayerSettings
-from composer.graph.spec import Spec, sequence
+from composer.spec import Spec, sequence
 
 __all__ = ["HierarchicalCrossmodalConfig", "HierarchicalCrossmodal"]
 

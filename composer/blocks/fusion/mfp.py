@@ -25,9 +25,9 @@ from pydantic import Field
 from torch import nn
 
 from composer.blocks._base import Block, BlockConfig, Context, SpecError, expect_kind, expect_ports, Width
-from composer.blocks._registry import register_block
+from composer.registry import register_block
 from composer.blocks.heads import make_mlp
-from composer.graph.spec import Spec, sequence, vector
+from composer.spec import Spec, sequence, vector
 
 __all__ = ["MFPConfig", "MultistageFusion"]
 
@@ -104,7 +104,7 @@ class MultistageFusion(Block):
 
     def describe_inside(self) -> list[dict]:
         """Parts for ``composer render``: the three modules, repeated over K stages."""
-        from composer.render._inside import _count
+        from composer.blocks._inside import _count
 
         k, d, cfg = self.config.stages, self.width, self.config
         summarized = f"[s1..s{k}]" if cfg.summarize_input == "all" else f"s{k}"

@@ -47,10 +47,10 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from composer.blocks._base import Block, BlockConfig, Context, SpecError, expect_kind, expect_ports
-from composer.blocks._registry import register_block
+from composer.registry import register_block
 from composer.blocks.pooling import masked_pool
 from composer.errors import DataError
-from composer.graph.spec import Spec, feature_map, sequence, vector
+from composer.spec import Spec, feature_map, sequence, vector
 
 __all__ = ["MSAFConfig", "MSAF", "SplitAttention", "block_dropout_mask", "segment_ids", "valid_segment_ids"]
 

@@ -26,9 +26,9 @@ from pydantic import Field
 from torch import nn
 
 from composer.blocks._base import Block, BlockConfig, Context, SpecError, expect_kind
-from composer.blocks._registry import get_block, register_block
+from composer.registry import get_block, register_block
 from composer.blocks.pooling import masked_pool
-from composer.graph.spec import Spec, sequence, vector
+from composer.spec import Spec, sequence, vector
 
 __all__ = ["GLoMoTextCodingConfig", "GLoMoTextCoding", "GLoMoCodingConfig", "GLoMoCoding"]
 

@@ -43,8 +43,8 @@ from pydantic import Field
 from torch import nn
 
 from composer.blocks._base import Block, BlockConfig, Context, SpecError, expect_kind
-from composer.blocks._registry import register_block
-from composer.graph.spec import Spec, vector
+from composer.registry import register_block
+from composer.spec import Spec, vector
 
 __all__ = ["GLoMoFusionConfig", "GLoMoFusion", "ModalityAttention"]
 

@@ -6,6 +6,10 @@ The type name comes from the config's ``type: Literal["name"]`` field. Names are
 registering a second class under a taken name raises. The discriminated unions used by
 the blueprint schema are generated from these registries on demand, so blocks registered
 from user code after import are picked up.
+
+This module sits at the bottom, with the specs and errors: it imports no block. The built-in
+blocks and losses register themselves when :mod:`composer.blocks` and :mod:`composer.losses`
+are imported, which the blueprint schema (and so every use of a blueprint) does.
 """
 
 from __future__ import annotations
@@ -104,13 +108,7 @@ def register_loss(config_cls: type[BaseModel]) -> Callable[[type], type]:
     return _register(_LOSSES, config_cls, "loss")
 
 
-def _ensure_builtins() -> None:
-    import composer.blocks  # noqa: F401  (registers the built-in blocks)
-    import composer.losses  # noqa: F401
-
-
 def _lookup(table: dict[str, Entry], name: str, what: str) -> Entry:
-    _ensure_builtins()
     if name not in table:
         hint = did_you_mean(name, table)
         raise ComposerError(f"unknown {what} type '{name}'" + (f" (did you mean '{hint}'?)" if hint else ""))
@@ -127,18 +125,15 @@ def get_loss(name: str) -> Entry:
 
 def list_blocks(pattern: str = "*", family: str | None = None) -> list[Entry]:
     """Registered blocks whose name matches a glob pattern, sorted by family then name."""
-    _ensure_builtins()
     rows = [e for e in _BLOCKS.values() if fnmatch.fnmatch(e.name, pattern) and (family is None or e.family == family)]
     return sorted(rows, key=lambda e: (FAMILIES.index(e.family), e.name))
 
 
 def list_losses(pattern: str = "*") -> list[Entry]:
-    _ensure_builtins()
     return sorted((e for e in _LOSSES.values() if fnmatch.fnmatch(e.name, pattern)), key=lambda e: e.name)
 
 
 def _union(table: dict[str, Entry], key: str) -> Any:
-    _ensure_builtins()
     if key not in _UNION_CACHE:
         configs = tuple(e.config for e in sorted(table.values(), key=lambda e: e.name))
         if len(configs) == 1:

@@ -1,0 +1,62 @@
+"""Layers point one way: no module of Composer imports from a layer above its own (a lazy
+import inside a function counts too).
+
+0. errors, specs (``composer.spec``), the block and loss registry, metrics
+1. neural layers (``composer.layers``)
+2. blocks and losses
+3. the compiler: blueprint language and loading, the graph (plan, size, model), data
+4. train, search, render, bench, profiling, export, testing helpers
+5. the CLI and what documents it (``commands``, ``cli``, ``docs_gen``)
+"""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "composer"
+LAYERS = [
+    {"errors", "spec", "registry", "metrics"},
+    {"layers"},
+    {"blocks", "losses"},
+    {"blueprint", "graph", "data"},
+    {"train", "search", "render", "bench", "profiling", "export", "testing", "_callable"},
+    {"commands", "cli", "__main__", "docs_gen"},
+]
+
+
+def layer(module: str) -> int | None:
+    parts = module.split(".")
+    if parts[0] != "composer" or len(parts) < 2:
+        return None
+    found = [i for i, names in enumerate(LAYERS) if parts[1] in names]
+    assert found, f"{module}: add its top-level name to a layer in tests/test_layers.py"
+    return found[0]
+
+
+def imports(path: Path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module, node.lineno
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, node.lineno
+
+
+def test_no_import_runs_back_up():
+    upward = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = ".".join(("composer", *path.relative_to(PACKAGE).with_suffix("").parts)).removesuffix(".__init__")
+        mine = layer(module)
+        if mine is None:  # the package itself: its __init__ gathers the public API from every layer
+            continue
+        for name, line in imports(path):
+            theirs = layer(name)
+            if theirs is not None and theirs > mine:
+                upward.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {module} (layer {mine}) imports {name} (layer {theirs})")
+    assert not upward, "\n".join(upward)
+
+
+def test_every_module_has_a_layer():
+    for path in PACKAGE.iterdir():
+        if path.name.startswith(".") or path.name == "__pycache__" or path.name == "__init__.py":
+            continue
+        layer(f"composer.{path.stem}")

@@ -181,3 +181,26 @@ def test_data_inspect_lists_splits_keys_shapes_and_non_finite_counts(tmp_path, c
     evil = tmp_path / "evil.pkl"
     evil.write_bytes(b"cos\nsystem\n(S'true'\ntR.")
     assert main(["data", "inspect", str(evil)]) == 1
+
+
+def test_normalize_uses_train_statistics_over_valid_steps_and_leaves_padding():
+    from composer.data import load_data
+
+    bp = _bp(data={"samples": {"train": 64, "valid": 16, "test": 16}, "normalize": ["audio"]})
+    raw = load_data(_bp(data={"samples": {"train": 64, "valid": 16, "test": 16}}))
+    done = load_data(bp)
+    train = done["train"].tensors
+    valid = torch.arange(train["audio"].shape[1])[None] < train["audio_lengths"][:, None]
+    frames = train["audio"][valid]
+    assert torch.allclose(frames.mean(0), torch.zeros(frames.shape[1]), atol=1e-4)
+    assert torch.allclose(frames.std(0, unbiased=False), torch.ones(frames.shape[1]), atol=1e-3)
+    assert (train["audio"][~valid] == 0).all() and torch.equal(train["text"], raw["train"].tensors["text"])
+    test_valid = torch.arange(done["test"].tensors["audio"].shape[1])[None] < done["test"].tensors["audio_lengths"][:, None]
+    mean = raw["train"].tensors["audio"][valid].double().mean(0)
+    std = raw["train"].tensors["audio"][valid].double().std(0, unbiased=False)
+    expected = ((raw["test"].tensors["audio"].double() - mean) / (std + 1e-6))[test_valid].float()
+    assert torch.allclose(done["test"].tensors["audio"][test_valid], expected, atol=1e-5)  # the train split's statistics
+    again = load_data(bp, done)
+    assert torch.equal(again["train"].tensors["audio"], train["audio"])  # normalised once
+    with pytest.raises(composer.DataError, match="normalize: 'face'"):
+        load_data(_bp(data={"normalize": ["face"]}))

@@ -99,6 +99,13 @@ class DataConfig(_Strict):
     label_columns: list[Annotated[int, Field(ge=0)]] | None = Field(
         default=None, description="csd: columns of the label features to keep (CMU-MOSEI: 0 = sentiment); all by default."
     )
+    normalize: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Modalities to z-normalise per feature with the train split's mean and (population) std over valid steps: "
+            "(x - mean) / (std + 1e-6) on the valid steps of every split, padding left at 0 (CH-SIMS audio and vision, EMT-DLFR)."
+        ),
+    )
     samples: dict[Literal["train", "valid", "test"], Annotated[int, Field(ge=1, le=1_000_000)]] = Field(
         default_factory=lambda: {"train": 512, "valid": 128, "test": 128},
         description="Synthetic samples per split (1 to 1,000,000 each).",

@@ -69,6 +69,7 @@ class DataSplits:
     splits: dict[str, TensorSplit]
     notes: list[str] = field(default_factory=list)
     source: str = ""
+    normalized: frozenset[str] = frozenset()  # modalities already z-normalised (see composer.data.normalize)
     _fingerprint: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     def __getitem__(self, name: str) -> TensorSplit:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from composer.data.normalize import normalize_splits
 from composer.data.base import DataSplits, Dataset, check_split, splits_from_arrays
 from composer.data.csd import load_csd
 from composer.data.mag import is_mag_layout, mag_splits
@@ -76,4 +77,4 @@ def load_data(blueprint, data: Any = None) -> DataSplits:
         raise DataError(f"don't know how to read '{data}': give 'synthetic' or a .pkl/.pickle file (standard or MAG layout)")
     for name, split in out.splits.items():
         check_split(blueprint, split, f"{out.source or 'data'}[{name}]")
-    return out
+    return normalize_splits(blueprint, out)

@@ -240,7 +240,8 @@ def grow_padding(model, batch: dict[str, torch.Tensor], extra: int = EXTRA_PADDI
         if x.is_floating_point():
             noise = torch.randn(grown.shape, generator=gen) * 3.0
         else:
-            noise = torch.randint(1000, 2000, grown.shape, generator=gen)
+            low = 1000 if m.vocab > 2000 else 3  # ordinary (non-special) ids, within the modality's vocabulary
+            noise = torch.randint(low, max(low + 1, min(2000, m.vocab)), grown.shape, generator=gen)
         pad = ~valid.reshape(valid.shape + (1,) * (x.dim() - 2))
         out[name] = torch.where(pad, noise.to(x.dtype), grown)
         if f"{name}_mask" in batch:

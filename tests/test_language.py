@@ -150,3 +150,18 @@ def test_auxiliary_losses_are_taken_from_the_views_the_blueprint_names():
     assert "noisy:moe.balance" in parts_both
     with pytest.raises(BlueprintError, match="unknown view 'nosy'"):
         composer.load_blueprint(data, ["aux_loss_views=[nosy]"])
+
+
+def test_map_keeps_its_nested_blocks_auxiliary_losses():
+    bp = composer.load_blueprint({
+        "blueprint": 1, "name": "m", "modalities": {"audio": {"features": 4, "length": 6}},
+        "blocks": {"experts": {"type": "map", "in": "audio", "block": {"type": "moe", "out": 3, "experts": 3, "top_k": 2}},
+                   "pool": {"type": "pool", "in": "experts", "mode": "mean"}, "head": {"type": "linear", "in": "pool", "out": 1}},
+        "losses": [{"type": "l1", "pred": "head"}],
+    })
+    model = composer.compile_blueprint(bp).train()
+    batch = model.example_inputs(3)
+    out = model(batch)
+    assert set(out["aux_losses"]) == {"experts.block_balance"} and out["aux_losses"]["experts.block_balance"].dim() == 0
+    total, parts = model.compute_loss({"main": out}, {"main": batch})
+    assert "experts.block_balance" in parts

@@ -38,7 +38,17 @@ class Map(Block):
     """Apply a vector block at every step: ``sequence (B, T, D) -> sequence (B, T, d)``, weights shared over steps.
 
     Submodule ``inner`` is the nested block built for ``vector (B, D)``; parameters are its own.
+    The nested block runs once on every valid step of the batch (gathered), so its auxiliary
+    losses (a ``moe``'s balance, GLoMo eq. 7) are over those steps; they are kept as ports
+    ``block_<port>`` and join the training loss like any block's.
     """
+
+    main_port = "out"
+
+    @classmethod
+    def aux_ports(cls, config: MapConfig) -> tuple[str, ...]:
+        impl = get_block(config.block["type"]).impl
+        return tuple(f"block_{p}" for p in impl.aux_ports(wire_nested(config.block, "step")))
 
     @classmethod
     def _inner_specs(cls, config: MapConfig, spec: Spec) -> dict[str, Spec]:
@@ -61,7 +71,10 @@ class Map(Block):
         out = inner[config.port]
         if out.kind != "vector":
             raise SpecError(f"the {config.block['type']} block's '{config.port}' is {out}; map needs a vector per step", field="port")
-        return {"out": sequence(spec.time, out.features, batch=spec.batch)}
+        specs = {"out": sequence(spec.time, out.features, batch=spec.batch)}
+        for port in cls.aux_ports(config):
+            specs[port] = inner[port.removeprefix("block_")]
+        return specs
 
     @classmethod
     def examples(cls):
@@ -77,14 +90,16 @@ class Map(Block):
         self.inner = get_block(config.block["type"]).impl(wire_nested(config.block, "step"), {"in": vector(self._spec.features)})
         self._width = int(self.out_specs["out"].features)
 
-    def forward(self, inputs: dict[str, torch.Tensor], ctx: Context) -> torch.Tensor:
+    def forward(self, inputs: dict[str, torch.Tensor], ctx: Context) -> torch.Tensor | dict[str, torch.Tensor]:
         (x,) = inputs.values()  # (B, T, D)
         mask = ctx.mask(self._spec)
         rows = x.flatten(0, 1) if mask is None else x[mask]  # (B·T, D) or (N valid, D)
         result = self.inner({"in": rows}, ctx)
-        result = result[self.config.port] if isinstance(result, dict) else result  # (N, d)
+        steps = result[self.config.port] if isinstance(result, dict) else result  # (N, d)
         if mask is None:
-            return result.unflatten(0, x.shape[:2])  # (B, T, d)
-        out = x.new_zeros(x.shape[:2] + (self._width,))
-        out[mask] = result.to(out.dtype)
-        return out
+            out = steps.unflatten(0, x.shape[:2])  # (B, T, d)
+        else:
+            out = x.new_zeros(x.shape[:2] + (self._width,))
+            out[mask] = steps.to(out.dtype)
+        aux = {port: result[port.removeprefix("block_")] for port in self.out_specs if port != "out"}
+        return {"out": out, **aux} if aux else out

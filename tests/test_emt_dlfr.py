@@ -376,3 +376,38 @@ def test_simsiam_without_projector_predictor_and_stop_gradient_is_the_plain_nega
     assert torch.allclose(value, -torch.nn.functional.cosine_similarity(a, b).mean())
     value.backward()
     assert a.grad.abs().sum() > 0 and b.grad.abs().sum() > 0  # gradient through both sides
+
+
+@pytest.mark.parametrize("strategy", ["oagl", "oall"])
+def test_serial_update_promotes_the_global_side_with_the_promoted_locals(strategy):
+    from composer.blocks._base import Context
+    from composer.blocks.fusion.emt import EMT
+    from composer.spec import sequence as seq, vector as vec
+    from composer.testing import make_config
+
+    ins = {"a": seq("T_a", 8), "b": seq("T_b", 8)} | ({"a_utt": vec(8), "b_utt": vec(8)} if strategy == "oagl" else {})
+    x = {"a": torch.randn(2, 5, 8), "b": torch.randn(2, 4, 8), "a_utt": torch.randn(2, 8), "b_utt": torch.randn(2, 8)}
+    x = {k: v for k, v in x.items() if k in ins}
+
+    def pair(layers):
+        fields = {"strategy": strategy, "layers": layers, "heads": 2, "positions": False}
+        parallel = EMT(make_config("emt", fields, list(ins)), ins).eval()
+        serial = EMT(make_config("emt", {**fields, "update": "serial"}, list(ins)), ins).eval()
+        serial.load_state_dict(parallel.state_dict())
+        with torch.no_grad():
+            return serial, parallel(x, Context()), serial(x, Context())
+
+    _, p, s = pair(2)
+    assert not torch.allclose(p["a"], s["a"])  # from layer 2 on, the locals meet another global side
+    serial, p, s = pair(1)
+    assert torch.allclose(p["a"], s["a"])  # layer 1 promotes the locals alike
+    if strategy == "oagl":  # by hand: G_m from the promoted H_m, then the pool
+        with torch.no_grad():
+            context = torch.stack([x["a_utt"], x["b_utt"]], dim=1)
+            promoted = [serial.unit(0, m, 0)(x[k], context, None, None) for m, k in enumerate(("a", "b"))]
+            candidates = [serial.unit(0, m, 1)(context, h, None, None) for m, h in enumerate(promoted)]
+            expected = serial.pools[serial.pool_grid[0][0]](torch.stack(candidates, dim=1)).flatten(1)
+        assert torch.allclose(s["global"], expected, atol=1e-6) and not torch.allclose(p["global"], s["global"])
+    with pytest.raises(Exception, match="ooll"):
+        composer.load_blueprint({"blueprint": 1, "name": "x", "modalities": {"a": {"features": 8, "length": 4}, "b": {"features": 8, "length": 4}},
+                                 "blocks": {"emt": {"type": "emt", "in": {"a": "a", "b": "b"}, "strategy": "ooll", "heads": 2, "update": "serial"}}})

@@ -69,6 +69,13 @@ class EMTConfig(BlockConfig):
         default="oagl",
         description="oagl: one-to-all global-local (eq. 8, EMT); oall: one-to-all local-local (eq. 7); ooll: one-to-one local-local (eq. 6).",
     )
+    update: Literal["parallel", "serial"] = Field(
+        default="parallel",
+        description=(
+            "oagl / oall: parallel (the paper's choice): the global (common) side is promoted by the layer's input H_m; "
+            "serial (§5.2.1, Fig. 7): by the promoted H_m of the same layer."
+        ),
+    )
     layers: int = Field(default=3, ge=1, description="Stacked fusion layers L.")
     heads: int = Field(default=4, ge=1, description="Attention heads (divide the width d).")
     ffn_expansion: int = Field(default=4, ge=1, description="FFN hidden width = ffn_expansion · d.")
@@ -145,6 +152,8 @@ class EMT(Block):
             raise SpecError(f"emt needs at least two local sequences (one per modality), got {len(seq_ports)}", field="in")
         if GLOBAL_PORT in seq_ports:
             raise SpecError(f"'{GLOBAL_PORT}' is the name of EMT's global output; name the sequence port otherwise", field="in")
+        if config.update == "serial" and config.strategy == "ooll":
+            raise SpecError("update: serial is a variant of oagl and oall (§5.2.1); ooll has no global or common side", field="update")
         if config.strategy == "oagl" and not vec_ports:
             raise SpecError("strategy oagl needs utterance vectors (B, d) as the global context G⁰, e.g. in: {text: ..., text_utt: ...}", field="in")
         widths = {p: inputs[p].features for p in seq_ports + vec_ports}
@@ -163,6 +172,7 @@ class EMT(Block):
             ({"layers": 2, "heads": 2, "ffn_expansion": 2}, ins),
             ({"layers": 2, "heads": 2, "ffn": "geglu", "share_directions": True, "share_modalities": True, "share_layers": True}, ins),
             ({"strategy": "oall", "layers": 1, "heads": 2, "pooling": "mlp"}, {"a": sequence("T_a", 8), "b": sequence("T_b", 8), "c": sequence(4, 8)}),
+            ({"layers": 2, "heads": 2, "update": "serial"}, ins),
             ({"strategy": "ooll", "layers": 2, "heads": 2, "pooling": "avg", "share_modalities": True}, {"a": sequence("T_a", 8), "b": sequence("T_b", 8), "c": sequence(4, 8)}),
         ]
 
@@ -255,7 +265,8 @@ class EMT(Block):
             promoted, candidates = [], []
             for m, (h, pad) in enumerate(zip(local, pads)):
                 promoted.append(self.unit(layer, m, 0)(h, context, pad, None))  # H_m ← MPU_{g→m}(H_m, G)
-                candidates.append(self.unit(layer, m, 1)(context, h, None, pad))  # G_m = MPU_{m→g}(G, H_m)
+                source = promoted[-1] if self.config.update == "serial" else h  # serial: the promoted H_m (Fig. 7)
+                candidates.append(self.unit(layer, m, 1)(context, source, None, pad))  # G_m = MPU_{m→g}(G, H_m)
             local = promoted
             context = self.pools[self.pool_grid[layer][0]](torch.stack(candidates, dim=1))  # (B, M, K, d) -> (B, K, d)
         return local, context
@@ -274,7 +285,8 @@ class EMT(Block):
             promoted, candidates = [], []
             for m, (h, pad) in enumerate(zip(local, pads)):
                 promoted.append(self.unit(layer, m, 0)(h, message, pad, message_pad))
-                candidates.append(self.unit(layer, m, 1)(message, h, message_pad, pad))
+                source = promoted[-1] if self.config.update == "serial" else h  # serial: the promoted H_m (Fig. 7)
+                candidates.append(self.unit(layer, m, 1)(message, source, message_pad, pad))
             local = promoted
             message = self.pools[self.pool_grid[layer][0]](torch.stack(candidates, dim=1))  # (B, M, ΣT, d) -> (B, ΣT, d)
         return local

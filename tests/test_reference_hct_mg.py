@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from composer import compile_blueprint, load_blueprint
+from equivalence import assert_equivalent as check_equivalent, n_params
 from reference.hct_mg import reference_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,25 +44,8 @@ def set_logits(model, logits):
         model.fusion.gate.logits.copy_(torch.tensor(logits))
 
 
-def n_params(module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 def assert_equivalent(model):
-    reference = reference_for(model).eval()
-    assert n_params(reference) == n_params(model)
-    batch = padded_batch(model)
-    ours, theirs = model(batch)["prediction"], reference(batch)
-    assert ours.shape == theirs.shape == (3, model.blueprint.task.outputs)
-    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
-    ours.square().mean().backward()
-    theirs.square().mean().backward()
-    twins = dict(reference.named_parameters())
-    for name, param in model.named_parameters():
-        twin = twins[reference.composer_names[name]]
-        assert param.grad is not None and param.grad.abs().sum() > 0, name
-        torch.testing.assert_close(param.grad, twin.grad, atol=1e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
-    return reference
+    return check_equivalent(model, reference_for, padded_batch(model))
 
 
 @pytest.mark.parametrize("path", [PAPER, *VARIANTS], ids=lambda p: p.stem)

@@ -14,6 +14,7 @@ import torch
 from composer import compile_blueprint, load_blueprint
 from composer.graph.plan import plan
 from composer.graph.size import estimate_size
+from equivalence import assert_equivalent as check_equivalent, n_params
 from reference.mult import copy_weights, reference_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,25 +42,8 @@ def padded_batch(model) -> dict[str, torch.Tensor]:
     return batch
 
 
-def n_params(module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 def assert_equivalent(model):
-    reference = reference_for(model).eval()
-    assert n_params(reference) == n_params(model)
-    batch = padded_batch(model)
-    ours, theirs = model(batch)["prediction"], reference(batch)
-    assert ours.shape == theirs.shape == (3, 1)
-    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
-    target = torch.tensor([[0.5], [-1.0], [2.0]])
-    (ours - target).abs().mean().backward()
-    (theirs - target).abs().mean().backward()
-    theirs = dict(reference.named_parameters())
-    for name, param in model.named_parameters():
-        twin = theirs[reference.composer_names[name]]
-        assert param.grad is not None and param.grad.abs().sum() > 0, name
-        torch.testing.assert_close(param.grad, twin.grad, atol=1e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+    return check_equivalent(model, reference_for, padded_batch(model))
 
 
 def test_mult_with_future_mask_equals_reference():

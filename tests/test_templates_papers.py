@@ -26,6 +26,7 @@ import yaml
 
 from composer import compile_blueprint, load_blueprint
 from composer.testing import padded_batch
+from equivalence import max_value_difference
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "blueprints" / "templates"
@@ -50,13 +51,7 @@ def assert_same_outputs(builtin, templated, batch, pairs) -> float:
     """Max |difference| over the (built-in value key, template value key) pairs; asserts each < ATOL."""
     with torch.no_grad():
         a, b = builtin(batch)["values"], templated(batch)["values"]
-    worst = 0.0
-    for key_a, key_b in pairs:
-        assert a[key_a].shape == b[key_b].shape, (key_a, key_b)
-        diff = (a[key_a] - b[key_b]).abs().max().item()
-        assert diff < ATOL, f"{key_a} vs {key_b}: {diff:.2e}"
-        worst = max(worst, diff)
-    return worst
+    return max_value_difference(a, b, pairs, ATOL)
 
 
 # -- MulT --------------------------------------------------------------------------------------------

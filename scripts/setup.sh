@@ -32,6 +32,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     # The CPU build of torch 2.13.0 lies on local disk; installing it first keeps pip from
     # fetching a multi-GB CUDA build to satisfy the project's torch range.
     pip_install "torch==2.13.0" || pip_install "torch>=2.2,<2.15"
-    pip_install -e ".[dev,demo,sdk,docs]"
+    pip_install -e ".[dev,demo,sdk,docs,export]"
     touch "$stamp"
 fi

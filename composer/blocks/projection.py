@@ -169,7 +169,7 @@ class Conv1dProjection(Block):
         c = self.config
         span = c.dilation * (c.kernel - 1)
         if c.padding == "same":
-            target = math.ceil(time / c.stride)
+            target = -(-time // c.stride)  # ceil(time / stride) in integers (a traced length stays exportable)
             total = max((target - 1) * c.stride + span + 1 - time, 0)
             return total // 2, total - total // 2
         pad = 0 if c.padding == "valid" else int(c.padding)

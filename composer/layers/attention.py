@@ -80,6 +80,8 @@ _TRIANGLES: dict[tuple[int, int, str], torch.Tensor] = {}
 
 def future_allowed(query_len: int, key_len: int, device: torch.device) -> torch.Tensor:
     """``(Tq, Tk)`` True where MulT's future mask allows attention (``j <= i + |Tk - Tq|``), cached."""
+    if torch.compiler.is_compiling():  # traced lengths may be symbolic: build it in the graph, cache nothing
+        return torch.ones(query_len, key_len, dtype=torch.bool, device=device).tril(abs(key_len - query_len))
     key = (query_len, key_len, str(device))
     if key not in _TRIANGLES:
         if len(_TRIANGLES) > 64:

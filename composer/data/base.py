@@ -116,6 +116,16 @@ def _tensor(key: str, value: Any) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr))
 
 
+def named_splits(data: dict, path: str, splits=SPLITS) -> dict:
+    """``data`` with ``dev`` read as ``valid``; a :class:`DataError` naming what is missing."""
+    if "valid" not in data and "dev" in data:
+        data = {**data, "valid": data["dev"]}
+    missing = [s for s in splits if s not in data]
+    if missing:
+        raise DataError(f"{path}: missing split{'s' if len(missing) > 1 else ''} {', '.join(missing)} (found: {', '.join(map(str, data))})")
+    return data
+
+
 def check_split(blueprint, split: TensorSplit, name: str = "split") -> None:
     """Raise :class:`DataError` when a split does not carry what the blueprint's modalities need."""
     for m, cfg in blueprint.modalities.items():

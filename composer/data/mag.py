@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from composer.data.base import SPLITS, DataSplits, TensorSplit
+from composer.data.base import SPLITS, DataSplits, TensorSplit, named_splits
 from composer.data.budget import Budget
 from composer.data.standard import _labels, read_pickle
 from composer.data.wordpiece import WordPieces
@@ -193,11 +193,7 @@ def mag_splits(blueprint, data: Any, path: str | Path, *, vocab: str | None = No
     path = str(path)
     if not is_mag_layout(data):
         raise DataError(f"{path}: expected the MAG layout, a dict of splits (train, dev, test) that are lists of {_EXAMPLE} examples")
-    if "valid" not in data and "dev" in data:
-        data = {**data, "valid": data["dev"]}
-    missing = [s for s in SPLITS if s not in data]
-    if missing:
-        raise DataError(f"{path}: missing split{'s' if len(missing) > 1 else ''} {', '.join(missing)} (found: {', '.join(map(str, data))})")
+    data = named_splits(data, path, SPLITS)
     plan = _plan(blueprint, path)
     pieces = None
     if plan.tokens:

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from composer.data.base import SPLITS, DataSplits, TensorSplit
+from composer.data.base import SPLITS, DataSplits, TensorSplit, named_splits
 from composer.errors import DataError
 
 __all__ = ["load_standard_pickle", "read_pickle", "standard_split", "standard_splits"]
@@ -247,11 +247,7 @@ def standard_splits(blueprint, data: Any, path: str | Path, *, label_key: str | 
     """The splits of an already unpickled standard-layout object read from ``path``."""
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a dict of splits (train, valid, test), got {type(data).__name__}")
-    if "valid" not in data and "dev" in data:
-        data = {**data, "valid": data["dev"]}
-    missing = [s for s in SPLITS if s not in data]
-    if missing:
-        raise DataError(f"{path}: missing split{'s' if len(missing) > 1 else ''} {', '.join(missing)} (found: {', '.join(map(str, data))})")
+    data = named_splits(data, path, SPLITS)
     label_key = label_key or blueprint.training.data.label_key
     counts: dict[str, int] = {}
     splits = {s: standard_split(blueprint, data[s], s, label_key, counts, where=str(path)) for s in SPLITS}

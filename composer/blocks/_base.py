@@ -195,6 +195,16 @@ def expect_kind(port: str, spec: Spec, *kinds: str) -> None:
         raise SpecError(f"input '{port}' must be a {' or '.join(kinds)}, got {spec}", field="in")
 
 
+def shared_vector_width(inputs: dict[str, Spec], what: str = "inputs") -> int:
+    """The one width ``d`` of inputs that must all be vectors ``(B, d)``; a SpecError otherwise."""
+    for port, spec in inputs.items():
+        expect_kind(port, spec, "vector")
+    widths = {spec.features for spec in inputs.values()}
+    if len(widths) != 1:
+        raise SpecError(f"{what} need one width, got {', '.join(str(s) for s in inputs.values())}", field="in")
+    return int(widths.pop())
+
+
 def last_axis_output(inputs: dict[str, Spec], width: int) -> dict[str, Spec]:
     """Spec of a block mapping the last axis of one vector or sequence input to ``width``."""
     expect_ports(inputs, exactly=1)

@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
-from composer.blocks._base import Block, BlockConfig, Context, SpecError, Width, expect_kind, expect_ports
+from composer.blocks._base import Block, BlockConfig, Context, SpecError, Width, expect_kind, expect_ports, shared_vector_width
 from composer.registry import register_block
 from composer.spec import Spec, sequence, vector
 
@@ -97,13 +97,7 @@ class Stack(Block):
     @classmethod
     def infer(cls, config: StackConfig, inputs: dict[str, Spec]) -> dict[str, Spec]:
         expect_ports(inputs, at_least=1)
-        widths = set()
-        for port, spec in inputs.items():
-            expect_kind(port, spec, "vector")
-            widths.add(spec.features)
-        if len(widths) != 1:
-            raise SpecError(f"stacked vectors need one width, got {', '.join(str(s) for s in inputs.values())}", field="in")
-        return {"out": sequence(len(inputs), widths.pop())}
+        return {"out": sequence(len(inputs), shared_vector_width(inputs, "stacked vectors"))}
 
     @classmethod
     def examples(cls):

@@ -42,7 +42,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from composer.blocks._base import Block, BlockConfig, Context, SpecError, expect_kind
+from composer.blocks._base import Block, BlockConfig, Context, SpecError, shared_vector_width
 from composer.registry import register_block
 from composer.spec import Spec, vector
 
@@ -147,13 +147,7 @@ class GLoMoFusion(Block):
     @classmethod
     def infer(cls, config: GLoMoFusionConfig, inputs: dict[str, Spec]) -> dict[str, Spec]:
         modalities, kinds = _parse_ports(inputs)
-        widths = set()
-        for port, spec in inputs.items():
-            expect_kind(port, spec, "vector")
-            widths.add(spec.features)
-        if len(widths) != 1:
-            raise SpecError(f"all inputs need one width d, got {sorted(map(str, widths))}", field="in")
-        (dim,) = widths
+        dim = shared_vector_width(inputs, "all inputs")
         if config.layers and int(dim) % config.heads:
             raise SpecError(f"width {dim} is not divisible by heads={config.heads}", field="heads")
         out = {"out": vector(config.out)}
@@ -269,14 +263,7 @@ class AttentionPool(Block):
     def infer(cls, config: AttentionPoolConfig, inputs: dict[str, Spec]) -> dict[str, Spec]:
         if len(inputs) < 2:
             raise SpecError(f"expected at least 2 inputs to weigh, got {len(inputs)}", field="in")
-        widths = set()
-        for port, spec in inputs.items():
-            if spec.kind != "vector":
-                raise SpecError(f"input '{port}' must be a vector, got {spec}", field="in")
-            widths.add(spec.features)
-        if len(widths) != 1:
-            raise SpecError(f"inputs need one width, got {', '.join(str(s) for s in inputs.values())}", field="in")
-        return {"out": vector(widths.pop()), "weights": vector(len(inputs))}
+        return {"out": vector(shared_vector_width(inputs)), "weights": vector(len(inputs))}
 
     @classmethod
     def examples(cls):

@@ -60,3 +60,10 @@ def test_not_a_mapping_is_a_clear_error(tmp_path):
 def test_missing_file_is_a_composer_error():
     with pytest.raises(composer.ComposerError, match="not found"):
         composer.load_blueprint("no/such/blueprint.yaml")
+
+
+def test_an_unknown_type_of_a_blueprint_with_plugins_says_how_to_import_them():
+    data = {"blueprint": 1, "name": "p", "plugins": ["film"], "modalities": {"a": {"features": 3, "length": 4}},
+            "blocks": {"f": {"type": "film", "in": "a"}}}
+    with pytest.raises(BlueprintError, match="plugins \\(film\\) registers it, pass --allow-plugins"):
+        composer.load_blueprint(data)

@@ -184,7 +184,11 @@ def _problem_from_pydantic(err: dict, data: dict) -> Problem:
         else:
             msg = f"unknown {family} type '{tag}'"
             hint = did_you_mean(str(tag), names)
-            if hint is None:
+            plugins = data.get("plugins") if isinstance(data.get("plugins"), list) else []
+            if plugins:
+                msg += (f"; if one of this blueprint's plugins ({', '.join(map(str, plugins))}) registers it, "
+                        "pass --allow-plugins (Python: allow_plugins=True) to import them")
+            elif hint is None:
                 msg += f" (known: {', '.join(names)})"
         loc = loc + ("type",)
     elif kind == "extra_forbidden":

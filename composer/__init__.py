@@ -1,15 +1,17 @@
-"""Composer: declarative multimodal fusion models from YAML blueprints."""
+"""Composer: declarative multimodal fusion models from YAML blueprints.
 
-from composer.blocks._base import Block, BlockConfig, Context, SpecError
-from composer.registry import register_block, register_loss
+Importing ``composer`` imports no PyTorch: blueprints, their checks and the block configs are
+torch-free. The names that need torch (``Block``, ``Context``, ``compile_blueprint``,
+``ComposedModel``, ``train``, ``evaluate``, ``search``) are imported on first use.
+"""
+
+import importlib
+
 from composer.blueprint.load import dump_blueprint, load_blueprint
+from composer.configs._base import BlockConfig, SpecError
 from composer.errors import BlueprintError, ComposerError, DataError
-from composer.graph.model import ComposedModel, compile_blueprint
+from composer.registry import block_type, loss_type, register_block, register_loss
 from composer.spec import Spec
-from composer import train  # callable package: composer.train(blueprint, ...) trains
-from composer.train.evaluation import evaluate
-from composer.render import render
-from composer import search  # callable package: composer.search(blueprint, ...) searches
 
 __version__ = "0.1.0"
 
@@ -23,13 +25,39 @@ __all__ = [
     "DataError",
     "Spec",
     "SpecError",
+    "block_type",
     "compile_blueprint",
     "dump_blueprint",
     "evaluate",
     "load_blueprint",
+    "loss_type",
     "register_block",
     "register_loss",
     "train",
     "render",
     "search",
 ]
+
+#: Public names imported on first use: name -> (module, attribute or None for the module itself).
+_LAZY = {
+    "Block": ("composer.blocks._base", "Block"),
+    "Context": ("composer.blocks._base", "Context"),
+    "ComposedModel": ("composer.graph.model", "ComposedModel"),
+    "compile_blueprint": ("composer.graph.model", "compile_blueprint"),
+    "evaluate": ("composer.train.evaluation", "evaluate"),
+    "train": ("composer.train", None),  # callable package: composer.train(blueprint, ...) trains
+    "search": ("composer.search", None),  # callable package: composer.search(blueprint, ...) searches
+    "render": ("composer.render", None),  # callable package: composer.render(blueprint, ...) draws
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'composer' has no attribute '{name}'")
+    module, attribute = _LAZY[name]
+    value = importlib.import_module(module)
+    return value if attribute is None else getattr(value, attribute)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

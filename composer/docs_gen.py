@@ -156,11 +156,13 @@ def _fields_table(config: type[BaseModel], skip: tuple[str, ...]) -> str:
 
 
 def _source(entry: Entry) -> str:
-    return inspect.getsourcefile(entry.impl).removeprefix(str(ROOT) + "/")
+    """Where the type is written: its config (fields, shapes, equations) and its module."""
+    files = [inspect.getsourcefile(cls).removeprefix(str(ROOT) + "/") for cls in (entry.config, entry.impl)]
+    return " · ".join(f"{what} `{path}`" for what, path in zip(("config", "module"), files))
 
 
 def _builtin(entry: Entry) -> bool:
-    return entry.impl.__module__.split(".")[0] == "composer"
+    return entry.builtin
 
 
 # -- example blueprints from a block's examples() ------------------------------------------------
@@ -183,7 +185,7 @@ def _example_blueprint(entry: Entry, fields: dict[str, Any], inputs: dict[str, S
     from composer.testing import make_config
 
     names = {port: ("x" if port == "in" else f"x{port}" if port.isdigit() else port) for port in inputs}
-    vocab = entry.impl.vocabulary(make_config(entry.name, fields, list(inputs)))
+    vocab = make_config(entry.name, fields, list(inputs)).vocabulary()
     times = [s.time for s in inputs.values() if s.kind in ("sequence", "tokens") and isinstance(s.time, str)]
     modalities = {}
     for port, spec in inputs.items():
@@ -198,10 +200,10 @@ def _example_blueprint(entry: Entry, fields: dict[str, Any], inputs: dict[str, S
     data = {"blueprint": 1, "name": f"{entry.name}_example", "modalities": modalities,
             "blocks": {entry.name: {"type": entry.name, "in": ref, **fields}}}
     config = make_config(entry.name, fields, ports)
-    aux = entry.impl.aux_ports(config)
-    outputs = [p for p in entry.impl.infer(config, inputs) if p not in aux]
+    aux = config.aux_ports()
+    outputs = [p for p in config.infer(inputs) if p not in aux]
     if outputs != ["out"]:  # several outputs (or an auxiliary loss next to one): name the prediction
-        data["outputs"] = {"prediction": f"{entry.name}.{entry.impl.main_port or outputs[0]}"}
+        data["outputs"] = {"prediction": f"{entry.name}.{config.main_port or outputs[0]}"}
     return data
 
 
@@ -221,7 +223,7 @@ def _valid_example(entry: Entry) -> str | None:
     from composer.blueprint.load import load_blueprint
     from composer.errors import ComposerError
 
-    for fields, inputs in entry.impl.examples():
+    for fields, inputs in entry.config.examples():
         data = _example_blueprint(entry, fields, inputs)
         if data is None:
             continue
@@ -267,9 +269,9 @@ def _specs_table(entry: Entry) -> tuple[str, list[str]]:
 
     rows = ["| example fields | inputs | outputs |", "|---|---|---|"]
     ports: list[str] = []
-    for fields, inputs in entry.impl.examples():
+    for fields, inputs in entry.config.examples():
         config = make_config(entry.name, fields, list(inputs))
-        outputs = entry.impl.infer(config, inputs)
+        outputs = config.infer(inputs)
         ports += [p for p in outputs if p not in ports]
         fmt = lambda specs: "<br>".join(f"`{p}`: `{s}`" for p, s in specs.items())
         rows.append(f"| `{_cell(_yaml_value(fields))}` | {fmt(inputs)} | {fmt(outputs)} |")
@@ -278,15 +280,15 @@ def _specs_table(entry: Entry) -> tuple[str, list[str]]:
 
 def _block_entry(entry: Entry, uses: dict[str, list[str]]) -> str:
     specs, ports = _specs_table(entry)
-    aux = list(entry.impl.aux_loss_ports)
+    aux = list(entry.config.aux_loss_ports)
     port_line = ", ".join(f"`{p}`" for p in ports)
-    if entry.impl.main_port:
-        port_line += f" (a bare reference means `{entry.impl.main_port}`)"
+    if entry.config.main_port:
+        port_line += f" (a bare reference means `{entry.config.main_port}`)"
     if aux:
         port_line += "; auxiliary losses: " + ", ".join(f"`{p}`" for p in aux)
-    lines = [f"## `{entry.name}`", "", f"Family **{entry.family}** · source `{_source(entry)}`"
+    lines = [f"## `{entry.name}`", "", f"Family **{entry.family}** · {_source(entry)}"
              + (f" · explained in [{PAGES[entry.name]}](../{PAGES[entry.name]})" if entry.name in PAGES else ""), "",
-             _doc(entry.impl), "", "**Fields**", "", _fields_table(entry.config, COMMON_BLOCK_FIELDS), "",
+             _doc(entry.config), "", "**Fields**", "", _fields_table(entry.config, COMMON_BLOCK_FIELDS), "",
              "**Shapes** (the block's own examples, inferred by `infer`)", "", specs, "", f"**Output ports**: {port_line}", ""]
     example = _valid_example(entry)
     if example:
@@ -317,7 +319,7 @@ def _blocks_pages() -> dict[str, str]:
                      f"{'required' if f.is_required() else '`' + _yaml_value(f.get_default()) + '`'} | {_cell(f.description or '')} |")
     index += ["", "| type | family | summary |", "|---|---|---|"]
     for e in entries:
-        index.append(f"| [`{e.name}`](blocks-{e.family}.md#{_slug(e.name)}) | {e.family} | {_cell(_doc(e.impl).splitlines()[0])} |")
+        index.append(f"| [`{e.name}`](blocks-{e.family}.md#{_slug(e.name)}) | {e.family} | {_cell(_doc(e.config).splitlines()[0])} |")
     index += ["", "Losses are listed in [Losses](losses.md).", ""]
     pages = {"blocks.md": "\n".join(index)}
     for family in families:
@@ -338,7 +340,7 @@ def _loss_example(name: str) -> tuple[str, str] | None:
 
 
 def _losses_page() -> str:
-    from composer.losses._base import LossConfig
+    from composer.configs.losses._base import LossConfig
 
     lines = ["# Losses", "", GENERATED.strip(), "",
              "A loss compares values named by *reference fields* (`[view:]name[.port]`: a block, a modality",
@@ -348,9 +350,9 @@ def _losses_page() -> str:
              "Every loss also takes:", "", _fields_table(LossConfig, ()), ""]
     for e in (e for e in list_losses() if _builtin(e)):
         refs = ", ".join(f"`{r}`" for r in e.config.ref_fields + e.config.optional_ref_fields)
-        lines += [f"## `{e.name}`", "", f"Source `{_source(e)}`"
+        lines += [f"## `{e.name}`", "", _source(e)
                   + (f" · explained in [{PAGES[e.name]}](../{PAGES[e.name]})" if e.name in PAGES else ""), "",
-                  _doc(e.impl), "", f"**Reference fields**: {refs}", "", "**Fields**", "",
+                  _doc(e.config), "", f"**Reference fields**: {refs}", "", "**Fields**", "",
                   _fields_table(e.config, COMMON_LOSS_FIELDS), ""]
         example = _loss_example(e.name)
         if example:

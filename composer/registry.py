@@ -1,15 +1,25 @@
 """The block and loss registries.
 
-``register_block(ConfigClass, family=...)`` decorates a :class:`~composer.blocks._base.Block`
-subclass; ``register_loss(ConfigClass)`` a :class:`~composer.losses._base.Loss` subclass.
+A type is a config class (torch-free: fields, shape inference, parameter shapes) and an
+implementation (an ``nn.Module``). Two ways register one:
+
+* ``@block_type(family, implementation="composer.blocks.projection:LinearProjection")`` on a
+  config class (``@loss_type(implementation=...)`` for a loss) names the implementation by
+  its import path; it is imported the first time :attr:`Entry.impl` is read, that is when a
+  model is built. The built-in types register so, which keeps ``composer validate``,
+  ``schema``, ``blocks`` and ``render`` free of PyTorch;
+* ``@register_block(ConfigClass, family=...)`` on a :class:`~composer.blocks._base.Block`
+  subclass (``@register_loss(ConfigClass)`` on a loss) registers a class already imported:
+  the form for plug-ins, which define both classes in one module.
+
 The type name comes from the config's ``type: Literal["name"]`` field. Names are unique:
 registering a second class under a taken name raises. The discriminated unions used by
 the blueprint schema are generated from these registries on demand, so blocks registered
 from user code after import are picked up.
 
 This module sits at the bottom, with the specs and errors: it imports no block. The built-in
-blocks and losses register themselves when :mod:`composer.blocks` and :mod:`composer.losses`
-are imported, which the blueprint schema (and so every use of a blueprint) does.
+types register when :mod:`composer.configs` is imported, which the blueprint schema (and so
+every use of a blueprint) does.
 """
 
 from __future__ import annotations
@@ -26,6 +36,8 @@ from composer.errors import ComposerError, did_you_mean
 
 __all__ = [
     "Entry",
+    "block_type",
+    "loss_type",
     "register_block",
     "register_loss",
     "get_block",
@@ -44,16 +56,38 @@ FAMILIES = ("modality", "encoder", "projection", "pooling", "fusion", "head", "r
 
 @dataclass(frozen=True)
 class Entry:
-    """One registered type: its name, config class, implementation and family."""
+    """One registered type: its name, config class, family and implementation.
+
+    ``implementation`` is the class, or its import path ``"package.module:Class"`` until
+    :attr:`impl` first imports it."""
 
     name: str
     config: type[BaseModel]
-    impl: type
+    implementation: type | str
     family: str
 
     @property
+    def impl(self) -> type:
+        """The implementation class (imported on first use)."""
+        if isinstance(self.implementation, str):
+            module, _, attribute = self.implementation.partition(":")
+            impl = getattr(importlib.import_module(module), attribute)
+            _attach(impl, self.config, self.name, self.family)
+            object.__setattr__(self, "implementation", impl)
+        return self.implementation  # type: ignore[return-value]
+
+    @property
+    def builtin(self) -> bool:
+        """True for the types that ship with Composer."""
+        return self.config.__module__.startswith("composer.")
+
+    @property
     def doc(self) -> str:
-        return (self.impl.__doc__ or "").strip()
+        """The type's description: the config's docstring (a plug-in's may sit on its module class)."""
+        doc = self.config.__doc__
+        if not doc and not isinstance(self.implementation, str):
+            doc = self.implementation.__doc__
+        return (doc or "").strip()
 
     @property
     def summary(self) -> str:
@@ -76,36 +110,67 @@ def type_name_of(config_cls: type[BaseModel]) -> str:
     return args[0]
 
 
-def _register(table: dict[str, Entry], config_cls: type[BaseModel], family: str) -> Callable[[type], type]:
+def _attach(impl: type, config_cls: type[BaseModel], name: str, family: str) -> None:
+    impl.config_class = config_cls
+    impl.type_name = name
+    impl.family = family
+
+
+def _register(table: dict[str, Entry], config_cls: type[BaseModel], family: str, implementation: type | str) -> None:
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; choose one of {FAMILIES}")
     name = type_name_of(config_cls)
+    if name in _BLOCKS or name in _LOSSES:
+        taken = (_BLOCKS.get(name) or _LOSSES[name]).config
+        raise ComposerError(
+            f"type name '{name}' is already registered by {taken.__module__}.{taken.__qualname__}; "
+            "choose another name"
+        )
+    if not isinstance(implementation, str):
+        _attach(implementation, config_cls, name, family)
+    table[name] = Entry(name, config_cls, implementation, family)
+    _UNION_CACHE.clear()
 
-    def decorate(impl: type) -> type:
-        if name in _BLOCKS or name in _LOSSES:
-            taken = (_BLOCKS.get(name) or _LOSSES[name]).impl
-            raise ComposerError(
-                f"type name '{name}' is already registered by {taken.__module__}.{taken.__qualname__}; "
-                "choose another name"
-            )
-        impl.config_class = config_cls
-        impl.type_name = name
-        impl.family = family
-        table[name] = Entry(name, config_cls, impl, family)
-        _UNION_CACHE.clear()
-        return impl
+
+def block_type(family: str, *, implementation: str) -> Callable[[type], type]:
+    """Config-class decorator: register a block type whose module class lives at ``implementation``
+    (``"package.module:Class"``, imported when a model is built)."""
+
+    def decorate(config_cls: type) -> type:
+        _register(_BLOCKS, config_cls, family, implementation)
+        return config_cls
+
+    return decorate
+
+
+def loss_type(*, implementation: str) -> Callable[[type], type]:
+    """Config-class decorator: register a loss type whose module class lives at ``implementation``."""
+
+    def decorate(config_cls: type) -> type:
+        _register(_LOSSES, config_cls, "loss", implementation)
+        return config_cls
 
     return decorate
 
 
 def register_block(config_cls: type[BaseModel], *, family: str = "other") -> Callable[[type], type]:
-    """Class decorator: register a Block implementation under its config's type name."""
-    return _register(_BLOCKS, config_cls, family)
+    """Class decorator: register a Block implementation (already imported) under its config's type name."""
+
+    def decorate(impl: type) -> type:
+        _register(_BLOCKS, config_cls, family, impl)
+        return impl
+
+    return decorate
 
 
 def register_loss(config_cls: type[BaseModel]) -> Callable[[type], type]:
-    """Class decorator: register a Loss implementation under its config's type name."""
-    return _register(_LOSSES, config_cls, "loss")
+    """Class decorator: register a Loss implementation (already imported) under its config's type name."""
+
+    def decorate(impl: type) -> type:
+        _register(_LOSSES, config_cls, "loss", impl)
+        return impl
+
+    return decorate
 
 
 def _lookup(table: dict[str, Entry], name: str, what: str) -> Entry:

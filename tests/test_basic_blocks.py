@@ -24,7 +24,7 @@ def build(type_name, fields, inputs):
 
 def infer(type_name, fields, inputs):
     config = make_config(type_name, fields, list(inputs))
-    return get_block(type_name).impl.infer(config, inputs)
+    return config.infer(inputs)
 
 
 def right_padded_mask(lengths, T):

@@ -9,7 +9,7 @@ from composer.testing import check_block
 CASES = [
     pytest.param(entry.name, fields, inputs, id=f"{entry.name}-{i}")
     for entry in list_blocks()
-    for i, (fields, inputs) in enumerate(entry.impl.examples())
+    for i, (fields, inputs) in enumerate(entry.config.examples())
 ]
 
 
@@ -17,7 +17,7 @@ def test_every_block_has_examples():
     missing = []
     for entry in list_blocks():
         try:
-            if not entry.impl.examples():
+            if not entry.config.examples():
                 missing.append(entry.name)
         except NotImplementedError:
             missing.append(entry.name)

@@ -121,8 +121,8 @@ def test_attention_over_an_all_padded_context_stays_finite():
 
 
 def test_outputs_name_global_and_one_port_per_sequence():
-    specs = EMT.infer(block_adapter().validate_python({"type": "emt", "in": {"t": "x", "a": "y", "t_u": "z", "a_u": "w"}}),
-                      {"t": sequence("T_t", 16), "a": sequence("T_a", 16), "t_u": vector(16), "a_u": vector(16)})
+    specs = block_adapter().validate_python({"type": "emt", "in": {"t": "x", "a": "y", "t_u": "z", "a_u": "w"}}).infer(
+        {"t": sequence("T_t", 16), "a": sequence("T_a", 16), "t_u": vector(16), "a_u": vector(16)})
     assert specs == {"global": vector(32), "t": sequence("T_t", 16), "a": sequence("T_a", 16)}
 
 

@@ -233,7 +233,7 @@ def test_fusion_needs_both_kinds_for_every_modality():
     ports = ["global_text", "global_audio", "local_text"]
     config = make_config("glomo_fusion", {"out": 1}, ports)
     with pytest.raises(SpecError, match="audio lacks a local_<modality> input"):
-        get_block("glomo_fusion").impl.infer(config, {p: vector(8) for p in ports})
+        config.infer({p: vector(8) for p in ports})
 
 
 def test_mixup_global_without_global_inputs_is_a_spec_error():

@@ -8,7 +8,8 @@ import torch
 import composer
 from composer.blocks._base import Context, SpecError
 from composer.blocks.crossmodal import CrossmodalConfig, CrossmodalTransformer
-from composer.blocks.conv_gru import ConvGRU, ConvGRUConfig
+from composer.blocks.conv_gru import ConvGRU
+from composer.configs.conv_gru import ConvGRUConfig
 from composer.blocks.fusion.hierarchical import HierarchicalCrossmodal, HierarchicalCrossmodalConfig
 from composer.blocks.gating import ModalityGate
 from composer.spec import sequence
@@ -190,12 +191,12 @@ def test_hierarchy_ignores_padded_steps():
 def test_inputs_of_different_widths_are_rejected():
     ports = {**PORTS, "audio": sequence("T_a", 6)}
     with pytest.raises(SpecError, match="same width"):
-        HierarchicalCrossmodal.infer(HierarchicalCrossmodalConfig(inputs=REFS, heads=2), ports)
+        HierarchicalCrossmodalConfig(inputs=REFS, heads=2).infer(ports)
 
 
 def test_unknown_primary_is_rejected():
     with pytest.raises(SpecError, match="primary"):
-        HierarchicalCrossmodal.infer(HierarchicalCrossmodalConfig(inputs=REFS, heads=2, primary="speech"), PORTS)
+        HierarchicalCrossmodalConfig(inputs=REFS, heads=2, primary="speech").infer(PORTS)
 
 
 # -- crossmodal transformer and feature projection ------------------------------------

@@ -2,7 +2,7 @@
 import inside a function counts too).
 
 0. errors, specs (``composer.spec``), the block and loss registry, metrics
-1. neural layers (``composer.layers``)
+1. block and loss configs (``composer.configs``: torch-free) and neural layers (``composer.layers``)
 2. blocks and losses
 3. the compiler: blueprint language and loading, the graph (plan, size, model), data
 4. train, search, render, bench, profiling, export, testing helpers
@@ -15,7 +15,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "composer"
 LAYERS = [
     {"errors", "spec", "registry", "metrics"},
-    {"layers"},
+    {"configs", "layers"},
     {"blocks", "losses"},
     {"blueprint", "graph", "data"},
     {"train", "search", "render", "bench", "profiling", "export", "testing", "_callable"},

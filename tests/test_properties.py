@@ -36,14 +36,14 @@ def _padding_dependent(fields: dict, type_name: str) -> bool:
 MASKED_CASES = [
     pytest.param(entry.name, fields, inputs, id=f"{entry.name}-{i}")
     for entry in list_blocks()
-    for i, (fields, inputs) in enumerate(entry.impl.examples())
+    for i, (fields, inputs) in enumerate(entry.config.examples())
     if any(s.kind in ("sequence", "tokens") and isinstance(s.time, str) for s in inputs.values())
     and not _padding_dependent(fields, entry.name)
 ]
 ALL_CASES = [
     pytest.param(entry.name, fields, inputs, id=f"{entry.name}-{i}")
     for entry in list_blocks()
-    for i, (fields, inputs) in enumerate(entry.impl.examples())
+    for i, (fields, inputs) in enumerate(entry.config.examples())
 ]
 
 
@@ -52,12 +52,12 @@ def _accepts_padded_sequences(entry) -> bool:
     from composer.blocks._base import SpecError
     from composer.testing import make_config
 
-    for fields, inputs in entry.impl.examples():
+    for fields, inputs in entry.config.examples():
         if not any(s.kind in ("sequence", "tokens") for s in inputs.values()):
             continue
         padded = {p: s.with_time("T_probe") if s.kind in ("sequence", "tokens") else s for p, s in inputs.items()}
         try:
-            entry.impl.infer(make_config(entry.name, fields, list(padded)), padded)
+            make_config(entry.name, fields, list(padded)).infer(padded)
             return True
         except SpecError:
             continue

@@ -11,8 +11,8 @@ file its ``source`` names.
 
 Presets with a reported number: rmfn, rmfn_no_mfp, rmfn_iemocap, rmfn_pom, msaf, msaf_authors,
 glomo, glomo_mosei, glomo_authors, glomo_authors_mosei, glomo_global_only, glomo_local_only,
-glomo_mlp_m, emt_dlfr, emt_dlfr_authors, emt_dlfr_complete, emt_dlfr_mosei, emt_dlfr_sims, hct_mg,
-hct_mg_mosei, hct_mg_iemocap, mult.
+glomo_mlp_m, emt_dlfr, emt_dlfr_authors, emt_dlfr_authors_mosei, emt_dlfr_authors_sims, emt_dlfr_complete,
+emt_dlfr_mosei, emt_dlfr_sims, hct_mg, hct_mg_mosei, hct_mg_iemocap, mult.
 
 Presets without one, and why:
 
@@ -49,7 +49,7 @@ PAPERS = Path(os.environ.get("COMPOSER_PAPERS", "/work/shared/papers"))
 WITH_REPORTED = {
     "rmfn", "rmfn_no_mfp", "rmfn_iemocap", "rmfn_pom", "msaf", "msaf_authors",
     "glomo", "glomo_mosei", "glomo_authors", "glomo_authors_mosei", "glomo_global_only", "glomo_local_only", "glomo_mlp_m",
-    "emt_dlfr", "emt_dlfr_authors", "emt_dlfr_complete", "emt_dlfr_mosei", "emt_dlfr_sims",
+    "emt_dlfr", "emt_dlfr_authors", "emt_dlfr_authors_mosei", "emt_dlfr_authors_sims", "emt_dlfr_complete", "emt_dlfr_mosei", "emt_dlfr_sims",
     "hct_mg", "hct_mg_mosei", "hct_mg_iemocap", "mult",
 }
 WITHOUT_REPORTED = {"early_fusion", "late_fusion", "msaf_placements", "rmfn_classification", "mult_mmsa"}

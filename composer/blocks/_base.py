@@ -1,32 +1,36 @@
-"""What every block is: a Pydantic config, a spec function, and an ``nn.Module``.
+"""What every block module is: an ``nn.Module`` built from its config and the input specs.
 
-A block type is a pair registered together (see :mod:`composer.registry`):
+A block type's config (fields, shape inference, parameter shapes, examples) lives in
+:mod:`composer.configs` and imports no PyTorch; its module class, a subclass of
+:class:`Block`, is registered with it and imported when a model is built:
 
-* a config class, subclass of :class:`BlockConfig`, with ``type: Literal["name"]``;
-* a module class, subclass of :class:`Block`, with
+* ``__init__(config, inputs)``: build submodules from the resolved input specs (widths are
+  read from the specs, never repeated in the config); ``out_specs`` is ``config.infer(inputs)``;
+* ``forward(inputs, ctx) -> Tensor | dict[port, Tensor]``.
 
-  - ``infer(config, inputs) -> dict[port, Spec]`` (a classmethod): output specs from input
-    specs, no tensors; raise :class:`SpecError` with a readable message on a mismatch;
-  - ``__init__(config, inputs)``: build submodules from the resolved input specs (widths
-    are read from the specs, never repeated in the config);
-  - ``forward(inputs, ctx) -> Tensor | dict[port, Tensor]``.
-
-Inputs arrive as a dict keyed by *port*: a single reference gives the port ``"in"``, a list
-gives ports ``"0"``, ``"1"``, ... in order, a mapping gives its own keys. A block with one
-output returns a tensor (port ``"out"``); several outputs return a dict. Output ports listed
-in ``aux_loss_ports`` are scalar auxiliary losses collected by the model.
+The config's names are re-exported here so a plug-in can define both classes from one import.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, Union
+from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from composer.errors import ComposerError
+from composer.configs._base import (
+    BlockConfig,
+    InputRef,
+    Shapes,
+    SpecError,
+    Width,
+    expect_kind,
+    expect_ports,
+    last_axis_output,
+    port_names,
+    shared_vector_width,
+)
 from composer.spec import Spec
 
 __all__ = [
@@ -35,6 +39,8 @@ __all__ = [
     "Context",
     "SpecError",
     "InputRef",
+    "Shapes",
+    "shared_vector_width",
     "port_names",
     "expect_kind",
     "expect_ports",
@@ -43,50 +49,6 @@ __all__ = [
     "building_on_meta",
     "Width",
 ]
-
-InputRef = Union[str, list[str], dict[str, str]]
-
-#: A layer width in a config field: a positive int (sizes are also bounded by the memory budget).
-Width = Annotated[int, Field(ge=1)]
-
-
-class SpecError(ComposerError):
-    """A block cannot accept the specs it was given; ``field`` names the config field at fault."""
-
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.field = field
-
-
-class BlockConfig(BaseModel):
-    """Fields every block has. Subclasses add ``type: Literal[...]`` and their own fields."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
-
-    inputs: InputRef = Field(
-        alias="in",
-        description="Inputs: a reference (modality, block or block.port), a list, or a mapping of named ports.",
-    )
-    share: str | None = Field(
-        default=None, description="Reuse the weights of another block of the same type (explicit weight sharing)."
-    )
-    enabled: bool = Field(
-        default=True,
-        description="When false the block passes its input through; allowed when its output shape equals its input's.",
-    )
-
-    def input_map(self) -> dict[str, str]:
-        """Port -> reference, normalised from the three spellings of ``in``."""
-        if isinstance(self.inputs, str):
-            return {"in": self.inputs}
-        if isinstance(self.inputs, list):
-            return {str(i): ref for i, ref in enumerate(self.inputs)}
-        return dict(self.inputs)
-
-    def hyperparameters(self) -> dict[str, Any]:
-        """Fields that shape the module (everything but wiring)."""
-        return self.model_dump(exclude={"inputs", "share", "enabled", "type"})
 
 
 @dataclass
@@ -132,85 +94,21 @@ class Block(nn.Module):
     config_class: ClassVar[type[BlockConfig]]
     type_name: ClassVar[str]
     family: ClassVar[str] = "other"
-    aux_loss_ports: ClassVar[tuple[str, ...]] = ()
-    #: The output a bare reference to a block with several outputs means (``fusion`` = ``fusion.out``),
-    #: or None when the outputs are symmetric and a reference must name one.
-    main_port: ClassVar[str | None] = None
 
     def __init__(self, config: BlockConfig, inputs: dict[str, Spec]):
         super().__init__()
         self.config = config
         self.in_specs = dict(inputs)
-        self.out_specs = self.infer(config, inputs)
-
-    @classmethod
-    def infer(cls, config: BlockConfig, inputs: dict[str, Spec]) -> dict[str, Spec]:
-        raise NotImplementedError(f"{cls.__name__} must implement infer()")
-
-    @classmethod
-    def examples(cls) -> list[tuple[dict[str, Any], dict[str, Spec]]]:
-        """Small configs (without ``type``/``in``) with input specs for the registry-wide tests.
-
-        Each entry is ``(fields, {port: spec})``; ports named ``"in"`` become ``in: <ref>``,
-        ``"0"``, ``"1"``... a list, anything else a mapping. Every block type must give one.
-        """
-        raise NotImplementedError(f"{cls.__name__} must implement examples()")
-
-    @classmethod
-    def aux_ports(cls, config: BlockConfig) -> tuple[str, ...]:
-        """Output ports holding scalar auxiliary losses for this config (default: ``aux_loss_ports``)."""
-        return tuple(cls.aux_loss_ports)
-
-    @classmethod
-    def vocabulary(cls, config: BlockConfig) -> int | None:
-        """For blocks that read token ids: how many ids they embed (ids must lie below it), else None.
-        ``validate`` compares it with the ``vocab`` of every tokens modality wired to the block."""
-        return None
+        self.out_specs = config.infer(inputs)
 
     def forward(self, inputs: dict[str, torch.Tensor], ctx: Context) -> torch.Tensor | dict[str, torch.Tensor]:
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
 
     def extra_repr(self) -> str:
-        return f"type={self.type_name!r}"
+        return f"type={self.config.type!r}"  # the config's, so a module built outside the registry prints too
 
 
 # -- helpers shared by block implementations ---------------------------------------------
-
-
-def port_names(inputs: dict[str, Spec]) -> list[str]:
-    """Ports in declaration order."""
-    return list(inputs)
-
-
-def expect_ports(inputs: dict[str, Spec], *, exactly: int | None = None, at_least: int | None = None) -> None:
-    n = len(inputs)
-    if exactly is not None and n != exactly:
-        raise SpecError(f"expected {exactly} input{'s' if exactly != 1 else ''}, got {n}", field="in")
-    if at_least is not None and n < at_least:
-        raise SpecError(f"expected at least {at_least} inputs, got {n}", field="in")
-
-
-def expect_kind(port: str, spec: Spec, *kinds: str) -> None:
-    if spec.kind not in kinds:
-        raise SpecError(f"input '{port}' must be a {' or '.join(kinds)}, got {spec}", field="in")
-
-
-def shared_vector_width(inputs: dict[str, Spec], what: str = "inputs") -> int:
-    """The one width ``d`` of inputs that must all be vectors ``(B, d)``; a SpecError otherwise."""
-    for port, spec in inputs.items():
-        expect_kind(port, spec, "vector")
-    widths = {spec.features for spec in inputs.values()}
-    if len(widths) != 1:
-        raise SpecError(f"{what} need one width, got {', '.join(str(s) for s in inputs.values())}", field="in")
-    return int(widths.pop())
-
-
-def last_axis_output(inputs: dict[str, Spec], width: int) -> dict[str, Spec]:
-    """Spec of a block mapping the last axis of one vector or sequence input to ``width``."""
-    expect_ports(inputs, exactly=1)
-    (port, spec), = inputs.items()
-    expect_kind(port, spec, "vector", "sequence")
-    return {"out": spec.with_features(width)}
 
 
 def length_mask(lengths: torch.Tensor, time: int) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Modality gating of HCT-MG (§4, §5, §5.3.2): learn which modality is the primary one.
 
 :class:`ModalityGate` is a layer used by fusion blocks (``hierarchical_crossmodal``) and by the
-``modality_gate`` block (the gate alone, for hybrids): one
+``modality_gate`` block (the gate alone, for hybrids; config: :mod:`composer.configs.gating`): one
 trainable weight per modality, normalised by a softmax so the weights sum to 1; the
 modality with the largest weight is the *primary* for the current batch, the others are
 auxiliaries. Since the argmax is not differentiable, the weights learn through the scaling
@@ -22,19 +22,16 @@ epoch counters are buffers, so they are saved with the weights (a resumed run ke
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import Field
 from torch import nn
 
-from composer.blocks._base import Block, BlockConfig, Context, SpecError
-from composer.registry import register_block
-from composer.spec import Spec, sequence, vector
+from composer.blocks._base import Block, Context
+from composer.configs.gating import GATED, ModalityGateConfig
+from composer.spec import Spec
 
-__all__ = ["ModalityGate", "ModalityGateConfig", "ModalityGateBlock"]
-
-GATED = "gated"
+__all__ = ["ModalityGate", "ModalityGateBlock"]
 
 
 class ModalityGate(nn.Module):
@@ -182,51 +179,8 @@ class ModalityGate(nn.Module):
 # -- the `modality_gate` block ----------------------------------------------------------------
 
 
-class ModalityGateConfig(BlockConfig):
-    type: Literal["modality_gate"] = "modality_gate"
-    primary: str = Field(default=GATED, description="gated: learned (HCT-MG); or an input port for a fixed primary.")
-    freeze_after: int | None = Field(default=None, ge=0, description="Freeze after this many epochs without a change of primary.")
-    tie_break: str = Field(default="first", description="The primary while weights tie: first (port order) or a port name.")
-    scale: Literal["weights", "relative", "none"] = Field(
-        default="weights",
-        description="Scale each routed input by its weight ω_m (HCT-MG), by M·ω_m (1 at initialisation), or not at all.",
-    )
-
-
-@register_block(ModalityGateConfig, family="fusion")
 class ModalityGateBlock(Block):
-    """HCT-MG's modality gating as a block: three same-shaped inputs -> ports ``primary``,
-    ``aux1``, ``aux2`` (the others in port order) and ``weights (B, 3)``.
-
-    The primary is the input with the largest softmax weight for the batch (ties by
-    ``tie_break``); the routed inputs are scaled by their weights (``scale``), which is how the
-    weights learn; the history, freezing and epoch logs are :class:`ModalityGate`'s. The inputs
-    must share one spec (vectors, or sequences on one time axis), since the primary port takes
-    whichever is chosen. Parameters: 3 (gated) or none (fixed primary).
-    """
-
-    @classmethod
-    def infer(cls, config: ModalityGateConfig, inputs: dict[str, Spec]) -> dict[str, Spec]:
-        if len(inputs) != 3:
-            raise SpecError(f"expected 3 inputs (a primary and two auxiliaries), got {len(inputs)}", field="in")
-        specs = set(inputs.values())
-        if len(specs) != 1:
-            raise SpecError(
-                "the inputs need one spec (vectors, or sequences on one time axis): "
-                + ", ".join(f"{p}: {s}" for p, s in inputs.items()),
-                field="in",
-            )
-        for name, field in ((config.primary, "primary"), (config.tie_break, "tie_break")):
-            if name not in (GATED, "first") and name not in inputs:
-                raise SpecError(f"{field} must be one of the input ports {list(inputs)}, got '{name}'", field=field)
-        spec = specs.pop()
-        return {"primary": spec, "aux1": spec, "aux2": spec, "weights": vector(3, batch=spec.batch)}
-
-    @classmethod
-    def examples(cls):
-        three = {"text": vector(4), "audio": vector(4), "vision": vector(4)}
-        return [({}, three), ({"primary": "audio", "scale": "none"}, three),
-                ({"scale": "relative", "tie_break": "c", "freeze_after": 1}, {k: sequence("T", 3) for k in ("a", "b", "c")})]
+    """The modality gate as a block: route three inputs by their weights (:class:`~composer.configs.gating.ModalityGateConfig`)."""
 
     def __init__(self, config: ModalityGateConfig, inputs: dict[str, Spec]):
         super().__init__(config, inputs)

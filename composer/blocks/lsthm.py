@@ -1,35 +1,17 @@
-"""System of Long Short-term Hybrid Memories (LSTHM) with recurrent cross-modal fusion.
-
-The recurrent half of RMFN (Liang et al., EMNLP 2018, §3.3-3.4; LSTHM from Zadeh et al.,
-AAAI 2018). One LSTHM per modality (eqs. 7-12) reads its input ``x^m_{t+1}``, its own
-state ``h^m_t`` and the hybrid cross-modal code ``z_t``; after every step a *fusion* block
-(by default the Multistage Fusion Process, :mod:`composer.blocks.fusion.mfp`) maps the new
-states ``{m: h^m_{t+1}}`` to ``z_{t+1}``, which the *feedback* hands to every LSTHM at the
-next step. The output is ``E = [h^1_T; ...; h^M_T; z_T]`` (eq. 13).
-
-The fusion is a nested block config validated against the block registry, so any
-registered block that maps a mapping of vectors ``{m: (B, H_m)}`` to a vector ``out`` can
-take the MFP's place (``mfp``, ``concat``, ...); ``fusion: null`` is the "no MFP" ablation
-(LSTHMs without ``z``, i.e. plain LSTMs).
-"""
+"""System of Long Short-term Hybrid Memories (LSTHM) with recurrent cross-modal fusion, RMFN
+eqs. 7-13 (config, shapes and equations: :mod:`composer.configs.lsthm`)."""
 
 from __future__ import annotations
 
-import math
-from typing import Any, Literal
-
 import torch
-from pydantic import Field, field_validator, model_serializer
 from torch import nn
 
-from composer.blocks._base import Block, BlockConfig, Context, SpecError, expect_kind, expect_ports, Width
-from composer.blocks._nested import nested_block_config, wire_nested
-from composer.registry import get_block, register_block
-from composer.spec import Spec, sequence, vector
+from composer.blocks._base import Block, Context
+from composer.configs.lsthm import Gate, LSTHMSystemConfig
+from composer.registry import get_block
+from composer.spec import Spec
 
-__all__ = ["LSTHMCell", "HybridFeedback", "LSTHMSystemConfig", "LSTHMSystem", "hard_sigmoid"]
-
-Gate = Literal["hard_sigmoid", "sigmoid"]
+__all__ = ["LSTHMCell", "HybridFeedback", "LSTHMSystem", "hard_sigmoid"]
 
 
 def hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
@@ -101,193 +83,29 @@ class HybridFeedback(nn.Module):
         return z_new if valid is None else torch.where(valid, z_new, z_old)
 
 
-class LSTHMSystemConfig(BlockConfig):
-    type: Literal["lsthm_system"] = "lsthm_system"
-    hidden: dict[str, Width] | list[Width] = Field(
-        description="LSTHM width per modality: a mapping keyed like `in`, or a list in input order (MOSI: 64/16/32)."
-    )
-    fusion: dict[str, Any] | None = Field(
-        default_factory=lambda: {"type": "mfp"},
-        description="Block that maps the per-modality states to z_t (a block config without `in`; default mfp); "
-        "null = no cross-modal code (the 'no MFP' ablation).",
-    )
-    gate: Gate = Field(default="hard_sigmoid", description="σ of the LSTHM gates (the paper: hard sigmoid).")
-
-    @field_validator("hidden")
-    @classmethod
-    def _widths_positive(cls, value):
-        widths = value.values() if isinstance(value, dict) else value
-        if not widths or any(w < 1 for w in widths):
-            raise ValueError("give a width >= 1 for every modality")
-        return value
-
-    @field_validator("fusion")
-    @classmethod
-    def _fusion_is_a_block(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        """Validate the nested config against the registry; store it with all defaults filled in."""
-        if value is None:
-            return None
-        return nested_block_config(value, "fusion", "the system feeds the fusion one state per modality")
-
-    @model_serializer(mode="wrap")
-    def _keep_null_fusion(self, handler, info) -> dict[str, Any]:
-        """Dump ``fusion: null`` even under ``exclude_none``: dropping it would bring back the MFP default."""
-        data = handler(self)
-        if self.fusion is None and not info.exclude_unset and "fusion" not in data:
-            data["fusion"] = None
-        return data
-
-    def port_widths(self, ports: list[str]) -> dict[str, int]:
-        """LSTHM width per input port; raises SpecError when ``hidden`` does not cover the ports."""
-        if isinstance(self.hidden, list):
-            if len(self.hidden) != len(ports):
-                raise SpecError(f"hidden lists {len(self.hidden)} widths for {len(ports)} inputs", field="hidden")
-            return dict(zip(ports, self.hidden))
-        if set(self.hidden) != set(ports):
-            missing, extra = sorted(set(ports) - set(self.hidden)), sorted(set(self.hidden) - set(ports))
-            raise SpecError(
-                f"hidden must give one width per input ({', '.join(ports)})"
-                + (f"; missing {', '.join(missing)}" if missing else "")
-                + (f"; unknown {', '.join(extra)}" if extra else ""),
-                field="hidden",
-            )
-        return {p: self.hidden[p] for p in ports}
-
-    def fusion_config(self, ports: list[str]) -> BlockConfig:
-        """The nested fusion config, wired to one input per modality port."""
-        assert self.fusion is not None
-        return wire_nested(self.fusion, {p: p for p in ports})
-
-
-def _flat_width(spec: Spec) -> int | None:
-    """Features per sample of a vector/sequence spec with fixed non-batch dims, else None."""
-    dims = spec.shape[1:]
-    return math.prod(dims) if spec.kind in ("vector", "sequence") and all(isinstance(d, int) for d in dims) else None
-
-
-@register_block(LSTHMSystemConfig, family="fusion")
 class LSTHMSystem(Block):
-    """A system of LSTHMs with a recurrent fusion feedback (RMFN §3.3-3.4, eqs. 7-13).
-
-    Inputs: aligned sequences ``(B, T, D_m)`` as a mapping (or list), one per modality.
-    Per step t: ``h^m_{t+1}, c^m_{t+1} = LSTHM_m(x^m_{t+1}, h^m_t, c^m_t, z_t)`` (eqs. 7-12),
-    then ``z_{t+1} = fusion({m: h^m_{t+1}})`` (eqs. 1-6 for ``mfp``). Padded steps leave
-    ``h``, ``c`` and ``z`` unchanged, so the final state is each sample's last real step.
-
-    Outputs: ``out`` = ``E = [h^1_T; ...; h^M_T; z_T]`` ``(B, ΣH_m + Z)`` (eq. 13); every
-    other vector/sequence port of the fusion block, stacked over time and flattened per
-    step, e.g. ``attention`` ``(B, T, K·ΣH_m)`` for ``mfp`` (view it as ``(B, T, K, ΣH_m)``;
-    zero on padded steps); the fusion's auxiliary losses as ``fusion_<port>`` (mean over the
-    steps), collected like any block's (e.g. a ``moe`` fusion's balance).
-
-    Vector inputs (e.g. an utterance-level code) are not stepped through: they are extra
-    inputs of the nested fusion, given to it at every step next to the LSTHM states.
-
-    Submodules: ``lsthm.<modality>`` (the cells, with ``W``, ``U``, ``V``), ``fusion`` (the
-    nested block) and ``feedback`` (``z_0`` and the masked hand-over of ``z_t``).
-    """
-
-    main_port = "out"  # E of eq. 13; a bare reference to the block means it
-
-    @classmethod
-    def _split_ports(cls, inputs: dict[str, Spec]) -> tuple[list[str], list[str]]:
-        """Sequence ports (one LSTHM each) and vector ports (extra inputs of the nested fusion)."""
-        return [p for p, s in inputs.items() if s.kind != "vector"], [p for p, s in inputs.items() if s.kind == "vector"]
-
-    @classmethod
-    def aux_ports(cls, config: LSTHMSystemConfig) -> tuple[str, ...]:
-        """The nested fusion's auxiliary losses (e.g. a ``moe`` fusion's balance), as ``fusion_<port>``."""
-        if config.fusion is None:
-            return ()
-        return tuple(f"fusion_{p}" for p in get_block(config.fusion["type"]).impl.aux_ports(config.fusion_config(["_"])))
-
-    @classmethod
-    def infer(cls, config: LSTHMSystemConfig, inputs: dict[str, Spec]) -> dict[str, Spec]:
-        expect_ports(inputs, at_least=1)
-        sequences, extras = cls._split_ports(inputs)
-        if not sequences:
-            raise SpecError("needs at least one sequence input (one LSTHM per modality)", field="in")
-        if extras and config.fusion is None:
-            raise SpecError(f"vector inputs {extras} feed the nested fusion, but `fusion` is null", field="in")
-        first = inputs[sequences[0]]
-        for port in sequences:
-            spec = inputs[port]
-            expect_kind(port, spec, "sequence")
-            if not isinstance(spec.features, int):
-                raise SpecError(f"input '{port}' needs a known width, got {spec}", field="in")
-            if spec.shape[:2] != first.shape[:2]:
-                raise SpecError(
-                    f"the LSTHMs step through aligned sequences: input '{port}' is {spec} but the first input is "
-                    f"{first}; give the modalities one `time:` symbol (word-aligned features)",
-                    field="in",
-                )
-        widths = config.port_widths(sequences)
-        fusion_specs = cls._fusion_specs(config, widths, first.batch, {p: inputs[p] for p in extras})
-        z_width = int(fusion_specs["out"].features) if fusion_specs else 0
-        outputs = {"out": vector(sum(widths.values()) + z_width, batch=first.batch)}
-        aux = set(cls.aux_ports(config))
-        for port, spec in fusion_specs.items():
-            width = _flat_width(spec)
-            if f"fusion_{port}" in aux:
-                outputs[f"fusion_{port}"] = Spec("scalar", ())
-            elif port != "out" and width is not None:
-                outputs[port] = sequence(first.time, width, batch=first.batch)
-        return outputs
-
-    @classmethod
-    def _fusion_specs(cls, config: LSTHMSystemConfig, widths: dict[str, int], batch, extras: dict[str, Spec] | None = None) -> dict[str, Spec]:
-        if config.fusion is None:
-            return {}
-        entry = get_block(config.fusion["type"])
-        states = {port: vector(w, batch=batch) for port, w in widths.items()}
-        states.update(extras or {})
-        try:
-            specs = entry.impl.infer(config.fusion_config(list(states)), states)
-        except SpecError as exc:
-            message = f"fusion ({entry.name}) cannot fuse the LSTHM states {_describe(states)}: {exc.message}"
-            raise SpecError(message, field="fusion") from None
-        out = specs.get("out")
-        if out is None or out.kind != "vector" or not isinstance(out.features, int):
-            raise SpecError(
-                f"fusion ({entry.name}) must turn the LSTHM states {_describe(states)} into one vector on port 'out', "
-                f"it gives {', '.join(f'{p}: {s}' for p, s in specs.items())}",
-                field="fusion",
-            )
-        return specs
-
-    @classmethod
-    def examples(cls):
-        aligned = {"text": sequence("T", 5), "audio": sequence("T", 3)}
-        mfp = {"type": "mfp", "stages": 2, "hidden": 4, "out": 5, "summarize_hidden": [3]}
-        return [
-            ({"hidden": {"text": 4, "audio": 3}, "fusion": mfp}, aligned),
-            ({"hidden": {"text": 4, "audio": 3}, "fusion": None, "gate": "sigmoid"}, aligned),
-            ({"hidden": [3, 2], "fusion": {"type": "concat"}}, {"0": sequence(4, 2), "1": sequence(4, 3)}),
-            ({"hidden": [4, 2], "fusion": {**mfp, "highlight": False}}, {"0": sequence("T", 2), "1": sequence("T", 3)}),
-            # a fusion with an auxiliary loss (kept as fusion_balance), and a vector input fed to the fusion
-            ({"hidden": [3], "fusion": {"type": "moe", "out": 4, "experts": 3, "top_k": 2}}, {"0": sequence("T", 2)}),
-            ({"hidden": {"text": 4, "audio": 3}, "fusion": {"type": "concat"}}, {**aligned, "utterance": vector(2)}),
-        ]
+    """LSTHMs with a recurrent fusion feedback, RMFN eqs. 7-13 (:class:`~composer.configs.lsthm.LSTHMSystemConfig`)."""
 
     def __init__(self, config: LSTHMSystemConfig, inputs: dict[str, Spec]):
         super().__init__(config, inputs)
-        self.ports, self.fusion_inputs = self._split_ports(inputs)
+        self.ports, self.fusion_inputs = config.split_ports(inputs)
         widths = config.port_widths(self.ports)
         self.widths = widths
         extras = {p: inputs[p] for p in self.fusion_inputs}
-        fusion_specs = self._fusion_specs(config, widths, inputs[self.ports[0]].batch, extras)
+        fusion_specs = config.fusion_specs(widths, inputs[self.ports[0]].batch, extras)
         z_width = int(fusion_specs["out"].features) if fusion_specs else 0
         self.lsthm = nn.ModuleDict(
             {port: LSTHMCell(int(inputs[port].features), widths[port], z_width, config.gate) for port in self.ports}
         )
         if config.fusion is not None:
-            states = {**{port: vector(w) for port, w in widths.items()}, **extras}
-            self.fusion = get_block(config.fusion["type"]).impl(config.fusion_config(list(states)), states)
+            states = config.fusion_states(widths, extras=extras)
+            fusion_config = config.fusion_config(list(states))
+            self.fusion = get_block(fusion_config.type).impl(fusion_config, states)
             self.feedback = HybridFeedback(z_width)
         else:
             self.fusion = None
             self.feedback = None
-        self.aux = {port.removeprefix("fusion_"): port for port in self.aux_ports(config)}  # fusion port -> our port
+        self.aux = {port.removeprefix("fusion_"): port for port in config.aux_ports()}  # fusion port -> our port
         self.extra_ports = [p for p in self.out_specs if p != "out" and p not in self.aux.values()]
 
     def describe_inside(self) -> list:
@@ -341,6 +159,3 @@ class LSTHMSystem(Block):
         out.update({p: torch.stack(v).mean() if v else final.new_zeros(()) for p, v in aux.items()})  # mean over steps
         return out
 
-
-def _describe(states: dict[str, Spec]) -> str:
-    return "{" + ", ".join(f"{p}: {s}" for p, s in states.items()) + "}"

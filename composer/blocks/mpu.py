@@ -1,46 +1,23 @@
-"""Mutual Promotion Unit (EMT-DLFR, Sun et al., eq. 5): the attention layers EMT is built from.
+"""Mutual Promotion Unit (EMT-DLFR, Sun et al., eq. 5): the attention layers EMT is built from,
+and the ``mpu`` block (config, shapes and equations: :mod:`composer.configs.mpu`).
 
-Plain ``nn.Module``s that :mod:`composer.blocks.fusion.emt` wires into the three fusion
-strategies, and the ``mpu`` block: one directional MPU as a block of its own, for hybrids that
-promote one sequence with another (``{target: H_m, source: H_n} -> H_{n→m}``).
-
-* :class:`MultiHeadAttention` — ``(B, Tq, d), (B, Tk, d) -> (B, Tq, d)`` with a key padding
-  mask; ``Q = x W_Q``, ``[K; V] = c W_KV`` (no bias by default, as in the authors' code),
-  ``softmax(QKᵀ/√d_h)V`` per head, then ``W_O`` (eqs. 2-3).
-* :class:`FeedForward` — position-wise FFN, ``relu``/``gelu`` (``Linear(d, e·d) → act →
-  Linear(e·d, d)``) or ``geglu`` (the authors' code: ``Linear(d, 2·e·d) → x·GELU(gate) →
-  Linear(e·d, d)``), dropout on the output.
-* :class:`PromotionUnit` — one directional sub-MPU ``MPU_{n→m}(H_m, H_n)`` (eq. 5)::
-
-      H'  = MHCA(LN(H_m), LN(H_n)) + H_m
-      H'' = MHSA(LN(H'))           + H'
-      out = FFN(LN(H''))           + H''
-
-  Padding masks (True = padded step) are honoured as key masks in both attentions; padded
-  query rows are computed but carry no information anybody reads.
-
-Parameters of one unit at width ``d``, FFN expansion ``e``: LayerNorms ``8d``; two attentions
-``2·(4d² + d)``; FFN ``2e·d² + e·d + d`` (relu/gelu) or ``3e·d² + 2e·d + d`` (geglu). At
-``d = 128, e = 4`` that is 264,832 (relu) or 330,112 (geglu).
+:class:`MultiHeadAttention`, :class:`FeedForward` and :class:`PromotionUnit` (one directional
+sub-MPU) are plain ``nn.Module``s that :mod:`composer.blocks.fusion.emt` wires into the three
+fusion strategies; :class:`MPU` is one directional MPU as a block of its own.
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
-from composer.blocks._base import Block, BlockConfig, Context, SpecError, expect_kind
-from composer.registry import register_block
-from composer.spec import Spec, sequence
+from composer.blocks._base import Block, Context
+from composer.configs.mpu import FFNKind, MPUConfig
 from composer.layers.mult import key_padding
+from composer.spec import Spec
 
-__all__ = ["MultiHeadAttention", "FeedForward", "PromotionUnit", "FFNKind", "MPUConfig", "MPU"]
-
-FFNKind = Literal["relu", "gelu", "geglu"]
+__all__ = ["MultiHeadAttention", "FeedForward", "PromotionUnit", "MPU"]
 
 
 class MultiHeadAttention(nn.Module):
@@ -78,7 +55,7 @@ class MultiHeadAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Position-wise feed-forward network ``(B, T, d) -> (B, T, d)`` (see module docstring)."""
+    """Position-wise feed-forward network ``(B, T, d) -> (B, T, d)`` (see :mod:`composer.configs.mpu`)."""
 
     def __init__(self, dim: int, expansion: int, kind: FFNKind = "relu", dropout: float = 0.0):
         super().__init__()
@@ -143,44 +120,8 @@ class PromotionUnit(nn.Module):
 # -- the `mpu` block ---------------------------------------------------------------------
 
 
-class MPUConfig(BlockConfig):
-    type: Literal["mpu"] = "mpu"
-    heads: int = Field(default=4, ge=1, description="Attention heads (divide the width d).")
-    ffn_expansion: int = Field(default=4, ge=1, description="FFN hidden width = ffn_expansion · d.")
-    ffn: FFNKind = Field(default="relu", description="relu/gelu (Transformer FFN, eq. 5) or geglu (the authors' code).")
-    attn_dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on attention weights.")
-    ffn_dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on the FFN output.")
-    qkv_bias: bool = Field(default=False, description="Bias on the Q/K/V projections (authors' code: none).")
-
-
-@register_block(MPUConfig, family="fusion")
 class MPU(Block):
-    """One Mutual Promotion Unit ``MPU_{n→m}`` (EMT-DLFR eq. 5): ``{target (B, Tm, d), source (B, Tn, d)} -> (B, Tm, d)``.
-
-    ``H' = MHCA(LN(H_m), LN(H_n)) + H_m; H'' = MHSA(LN(H')) + H'; out = FFN(LN(H'')) + H''``, with
-    both inputs' padding masks as key masks. The source may be EMT's global context as a token
-    sequence (``stack`` the utterance vectors). Parameters at width d, expansion e: ``8d + 2(4d² + d)``
-    plus the FFN (``2e·d² + e·d + d`` relu/gelu, ``3e·d² + 2e·d + d`` geglu).
-    """
-
-    @classmethod
-    def infer(cls, config: MPUConfig, inputs: dict[str, Spec]) -> dict[str, Spec]:
-        if set(inputs) != {"target", "source"}:
-            raise SpecError(f"needs inputs `target` and `source` (a mapping), got {sorted(inputs)}", field="in")
-        for port in ("target", "source"):
-            expect_kind(port, inputs[port], "sequence")
-        if inputs["target"].features != inputs["source"].features:
-            raise SpecError(f"target and source need one width, got {inputs['target']} and {inputs['source']}", field="in")
-        if int(inputs["target"].features) % config.heads:
-            raise SpecError(f"width {inputs['target'].features} is not divisible by heads={config.heads}", field="heads")
-        return {"out": inputs["target"]}
-
-    @classmethod
-    def examples(cls):
-        return [
-            ({"heads": 2, "ffn_expansion": 2}, {"target": sequence("T_a", 8), "source": sequence("T_b", 8)}),
-            ({"heads": 2, "ffn": "geglu", "qkv_bias": True}, {"target": sequence("T_a", 4), "source": sequence(3, 4)}),
-        ]
+    """One directional Mutual Promotion Unit as a block (:class:`~composer.configs.mpu.MPUConfig`)."""
 
     def __init__(self, config: MPUConfig, inputs: dict[str, Spec]):
         super().__init__(config, inputs)

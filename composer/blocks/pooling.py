@@ -1,19 +1,16 @@
-"""Pooling over time: a sequence to a vector (``pool``) or to a fixed number of steps
-(``adaptive_max_pool``), both honouring the padding mask."""
+"""Pooling over time: ``pool`` (a sequence to a vector) and ``adaptive_max_pool`` (to a fixed
+number of steps), both honouring the padding mask (configs and equations: :mod:`composer.configs.pooling`)."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field
 from torch import nn
 
-from composer.blocks._base import Block, BlockConfig, Context, SpecError, expect_kind, expect_ports
-from composer.registry import register_block
-from composer.spec import Spec, sequence
+from composer.blocks._base import Block, Context
+from composer.configs.pooling import AdaptiveMaxPoolConfig, PoolConfig
+from composer.spec import Spec
 
-__all__ = ["PoolConfig", "Pool", "AdaptiveMaxPoolConfig", "AdaptiveMaxPool", "masked_pool"]
+__all__ = ["Pool", "AdaptiveMaxPool", "masked_pool"]
 
 
 def masked_pool(x: torch.Tensor, mask: torch.Tensor | None, mode: str) -> torch.Tensor:
@@ -39,43 +36,8 @@ def masked_pool(x: torch.Tensor, mask: torch.Tensor | None, mode: str) -> torch.
     raise ValueError(f"unknown pooling mode {mode!r}")
 
 
-class PoolConfig(BlockConfig):
-    type: Literal["pool"] = "pool"
-    mode: Literal["mean", "max", "last", "first", "attention"] = Field(
-        default="mean",
-        description=(
-            "mean / max: over valid steps; first / last: the first / last valid step; attention: "
-            "softmax(vᵀ tanh(W x_t)) weights over valid steps."
-        ),
-    )
-    hidden: int | None = Field(
-        default=None, ge=1, description="Width of W in attention mode (default: the input width); unused otherwise."
-    )
-
-
-@register_block(PoolConfig, family="pooling")
 class Pool(Block):
-    """Pool a sequence over time: ``sequence (B, T, D) -> vector (B, D)``.
-
-    Padded steps (the input's mask) are ignored by every mode. ``attention`` learns
-    ``a_t = softmax_t(vᵀ tanh(W x_t + b))`` over the valid steps and returns ``Σ_t a_t x_t``
-    (additive attention pooling; parameters ``D·h + h + h``).
-    """
-
-    @classmethod
-    def infer(cls, config: PoolConfig, inputs: dict[str, Spec]) -> dict[str, Spec]:
-        expect_ports(inputs, exactly=1)
-        (port, spec), = inputs.items()
-        expect_kind(port, spec, "sequence")
-        if config.hidden is not None and config.mode != "attention":
-            raise SpecError(f"`hidden` is only used by mode 'attention', not '{config.mode}'", field="hidden")
-        return {"out": Spec("vector", (spec.batch, spec.features))}
-
-    @classmethod
-    def examples(cls):
-        return [
-            ({"mode": mode}, {"in": sequence("T_x", 4)}) for mode in ("mean", "max", "last", "first", "attention")
-        ] + [({"mode": "attention", "hidden": 3}, {"in": sequence(5, 4)})]
+    """Masked mean / max / first / last or additive-attention pooling over time (:class:`~composer.configs.pooling.PoolConfig`)."""
 
     def __init__(self, config: PoolConfig, inputs: dict[str, Spec]):
         super().__init__(config, inputs)
@@ -101,30 +63,8 @@ class Pool(Block):
         return pooled
 
 
-class AdaptiveMaxPoolConfig(BlockConfig):
-    type: Literal["adaptive_max_pool"] = "adaptive_max_pool"
-    steps: int = Field(ge=1, description="Output time steps n.")
-
-
-@register_block(AdaptiveMaxPoolConfig, family="pooling")
 class AdaptiveMaxPool(Block):
-    """Adaptive max pooling over time: ``sequence (B, T, D) -> sequence (B, n, D)``.
-
-    Output step ``i`` is the max over steps ``[⌊iL/n⌋, ⌈(i+1)L/n⌉)`` where ``L`` is each
-    sample's valid length (``T`` without a mask) — ``nn.AdaptiveMaxPool1d`` applied to the
-    unpadded sequence. The new time axis is the int ``n`` and has no padding. No parameters.
-    """
-
-    @classmethod
-    def infer(cls, config: AdaptiveMaxPoolConfig, inputs: dict[str, Spec]) -> dict[str, Spec]:
-        expect_ports(inputs, exactly=1)
-        (port, spec), = inputs.items()
-        expect_kind(port, spec, "sequence")
-        return {"out": Spec("sequence", (spec.batch, config.steps, spec.features))}
-
-    @classmethod
-    def examples(cls):
-        return [({"steps": 3}, {"in": sequence("T_x", 4)}), ({"steps": 4}, {"in": sequence(10, 2)})]
+    """Adaptive max pooling over each sample's valid steps (:class:`~composer.configs.pooling.AdaptiveMaxPoolConfig`)."""
 
     def __init__(self, config: AdaptiveMaxPoolConfig, inputs: dict[str, Spec]):
         super().__init__(config, inputs)

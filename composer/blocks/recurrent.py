@@ -1,57 +1,25 @@
-"""Recurrent encoders: LSTM and GRU over a sequence, packed by lengths when a mask exists."""
+"""Recurrent encoders: LSTM and GRU over a sequence, packed by lengths when a mask exists
+(configs and output specs: :mod:`composer.configs.recurrent`)."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from composer.blocks._base import Block, BlockConfig, Context, expect_kind, expect_ports
-from composer.registry import register_block
-from composer.spec import Spec, sequence
+from composer.blocks._base import Block, Context
+from composer.configs.recurrent import GRUConfig, LSTMConfig
+from composer.spec import Spec
 
-
-class _RNNConfig(BlockConfig):
-    hidden: int = Field(ge=1, description="Hidden width per direction.")
-    layers: int = Field(default=1, ge=1)
-    bidirectional: bool = False
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout between stacked layers.")
-    output: Literal["sequence", "last", "both"] = Field(
-        default="sequence",
-        description="sequence: all steps (B, T, H); last: final state (B, H); both: ports `seq` and `last`.",
-    )
-    packed: bool = Field(default=True, description="Skip padded steps using the input's mask (pack_padded_sequence).")
-
-
-def rnn_outputs(config: _RNNConfig, spec: Spec) -> dict[str, Spec]:
-    width = config.hidden * (2 if config.bidirectional else 1)
-    seq = spec.with_features(width)
-    last = Spec("vector", (spec.batch, width))
-    return {"sequence": {"out": seq}, "last": {"out": last}, "both": {"seq": seq, "last": last}}[config.output]
+__all__ = ["LSTMEncoder", "GRUEncoder"]
 
 
 class _RNNBlock(Block):
+    """An ``nn.LSTM`` / ``nn.GRU`` over a sequence, packed by the padding mask (:mod:`composer.configs.recurrent`)."""
+
     rnn_class: type[nn.RNNBase]
 
-    @classmethod
-    def infer(cls, config: _RNNConfig, inputs: dict[str, Spec]) -> dict[str, Spec]:
-        expect_ports(inputs, exactly=1)
-        (port, spec), = inputs.items()
-        expect_kind(port, spec, "sequence")
-        return rnn_outputs(config, spec)
-
-    @classmethod
-    def examples(cls):
-        return [
-            ({"hidden": 6}, {"in": sequence("T_x", 5)}),
-            ({"hidden": 4, "layers": 2, "bidirectional": True, "output": "both"}, {"in": sequence("T_x", 3)}),
-            ({"hidden": 4, "output": "last", "packed": False}, {"in": sequence(7, 3)}),
-        ]
-
-    def __init__(self, config: _RNNConfig, inputs: dict[str, Spec]):
+    def __init__(self, config: LSTMConfig | GRUConfig, inputs: dict[str, Spec]):
         super().__init__(config, inputs)
         (self._spec,) = inputs.values()
         self.rnn = self.rnn_class(
@@ -89,7 +57,6 @@ class _RNNBlock(Block):
             return last
         return {"seq": seq, "last": last}
 
-
     def _gathered(self, x: torch.Tensor, ctx: Context):
         """The packed result without packing, for ``torch.compile`` (which does not trace
         ``pack_padded_sequence``): a one-directional RNN never looks ahead, so on the padded
@@ -107,27 +74,13 @@ class _RNNBlock(Block):
         return {"seq": seq, "last": last}
 
 
-class LSTMConfig(_RNNConfig):
-    type: Literal["lstm"] = "lstm"
-
-
-@register_block(LSTMConfig, family="encoder")
 class LSTMEncoder(_RNNBlock):
-    """Stacked LSTM. Input ``sequence (B, T, D)``; output ``(B, T, H·dirs)`` and/or last state ``(B, H·dirs)``.
-
-    With a padding mask the sequence is packed, so the last state is the state at each
-    sample's true last step and padded outputs are zero.
-    """
+    """Stacked LSTM, packed by the padding mask (:class:`~composer.configs.recurrent.LSTMConfig`)."""
 
     rnn_class = nn.LSTM
 
 
-class GRUConfig(_RNNConfig):
-    type: Literal["gru"] = "gru"
-
-
-@register_block(GRUConfig, family="encoder")
 class GRUEncoder(_RNNBlock):
-    """Stacked GRU. Input ``sequence (B, T, D)``; output ``(B, T, H·dirs)`` and/or last state ``(B, H·dirs)``."""
+    """Stacked GRU, packed by the padding mask (:class:`~composer.configs.recurrent.GRUConfig`)."""
 
     rnn_class = nn.GRU

@@ -13,8 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
-import composer.blocks  # noqa: F401  (registers the built-in blocks)
-import composer.losses  # noqa: F401  (registers the built-in losses)
+import composer.configs  # noqa: F401  (registers the built-in blocks and losses)
 from composer.registry import _UNION_CACHE, block_union, loss_union
 from composer.blueprint.expr import REFERENCE
 from composer.blueprint.templates import TemplateConfig

@@ -47,6 +47,21 @@ class ViewConfig(_Strict):
         default=None,
         description="A rate per modality (e.g. {text: 0.1, audio: 0.5}) instead of `rate`/`rate_range`; the listed modalities are masked.",
     )
+    resample: Literal["batch", "split"] = Field(
+        default="batch",
+        description=(
+            "batch: new masks for every batch (each epoch differs); split: each split's masks are drawn once, per "
+            "modality from its seed (`seeds`), and kept for every epoch, as EMT-DLFR's code does (data/load_data.py): "
+            "a sample always loses the same steps, and a step dropped at one rate is dropped at every higher rate."
+        ),
+    )
+    seeds: dict[str, Annotated[int, Field(ge=0, le=2**32 - 1)]] | None = Field(
+        default=None,
+        description=(
+            "resample: split: the seed of each modality's draw (EMT-DLFR: {text: 111, audio: 1111, vision: 11111}); "
+            "default: training.seed plus the modality's position."
+        ),
+    )
     unk_token: int = Field(default=100, description="Token id that replaces masked text tokens ([UNK] in BERT).")
     special_tokens: list[int] = Field(default=[101, 102, 0], description="Token ids never masked ([CLS], [SEP], [PAD]).")
 

@@ -45,11 +45,13 @@ class TensorSplit:
 
     def batch(self, index: torch.Tensor, device: str | torch.device = "cpu") -> dict[str, Any]:
         """The samples at ``index`` as one batch dict on ``device``; ``host_lengths`` keeps each
-        modality's lengths as Python ints, so packing a sequence needs no device-to-host copy."""
+        modality's lengths as Python ints, so packing a sequence needs no device-to-host copy;
+        ``index`` (on the CPU) and ``split_size`` say which samples of the split these are."""
         out: dict[str, Any] = {k: v[index].to(device, non_blocking=True) for k, v in self.tensors.items()}
         out["host_lengths"] = {k[: -len("_lengths")]: v[index].tolist() for k, v in self.tensors.items() if k.endswith("_lengths")}
         if self.ids is not None:
             out["id"] = [self.ids[i] for i in index.tolist()]
+        out["index"], out["split_size"] = index.cpu(), len(self)  # where the samples sit in their split (fixed view masks)
         return out
 
     def batches(

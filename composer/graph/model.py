@@ -99,7 +99,7 @@ class ComposedModel(nn.Module):
                 node.enabled,
                 [(port, ref.key) for port, ref in node.inputs.items()],
                 [(port, node.value_key(port)) for port in node.out_specs],
-                node.entry.impl.aux_ports(node.config),
+                node.config.aux_ports(),
             )
             for node in self.plan.nodes
         ]
@@ -336,10 +336,15 @@ def _located(blueprint, check, *args):
         raise BlueprintError([smap.locate(p) for p in exc.problems]) from None
 
 
+def _weight_shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:
+    """Parameters and persistent buffers of a module, name -> shape."""
+    return {k: tuple(v.shape) for k, v in module.state_dict(keep_vars=True).items()}
+
+
 def _tie(use: nn.Module, owner: nn.Module, node, blueprint, *, buffers_only: bool = False) -> None:
     """Make ``use``'s parameters and persistent buffers the very tensors of ``owner``."""
     if not buffers_only:
-        wrong = weight_mismatches(owner, use)
+        wrong = weight_mismatches(_weight_shapes(owner), _weight_shapes(use))
         if wrong:
             _located(blueprint, _raise, share_problem(node, wrong))
     for name, tensor in owner.state_dict(keep_vars=True).items():

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from composer.blocks._base import BlockConfig, SpecError
+from composer.configs._base import BlockConfig, SpecError
 from composer.registry import Entry, get_block, get_loss
 from composer.errors import BlueprintError, Problem, did_you_mean
 from composer.spec import Spec
-from composer.losses._base import MAIN_VIEW, parse_ref
+from composer.configs.losses._base import MAIN_VIEW, parse_ref
 
 __all__ = ["Ref", "Node", "LossNode", "Plan", "plan", "resolve_reference", "check_references"]
 
@@ -183,7 +183,7 @@ def _disabled_outputs(node_id: str, cfg: BlockConfig, in_specs: dict[str, Spec],
 
 def _vocabulary_problems(bp, node: Node) -> list[Problem]:
     """A tokens modality may hold ids up to its ``vocab``; the block that embeds them must cover them."""
-    size = node.entry.impl.vocabulary(node.config)
+    size = node.config.vocabulary()
     if size is None:
         return []
     problems = []
@@ -247,7 +247,7 @@ def plan(bp, invalid: frozenset[str] = frozenset()) -> Plan:
             failed.add(bid)
             continue
         try:
-            out_specs = entry.impl.infer(cfg, in_specs)
+            out_specs = cfg.infer(in_specs)
             if not isinstance(out_specs, dict):
                 out_specs = {"out": out_specs}
             if not cfg.enabled:
@@ -260,8 +260,8 @@ def plan(bp, invalid: frozenset[str] = frozenset()) -> Plan:
         problems += _vocabulary_problems(bp, node)
         nodes.append(node)
         block_ports[bid] = list(out_specs)
-        if entry.impl.main_port is not None:
-            main_ports[bid] = entry.impl.main_port
+        if cfg.main_port is not None:
+            main_ports[bid] = cfg.main_port
         for port, spec in out_specs.items():
             values[node.value_key(port)] = spec
 
@@ -291,7 +291,7 @@ def plan(bp, invalid: frozenset[str] = frozenset()) -> Plan:
         else:
             outputs[name] = key
     if "prediction" not in outputs and "prediction" not in bp.outputs:
-        sinks = [n for n in nodes if n.id not in consumers and not n.entry.impl.aux_ports(n.config)]
+        sinks = [n for n in nodes if n.id not in consumers and not n.config.aux_ports()]
         predicted = [parse_ref(c.pred) for c in bp.losses if isinstance(getattr(c, "pred", None), str)]
         named = [n for n in sinks if (MAIN_VIEW, n.id, None) in predicted]
         if len(sinks) > 1 and len(named) == 1:
@@ -311,7 +311,7 @@ def plan(bp, invalid: frozenset[str] = frozenset()) -> Plan:
         for text in loss.refs().values():
             loss_sources.add(parse_ref(text)[1])
     for n in nodes:
-        if n.id not in consumers and n.id not in used_by_outputs and n.id not in loss_sources and not n.entry.impl.aux_ports(n.config):
+        if n.id not in consumers and n.id not in used_by_outputs and n.id not in loss_sources and not n.config.aux_ports():
             warnings.append(Problem(("blocks", n.id), f"block '{n.id}' is not used by any output or loss", severity="warning"))
     for m in modalities:
         if m not in consumers:
@@ -367,7 +367,7 @@ def plan(bp, invalid: frozenset[str] = frozenset()) -> Plan:
         if not ok:
             continue
         try:
-            entry.impl.check(cfg, specs)
+            cfg.check(specs)
         except SpecError as exc:
             problems.append(Problem(("losses", i) + ((exc.field,) if exc.field else ()), exc.message))
             continue

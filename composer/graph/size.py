@@ -13,8 +13,9 @@
 
 :func:`check_size` refuses a model whose estimate exceeds the memory budget: the
 ``COMPOSER_MAX_MEMORY`` environment variable (``"8GB"``, ``"512MB"`` or bytes), by default
-75% of this machine's physical memory. A block that cannot be built at its sizes (a width of
-10^23, a negative width) is reported as a blueprint problem naming the block.
+75% of this machine's physical memory. A plug-in config that does not declare its parameter
+shapes is built on PyTorch's ``meta`` device instead (shapes only: no memory, no weight files
+read); a block that cannot be built at its sizes is reported as a blueprint problem naming it.
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ import os
 import re
 from dataclasses import dataclass
 
-import torch
-
+from composer.configs._base import Shapes
+from composer.configs._shapes import count
 from composer.errors import BlueprintError, ComposerError, Problem
 
-__all__ = ["SizeEstimate", "estimate_size", "check_size", "memory_budget", "format_bytes", "weight_mismatches", "share_problem"]
+__all__ = [
+    "SizeEstimate", "estimate_size", "check_size", "memory_budget", "format_bytes", "weight_mismatches", "share_problem",
+    "declared_shapes", "parameter_counts",
+]
 
 _UNITS = {"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 BYTES_PER_TRAINED_PARAM = 16  # float32 weight + gradient + two Adam moments
@@ -99,11 +103,9 @@ def _activation_bytes(the_plan, batch_size: int) -> int:
     return total
 
 
-def weight_mismatches(owner: torch.nn.Module, use: torch.nn.Module) -> list[str]:
-    """Weights (parameters and persistent buffers) a sharing use needs that the owner lacks or
-    holds in another shape, as readable lines; empty when the use can run on the owner's tensors."""
-    own = {k: tuple(v.shape) for k, v in owner.state_dict(keep_vars=True).items()}
-    mine = {k: tuple(v.shape) for k, v in use.state_dict(keep_vars=True).items()}
+def weight_mismatches(own: Shapes, mine: Shapes) -> list[str]:
+    """Weights (name -> shape) a sharing use needs that the owner lacks or holds in another shape,
+    as readable lines; empty when the use can run on the owner's tensors."""
     return [f"{k}: {mine.get(k, 'absent')} vs the owner's {own.get(k, 'absent')}" for k in sorted(set(own) | set(mine)) if own.get(k) != mine.get(k)]
 
 
@@ -113,41 +115,76 @@ def share_problem(node, wrong: list[str]) -> Problem:
     ))
 
 
-def _count(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+def _built_shapes(entry, config, specs) -> Shapes:
+    """Parameter shapes of a module built on the meta device (for configs that do not declare them)."""
+    import torch
+
+    with torch.device("meta"):
+        module = entry.impl(config, specs)
+    return {name: tuple(p.shape) for name, p in module.named_parameters()}
+
+
+def declared_shapes(entry, config, specs) -> Shapes:
+    """A block's or loss's parameters by name: declared by its config, else read off a meta build."""
+    shapes = config.parameter_shapes(specs)
+    return _built_shapes(entry, config, specs) if shapes is None else shapes
+
+
+_BUILD_ERRORS = (RuntimeError, ValueError, OverflowError, TypeError, MemoryError)
+
+
+def _cannot_build(where: tuple, exc: Exception) -> Problem:
+    return Problem(where, f"cannot be built at these sizes ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
+
+
+def _shapes_of_plan(the_plan) -> tuple[dict[str, Shapes], dict[int, Shapes], list[Problem]]:
+    """Parameter shapes of every block that owns a module and of every loss, and the problems."""
+    problems: list[Problem] = []
+    needed = {n.owner for n in the_plan.nodes if n.enabled}
+    blocks: dict[str, Shapes] = {}
+    for node in the_plan.nodes:
+        if node.config.share is not None or node.id not in needed:
+            continue
+        try:
+            blocks[node.id] = declared_shapes(node.entry, node.config, node.in_specs)
+        except _BUILD_ERRORS as exc:
+            problems.append(_cannot_build(("blocks", node.id), exc))
+    for node in the_plan.nodes:  # every sharing use must fit the owner's weights
+        if node.config.share is None or not node.enabled or node.owner not in blocks:
+            continue
+        try:
+            wrong = weight_mismatches(blocks[node.owner], declared_shapes(node.entry, node.config, node.in_specs))
+        except _BUILD_ERRORS as exc:
+            wrong = [f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"]
+        if wrong:
+            problems.append(share_problem(node, wrong))
+    losses: dict[int, Shapes] = {}
+    for loss in the_plan.losses:
+        try:
+            losses[loss.index] = declared_shapes(loss.entry, loss.config, loss.specs)
+        except _BUILD_ERRORS as exc:
+            problems.append(_cannot_build(("losses", loss.index), exc))
+    return blocks, losses, problems
+
+
+def parameter_counts(the_plan) -> dict[str, int]:
+    """Parameters per block id (0 for a sharing use, counted under its owner) and per loss
+    with parameters (``losses.<i>``), as :meth:`ComposedModel.parameter_counts` gives them."""
+    blocks, losses, problems = _shapes_of_plan(the_plan)
+    if problems:
+        raise BlueprintError(problems)
+    counts = {node.id: count(blocks.get(node.id, {})) for node in the_plan.nodes}
+    counts.update({f"losses.{i}": count(shapes) for i, shapes in losses.items() if count(shapes)})
+    return counts
 
 
 def estimate_size(the_plan) -> SizeEstimate:
-    """Parameters and training memory of a plan's model, from modules built on ``meta``."""
-    problems: list[Problem] = []
-    model_params = training_params = 0
-    needed = {n.owner for n in the_plan.nodes if n.enabled}
-    built: dict[str, torch.nn.Module] = {}
-    with torch.device("meta"):
-        for node in the_plan.nodes:
-            if node.config.share is not None or node.id not in needed:
-                continue
-            try:
-                built[node.id] = node.entry.impl(node.config, node.in_specs)
-                model_params += _count(built[node.id])
-            except (RuntimeError, ValueError, OverflowError, TypeError, MemoryError) as exc:
-                problems.append(Problem(("blocks", node.id), f"cannot be built at these sizes ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"))
-        for node in the_plan.nodes:  # every sharing use must fit the owner's weights
-            if node.config.share is None or not node.enabled or node.owner not in built:
-                continue
-            try:
-                wrong = weight_mismatches(built[node.owner], node.entry.impl(node.config, node.in_specs))
-            except (RuntimeError, ValueError, OverflowError, TypeError, MemoryError) as exc:
-                wrong = [f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"]
-            if wrong:
-                problems.append(share_problem(node, wrong))
-        for loss in the_plan.losses:
-            try:
-                training_params += _count(loss.entry.impl(loss.config, loss.specs))
-            except (RuntimeError, ValueError, OverflowError, TypeError, MemoryError) as exc:
-                problems.append(Problem(("losses", loss.index), f"cannot be built at these sizes ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"))
+    """Parameters and training memory of a plan's model, from the configs' parameter shapes."""
+    blocks, losses, problems = _shapes_of_plan(the_plan)
     if problems:
         raise BlueprintError(problems)
+    model_params = sum(count(shapes) for shapes in blocks.values())
+    training_params = sum(count(shapes) for shapes in losses.values())
     batch = the_plan.blueprint.training.batch_size
     return SizeEstimate(model_params, training_params, _activation_bytes(the_plan, batch), batch)
 
@@ -157,6 +194,13 @@ def check_size(the_plan, budget: int | None = None) -> SizeEstimate:
     estimate = estimate_size(the_plan)
     budget = memory_budget() if budget is None else budget
     if estimate.train_bytes > budget:
+        counts = {k: v for k, v in parameter_counts(the_plan).items() if not k.startswith("losses.")}
+        largest = max(counts, key=counts.get, default=None)
+        if largest is not None and counts[largest] * BYTES_PER_TRAINED_PARAM > budget:  # one block alone is too big: say which
+            raise BlueprintError([Problem(("blocks", largest), (
+                f"this block alone has {counts[largest]:,} parameters, too large to train here: {estimate.describe()}, "
+                f"above the budget of {format_bytes(budget)} (set COMPOSER_MAX_MEMORY to raise it)"
+            ))])
         raise BlueprintError([Problem((), (
             f"the model is too large to train here: {estimate.describe()}, above the budget of {format_bytes(budget)} "
             "(set COMPOSER_MAX_MEMORY to raise it, e.g. COMPOSER_MAX_MEMORY=64GB)"

@@ -1,6 +1,5 @@
-"""Built-in losses. Importing this package registers them."""
+"""Built-in loss modules (their configs, which register the types, are in :mod:`composer.configs.losses`)."""
 
-from composer.losses import dlfr, task  # noqa: F401
 from composer.losses._base import Loss, LossConfig, parse_ref
 
 __all__ = ["Loss", "LossConfig", "parse_ref"]

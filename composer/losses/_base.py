@@ -1,11 +1,10 @@
-"""What every loss is: a config naming the values it compares, and an ``nn.Module``.
+"""What every loss module is: an ``nn.Module`` built from its config and the referenced specs.
 
-A loss config lists *reference fields* (``ref_fields``): each holds a reference of the form
-``[view:]name[.port]`` where ``name`` is a block id, a modality (the view's input) or
-``label`` (the batch's target), and ``view`` is ``main`` (the default, the batch as given)
-or a view defined under ``training.views``. The model resolves the references and calls
-``forward(values, ctx)`` with a dict keyed by field name; the loss returns a scalar.
-The total loss is ``sum(group weight * weight * loss)`` plus the blocks' auxiliary losses.
+The config (reference fields, checks, parameter shapes) lives in
+:mod:`composer.configs.losses` and imports no PyTorch; see
+:mod:`composer.configs.losses._base` for the reference syntax. The model resolves the
+references and calls ``forward(values, ctx)`` with a dict keyed by field name; the loss
+returns a scalar.
 """
 
 from __future__ import annotations
@@ -13,50 +12,13 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from composer.blocks._base import Context
+from composer.configs.losses._base import MAIN_VIEW, LossConfig, parse_ref
 from composer.spec import Spec
 
 __all__ = ["LossConfig", "Loss", "parse_ref", "MAIN_VIEW"]
-
-MAIN_VIEW = "main"
-
-
-def parse_ref(ref: str) -> tuple[str, str, str | None]:
-    """``"incomplete:fusion.global"`` -> ``("incomplete", "fusion", "global")``."""
-    view, _, rest = ref.rpartition(":")
-    name, _, port = rest.partition(".")
-    return (view or MAIN_VIEW), name, (port or None)
-
-
-class LossConfig(BaseModel):
-    """Fields every loss has; subclasses add ``type: Literal[...]`` and reference fields."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    weight: float = Field(default=1.0, ge=0.0, description="Multiplier of this term in the total loss.")
-    name: str | None = Field(
-        default=None,
-        description="Name of the term: in logs, and in paths (`losses.<name>.weight` for --set and search); default: type and index.",
-    )
-    group: str | None = Field(
-        default=None,
-        description="A group under `loss_groups:` whose one weight also scales this term (e.g. EMT-DLFR's λ1 over several terms).",
-    )
-
-    ref_fields: ClassVar[tuple[str, ...]] = ()
-    optional_ref_fields: ClassVar[tuple[str, ...]] = ()
-
-    def refs(self) -> dict[str, str]:
-        """Field -> reference for every reference field that is set."""
-        out = {}
-        for f in self.ref_fields + self.optional_ref_fields:
-            value = getattr(self, f, None)
-            if value is not None:
-                out[f] = value
-        return out
 
 
 class Loss(nn.Module):
@@ -70,11 +32,7 @@ class Loss(nn.Module):
         super().__init__()
         self.config = config
         self.specs = dict(specs)
-        self.check(config, specs)
-
-    @classmethod
-    def check(cls, config: LossConfig, specs: dict[str, Spec]) -> None:
-        """Raise :class:`~composer.blocks._base.SpecError` when the referenced specs do not fit."""
+        config.check(specs)
 
     def forward(self, values: dict[str, torch.Tensor], ctx: Context) -> torch.Tensor:
         raise NotImplementedError

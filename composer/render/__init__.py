@@ -14,11 +14,20 @@ from typing import Iterable
 
 import graphviz
 
+from composer._callable import make_callable
 from composer.errors import ComposerError
 from composer.render._graph import GraphOptions, build_graph
-from composer.blocks._inside import InsidePart, inside_of
 
 __all__ = ["render", "render_to_file", "write_graph", "FORMATS", "InsidePart", "inside_of", "GraphOptions", "require_dot"]
+
+
+def __getattr__(name: str):
+    """``InsidePart`` and ``inside_of`` read module trees: imported (with torch) on first use."""
+    if name in ("InsidePart", "inside_of"):
+        from composer.blocks import _inside
+
+        return getattr(_inside, name)
+    raise AttributeError(f"module 'composer.render' has no attribute '{name}'")
 
 FORMATS = ("svg", "png", "pdf", "dot")
 DOT_MISSING = (
@@ -71,8 +80,9 @@ def render(
 
     ``direction``: ``"LR"`` (left to right) or ``"TB"`` (top down). ``depth``: levels of
     module tree shown inside composite blocks (0 = none); ``expand``: only these block ids
-    (default: every block with parts). ``params``: compile the model (on the meta device)
-    to print parameter counts; ``model``: an already compiled ``ComposedModel`` to use.
+    (default: every block with parts; drawing insides compiles the model on the meta device,
+    which imports PyTorch). ``params``: print parameter counts (read from the configs, no
+    module built); ``model``: an already compiled ``ComposedModel`` to use.
     ``overrides``: ``path=value`` strings as in ``--set``. ``templates``: ``"expanded"`` draws the
     blocks of each template use inside a frame, ``"collapsed"`` draws each use as one node.
     """
@@ -94,7 +104,7 @@ def render(
             extra = "".join(f" (did you mean '{h}'?)" for h in hints if h)
             raise ComposerError(f"cannot expand unknown block(s) {', '.join(unknown)}{extra}; blocks: {', '.join(bp.blocks)}")
         depth = max(depth, 1)
-    if model is None and (params or depth > 0):
+    if model is None and depth > 0:  # the insides of blocks are read off their modules
         model = _compile_for_counts(bp)
     if model is not None:
         the_plan = model.plan
@@ -146,3 +156,6 @@ def render_to_file(blueprint, path: str | Path, *, dpi: int = 200, **options) ->
     if fmt not in ("dot", "gv"):
         require_dot()
     return write_graph(render(blueprint, **options), path, dpi=dpi)
+
+
+make_callable(__name__, "composer.render:render")  # composer.render(blueprint, ...) draws

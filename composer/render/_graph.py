@@ -21,15 +21,15 @@ composite blocks, from the compiled :class:`~composer.graph.model.ComposedModel`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import graphviz
 
 from composer.blueprint.load import get_path, split_path
 from composer.blueprint.templates import SEPARATOR
 from composer.graph.plan import Node, Plan
-from composer.losses._base import MAIN_VIEW
-from composer.blocks._inside import InsidePart, inside_of
+from composer.graph.size import parameter_counts
+from composer.configs.losses._base import MAIN_VIEW
 from composer.render._style import (
     DISABLED_COLOUR,
     FONT,
@@ -42,6 +42,9 @@ from composer.render._style import (
     shape_text,
     value_text,
 )
+
+if TYPE_CHECKING:
+    from composer.blocks._inside import InsidePart
 
 __all__ = ["GraphOptions", "build_graph"]
 
@@ -140,7 +143,9 @@ class _Builder:
         self.model = model
         self.opt = options
         self.marks = _search_marks(self.bp)
-        self.counts: dict[str, int] = model.parameter_counts() if model is not None and options.params else {}
+        self.counts: dict[str, int] = {}
+        if options.params:  # from the model when one is drawn, else from the configs (no module built)
+            self.counts = model.parameter_counts() if model is not None else parameter_counts(the_plan)
         self.views = [MAIN_VIEW] + list(self.bp.training.views)
         self.families: list[str] = []
         self.disabled = {n.id for n in the_plan.nodes if not n.enabled}
@@ -326,6 +331,8 @@ class _Builder:
             return ()  # a disabled block is not built: nothing inside to draw
         if self.opt.expand is not None and node.id not in self.opt.expand:
             return ()
+        from composer.blocks._inside import inside_of  # reads the module tree (imports torch)
+
         return inside_of(self.model.block(node.owner), self.opt.depth)
 
     def _cluster(self, container, node: Node, label: str, parts: tuple[InsidePart, ...], fill: str, border: str) -> None:
@@ -431,7 +438,7 @@ class _Builder:
                 )
 
     def outputs(self) -> None:
-        aux_ports = [(n, p) for n in self.plan.nodes for p in n.entry.impl.aux_ports(n.config) if n.enabled and p in n.out_specs]
+        aux_ports = [(n, p) for n in self.plan.nodes for p in n.config.aux_ports() if n.enabled and p in n.out_specs]
         for name, key in self.plan.outputs.items():
             oid = _node_id("o", name)
             self.g.node(oid, f"<<B>{escape(name)}</B>>", shape="box", style="rounded", color="#333333", fontsize="10", margin="0.08,0.04", height="0.3")

@@ -5,7 +5,9 @@
 * ``per_rate`` (EMT-DLFR, §4.1 "robustness"): for every missing rate ``r`` and seed, a model is
   trained with the blueprint's temporal-mask views at rate ``r`` (``rate_range`` off) and
   tested with the test inputs masked at ``r``; the masks of a (seed, rate) pair are drawn from a
-  generator seeded by the seed, so every model meets the same masks. Per rate the metrics'
+  generator seeded by the seed, so every model meets the same masks (with a ``resample: split``
+  view, the view's fixed draws: EMT-DLFR's masks). The metrics score the predictions on the
+  masked inputs, never a view of them. Per rate the metrics'
   mean ± std over seeds; per seed the area under each metric's curve (AUILC, EMT-DLFR eq. 17),
   then its mean ± std.
 * ``lnln`` (LNLN, Zhang et al., NeurIPS 2024): one model per seed, trained as the blueprint
@@ -195,7 +197,7 @@ def run_protocol(
     from composer.train.optim import Precision, select_device
     from composer.train.runlog import write_json
     from composer.train.trainer import as_blueprint, evaluate_split, train
-    from composer.train.views import temporal_mask
+    from composer.train.views import maskable_modalities, split_uniforms, temporal_mask
 
     if protocol not in PROTOCOL_RATES:
         raise ComposerError(f"unknown protocol '{protocol}' (standard, per_rate, lnln)")
@@ -223,6 +225,14 @@ def run_protocol(
     result.provenance = {"data_source": fingerprint["source"], "data_sha256": fingerprint["sha256"], "data_sizes": fingerprint["sizes"],
                          "versions": _versions(), "epochs": epochs or bp.training.epochs, "device": str(dev)}
 
+    def masked(batch: dict, gen, rate: float) -> dict:
+        """The test batch masked at ``rate``: with the view's fixed draws under ``resample: split``
+        (EMT-DLFR masks the test split with the training seeds), else from the seeded generator."""
+        if view is not None and view.resample == "split":
+            chosen = list(view.rates) if view.rates is not None else (view.modalities or maskable_modalities(bp))
+            return temporal_mask(batch, bp, rate, gen, modalities=chosen, uniforms=split_uniforms(batch, bp, view, chosen), **tokens)
+        return temporal_mask(batch, bp, rate, gen, **tokens)
+
     def trained(seed: int, rate: float | None) -> tuple[ComposedModel, Path]:
         run_dir = out / f"seed_{seed}" / (f"rate_{rate:.2f}" if rate is not None else "")
         overrides = []
@@ -242,8 +252,9 @@ def run_protocol(
         shared = None if protocol == "per_rate" else trained(seed, None)
         for rate in rates:
             model, run_dir = trained(seed, rate) if shared is None else shared
-            mask = None if rate == 0.0 else (lambda batch, gen, rate=rate: temporal_mask(batch, model.blueprint, rate, gen, **tokens))
-            metrics = evaluate_split(model, splits["test"], bp.training.batch_size, dev, precision, seed=seed, transform=mask)
+            mask = None if rate == 0.0 else (lambda batch, gen, rate=rate: masked(batch, gen, rate))
+            # the transform is the masking at this rate: score the model's predictions on it (main), never a view of it
+            metrics = evaluate_split(model, splits["test"], bp.training.batch_size, dev, precision, seed=seed, transform=mask, view="main")
             result.runs.append({"seed": seed, "rate": rate, "run_dir": str(run_dir), "metrics": metrics})
             log(f"seed {seed}, rate {rate:.2f}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k in dict(PAPER_COLUMNS + CLASSIFICATION_COLUMNS)))
     result.summarise()

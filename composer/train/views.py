@@ -10,18 +10,28 @@ independently with probability ``rate``: float features become 0, token ids beco
 unknown token, and special tokens (``[CLS]``, ``[SEP]``, ``[PAD]``) are never dropped.
 Padding steps are never marked as dropped. The same function masks test data in
 ``composer evaluate --missing-rates``.
+
+``resample: split`` fixes the masks of a split as EMT-DLFR's data loader does: per modality,
+NumPy's Mersenne Twister seeded with the modality's seed draws ``U (N, T)`` uniform numbers
+over the whole split (``N`` samples of ``T`` padded steps, in the split's order) once; sample
+``i`` loses step ``t`` when ``U[i, t] <= rate`` (the authors keep ``U > rate``). The draws
+equal ``np.random.seed(s); np.random.uniform(size=(N, T))`` of the authors' code, so with
+their seeds and the split in the pickle's order the masks are theirs; they do not depend on
+the batch order, the epoch or the rate (masks are nested across rates).
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import torch
 
 from composer.errors import ComposerError
 from composer.blueprint.training import ViewConfig
 
-__all__ = ["temporal_mask", "make_views", "maskable_modalities", "check_views"]
+__all__ = ["temporal_mask", "make_views", "maskable_modalities", "check_views", "split_uniforms"]
 
 
 def maskable_modalities(blueprint) -> list[str]:
@@ -35,7 +45,9 @@ def check_views(blueprint) -> None:
     for name, view in blueprint.training.views.items():
         if view.rates is not None and view.modalities is not None:
             raise ComposerError(f"training.views.{name}: `rates` names the masked modalities; drop `modalities`")
-        for m in list(view.modalities or []) + list(view.rates or {}):
+        if view.seeds is not None and view.resample != "split":
+            raise ComposerError(f"training.views.{name}.seeds: seeds fix a split's masks; they need `resample: split`")
+        for m in list(view.modalities or []) + list(view.rates or {}) + list(view.seeds or {}):
             if m not in ok:
                 raise ComposerError(
                     f"training.views.{name}.modalities: '{m}' is not a sequence or token modality of the blueprint (maskable: {', '.join(ok) or 'none'})"
@@ -61,17 +73,23 @@ def temporal_mask(
     modalities: list[str] | None = None,
     unk_token: int = 100,
     special_tokens: tuple[int, ...] | list[int] = (101, 102, 0),
+    uniforms: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """A copy of ``batch`` with each valid step of each modality dropped with probability ``rate``.
 
     ``generator`` is a CPU generator (draws are made on the CPU, so results do not depend on
-    the device). Returns the masked batch with ``view_masks[m]`` ``(B, T)`` bool, True = dropped.
+    the device). ``uniforms[m]`` ``(B, T)``: given uniform numbers for modality ``m`` instead
+    of draws (a step is dropped where ``u <= rate``; see :func:`split_uniforms`). Returns the
+    masked batch with ``view_masks[m]`` ``(B, T)`` bool, True = dropped.
     """
     out = dict(batch)
     masks: dict[str, torch.Tensor] = {}
     for name in modalities if modalities is not None else maskable_modalities(blueprint):
         x = batch[name]
-        draw = torch.rand(x.shape[:2], generator=generator).to(x.device) < rate  # (B, T)
+        if uniforms is not None and name in uniforms:
+            draw = uniforms[name].to(x.device) <= rate  # (B, T)
+        else:
+            draw = torch.rand(x.shape[:2], generator=generator).to(x.device) < rate  # (B, T)
         if blueprint.modalities[name].kind == "tokens":
             special = torch.zeros_like(draw)
             for tok in special_tokens:
@@ -94,12 +112,43 @@ def _view_rate(view: ViewConfig, generator: torch.Generator) -> float | torch.Te
     return low + (high - low) * torch.rand((), generator=generator)
 
 
+@lru_cache(maxsize=16)
+def _split_draws(seed: int, samples: int, steps: int) -> torch.Tensor:
+    """``(N, T)`` uniform numbers (float64) of NumPy's legacy Mersenne Twister seeded with ``seed``,
+    the generator ``np.random.seed`` sets; cached, since every batch of a split reads them."""
+    return torch.from_numpy(np.random.RandomState(seed).uniform(size=(samples, steps)))
+
+
+def split_uniforms(batch: dict[str, Any], blueprint, view: ViewConfig, modalities: list[str]) -> dict[str, torch.Tensor]:
+    """For ``resample: split``: each modality's fixed uniform numbers at the batch's samples.
+
+    The batch's ``index`` and ``split_size`` (from :meth:`TensorSplit.batch`) locate its samples
+    in their split; a batch without them (random example inputs) is a split of its own."""
+    index = batch.get("index")
+    first = batch[modalities[0]] if modalities else None
+    if index is None:
+        size = int(first.shape[0]) if first is not None else 0
+        index, split_size = torch.arange(size), size
+    else:
+        split_size = int(batch["split_size"])
+    names = list(blueprint.modalities)
+    out = {}
+    for m in modalities:
+        seed = (view.seeds or {}).get(m, blueprint.training.seed + names.index(m))
+        out[m] = _split_draws(seed, split_size, int(batch[m].shape[1]))[index]
+    return out
+
+
 def make_views(batch: dict[str, Any], blueprint, generator: torch.Generator) -> dict[str, dict[str, Any]]:
     """``{"main": batch, view: masked batch, ...}`` for the blueprint's ``training.views``
-    (a view with ``rates`` masks each listed modality at its own rate)."""
+    (a view with ``rates`` masks each listed modality at its own rate; ``resample: split``
+    takes each sample's fixed draws, see :func:`split_uniforms`)."""
     batches = {"main": batch}
     for name, view in blueprint.training.views.items():
         tokens = {"unk_token": view.unk_token, "special_tokens": view.special_tokens}
+        chosen = list(view.rates) if view.rates is not None else (view.modalities or maskable_modalities(blueprint))
+        if view.resample == "split":
+            tokens["uniforms"] = split_uniforms(batch, blueprint, view, chosen)
         if view.rates is None:
             batches[name] = temporal_mask(batch, blueprint, _view_rate(view, generator), generator, modalities=view.modalities, **tokens)
             continue

@@ -21,31 +21,32 @@ from pydantic import Field
 from torch import nn
 
 from composer import Block, BlockConfig, Context, Spec, SpecError, register_block
-from composer.blocks._base import expect_kind
+from composer.blocks._base import Shapes, expect_kind
+from composer.configs._shapes import linear, under
 from composer.spec import feature_map, sequence, vector
 
 
 class FiLMConfig(BlockConfig):
-    type: Literal["film"] = "film"
-    delta_gamma: bool = Field(default=True, description="Predict γ - 1 instead of γ (a zero map is the identity).")
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on the conditioning vector.")
-
-
-@register_block(FiLMConfig, family="fusion")
-class FiLM(Block):
     """Feature-wise linear modulation: ``{x, cond (B, E)} -> γ(cond) ⊙ x + β(cond)``, the spec of ``x``.
 
     ``x``: vector ``(B, D)``, sequence ``(B, T, D)`` or map ``(B, D, *S)``. Parameters ``2·(E·D + D)``.
     Padded steps of a sequence stay zero (the output keeps the time symbol of ``x``, hence its mask).
     """
 
-    @classmethod
-    def infer(cls, config: FiLMConfig, inputs: dict[str, Spec]) -> dict[str, Spec]:
+    type: Literal["film"] = "film"
+    delta_gamma: bool = Field(default=True, description="Predict γ - 1 instead of γ (a zero map is the identity).")
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on the conditioning vector.")
+
+    def infer(self, inputs: dict[str, Spec]) -> dict[str, Spec]:
         if sorted(inputs) != ["cond", "x"]:
             raise SpecError(f"film takes the named inputs x and cond, got {sorted(inputs)}", field="in")
         expect_kind("x", inputs["x"], "vector", "sequence", "map")
         expect_kind("cond", inputs["cond"], "vector")
         return {"out": inputs["x"]}
+
+    def parameter_shapes(self, inputs: dict[str, Spec]) -> Shapes:
+        """Optional: lets `composer validate` count the block without building it."""
+        return under("to_gamma_beta", linear(int(inputs["cond"].features), 2 * int(inputs["x"].features)))
 
     @classmethod
     def examples(cls):
@@ -54,6 +55,11 @@ class FiLM(Block):
             ({"delta_gamma": False, "dropout": 0.1}, {"x": vector(5), "cond": vector(3)}),
             ({}, {"x": feature_map(3, 4, 4), "cond": vector(2)}),
         ]
+
+
+@register_block(FiLMConfig, family="fusion")
+class FiLM(Block):
+    """The FiLM module: one Linear map ``E -> 2D`` from the condition to ``(γ, β)``."""
 
     def __init__(self, config: FiLMConfig, inputs: dict[str, Spec]):
         super().__init__(config, inputs)

@@ -17,7 +17,7 @@ from composer.testing import check_block, check_padding_invariance
 HERE = Path(__file__).parent
 
 
-@pytest.mark.parametrize("fields,inputs", film.FiLM.examples())
+@pytest.mark.parametrize("fields,inputs", film.FiLMConfig.examples())
 def test_block_contract(fields, inputs):
     """What tests/test_block_registry.py checks for every built-in block: inferred spec equals
     the real output, forward, backward, YAML round-trip."""
@@ -47,7 +47,7 @@ def test_padding_does_not_leak():
 
 def test_shape_errors_name_the_field():
     with pytest.raises(SpecError, match="cond") as info:
-        film.FiLM.infer(film.FiLMConfig(type="film", **{"in": {"x": "a", "cond": "b"}}), {"x": vector(4), "cond": sequence("T", 3)})
+        film.FiLMConfig(type="film", **{"in": {"x": "a", "cond": "b"}}).infer({"x": vector(4), "cond": sequence("T", 3)})
     assert info.value.field == "in"
 
 
@@ -57,3 +57,10 @@ def test_blueprint_validates_compiles_and_runs():
     assert model.parameter_counts()["audio_mod"] == 2 * (32 * 5 + 5)
     out = model(model.example_inputs(batch_size=3))
     assert out["prediction"].shape == (3, 1)
+
+
+@pytest.mark.parametrize("fields,inputs", film.FiLMConfig.examples())
+def test_declared_parameter_shapes_match_the_module(fields, inputs):
+    """`parameter_shapes` (what `composer validate` counts) lists the module's parameters."""
+    module, _ = check_block("film", fields, inputs)
+    assert module.config.parameter_shapes(inputs) == {n: tuple(p.shape) for n, p in module.named_parameters()}

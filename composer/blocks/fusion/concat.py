@@ -1,52 +1,19 @@
-"""Concatenation fusion: join several inputs along the feature axis."""
+"""Concatenation fusion module (config and shapes: :mod:`composer.configs.fusion.concat`)."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
-from composer.blocks._base import Block, BlockConfig, Context, SpecError, expect_ports
-from composer.registry import register_block
-from composer.spec import Spec, sequence, vector
+from composer.blocks._base import Block, Context
+from composer.configs.fusion.concat import ConcatConfig
+
+__all__ = ["Concat"]
 
 
-class ConcatConfig(BlockConfig):
-    type: Literal["concat"] = "concat"
-
-
-@register_block(ConcatConfig, family="fusion")
 class Concat(Block):
-    """Concatenate inputs of the same kind along features.
+    """Concatenate inputs along features (:class:`~composer.configs.fusion.concat.ConcatConfig`)."""
 
-    Vectors ``(B, D_i)`` -> ``(B, ΣD_i)``; aligned sequences ``(B, T, D_i)`` (same time
-    symbol) -> ``(B, T, ΣD_i)``. Early fusion of aligned features and late fusion of
-    utterance vectors are both this block.
-    """
-
-    @classmethod
-    def infer(cls, config: ConcatConfig, inputs: dict[str, Spec]) -> dict[str, Spec]:
-        expect_ports(inputs, at_least=1)
-        specs = list(inputs.values())
-        first = specs[0]
-        if first.kind not in ("vector", "sequence"):
-            raise SpecError(f"concat joins vectors or sequences, got {first}", field="in")
-        for port, spec in inputs.items():
-            if spec.kind != first.kind or spec.shape[:-1] != first.shape[:-1]:
-                raise SpecError(
-                    f"cannot concatenate {spec} (input '{port}') with {first}: all inputs need the same kind and "
-                    "leading dims (for sequences the same time symbol, i.e. aligned modalities)",
-                    field="in",
-                )
-        width = sum(int(s.features) for s in specs)
-        return {"out": first.with_features(width)}
-
-    @classmethod
-    def examples(cls):
-        return [
-            ({}, {"0": vector(4), "1": vector(6), "2": vector(2)}),
-            ({}, {"text": sequence("T", 4), "audio": sequence("T", 3)}),
-        ]
+    config: ConcatConfig
 
     def forward(self, inputs: dict[str, torch.Tensor], ctx: Context) -> torch.Tensor:
         return torch.cat(list(inputs.values()), dim=-1)

@@ -1,4 +1,4 @@
-"""GLoMo (Global-Local Modal fusion, ACM MM 2024) blocks.
+"""GLoMo (Global-Local Modal fusion, ACM MM 2024) block modules (configs: :mod:`composer.configs.glomo`).
 
 ``coding``: unimodal coding of global and local representations (eqs. 1-4);
 ``fusion``: the global-guided fusion module (eqs. 8-13) and its ablation strategies.

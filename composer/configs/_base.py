@@ -1,0 +1,167 @@
+"""What every block config is: the YAML side of a block, known without PyTorch.
+
+A block type is two classes registered together (see :mod:`composer.registry`):
+
+* a config class, subclass of :class:`BlockConfig`, in a module of :mod:`composer.configs`
+  (no ``torch`` import). It holds the block's fields and everything a blueprint check needs:
+
+  - ``infer(inputs) -> dict[port, Spec]``: output specs from input specs, no tensors; raise
+    :class:`SpecError` with a readable message on a mismatch;
+  - ``parameter_shapes(inputs) -> dict[name, shape]``: the module's parameters by name, as
+    ``named_parameters()`` of the built module gives them (the size estimate and the check of
+    ``share:`` read it, so ``composer validate`` builds nothing);
+  - ``examples()`` (a classmethod): small configs with input specs for the registry-wide tests;
+  - ``aux_ports()``, ``vocabulary()``, ``main_port``: see each;
+
+* a module class, subclass of :class:`composer.blocks._base.Block` (an ``nn.Module``), named by
+  the config's registration and imported only when a model is built.
+
+Inputs arrive as a dict keyed by *port*: a single reference gives the port ``"in"``, a list
+gives ports ``"0"``, ``"1"``, ... in order, a mapping gives its own keys. A block with one
+output returns a tensor (port ``"out"``); several outputs return a dict. Output ports listed
+in ``aux_loss_ports`` are scalar auxiliary losses collected by the model.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from composer.errors import ComposerError
+from composer.spec import Spec
+
+__all__ = [
+    "BlockConfig",
+    "SpecError",
+    "InputRef",
+    "Shapes",
+    "Width",
+    "port_names",
+    "expect_kind",
+    "expect_ports",
+    "shared_vector_width",
+    "last_axis_output",
+]
+
+InputRef = Union[str, list[str], dict[str, str]]
+
+#: Parameter name -> shape, as ``named_parameters()`` of the built module lists them.
+Shapes = dict[str, tuple[int, ...]]
+
+#: A layer width in a config field: a positive int (sizes are also bounded by the memory budget).
+Width = Annotated[int, Field(ge=1)]
+
+
+class SpecError(ComposerError):
+    """A block cannot accept the specs it was given; ``field`` names the config field at fault."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class BlockConfig(BaseModel):
+    """Fields every block has. Subclasses add ``type: Literal[...]``, their own fields, and
+    ``infer``, ``parameter_shapes`` and ``examples``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
+
+    inputs: InputRef = Field(
+        alias="in",
+        description="Inputs: a reference (modality, block or block.port), a list, or a mapping of named ports.",
+    )
+    share: str | None = Field(
+        default=None, description="Reuse the weights of another block of the same type (explicit weight sharing)."
+    )
+    enabled: bool = Field(
+        default=True,
+        description="When false the block passes its input through; allowed when its output shape equals its input's.",
+    )
+
+    #: Output ports that always hold scalar auxiliary losses (see :meth:`aux_ports`).
+    aux_loss_ports: ClassVar[tuple[str, ...]] = ()
+    #: The output a bare reference to a block with several outputs means (``fusion`` = ``fusion.out``),
+    #: or None when the outputs are symmetric and a reference must name one.
+    main_port: ClassVar[str | None] = None
+
+    def input_map(self) -> dict[str, str]:
+        """Port -> reference, normalised from the three spellings of ``in``."""
+        if isinstance(self.inputs, str):
+            return {"in": self.inputs}
+        if isinstance(self.inputs, list):
+            return {str(i): ref for i, ref in enumerate(self.inputs)}
+        return dict(self.inputs)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """Fields that shape the module (everything but wiring)."""
+        return self.model_dump(exclude={"inputs", "share", "enabled", "type"})
+
+    def infer(self, inputs: dict[str, Spec]) -> dict[str, Spec]:
+        """Output specs for these input specs; a :class:`SpecError` when they do not fit."""
+        raise NotImplementedError(f"{type(self).__name__} must implement infer()")
+
+    def parameter_shapes(self, inputs: dict[str, Spec]) -> Shapes | None:
+        """The built module's parameters (name -> shape) for these input specs, without building it.
+
+        None means "only known by building the module" (a plug-in may leave it so: its size is
+        then estimated by building it on the ``meta`` device, which imports PyTorch)."""
+        return None
+
+    @classmethod
+    def examples(cls) -> list[tuple[dict[str, Any], dict[str, Spec]]]:
+        """Small configs (without ``type``/``in``) with input specs for the registry-wide tests.
+
+        Each entry is ``(fields, {port: spec})``; ports named ``"in"`` become ``in: <ref>``,
+        ``"0"``, ``"1"``... a list, anything else a mapping. Every block type must give one.
+        """
+        raise NotImplementedError(f"{cls.__name__} must implement examples()")
+
+    def aux_ports(self) -> tuple[str, ...]:
+        """Output ports holding scalar auxiliary losses for this config (default: ``aux_loss_ports``)."""
+        return tuple(self.aux_loss_ports)
+
+    def vocabulary(self) -> int | None:
+        """For blocks that read token ids: how many ids they embed (ids must lie below it), else None.
+        ``validate`` compares it with the ``vocab`` of every tokens modality wired to the block."""
+        return None
+
+
+# -- helpers shared by block configs ------------------------------------------------------
+
+
+def port_names(inputs: dict[str, Spec]) -> list[str]:
+    """Ports in declaration order."""
+    return list(inputs)
+
+
+def expect_ports(inputs: dict[str, Spec], *, exactly: int | None = None, at_least: int | None = None) -> None:
+    n = len(inputs)
+    if exactly is not None and n != exactly:
+        raise SpecError(f"expected {exactly} input{'s' if exactly != 1 else ''}, got {n}", field="in")
+    if at_least is not None and n < at_least:
+        raise SpecError(f"expected at least {at_least} inputs, got {n}", field="in")
+
+
+def expect_kind(port: str, spec: Spec, *kinds: str) -> None:
+    if spec.kind not in kinds:
+        raise SpecError(f"input '{port}' must be a {' or '.join(kinds)}, got {spec}", field="in")
+
+
+def shared_vector_width(inputs: dict[str, Spec], what: str = "inputs") -> int:
+    """The one width ``d`` of inputs that must all be vectors ``(B, d)``; a SpecError otherwise."""
+    for port, spec in inputs.items():
+        expect_kind(port, spec, "vector")
+    widths = {spec.features for spec in inputs.values()}
+    if len(widths) != 1:
+        raise SpecError(f"{what} need one width, got {', '.join(str(s) for s in inputs.values())}", field="in")
+    return int(widths.pop())
+
+
+def last_axis_output(inputs: dict[str, Spec], width: int) -> dict[str, Spec]:
+    """Spec of a block mapping the last axis of one vector or sequence input to ``width``."""
+    expect_ports(inputs, exactly=1)
+    (port, spec), = inputs.items()
+    expect_kind(port, spec, "vector", "sequence")
+    return {"out": spec.with_features(width)}

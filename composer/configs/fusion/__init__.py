@@ -1,0 +1,1 @@
+"""Fusion operator configs: baselines and the paper operators (one module per family)."""

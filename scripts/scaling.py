@@ -85,7 +85,7 @@ def measure(model: str, modalities: int, length: int, repeats: int) -> dict:
     try:
         compiled = compile_blueprint(load_blueprint(blueprint(model, modalities, length)))
     except ComposerError as exc:  # the operator is not defined for this many modalities
-        return {**point, "train_step_ms": None, "params": None, "note": str(exc).splitlines()[0][:160]}
+        return {**point, "train_step_ms": None, "params": None, "note": " ".join(line.strip() for line in str(exc).splitlines()[1:])[:200]}
     result = bench_model(compiled, batch_size=8, warmup=1, repeats=repeats)
     return {**point, "train_step_ms": result.train_step_ms, "params": result.params}
 

@@ -1,7 +1,8 @@
 """EMT-DLFR: Composer's blueprints against the plain-PyTorch reference (tests/reference/emt_dlfr.py).
 
 For the paper preset (``blueprints/emt_dlfr.yaml``, also with every sharing flag off and the
-plain ReLU FFN) and the authors' preset (``variants/emt_dlfr_authors.yaml``), built tiny, with
+plain ReLU FFN) and the authors' presets (``variants/emt_dlfr_authors.yaml`` and its MOSEI and
+CH-SIMS versions), built tiny, with
 the weights copied into the reference: equal parameter counts, equal eval-mode predictions on a
 padded batch, equal gradients, and equal DLFR loss terms (eqs. 10-16) for the complete batch and
 the incomplete view the trainer builds.
@@ -21,6 +22,8 @@ from reference.emt_dlfr import MODALITIES, build_reference, mask_inputs, referen
 BLUEPRINTS = Path(__file__).resolve().parents[1] / "blueprints"
 PAPER = BLUEPRINTS / "emt_dlfr.yaml"
 AUTHORS = BLUEPRINTS / "variants" / "emt_dlfr_authors.yaml"
+AUTHORS_MOSEI = BLUEPRINTS / "variants" / "emt_dlfr_authors_mosei.yaml"
+AUTHORS_SIMS = BLUEPRINTS / "variants" / "emt_dlfr_authors_sims.yaml"
 LENGTHS = {"text": 7, "audio": 9, "vision": 6}
 TINY = [
     *(f"modalities.{m}.length={t}" for m, t in LENGTHS.items()), "modalities.text.vocab=200",
@@ -28,12 +31,16 @@ TINY = [
     "blocks.text_enc.intermediate_size=32", "blocks.text_enc.vocab_size=200", "blocks.emt.heads=2",
 ]
 PAPER_D = [f"blocks.{b}.out=16" for m in MODALITIES for b in (f"{m}_proj", f"{m}_utt")]
+MOSI_WIDTHS = ["modalities.audio.features=5", "modalities.vision.features=20"]
 UNSHARED = ["blocks.emt.share_directions=false", "blocks.emt.share_modalities=false", "blocks.emt.share_layers=false"]
 PRESETS = {
     "paper": (PAPER, PAPER_D),
     "paper-unshared-relu": (PAPER, PAPER_D + UNSHARED + ["blocks.emt.ffn=relu", "blocks.emt.layers=2"]),
     "paper-lambdas": (PAPER, PAPER_D + ["loss_groups.lambda1=0.5", "loss_groups.lambda2=2.0"]),
     "authors": (AUTHORS, ["vars.d=16"]),
+    # the MOSEI / CH-SIMS structure on MOSI-wide inputs (the padded batch below has 5 / 20 features)
+    "authors-mosei": (AUTHORS_MOSEI, ["vars.d=16", *MOSI_WIDTHS]),
+    "authors-sims": (AUTHORS_SIMS, ["vars.d=16", *MOSI_WIDTHS]),
 }
 TERMS = ["task", "recon_text", "recon_audio", "recon_vision", "attr_text", "attr_audio", "attr_vision", "attr_global", "attr_task"]
 
@@ -190,6 +197,8 @@ def test_dlfr_gradients_match_in_float64():
 @pytest.mark.parametrize("path, inference, training_only", [
     (PAPER, 110_243_778, 1_583_017),  # SimSiam predictor hidden D/2 (Composer's default)
     (AUTHORS, 110_468_146, 1_336_873),  # Table 9's 110.5M; predictors 256 / 8 / 16 / 128 as config_regression.py
+    (AUTHORS_MOSEI, 110_250_114, 1_347_709),  # config_regression.py 'mosei' (no published figure)
+    (AUTHORS_SIMS, 102_722_402, 1_071_862),  # 'sims': a Chinese BERT-base (vocabulary 21128), d = 32
 ])
 def test_reference_sizes_at_bert_base(path, inference, training_only):
     bp = composer.load_blueprint(path)

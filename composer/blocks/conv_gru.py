@@ -9,7 +9,6 @@ from composer.blocks._base import Block, Context
 from composer.blocks.projection import Conv1dProjection
 from composer.blocks.recurrent import GRUEncoder
 from composer.configs.conv_gru import ConvGRUConfig
-from composer.registry import get_block
 from composer.spec import Spec
 
 __all__ = ["ConvGRU"]
@@ -20,11 +19,8 @@ class ConvGRU(Block):
 
     def __init__(self, config: ConvGRUConfig, inputs: dict[str, Spec]):
         super().__init__(config, inputs)
-        # the classes through the registry, which attaches their type names (used by repr)
-        conv_class: type[Conv1dProjection] = get_block("conv1d").impl
-        gru_class: type[GRUEncoder] = get_block("gru").impl
-        self.conv = conv_class(config.conv_config(), inputs)
-        self.gru = gru_class(config.gru_config(), self.conv.out_specs)
+        self.conv = Conv1dProjection(config.conv_config(), inputs)
+        self.gru = GRUEncoder(config.gru_config(), self.conv.out_specs)
 
     def forward(self, inputs: dict[str, torch.Tensor], ctx: Context) -> torch.Tensor:
         (x,) = inputs.values()  # (B, T, D)

@@ -197,7 +197,7 @@ def run_protocol(
     from composer.train.optim import Precision, select_device
     from composer.train.runlog import write_json
     from composer.train.trainer import as_blueprint, evaluate_split, train
-    from composer.train.views import maskable_modalities, split_uniforms, temporal_mask
+    from composer.train.views import masked_modalities, split_uniforms, temporal_mask
 
     if protocol not in PROTOCOL_RATES:
         raise ComposerError(f"unknown protocol '{protocol}' (standard, per_rate, lnln)")
@@ -229,7 +229,7 @@ def run_protocol(
         """The test batch masked at ``rate``: with the view's fixed draws under ``resample: split``
         (EMT-DLFR masks the test split with the training seeds), else from the seeded generator."""
         if view is not None and view.resample == "split":
-            chosen = list(view.rates) if view.rates is not None else (view.modalities or maskable_modalities(bp))
+            chosen = masked_modalities(bp, view)
             return temporal_mask(batch, bp, rate, gen, modalities=chosen, uniforms=split_uniforms(batch, bp, view, chosen), **tokens)
         return temporal_mask(batch, bp, rate, gen, **tokens)
 

@@ -31,7 +31,7 @@ import torch
 from composer.errors import ComposerError
 from composer.blueprint.training import ViewConfig
 
-__all__ = ["temporal_mask", "make_views", "maskable_modalities", "check_views", "split_uniforms"]
+__all__ = ["temporal_mask", "make_views", "maskable_modalities", "check_views", "split_uniforms", "masked_modalities"]
 
 
 def maskable_modalities(blueprint) -> list[str]:
@@ -139,6 +139,13 @@ def split_uniforms(batch: dict[str, Any], blueprint, view: ViewConfig, modalitie
     return out
 
 
+def masked_modalities(blueprint, view: ViewConfig) -> list[str]:
+    """The modalities a view masks: those of ``rates``, else ``modalities``, else every maskable one."""
+    if view.rates is not None:
+        return list(view.rates)
+    return list(view.modalities or maskable_modalities(blueprint))
+
+
 def make_views(batch: dict[str, Any], blueprint, generator: torch.Generator) -> dict[str, dict[str, Any]]:
     """``{"main": batch, view: masked batch, ...}`` for the blueprint's ``training.views``
     (a view with ``rates`` masks each listed modality at its own rate; ``resample: split``
@@ -146,9 +153,8 @@ def make_views(batch: dict[str, Any], blueprint, generator: torch.Generator) -> 
     batches = {"main": batch}
     for name, view in blueprint.training.views.items():
         tokens = {"unk_token": view.unk_token, "special_tokens": view.special_tokens}
-        chosen = list(view.rates) if view.rates is not None else (view.modalities or maskable_modalities(blueprint))
         if view.resample == "split":
-            tokens["uniforms"] = split_uniforms(batch, blueprint, view, chosen)
+            tokens["uniforms"] = split_uniforms(batch, blueprint, view, masked_modalities(blueprint, view))
         if view.rates is None:
             batches[name] = temporal_mask(batch, blueprint, _view_rate(view, generator), generator, modalities=view.modalities, **tokens)
             continue

@@ -7,6 +7,7 @@ torch-free. The names that need torch (``Block``, ``Context``, ``compile_bluepri
 
 import importlib
 
+from composer.blueprint.check import CheckedBlueprint
 from composer.blueprint.load import dump_blueprint, load_blueprint
 from composer.configs._base import BlockConfig, SpecError
 from composer.errors import BlueprintError, ComposerError, DataError
@@ -19,6 +20,7 @@ __all__ = [
     "Block",
     "BlockConfig",
     "BlueprintError",
+    "CheckedBlueprint",
     "ComposedModel",
     "ComposerError",
     "Context",
@@ -30,6 +32,7 @@ __all__ = [
     "dump_blueprint",
     "evaluate",
     "load_blueprint",
+    "load_model",
     "loss_type",
     "register_block",
     "register_loss",
@@ -44,6 +47,7 @@ _LAZY = {
     "Context": ("composer.blocks._base", "Context"),
     "ComposedModel": ("composer.graph.model", "ComposedModel"),
     "compile_blueprint": ("composer.graph.model", "compile_blueprint"),
+    "load_model": ("composer.blueprint.weights", "load_model"),
     "evaluate": ("composer.train.evaluation", "evaluate"),
     "train": ("composer.train", None),  # callable package: composer.train(blueprint, ...) trains
     "search": ("composer.search", None),  # callable package: composer.search(blueprint, ...) searches

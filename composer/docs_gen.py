@@ -506,10 +506,10 @@ def _gallery_page() -> str:
         lines += [f"## {title}", ""]
         for path in paths:
             bp = loaded[path]
-            size = estimate_size(bp._plan)
+            size = bp.size
             params = f"{size.model_params:,} parameters" + (f" (+ {size.training_params:,} training-only, loss networks)" if size.training_params else "")
             mods = ", ".join(f"{n} ({m.kind})" for n, m in bp.modalities.items())
-            lines += [f"### {bp.name}", "", f"`{path}` · {params} · {len(bp._plan.nodes)} blocks, {len(bp.losses)} "
+            lines += [f"### {bp.name}", "", f"`{path}` · {params} · {len(bp.plan.nodes)} blocks, {len(bp.losses)} "
                       f"loss{'es' if len(bp.losses) != 1 else ''} · {bp.task.kind} · modalities {mods}", "",
                       " ".join((bp.description or "(no description)").split()), ""]
             if _figure(path).exists():

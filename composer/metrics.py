@@ -34,6 +34,8 @@ from typing import Sequence
 
 import numpy as np
 
+from composer.metric_names import class_names as _class_names, is_sims_range
+
 __all__ = [
     "mae",
     "pearson_corr",
@@ -181,10 +183,6 @@ def regression_metrics(pred, label, *, style: str = "mosi") -> dict[str, float]:
     return out
 
 
-def _class_names(k: int, names: Sequence[str] | None) -> list[str]:
-    return [str(n) for n in names] if names is not None else [str(i) for i in range(k)]
-
-
 def classification_metrics(logits, label, class_names: Sequence[str] | None = None) -> dict[str, float]:
     """``acc``, ``f1_weighted`` and one-vs-rest ``acc_<class>`` / ``f1_<class>`` from logits ``(N, C)``."""
     logits = np.asarray(logits, dtype=np.float64)
@@ -227,9 +225,7 @@ def compute_metrics(task, pred, label) -> dict[str, float]:
     if task.kind == "multilabel":
         return multilabel_metrics(pred.reshape(-1, task.outputs), label, task.classes)
     if task.outputs == 1:
-        low, high = task.label_range
-        style = "sims" if low >= -1.0 and high <= 1.0 else "mosi"
-        return regression_metrics(pred, label, style=style)
+        return regression_metrics(pred, label, style="sims" if is_sims_range(task.label_range) else "mosi")
     return multi_regression_metrics(pred.reshape(-1, task.outputs), label, task.label_range, task.classes)
 
 

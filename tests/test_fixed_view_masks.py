@@ -9,7 +9,7 @@ import torch
 from composer import load_blueprint
 from composer.data.base import TensorSplit
 from composer.errors import ComposerError
-from composer.train.views import check_views, make_views
+from composer.train.views import make_views
 
 N, T, SEEDS = 9, 6, {"a": 111, "b": 1111}
 
@@ -92,6 +92,6 @@ def test_masked_steps_are_zero_and_padding_is_never_dropped():
 
 def test_seeds_need_split_resampling_and_name_modalities():
     with pytest.raises(ComposerError, match="resample: split"):
-        check_views(blueprint(resample="batch"))
+        blueprint(resample="batch")
     with pytest.raises(ComposerError, match="'c'"):
-        check_views(blueprint(seeds={"c": 3}))
+        blueprint(seeds={"c": 3})

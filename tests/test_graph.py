@@ -107,7 +107,7 @@ def test_disabled_block_passes_its_input_through():
 
 def test_unused_block_is_a_warning_not_an_error():
     bp = load(LATE + "  spare: {type: mlp, in: text, out: 2}\n")
-    assert any("spare" in w.message and w.severity == "warning" for w in bp._plan.warnings)
+    assert any("spare" in w.message and w.severity == "warning" for w in bp.plan.warnings)
 
 
 def test_explicit_outputs_select_the_prediction():
@@ -136,7 +136,7 @@ def test_blueprint_yaml_round_trip_is_lossless():
 def test_save_and_load_restore_weights_and_blueprint(tmp_path):
     model = composer.compile_blueprint(composer.load_blueprint("blueprints/late_fusion.yaml")).eval()
     path = model.save(tmp_path / "m.safetensors")
-    loaded = composer.ComposedModel.load(path).eval()
+    loaded = composer.load_model(path).eval()
     batch = model.example_inputs(2)
     assert torch.equal(model(batch)["prediction"], loaded(batch)["prediction"])
     assert loaded.blueprint.model_dump() == model.blueprint.model_dump()
@@ -147,10 +147,10 @@ def test_loading_a_foreign_file_is_a_data_error(tmp_path):
 
     save_file({"w": torch.zeros(2)}, str(tmp_path / "x.safetensors"))
     with pytest.raises(DataError, match="holds no blueprint"):
-        composer.ComposedModel.load(tmp_path / "x.safetensors")
+        composer.load_model(tmp_path / "x.safetensors")
     (tmp_path / "junk.safetensors").write_bytes(b"not a file")
     with pytest.raises(DataError):
-        composer.ComposedModel.load(tmp_path / "junk.safetensors")
+        composer.load_model(tmp_path / "junk.safetensors")
 
 
 def test_duplicate_block_type_names_are_refused():

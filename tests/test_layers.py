@@ -14,7 +14,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "composer"
 LAYERS = [
-    {"errors", "spec", "registry", "metrics"},
+    {"errors", "spec", "ref", "registry", "metrics", "metric_names"},
     {"configs", "layers"},
     {"blocks", "losses"},
     {"blueprint", "graph", "data"},

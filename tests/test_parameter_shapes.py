@@ -38,7 +38,7 @@ def test_block_example_parameter_shapes(entry, fields, inputs):
 
 @pytest.mark.parametrize("path", PRESETS + EXAMPLES, ids=lambda p: p.stem)
 def test_blueprint_parameter_shapes(path):
-    the_plan = plan(load_blueprint(path, []))
+    the_plan = load_blueprint(path, []).plan
     with torch.device("meta"):
         for node in the_plan.nodes:
             if node.config.share is None:

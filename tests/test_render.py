@@ -65,7 +65,7 @@ def test_shipped_blueprint_renders_to_svg_png_and_dot(path, tmp_path):
     assert dot.startswith("digraph")
     for block_id in bp.blocks:  # each block's header is a text element of its own
         assert f">{block_id}</text>" in svg, block_id
-    for node in bp._plan.nodes:  # each input edge is labelled "[port: ]B × T_x × D"
+    for node in bp.plan.nodes:  # each input edge is labelled "[port: ]B × T_x × D"
         for spec in node.in_specs.values():
             assert f"{shape_text(spec)}</text>" in svg, (node.id, spec)
 

@@ -234,7 +234,7 @@ def test_stage_override_rebuilds_with_k_stages(stages):
     model = composer.compile_blueprint(bp)
     assert model.rmfn.fusion.config.stages == stages
     assert model.parameter_counts()["rmfn"] == 463728 + (stages - 3) * 128 * 128
-    assert bp._plan.values["rmfn.attention"].shape[-1] == stages * 112
+    assert bp.plan.values["rmfn.attention"].shape[-1] == stages * 112
 
 
 def test_ablation_overrides_build():
@@ -307,7 +307,7 @@ def test_blueprint_round_trips_through_yaml():
 def test_no_mfp_model_saves_and_reloads_without_its_fusion(tmp_path):
     model = composer.compile_blueprint(composer.load_blueprint(BLUEPRINTS / "variants" / "rmfn_no_mfp.yaml"))
     assert "fusion: null" in composer.dump_blueprint(model.blueprint)
-    again = composer.ComposedModel.load(model.save(tmp_path / "no_mfp.safetensors"))
+    again = composer.load_model(model.save(tmp_path / "no_mfp.safetensors"))
     assert again.rmfn.fusion is None
     batch = model.example_inputs(2)
     model.eval(), again.eval()

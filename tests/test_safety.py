@@ -25,7 +25,7 @@ from composer.cli import main
 from composer.data import load_data
 from composer.data.standard import read_pickle
 from composer.errors import BlueprintError, ComposerError, DataError
-from composer.graph.model import ComposedModel
+from composer.blueprint.weights import load_model
 
 MODS = {"text": {"features": 4, "length": 6}, "audio": {"features": 3, "length": 5}}
 BLOCKS = {
@@ -350,7 +350,7 @@ def _resave(path: Path, blueprint_text: str, state: dict | None = None) -> Path:
 def test_a_blueprint_bomb_in_weights_metadata_is_refused(tmp_path):
     edited = _resave(_saved(tmp_path), billion_laughs())
     with pytest.raises(BlueprintError, match="expands to more than"):
-        ComposedModel.load(edited)
+        load_model(edited)
 
 
 def test_an_edited_width_in_weights_metadata_is_refused_before_allocation(tmp_path, monkeypatch):
@@ -361,10 +361,10 @@ def test_an_edited_width_in_weights_metadata_is_refused_before_allocation(tmp_pa
     data["blocks"]["head"]["hidden"] = [1_000_000_000]
     edited = _resave(path, yaml.safe_dump(data))
     with pytest.raises(BlueprintError, match="too large to train here"):
-        ComposedModel.load(edited)
+        load_model(edited)
     monkeypatch.setenv("COMPOSER_MAX_MEMORY", "100TB")
     with pytest.raises(DataError, match="wrong shapes"):  # within budget, the header no longer fits the blueprint
-        ComposedModel.load(edited)
+        load_model(edited)
 
 
 # -- 7. sizes are bounded before allocation ---------------------------------------------
@@ -463,16 +463,16 @@ def test_weights_that_do_not_match_their_blueprint_lack_one_or_are_empty(tmp_pat
     wrong = dict(state)
     wrong[key] = torch.zeros(3, 3)
     with pytest.raises(DataError, match="wrong shapes"):
-        ComposedModel.load(_resave(path, _text(), wrong))
+        load_model(_resave(path, _text(), wrong))
     save_file(state, str(tmp_path / "bare.safetensors"))
     with pytest.raises(DataError, match="holds no blueprint"):
-        ComposedModel.load(tmp_path / "bare.safetensors")
+        load_model(tmp_path / "bare.safetensors")
     empty = {"blueprint": 1, "name": "e", "modalities": {"x": {"kind": "vector", "features": 2}},
              "blocks": {"s": {"type": "sum", "in": ["x", "x"]}}}
     import yaml
 
     with pytest.raises(DataError, match="without weights"):
-        ComposedModel.load(_resave(path, yaml.safe_dump(empty), {"dummy": torch.zeros(1)}))
+        load_model(_resave(path, yaml.safe_dump(empty), {"dummy": torch.zeros(1)}))
 
 
 def _text() -> str:

@@ -89,7 +89,7 @@ def test_training_with_reset_optimizer_and_keep_last_keeps_the_last_epoch(tmp_pa
 def test_clipping_by_value_bounds_every_update(tmp_path):
     bp = _bp(optimizer="sgd", lr=1.0, momentum=0.0, grad_clip_value=1e-6, epochs=1)
     composer.train(bp, out=tmp_path / "run", progress=False)
-    after = composer.ComposedModel.load(tmp_path / "run" / "best.safetensors")
+    after = composer.load_model(tmp_path / "run" / "best.safetensors")
     # torch.manual_seed(training.seed) builds the same initial weights; 2 steps of at most 1e-6 each
     torch.manual_seed(bp.training.seed)
     before = composer.compile_blueprint(bp)
@@ -105,7 +105,7 @@ def test_sum_reduction_steps_with_the_sum_of_the_accumulated_gradients(tmp_path)
         torch.manual_seed(bp.training.seed)
         start = composer.compile_blueprint(bp).state_dict()
         composer.train(bp, out=tmp_path / reduction, progress=False)
-        end = composer.ComposedModel.load(tmp_path / reduction / "best.safetensors").state_dict()
+        end = composer.load_model(tmp_path / reduction / "best.safetensors").state_dict()
         moved[reduction] = torch.cat([(end[k] - start[k]).flatten() for k in start])
     assert torch.allclose(moved["sum"], 2 * moved["mean"], rtol=1e-3, atol=1e-6)  # float32 rounding of weights near 1
 

@@ -17,101 +17,17 @@ from pydantic import ValidationError
 
 from composer.registry import get_block, get_loss, list_blocks, list_losses, load_plugins
 from composer.blueprint._yaml import MAX_YAML_CHARS, SourceMap, parse_scalar, read_yaml
-from composer.errors import BlueprintError, ComposerError, Problem, did_you_mean, format_path
+from composer.errors import BlueprintError, ComposerError, Problem, did_you_mean
+from composer.ref import Ref
 from composer.blueprint.expr import ExprError, substitute
-from composer.blueprint.templates import SEPARATOR, TemplateUse, expand_templates, expanded_block_path, inline_imports
+from composer.blueprint.check import SCHEMA_COMMENT, CheckedBlueprint, check
+from composer.blueprint.paths import apply_override, get_path, resolve_path, set_path, split_path
+from composer.blueprint.templates import TemplateUse, expand_templates, inline_imports
 
 __all__ = ["load_blueprint", "read_blueprint_text", "resolve_path", "variable_values", "make_lookup", "validate_data", "apply_override", "dump_blueprint", "get_path", "set_path"]
 
-SCHEMA_COMMENT = "# yaml-language-server: $schema=../docs/blueprint.schema.json"
 #: A block id: a name, or the ``use/inner`` ids of blocks expanded from templates.
 BLOCK_ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
-
-
-# -- paths --------------------------------------------------------------------------
-def split_path(path: str) -> list[str | int]:
-    """``losses.0.weight`` -> ``['losses', 0, 'weight']``."""
-    parts: list[str | int] = []
-    for part in path.split("."):
-        if part == "":
-            raise ComposerError(f"bad path '{path}': empty component")
-        parts.append(int(part) if part.isdigit() else part)
-    return parts
-
-
-def resolve_path(data: Any, path: list[str | int], text: str | None = None) -> list[str | int]:
-    """``losses.<name>...`` -> ``losses.<index>...`` for the loss of that name (names are unique).
-
-    Raises :class:`BlueprintError` naming the known loss names when none matches."""
-    if len(path) >= 2 and path[0] == "losses" and isinstance(path[1], str) and isinstance(data, dict):
-        losses = data.get("losses") if isinstance(data.get("losses"), list) else []
-        names = [l.get("name") for l in losses if isinstance(l, dict)]
-        if path[1] not in names:
-            known = [n for n in names if n]
-            raise BlueprintError([Problem(tuple(path), (
-                f"{text or format_path(path)}: no loss is named '{path[1]}'"
-                + (f" (named losses: {', '.join(known)})" if known else " (give a loss `name:` to address it by name)")
-            ), did_you_mean(str(path[1]), known))])
-        return ["losses", names.index(path[1]), *path[2:]]
-    if len(path) >= 3 and path[0] == "blocks" and isinstance(data, dict) and isinstance(data.get("blocks"), dict):
-        blocks = data["blocks"]
-        if path[1] not in blocks:  # an expanded template use: blocks.pair.ab.layers -> blocks.pair/ab.layers
-            for end in range(len(path) - 1, 2, -1):
-                joined = SEPARATOR.join(str(p) for p in path[1:end])
-                if joined in blocks:
-                    return ["blocks", joined, *path[end:]]
-    return list(path)
-
-
-def get_path(data: Any, path: Iterable[str | int]) -> Any:
-    for part in path:
-        data = data[part]
-    return data
-
-
-def set_path(data: Any, path: list[str | int], value: Any, *, create: bool = True) -> None:
-    """Set ``value`` at ``path`` in nested dicts/lists; missing mapping keys are created."""
-    node = data
-    for i, part in enumerate(path[:-1]):
-        if isinstance(node, list):
-            if not isinstance(part, int) or part >= len(node):
-                raise KeyError(path[: i + 1])
-            node = node[part]
-            continue
-        if part not in node:
-            # a missing section is created (training.data, vars.x...), but a block, loss or modality
-            # must exist: a misspelt id is an error with a suggestion, not a new entry
-            if not create or i < (2 if path[0] in ("blocks", "losses", "modalities") else 1):
-                raise KeyError(path[: i + 1])
-            node[part] = {}
-        node = node[part]
-    last = path[-1]
-    if isinstance(node, list):
-        if not isinstance(last, int) or last >= len(node):
-            raise KeyError(path)
-    elif not isinstance(node, dict):
-        raise KeyError(path)
-    node[last] = value
-
-
-def apply_override(data: dict, text: str) -> tuple[list[str | int], Any]:
-    """Apply one ``path=value`` override to raw blueprint data (value read as YAML)."""
-    if "=" not in text:
-        raise ComposerError(f"--set expects path=value, got '{text}'")
-    path_text, _, value_text = text.partition("=")
-    path = resolve_path(data, split_path(path_text.strip()), f"--set {path_text.strip()}")
-    value = parse_scalar(value_text)
-    try:
-        set_path(data, path, value)
-    except KeyError as exc:
-        bad = exc.args[0]
-        parent = get_path(data, bad[:-1]) if len(bad) > 1 else data
-        options = list(parent) if isinstance(parent, dict) else []
-        hint = did_you_mean(str(bad[-1]), [str(o) for o in options])
-        raise BlueprintError(
-            [Problem(tuple(path), f"--set {path_text}: no such place in the blueprint", hint, file="--set")]
-        ) from None
-    return path, value
 
 
 # -- error translation ----------------------------------------------------------------
@@ -313,8 +229,6 @@ def _expand(data: dict, smap: SourceMap, values: dict[str, Any]) -> tuple[dict, 
 
 def _raw_reference_problems(data: dict) -> list[Problem]:
     """Dangling references found on raw data (so they are reported with schema errors)."""
-    from composer.graph.plan import Ref
-
     blocks = data.get("blocks") if isinstance(data.get("blocks"), dict) else {}
     modalities = data.get("modalities") if isinstance(data.get("modalities"), dict) else {}
     names = list(modalities) + list(blocks)
@@ -334,10 +248,10 @@ def _raw_reference_problems(data: dict) -> list[Problem]:
     return problems
 
 
-def validate_data(data: Any, smap: SourceMap | None = None, *, allow_plugins: bool = False):
-    """Schema, graph and shape checks on raw data; returns the Blueprint model."""
+def validate_data(data: Any, smap: SourceMap | None = None, *, allow_plugins: bool = False) -> CheckedBlueprint:
+    """Imports, variables, templates and the schema on raw data, then every check
+    (:func:`composer.blueprint.check.check`); returns the :class:`CheckedBlueprint`."""
     from composer.blueprint.schema import RESERVED_IDS, blueprint_model
-    from composer.graph.plan import plan
 
     smap = smap or SourceMap()
     if not isinstance(data, dict):
@@ -372,20 +286,7 @@ def validate_data(data: Any, smap: SourceMap | None = None, *, allow_plugins: bo
         raise BlueprintError([smap.locate(p) for p in _dedupe(problems)]) from None
     if problems:
         raise BlueprintError([smap.locate(p) for p in problems])
-    problems += _search_space_problems(bp, uses)
-    try:
-        the_plan = plan(bp)
-    except BlueprintError as exc:
-        raise BlueprintError([smap.locate(p) for p in exc.problems + problems]) from None
-    if problems:
-        raise BlueprintError([smap.locate(p) for p in problems])
-    object.__setattr__(bp, "_plan", the_plan)
-    object.__setattr__(bp, "_source_map", smap)
-    object.__setattr__(bp, "_template_uses", uses)
-    object.__setattr__(bp, "_written", written)
-    for w in the_plan.warnings:
-        smap.locate(w)
-    return bp
+    return check(bp, smap, uses, written)
 
 
 def _problems_beyond_the_schema(data: dict, errors: list[dict]) -> list[Problem]:
@@ -426,38 +327,6 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
             seen.add(key)
             out.append(p)
     return out
-
-
-def _search_space_problems(bp, uses: dict[str, TemplateUse]) -> list[Problem]:
-    """Each search-space key must name a field the blueprint has (or its block type defines);
-    keys into template uses name a parameter or an inner block's field."""
-    if bp.search is None:
-        return []
-    full = bp.to_data()
-    problems = []
-    for key in bp.search.space:
-        try:
-            path = expanded_block_path(resolve_path(full, split_path(key), key), uses, full["blocks"])
-        except BlueprintError as exc:
-            problems += [Problem(("search", "space", key), p.message, p.suggestion) for p in exc.problems]
-            continue
-        if path is None:  # a template use's parameter
-            continue
-        node: Any = full
-        missing = None
-        for part in path:
-            if isinstance(node, dict) and part in node:
-                node = node[part]
-            elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-                node = node[part]
-            else:
-                missing = part
-                break
-        if missing is None:
-            continue
-        hint = did_you_mean(str(missing), [str(k) for k in node]) if isinstance(node, dict) else None
-        problems.append(Problem(("search", "space", key), f"'{key}' is not a field of this blueprint", hint))
-    return problems
 
 
 # -- public entry points ----------------------------------------------------------------
@@ -511,7 +380,6 @@ def read_blueprint_text(path: Path) -> str:
         raise ComposerError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save the blueprint as UTF-8") from None
 
 
-def dump_blueprint(bp) -> str:
-    """YAML text of a blueprint that reloads to an equal blueprint."""
-    data = bp.source_data()  # with templates: as written (imports read in), so it re-expands the same
-    return SCHEMA_COMMENT + "\n" + yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+def dump_blueprint(bp: CheckedBlueprint) -> str:
+    """YAML text of a checked blueprint that reloads to an equal blueprint (:meth:`CheckedBlueprint.text`)."""
+    return bp.text()

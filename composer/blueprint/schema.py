@@ -323,8 +323,7 @@ class BlueprintBase(StrictModel):
     def source_data(self) -> dict:
         """The blueprint as written, to save, override and reload: for a blueprint with templates
         the templates and their uses (imported ones written in), else :meth:`to_data`."""
-        written = getattr(self, "_written", None)
-        return copy.deepcopy(written) if written is not None else self.model_dump(mode="json", by_alias=True, exclude={"templates", "imports"})
+        return self.model_dump(mode="json", by_alias=True, exclude={"templates", "imports"})
 
 
 def blueprint_model() -> type[BlueprintBase]:

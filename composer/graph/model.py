@@ -22,10 +22,8 @@ from torch import nn
 
 from composer.blocks._base import Context, building_on_meta, length_mask
 from composer.errors import BlueprintError, ComposerError, DataError, Problem
-from composer.blueprint.templates import SEPARATOR
-from composer.graph.plan import Plan, plan
-from composer.graph.size import SizeEstimate, check_size, share_problem, weight_mismatches
-from composer.losses._base import MAIN_VIEW
+from composer.graph.size import share_problem, weight_mismatches
+from composer.ref import MAIN_VIEW, SEPARATOR
 
 __all__ = ["ComposedModel", "compile_blueprint", "build_context"]
 
@@ -70,13 +68,15 @@ class ComposedModel(nn.Module):
     the state dict, so the weights are saved once, under the owner's name.
     """
 
-    def __init__(self, blueprint, the_plan: Plan | None = None, size: SizeEstimate | None = None):
+    def __init__(self, blueprint):
         super().__init__()
-        self.blueprint = blueprint
-        self.plan = the_plan if the_plan is not None else plan(blueprint)
-        if size is None and not building_on_meta():  # ``size``: a check already made for this plan
-            size = _located(blueprint, check_size, self.plan)
-        self.size = size
+        if not hasattr(blueprint, "plan") or not hasattr(blueprint, "size"):
+            raise ComposerError(
+                f"a model is compiled from a checked blueprint (composer.load_blueprint), not a {type(blueprint).__name__}"
+            )
+        self.blueprint = blueprint  # a CheckedBlueprint: its plan and size estimate were made once, by the check
+        self.plan = blueprint.plan
+        self.size = blueprint.size
         # a disabled block holds no weights unless an enabled block shares them
         needed = {n.owner for n in self.plan.nodes if n.enabled}
         for node in self.plan.nodes:
@@ -262,67 +262,17 @@ class ComposedModel(nn.Module):
 
     # -- persistence ---------------------------------------------------------------
     def save(self, path: str | Path, extra: dict[str, str] | None = None) -> Path:
-        """Write the weights (safetensors) with the exact blueprint in the file's metadata."""
+        """Write the weights (safetensors) with the exact blueprint in the file's metadata
+        (:func:`composer.load_model` rebuilds the model from it)."""
         from safetensors.torch import save_file
-
-        from composer.blueprint.load import dump_blueprint
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        metadata = {"composer.blueprint": dump_blueprint(self.blueprint), "composer.format": "1"}
+        metadata = {"composer.blueprint": self.blueprint.text(), "composer.format": "1"}
         metadata.update(extra or {})
         save_file(state, str(path), metadata=metadata)
         return path
-
-    @classmethod
-    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "ComposedModel":
-        """Rebuild the model from the blueprint stored in a safetensors file, then load weights.
-
-        Nothing in the file is trusted: the blueprint is validated and size-checked like any
-        other, and every tensor's name and shape in the header is compared with the model the
-        blueprint describes (built on ``meta``) before a weight is allocated or read.
-        """
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        if not path.is_file():
-            raise ComposerError(f"no weights file at {path}")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                metadata = f.metadata() or {}
-                header = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-        except Exception as exc:  # safetensors raises its own error types
-            raise DataError(f"{path} is not a safetensors file: {exc}") from None
-        model = cls.for_weights(metadata.get("composer.blueprint"), header, str(path))
-        model.load_state_dict(load_file(str(path), device=str(map_location)), strict=True)
-        return model.to(map_location)
-
-    @classmethod
-    def for_weights(cls, blueprint_text: Any, shapes: dict[str, tuple[int, ...]], source: str) -> "ComposedModel":
-        """The model a weights file's stored blueprint describes, checked against the file's
-        tensor names and shapes (``shapes``) before it is built; raises :class:`DataError`."""
-        from composer.blueprint.load import load_blueprint
-
-        if not isinstance(blueprint_text, str):
-            raise DataError(f"{source} holds no blueprint; it was not written by Composer")
-        blueprint = load_blueprint(blueprint_text, source=f"{source}#blueprint")
-        the_plan = plan(blueprint)
-        size = check_size(the_plan)  # before anything is built: an edited size in the metadata is refused here
-        with torch.device("meta"):
-            expected = {k: tuple(v.shape) for k, v in cls(blueprint, the_plan).state_dict().items()}
-        if not expected:
-            raise DataError(f"{source}: its blueprint describes a model without weights; nothing to load")
-        missing = sorted(set(expected) - set(shapes))
-        unexpected = sorted(set(shapes) - set(expected))
-        wrong = [f"{k} {shapes[k]} (blueprint: {expected[k]})" for k in sorted(set(shapes) & set(expected)) if shapes[k] != expected[k]]
-        if missing or unexpected or wrong:
-            parts = [f"missing {missing[:5]}" if missing else "", f"unexpected {unexpected[:5]}" if unexpected else "",
-                     f"wrong shapes {wrong[:5]}" if wrong else ""]
-            raise DataError(f"{source}: weights do not match the blueprint stored with them ({'; '.join(p for p in parts if p)})")
-        return cls(blueprint, the_plan, size)
-
 
 
 def _located(blueprint, check, *args):
@@ -330,7 +280,7 @@ def _located(blueprint, check, *args):
     try:
         return check(*args)
     except BlueprintError as exc:
-        smap = getattr(blueprint, "_source_map", None)
+        smap = getattr(blueprint, "source_map", None)
         if smap is None:
             raise
         raise BlueprintError([smap.locate(p) for p in exc.problems]) from None
@@ -375,7 +325,7 @@ def _ignore_missing_shared_uses(module, incompatible_keys) -> None:
 
 
 def compile_blueprint(blueprint) -> ComposedModel:
-    """Blueprint -> :class:`ComposedModel` (validates the graph and shapes first)."""
+    """A checked blueprint (:func:`composer.load_blueprint`) -> :class:`ComposedModel`."""
     return ComposedModel(blueprint)
 
 

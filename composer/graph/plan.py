@@ -20,26 +20,9 @@ from composer.configs._base import BlockConfig, SpecError
 from composer.registry import Entry, get_block, get_loss
 from composer.errors import BlueprintError, Problem, did_you_mean
 from composer.spec import Spec
-from composer.configs.losses._base import MAIN_VIEW, parse_ref
+from composer.ref import MAIN_VIEW, Ref
 
-__all__ = ["Ref", "Node", "LossNode", "Plan", "plan", "resolve_reference", "check_references"]
-
-
-@dataclass(frozen=True)
-class Ref:
-    """A value in the graph: a modality or a block, and for multi-output blocks a port."""
-
-    source: str
-    port: str | None = None
-
-    @property
-    def key(self) -> str:
-        return self.source if self.port is None else f"{self.source}.{self.port}"
-
-    @staticmethod
-    def parse(text: str) -> "Ref":
-        source, _, port = text.partition(".")
-        return Ref(source, port or None)
+__all__ = ["Ref", "Node", "LossNode", "Plan", "PlanContext", "PLAN_PASSES", "plan", "resolve_reference", "check_references"]
 
 
 @dataclass
@@ -205,47 +188,80 @@ def _share_signature(node: Node) -> list[tuple]:
     return [(port, None if s.kind in ("tokens", "labels") else s.features) for port, s in node.in_specs.items()]
 
 
-def plan(bp, invalid: frozenset[str] = frozenset()) -> Plan:
-    """Check the graph and infer every spec; raise BlueprintError listing all problems.
+@dataclass
+class PlanContext:
+    """What the passes of :func:`plan` share: the blueprint, the graph and the values found so far.
 
-    ``invalid``: ids of blocks removed because their settings failed the schema, so that the
-    rest of the graph can still be checked and every independent problem reported at once."""
-    modalities = list(bp.modalities)
-    inputs = bp.input_specs()
-    graph, problems = check_references(bp.blocks, modalities, invalid)
-    warnings: list[Problem] = []
-    values: dict[str, Spec] = dict(inputs)
-    block_ports: dict[str, list[str]] = {}
-    main_ports: dict[str, str] = {}
-    nodes: list[Node] = []
-    names = modalities + list(bp.blocks) + sorted(invalid)
-    failed: set[str] = set(invalid)
-    if any("cycle" in p.message for p in problems):
-        raise BlueprintError(problems)
+    Each pass reads what earlier passes left here, adds its findings and returns its problems."""
 
-    for bid in nx.topological_sort(graph):
-        if bid in inputs:
+    bp: object
+    invalid: frozenset[str]
+    inputs: dict[str, Spec]
+    graph: nx.DiGraph = field(default_factory=nx.DiGraph)
+    values: dict[str, Spec] = field(default_factory=dict)  # value key -> spec
+    block_ports: dict[str, list[str]] = field(default_factory=dict)
+    main_ports: dict[str, str] = field(default_factory=dict)
+    nodes: list[Node] = field(default_factory=list)
+    failed: set[str] = field(default_factory=set)  # blocks whose consumers are skipped
+    outputs: dict[str, str] = field(default_factory=dict)
+    losses: list[LossNode] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    stop: bool = False  # a pass found something that makes the later ones meaningless (a cycle)
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.bp.modalities)
+
+    @property
+    def names(self) -> list[str]:
+        """Every name a reference may use: modalities, blocks, and blocks left out by the schema."""
+        return self.modalities + list(self.bp.blocks) + sorted(self.invalid)
+
+    def resolve(self, text: str, extra_names: tuple[str, ...] = ()) -> tuple[str | None, str | None, str | None]:
+        return resolve_reference(text, self.values, self.block_ports, self.names + list(extra_names), self.main_ports)
+
+
+def references_pass(ctx: PlanContext) -> list[Problem]:
+    """Dangling references, self loops, sharing with unknown blocks, cycles (the graph layer)."""
+    ctx.graph, problems = check_references(ctx.bp.blocks, ctx.modalities, ctx.invalid)
+    ctx.stop = any("cycle" in p.message for p in problems)
+    return problems
+
+
+def _block_inputs(ctx: PlanContext, bid: str, cfg: BlockConfig, problems: list[Problem]) -> tuple[dict[str, Ref], dict[str, Spec]] | None:
+    """The resolved inputs of one block, or None when one of them cannot be resolved."""
+    refs: dict[str, Ref] = {}
+    in_specs: dict[str, Spec] = {}
+    ok = True
+    for port, text in cfg.input_map().items():
+        if Ref.parse(text).source in ctx.failed:
+            ok = False
             continue
-        cfg = bp.blocks[bid]
-        entry = get_block(cfg.type)
-        refs: dict[str, Ref] = {}
-        in_specs: dict[str, Spec] = {}
-        ok = True
-        for port, text in cfg.input_map().items():
-            if Ref.parse(text).source in failed:
-                ok = False
-                continue
-            key, err, hint = resolve_reference(text, values, block_ports, names, main_ports)
-            if err:
-                if "unknown reference" not in err:  # unknown references were reported by check_references
-                    problems.append(Problem(("blocks", bid, "in"), err, hint))
-                ok = False
-                continue
-            refs[port] = Ref(*key.split(".", 1)) if "." in key else Ref(key)
-            in_specs[port] = values[key]
-        if not ok:
-            failed.add(bid)
+        key, err, hint = ctx.resolve(text)
+        if err:
+            if "unknown reference" not in err:  # unknown references were reported by the references pass
+                problems.append(Problem(("blocks", bid, "in"), err, hint))
+            ok = False
             continue
+        refs[port] = Ref.from_key(key)
+        in_specs[port] = ctx.values[key]
+    return (refs, in_specs) if ok else None
+
+
+def shapes_pass(ctx: PlanContext) -> list[Problem]:
+    """Walk the blocks in topological order and infer every output spec from the input specs."""
+    problems: list[Problem] = []
+    ctx.values.update(ctx.inputs)
+    ctx.failed.update(ctx.invalid)
+    for bid in nx.topological_sort(ctx.graph):
+        if bid in ctx.inputs:
+            continue
+        cfg = ctx.bp.blocks[bid]
+        resolved = _block_inputs(ctx, bid, cfg, problems)
+        if resolved is None:
+            ctx.failed.add(bid)
+            continue
+        refs, in_specs = resolved
         try:
             out_specs = cfg.infer(in_specs)
             if not isinstance(out_specs, dict):
@@ -254,76 +270,90 @@ def plan(bp, invalid: frozenset[str] = frozenset()) -> Plan:
                 _disabled_outputs(bid, cfg, in_specs, out_specs)
         except SpecError as exc:
             problems.append(Problem(("blocks", bid) + ((exc.field,) if exc.field else ()), exc.message))
-            failed.add(bid)
+            ctx.failed.add(bid)
             continue
-        node = Node(bid, cfg, entry, refs, in_specs, out_specs)
-        problems += _vocabulary_problems(bp, node)
-        nodes.append(node)
-        block_ports[bid] = list(out_specs)
+        node = Node(bid, cfg, get_block(cfg.type), refs, in_specs, out_specs)
+        problems += _vocabulary_problems(ctx.bp, node)
+        ctx.nodes.append(node)
+        ctx.block_ports[bid] = list(out_specs)
         if cfg.main_port is not None:
-            main_ports[bid] = cfg.main_port
+            ctx.main_ports[bid] = cfg.main_port
         for port, spec in out_specs.items():
-            values[node.value_key(port)] = spec
+            ctx.values[node.value_key(port)] = spec
+    return problems
 
-    # explicit weight sharing: same type (checked above), same settings, same input widths
-    by_id = {n.id: n for n in nodes}
-    for n in nodes:
+
+def _differing_settings(owner: BlockConfig, user: BlockConfig) -> list[str]:
+    """The settings (field names) in which a sharing block differs from its owner."""
+    a, b = owner.hyperparameters(), user.hyperparameters()
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def sharing_pass(ctx: PlanContext) -> list[Problem]:
+    """Explicit weight sharing: same type (checked by the references pass), same settings, same input widths."""
+    problems = []
+    by_id = {n.id: n for n in ctx.nodes}
+    for n in ctx.nodes:
         owner = by_id.get(n.config.share) if n.config.share else None
         if owner is None or owner.config.type != n.config.type:
             continue
-        if owner.config.hyperparameters() != n.config.hyperparameters():
-            problems.append(Problem(("blocks", n.id, "share"), f"cannot share weights with '{owner.id}': settings differ (a sharing block repeats the owner's settings)"))
+        differing = _differing_settings(owner.config, n.config)
+        if differing:
+            shown = ", ".join(f"{k} ({owner.config.hyperparameters().get(k)!r} there, {n.config.hyperparameters().get(k)!r} here)" for k in differing)
+            problems.append(Problem(("blocks", n.id, "share"), (
+                f"cannot share weights with '{owner.id}': settings differ in {shown}; a sharing block repeats the owner's settings"
+            )))
         elif _share_signature(owner) != _share_signature(n):
             described = lambda node: ", ".join(f"{port}: {s}" for port, s in node.in_specs.items())
             problems.append(Problem(("blocks", n.id, "share"), (
                 f"cannot share weights with '{owner.id}': the owner's module takes {described(owner)}, this block "
                 f"gives it {described(n)} (the same ports and widths are needed; time lengths may differ)"
             )))
+    return problems
 
-    # outputs
-    outputs: dict[str, str] = {}
-    consumers = {u for u, _ in graph.edges}
+
+def outputs_pass(ctx: PlanContext) -> list[Problem]:
+    """Resolve the named outputs; without ``prediction``, the one block nothing consumes predicts."""
+    problems = []
+    bp = ctx.bp
     for name, text in bp.outputs.items():
-        key, err, hint = resolve_reference(text, values, block_ports, names, main_ports)
+        key, err, hint = ctx.resolve(text)
         if err:
-            if Ref.parse(text).source not in failed:
+            if Ref.parse(text).source not in ctx.failed:
                 problems.append(Problem(("outputs", name), err, hint))
         else:
-            outputs[name] = key
-    if "prediction" not in outputs and "prediction" not in bp.outputs:
-        sinks = [n for n in nodes if n.id not in consumers and not n.config.aux_ports()]
-        predicted = [parse_ref(c.pred) for c in bp.losses if isinstance(getattr(c, "pred", None), str)]
-        named = [n for n in sinks if (MAIN_VIEW, n.id, None) in predicted]
+            ctx.outputs[name] = key
+    if "prediction" not in ctx.outputs and "prediction" not in bp.outputs:
+        consumers = {u for u, _ in ctx.graph.edges}
+        sinks = [n for n in ctx.nodes if n.id not in consumers and not n.config.aux_ports()]
+        predicted = [Ref.parse(c.pred) for c in bp.losses if isinstance(getattr(c, "pred", None), str)]
+        named = [n for n in sinks if Ref(n.id) in predicted]
         if len(sinks) > 1 and len(named) == 1:
             sinks = named  # several sinks: the one the first task loss predicts with
         if len(sinks) == 1 and list(sinks[0].out_specs) == ["out"]:
-            outputs["prediction"] = sinks[0].id
-        elif not failed:
+            ctx.outputs["prediction"] = sinks[0].id
+        elif not ctx.failed:
             names_ = ", ".join(n.id for n in sinks) or "none"
             problems.append(Problem(("outputs",), f"missing output 'prediction': name the block that predicts (blocks nothing consumes: {names_})"))
+    return problems
 
-    # unused blocks
-    used_by_outputs = set()
-    for key in outputs.values():
-        used_by_outputs.add(key.split(".")[0])
-    loss_sources = set()
-    for loss in bp.losses:
-        for text in loss.refs().values():
-            loss_sources.add(parse_ref(text)[1])
-    for n in nodes:
-        if n.id not in consumers and n.id not in used_by_outputs and n.id not in loss_sources and not n.config.aux_ports():
-            warnings.append(Problem(("blocks", n.id), f"block '{n.id}' is not used by any output or loss", severity="warning"))
-    for m in modalities:
+
+def usage_pass(ctx: PlanContext) -> list[Problem]:
+    """Warnings: blocks no output or loss uses, modalities no block reads."""
+    consumers = {u for u, _ in ctx.graph.edges}
+    used = {Ref.from_key(key).source for key in ctx.outputs.values()}
+    used |= {Ref.parse(text).source for loss in ctx.bp.losses for text in loss.refs().values()}
+    for n in ctx.nodes:
+        if n.id not in consumers and n.id not in used and not n.config.aux_ports():
+            ctx.warnings.append(Problem(("blocks", n.id), f"block '{n.id}' is not used by any output or loss", severity="warning"))
+    for m in ctx.modalities:
         if m not in consumers:
-            warnings.append(Problem(("modalities", m), f"modality '{m}' is not read by any block", severity="warning"))
+            ctx.warnings.append(Problem(("modalities", m), f"modality '{m}' is not read by any block", severity="warning"))
+    return []
 
-    # losses
-    loss_nodes: list[LossNode] = []
-    views = [MAIN_VIEW] + list(bp.training.views)
-    label_spec = bp.task.label_spec()
-    for i, view in enumerate(bp.aux_loss_views):
-        if view not in views:
-            problems.append(Problem(("aux_loss_views", i), f"unknown view '{view}' (views: {', '.join(views)})", did_you_mean(view, views)))
+
+def _loss_names_and_groups(bp) -> list[Problem]:
+    problems = []
     seen_names: dict[str, int] = {}
     for i, cfg in enumerate(bp.losses):
         if cfg.name is not None:
@@ -335,34 +365,56 @@ def plan(bp, invalid: frozenset[str] = frozenset()) -> Plan:
             problems.append(Problem(("losses", i, "group"), (
                 f"unknown loss group '{cfg.group}'" + (f" (groups: {', '.join(groups)})" if groups else "; define its weight under `loss_groups:`")
             ), did_you_mean(cfg.group, groups)))
+    used = {cfg.group for cfg in bp.losses}
+    for group in bp.loss_groups:
+        if group not in used:
+            problems.append(Problem(("loss_groups", group), f"no loss is in group '{group}' (give a loss `group: {group}`)",
+                                    did_you_mean(group, [g for g in used if g]), severity="warning"))
+    return problems
+
+
+def _loss_value(ctx: PlanContext, ref: Ref, where: tuple) -> tuple[Spec | None, str | None, Problem | None]:
+    """The spec a loss field reads (and its port), or the problem with it (None: reported elsewhere)."""
+    bp = ctx.bp
+    if ref.source == "label":
+        return bp.task.label_spec(), ref.port, None
+    if ref.source == "mask":
+        port = ref.port
+        if port not in bp.modalities or bp.modalities[port].kind not in ("sequence", "tokens"):
+            return None, None, Problem(where, f"'mask.{port}' needs a sequence modality", did_you_mean(str(port), ctx.modalities))
+        return Spec("tokens", ("B", ctx.inputs[port].time), dtype="bool"), port, None
+    key, err, hint = ctx.resolve(ref.key, ("label",))
+    if err:
+        silent = ref.source in ctx.failed or "failed to build" in err
+        return None, None, None if silent else Problem(where, err, hint)
+    return ctx.values[key], Ref.from_key(key).port, None
+
+
+def losses_pass(ctx: PlanContext) -> list[Problem]:
+    """Loss names and groups, the values each loss reads (in which view), and each loss's own check."""
+    bp = ctx.bp
+    views = [MAIN_VIEW] + list(bp.training.views)
+    problems = []
+    for i, view in enumerate(bp.aux_loss_views):
+        if view not in views:
+            problems.append(Problem(("aux_loss_views", i), f"unknown view '{view}' (views: {', '.join(views)})", did_you_mean(view, views)))
+    found = _loss_names_and_groups(bp)
+    ctx.warnings += [p for p in found if p.severity == "warning"]
+    problems += [p for p in found if p.severity != "warning"]
     for i, cfg in enumerate(bp.losses):
-        entry = get_loss(cfg.type)
         refs, specs, ok = {}, {}, True
         for fname, text in cfg.refs().items():
-            view, name, port = parse_ref(text)
-            where = ("losses", i, fname)
-            if view not in views:
-                problems.append(Problem(where, f"unknown view '{view}' (views: {', '.join(views)})", did_you_mean(view, views)))
+            ref, where = Ref.parse(text), ("losses", i, fname)
+            if ref.view not in views:
+                problems.append(Problem(where, f"unknown view '{ref.view}' (views: {', '.join(views)})", did_you_mean(ref.view, views)))
                 ok = False
                 continue
-            if name == "label":
-                spec = label_spec
-            elif name == "mask":
-                if port not in bp.modalities or bp.modalities[port].kind not in ("sequence", "tokens"):
-                    problems.append(Problem(where, f"'mask.{port}' needs a sequence modality", did_you_mean(str(port), modalities)))
-                    ok = False
-                    continue
-                spec = Spec("tokens", ("B", inputs[port].time), dtype="bool")
-            else:
-                key, err, hint = resolve_reference(name + (f".{port}" if port else ""), values, block_ports, names + ["label"], main_ports)
-                if err:
-                    if name not in failed and "failed to build" not in err:
-                        problems.append(Problem(where, err, hint))
-                    ok = False
-                    continue
-                spec = values[key]
-                port = key.split(".", 1)[1] if "." in key else None
-            refs[fname] = (view, name, port)
+            spec, port, problem = _loss_value(ctx, ref, where)
+            if spec is None:
+                problems += [problem] if problem is not None else []
+                ok = False
+                continue
+            refs[fname] = (ref.view, ref.source, port)
             specs[fname] = spec
         if not ok:
             continue
@@ -371,8 +423,25 @@ def plan(bp, invalid: frozenset[str] = frozenset()) -> Plan:
         except SpecError as exc:
             problems.append(Problem(("losses", i) + ((exc.field,) if exc.field else ()), exc.message))
             continue
-        loss_nodes.append(LossNode(i, cfg.name or f"{cfg.type}_{i}", cfg, entry, refs, specs))
+        ctx.losses.append(LossNode(i, cfg.name or f"{cfg.type}_{i}", cfg, get_loss(cfg.type), refs, specs))
+    return problems
 
+
+#: The passes of :func:`plan`, in order (docs/validation.md lists the whole order of ``validate``).
+PLAN_PASSES = (references_pass, shapes_pass, sharing_pass, outputs_pass, usage_pass, losses_pass)
+
+
+def plan(bp, invalid: frozenset[str] = frozenset()) -> Plan:
+    """Check the graph and infer every spec; raise BlueprintError listing all problems.
+
+    ``invalid``: ids of blocks removed because their settings failed the schema, so that the
+    rest of the graph can still be checked and every independent problem reported at once."""
+    ctx = PlanContext(bp, invalid, bp.input_specs())
+    problems: list[Problem] = []
+    for run in PLAN_PASSES:
+        problems += run(ctx)
+        if ctx.stop:
+            break
     if problems:
-        raise BlueprintError(problems + warnings)
-    return Plan(bp, graph, nodes, inputs, values, outputs, loss_nodes, warnings)
+        raise BlueprintError(problems + ctx.warnings)
+    return Plan(bp, ctx.graph, ctx.nodes, ctx.inputs, ctx.values, ctx.outputs, ctx.losses, ctx.warnings)

@@ -106,14 +106,8 @@ def render(
         depth = max(depth, 1)
     if model is None and depth > 0:  # the insides of blocks are read off their modules
         model = _compile_for_counts(bp)
-    if model is not None:
-        the_plan = model.plan
-    else:
-        from composer.graph.plan import plan
-
-        the_plan = plan(bp)
     options = GraphOptions(direction=direction, depth=depth, expand=expand, max_fields=max_fields, legend=legend, title=title, params=params, templates=templates)
-    return build_graph(the_plan, model, options)
+    return build_graph(bp, model, options)
 
 
 def require_dot() -> None:

@@ -104,7 +104,7 @@ def _search_marks(bp) -> _SearchMarks:
 def template_uses(bp) -> dict[str, str | None]:
     """Every template use of a blueprint (nested ones too) -> its template's name, or None when
     the blueprint was saved expanded (the uses are then known from the block ids only)."""
-    known = {use: info.template for use, info in (getattr(bp, "_template_uses", None) or {}).items()}
+    known = {use: info.template for use, info in bp.template_uses.items()}
     for bid in bp.blocks:
         parts = bid.split(SEPARATOR)[:-1]
         for i in range(1, len(parts) + 1):
@@ -137,9 +137,10 @@ def _table(rows: list[str], fill: str, border: str, *, dashed: bool = False) -> 
 
 
 class _Builder:
-    def __init__(self, the_plan: Plan, model, options: GraphOptions):
+    def __init__(self, bp, model, options: GraphOptions):
+        the_plan = bp.plan
         self.plan = the_plan
-        self.bp = the_plan.blueprint
+        self.bp = bp
         self.model = model
         self.opt = options
         self.marks = _search_marks(self.bp)
@@ -551,6 +552,7 @@ class _Builder:
         return self.g
 
 
-def build_graph(the_plan: Plan, model=None, options: GraphOptions | None = None) -> graphviz.Digraph:
-    """The Digraph of a plan; ``model`` (a ComposedModel) adds parameter counts and insides."""
-    return _Builder(the_plan, model, options or GraphOptions()).build()
+def build_graph(bp, model=None, options: GraphOptions | None = None) -> graphviz.Digraph:
+    """The Digraph of a checked blueprint (its plan); ``model`` (a ComposedModel of it) adds
+    parameter counts and insides."""
+    return _Builder(bp, model, options or GraphOptions()).build()

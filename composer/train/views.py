@@ -28,30 +28,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from composer.blueprint.check import maskable_modalities
 from composer.errors import ComposerError
 from composer.blueprint.training import ViewConfig
 
-__all__ = ["temporal_mask", "make_views", "maskable_modalities", "check_views", "split_uniforms", "masked_modalities"]
-
-
-def maskable_modalities(blueprint) -> list[str]:
-    """Modalities with a time axis (``sequence`` and ``tokens``)."""
-    return [n for n, m in blueprint.modalities.items() if m.kind in ("sequence", "tokens")]
-
-
-def check_views(blueprint) -> None:
-    """Raise :class:`ComposerError` when a view names a modality it cannot mask."""
-    ok = maskable_modalities(blueprint)
-    for name, view in blueprint.training.views.items():
-        if view.rates is not None and view.modalities is not None:
-            raise ComposerError(f"training.views.{name}: `rates` names the masked modalities; drop `modalities`")
-        if view.seeds is not None and view.resample != "split":
-            raise ComposerError(f"training.views.{name}.seeds: seeds fix a split's masks; they need `resample: split`")
-        for m in list(view.modalities or []) + list(view.rates or {}) + list(view.seeds or {}):
-            if m not in ok:
-                raise ComposerError(
-                    f"training.views.{name}.modalities: '{m}' is not a sequence or token modality of the blueprint (maskable: {', '.join(ok) or 'none'})"
-                )
+__all__ = ["temporal_mask", "make_views", "maskable_modalities", "split_uniforms", "masked_modalities"]
 
 
 def _valid_steps(batch: dict[str, Any], name: str, x: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,27 @@ app = typer.Typer(
 )
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        import composer
+
+        try:
+            installed = version("fusion-composer")
+        except PackageNotFoundError:  # run from a source tree that is not installed
+            installed = composer.__version__
+        typer.echo(f"composer {installed} (fusion-composer; Python {sys.version.split()[0]})")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Declarative multimodal fusion models: validate, build, train, evaluate, search and render YAML blueprints."""
+
+
 def _register_commands() -> None:
     import composer.commands as pkg
 

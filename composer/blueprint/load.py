@@ -383,3 +383,28 @@ def read_blueprint_text(path: Path) -> str:
 def dump_blueprint(bp: CheckedBlueprint) -> str:
     """YAML text of a checked blueprint that reloads to an equal blueprint (:meth:`CheckedBlueprint.text`)."""
     return bp.text()
+
+
+TEMPLATE_FILE_KEYS = {"templates", "imports", "description"}
+
+
+def is_template_library(path: Path) -> bool:
+    """Whether a file is a template library (``templates:``, optionally ``imports:`` and
+    ``description:``, and no blueprint fields), as ``imports:`` reads them."""
+    data, _ = read_yaml(read_blueprint_text(Path(path)), str(path))
+    return isinstance(data, dict) and "templates" in data and not set(data) - TEMPLATE_FILE_KEYS
+
+
+def check_template_library(path: Path) -> list[str]:
+    """Check a template library as a blueprint importing it sees it (schema of every template,
+    its imports, problems located in the library's own lines); returns the template names."""
+    path = Path(path).resolve()
+    data, _ = read_yaml(read_blueprint_text(path), str(path))
+    names = sorted(data["templates"]) if isinstance(data.get("templates"), dict) else []
+    probe = {
+        "blueprint": 1, "name": "template_library", "imports": [path.name],
+        "modalities": {"x": {"kind": "vector", "features": 1}},
+        "blocks": {"head": {"type": "linear", "in": "x", "out": 1}},
+    }
+    validate_data(probe, SourceMap(str(path)))  # imports resolve in the library's own folder
+    return names

@@ -17,8 +17,10 @@ SET_HELP = "Override a blueprint field, e.g. --set blocks.fusion.layers=4 (value
 
 
 def console(stderr: bool = False) -> Console:
-    """A console wide enough for shape tables even when output is piped."""
-    return Console(stderr=stderr, width=None if Console().is_terminal else 160, highlight=False)
+    """A console wide enough for shape tables even when output is piped. It prints text as it is
+    (no Rich markup): blueprint names, block ids, paths and docstrings are user text and may hold
+    brackets (``[x_1; …]``); styles are given as ``Text`` styles."""
+    return Console(stderr=stderr, width=None if Console().is_terminal else 160, highlight=False, markup=False)
 
 
 def load(path: Path, overrides: list[str] | None, allow_plugins: bool = False):
@@ -40,10 +42,17 @@ def validate(
 
     Example: composer validate blueprints/glomo.yaml --set blocks.moe_text.experts=4
     """
+    from composer.blueprint.load import check_template_library, is_template_library
+
     out, err = console(), console(stderr=True)
     failed = 0
     for path in blueprints:
         try:
+            if is_template_library(path):
+                names = check_template_library(path)
+                if not quiet:
+                    out.print(Text(f"ok  {path}  (template library: {len(names)} templates: {', '.join(names)})"), soft_wrap=True)
+                continue
             bp = load(path, set_, allow_plugins)
         except ComposerError as exc:  # every problem the check found, located
             failed += 1
@@ -105,6 +114,26 @@ def build(
         json_out.write_text(json.dumps({"name": bp.name, "blocks": rows, "total_params": total, "trainable_params": trainable, "training_only_params": sizes["training_only"]}, indent=2))
 
 
+def type_text(annotation) -> str:
+    """A field's type as a reader wants it: a Literal's allowed values (``'mean' | 'max'``),
+    unions and containers spelled out, ``None`` for NoneType."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_text(a) for a in args)
+    if origin is typing.Annotated:
+        return type_text(args[0])
+    if origin is not None and args:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(type_text(a) for a in args)}]"
+    if annotation is type(None):
+        return "None"
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
 def blocks(
     pattern: str = typer.Argument("*", help="Glob on block type names, e.g. 'msaf*'."),
     family: Optional[str] = typer.Option(None, "--family", help="Only this family (encoder, fusion, head, ...)."),
@@ -132,7 +161,7 @@ def blocks(
         return
     skip = {"inputs", "share", "enabled", "type"}
     for e in entries:
-        con.rule(f"[bold]{e.name}[/]  ({e.family})")
+        con.rule(Text(f"{e.name}  ({e.family})", style="bold"))
         con.print(e.doc, soft_wrap=True)
         table = Table(header_style="bold", box=None)
         for col in ("field", "type", "default", "description"):
@@ -141,8 +170,7 @@ def blocks(
             if name in skip:
                 continue
             default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
-            ann = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
-            table.add_row(field.alias or name, ann, default, field.description or "")
+            table.add_row(field.alias or name, type_text(field.annotation), default, field.description or "")
         con.print(table)
 
 

@@ -1,0 +1,56 @@
+"""Small things a first user hit (issue: one checked blueprint, item 8)."""
+
+from __future__ import annotations
+
+import pytest
+
+import composer
+from composer.cli import main
+from composer.errors import BlueprintError
+from tests.shipped import ROOT
+
+
+def test_version_is_printed(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith(f"composer {composer.__version__}")
+
+
+def test_blocks_prints_docstrings_with_brackets_as_written(capsys):
+    assert main(["blocks", "gated_sum"]) == 0
+    assert "[x_1; …; x_M]" in capsys.readouterr().out
+
+
+def test_block_details_list_a_literal_fields_allowed_values(capsys):
+    assert main(["blocks", "pool", "--details"]) == 0
+    assert "'mean' | 'max' | 'last' | 'first' | 'attention'" in capsys.readouterr().out
+
+
+def test_a_share_refusal_names_the_setting_that_differs():
+    bp = {
+        "blueprint": 1, "name": "share", "modalities": {"x": {"kind": "vector", "features": 3}, "y": {"kind": "vector", "features": 3}},
+        "blocks": {"a": {"type": "mlp", "in": "x", "hidden": [4], "out": 2}, "b": {"type": "mlp", "in": "y", "hidden": [8], "out": 2, "share": "a"},
+                   "sum": {"type": "sum", "in": ["a", "b"]}},
+    }
+    with pytest.raises(BlueprintError, match=r"settings differ in hidden \(\[4\] there, \[8\] here\)"):
+        composer.load_blueprint(bp)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "blueprints/templates").glob("*.yaml")), ids=lambda p: p.stem)
+def test_validate_checks_a_template_library_as_templates(path, capsys):
+    assert main(["validate", str(path)]) == 0
+    assert "template library" in capsys.readouterr().out
+
+
+def test_a_broken_template_library_is_refused_with_its_line(tmp_path, capsys):
+    lib = tmp_path / "lib.yaml"
+    lib.write_text("templates:\n  t:\n    inputs: [x]\n    blocks: {a: {type: linear, in: x, out: 2}}\n    outputs: {out: a}\n    mian: out\n")
+    assert main(["validate", str(lib)]) == 1
+    assert f"{lib}:6: templates.t.mian" in capsys.readouterr().err
+
+
+def test_validate_prints_user_text_as_written(tmp_path, capsys):
+    path = tmp_path / "[bold]x[red].yaml"
+    path.write_text((ROOT / "blueprints/late_fusion.yaml").read_text())
+    assert main(["validate", str(path), "--set", "training.monitor.metric=[red]m"]) == 1
+    err = capsys.readouterr().err
+    assert "[bold]x[red].yaml" in err and "'[red]m'" in err

@@ -10,14 +10,18 @@ problems found in one pass are reported together.
 from __future__ import annotations
 
 import difflib
+import errno
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 __all__ = [
     "ComposerError",
     "BlueprintError",
     "DataError",
+    "DiskFullError",
     "Problem",
+    "disk_write",
     "did_you_mean",
     "format_path",
 ]
@@ -87,3 +91,30 @@ class BlueprintError(ComposerError):
 
 class DataError(ComposerError):
     """A data file or batch does not match what the blueprint expects."""
+
+
+class DiskFullError(ComposerError):
+    """The disk (or the user's quota) filled while Composer wrote a file."""
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    """An ``OSError`` with ``ENOSPC``/``EDQUOT``, or a library's wrapper of one (safetensors'
+    Rust ``StorageFull`` error says ``No space left on device (os error 28)``)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "Disk quota exceeded" in text
+
+
+@contextmanager
+def disk_write(path: object, kept: str) -> Iterator[None]:
+    """Turn a full disk inside the block into :class:`DiskFullError`:
+    ``no space left on device while writing <path>; kept: <kept>``.
+
+    ``kept`` says what is still intact (``the previous last.ckpt``); any other error passes."""
+    try:
+        yield
+    except Exception as exc:
+        if not _is_disk_full(exc):
+            raise
+        raise DiskFullError(f"no space left on device while writing {path}; kept: {kept}") from None

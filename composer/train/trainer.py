@@ -26,11 +26,12 @@ from torch import nn
 
 from composer.blueprint.load import dump_blueprint, load_blueprint
 from composer.data import DataSplits, TensorSplit, load_data
-from composer.errors import ComposerError, DataError, did_you_mean
+from composer.errors import ComposerError, DataError, did_you_mean, disk_write
 from composer.graph.plan import plan
 from composer.graph.model import ComposedModel, compile_blueprint
 from composer.metrics import compute_metrics, metric_direction
-from composer.train.checkpoint import capture_rng, publish, load_checkpoint, restore_rng, save_checkpoint, seed_everything
+from composer.train.checkpoint import (LoopState, capture_rng, check_checkpoint_fields, check_resume_state, load_checkpoint, publish,
+                                       restore_rng, save_checkpoint, seed_everything)
 from composer.train.optim import STEP_SCHEDULERS, Precision, build_optimizer, build_scheduler, reinitialise, reset_optimizer, select_device
 from composer.train.runlog import RunLog, make_console, write_json
 from composer.train.views import check_views, make_views
@@ -197,25 +198,22 @@ class Trainer:
         if self.progress:
             self.console.print(text)
 
-    def _state(self, model, optimizer, scheduler, epoch, best, best_epoch, bad_epochs, step, stopped) -> dict:
+    def _state(self, model, optimizer, scheduler, loop: LoopState) -> dict:
+        """Everything ``last.ckpt`` holds: the loop state's fields, then the objects' states."""
         return {
-            "epoch": epoch,
-            "global_step": step,
+            **loop.to_checkpoint(),
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "scaler": self.precision.scaler.state_dict() if self.precision.scaler is not None else None,
             "rng": capture_rng(),
-            "best": best,
-            "best_epoch": best_epoch,
-            "bad_epochs": bad_epochs,
-            "stopped": stopped,
             "blueprint": dump_blueprint(self.bp),
             "data": self.data.fingerprint(),
         }
 
     def _check_resumable(self, state: dict) -> None:
-        saved = load_blueprint(state["blueprint"]).to_data()
+        check_checkpoint_fields(state, self.run_dir / "last.ckpt")
+        saved = load_blueprint(state["blueprint"], source=f"{self.run_dir / 'last.ckpt'}#blueprint").to_data()
         now = self.bp.to_data()
         for data in (saved, now):
             data["training"].pop("epochs", None)
@@ -246,7 +244,12 @@ class Trainer:
     def _check_same_data(self, state: dict) -> None:
         saved = state.get("data")
         now = self.data.fingerprint()
-        if saved is not None and saved != now:
+        if not isinstance(saved, dict):
+            raise DataError(
+                f"{self.run_dir / 'last.ckpt'} holds no record of the data it was trained on ('data' is {saved!r}), so Composer "
+                "cannot tell whether this run's data is the same; start the run again with --overwrite, or train into a new --out folder"
+            )
+        if saved != now:
             raise ComposerError(
                 f"{self.run_dir / 'last.ckpt'} was trained on other data ({_describe_data(saved)}); this run has "
                 f"{_describe_data(now)}. Resume with the same --data, or train into a new --out folder"
@@ -254,9 +257,10 @@ class Trainer:
 
     def _save_best(self, model: ComposedModel, extra: dict[str, str]) -> None:
         """``best.safetensors`` via ``ComposedModel.save``, atomically (temporary file + rename)."""
-        tmp = self.run_dir / ".best.safetensors.tmp"
-        model.save(tmp, extra=extra)
-        publish(tmp, self.run_dir / "best.safetensors")
+        tmp, path = self.run_dir / ".best.safetensors.tmp", self.run_dir / "best.safetensors"
+        with disk_write(path, f"the previous {path.name}" if path.exists() else "no best model yet"):
+            model.save(tmp, extra=extra)
+            publish(tmp, path)
 
     def _run_hooks(self, model: nn.Module, epoch: int) -> list[dict]:
         rows = []
@@ -279,6 +283,7 @@ class Trainer:
             state = load_checkpoint(ckpt_path)
             self._check_resumable(state)
             self._check_same_data(state)
+            loop = LoopState.from_checkpoint(state, ckpt_path)
         elif resume:
             self._log(f"[yellow]no checkpoint in {self.run_dir}; starting a new run[/]")
 
@@ -292,8 +297,10 @@ class Trainer:
         batches_per_epoch = math.ceil(len(train_split) / cfg.batch_size)
         steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
         scheduler = build_scheduler(optimizer, cfg, steps_per_epoch, self.direction)
-        start_epoch, best, best_epoch, bad_epochs, step, stopped = 1, None, None, 0, 0, False
-        if state is not None:
+        if state is None:
+            loop = LoopState()
+        else:
+            check_resume_state(state, ckpt_path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=self.precision.scaler)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             if scheduler is not None and state["scheduler"] is not None:
@@ -301,11 +308,8 @@ class Trainer:
             if self.precision.scaler is not None and state["scaler"] is not None:
                 self.precision.scaler.load_state_dict(state["scaler"])
             restore_rng(state["rng"])
-            start_epoch = state["epoch"] + 1
-            best, best_epoch, bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
-            step, stopped = state["global_step"], state["stopped"]
-            self._log(f"resuming {self.run_dir} after epoch {state['epoch']}")
-        log = RunLog(self.run_dir, resume_epoch=state["epoch"] if state is not None else None)
+            self._log(f"resuming {self.run_dir} after epoch {loop.epoch}")
+        log = RunLog(self.run_dir, resume_epoch=loop.epoch if state is not None else None)
         (self.run_dir / "blueprint.yaml").write_text(dump_blueprint(bp), encoding="utf-8")
         for note in self.data.notes:
             self._log(note)
@@ -316,14 +320,13 @@ class Trainer:
 
         started = time.perf_counter()
         progress = self._progress()
-        epoch = start_epoch - 1
         with progress:
-            for epoch in range(start_epoch, cfg.epochs + 1):
-                if stopped:
+            for epoch in range(loop.epoch + 1, cfg.epochs + 1):
+                if loop.stopped:
                     break
                 if cfg.reset_optimizer == "epoch" and epoch > 1:
                     optimizer = reset_optimizer(optimizer, model, cfg, scheduler)
-                train_row, step = self._train_epoch(model, runner, optimizer, scheduler, train_split, epoch, step, progress)
+                train_row, loop.global_step = self._train_epoch(model, runner, optimizer, scheduler, train_split, epoch, loop.global_step, progress)
                 self._warn_if_diverging(log, train_row)
                 log.add_block_rows(self._run_hooks(model, epoch))
                 rows = [train_row]
@@ -338,24 +341,25 @@ class Trainer:
                     scheduler.step(value)
                 elif scheduler is not None and cfg.scheduler.type not in STEP_SCHEDULERS:
                     scheduler.step()
-                improved = self._better(value, best)
+                improved = self._better(value, loop.best)
+                loop.epoch = epoch
                 if improved:
-                    best, best_epoch, bad_epochs = value, epoch, 0
+                    loop.best, loop.best_epoch, loop.bad_epochs = float(value), epoch, 0
                 else:
-                    bad_epochs += 1
+                    loop.bad_epochs += 1
                 if improved or (cfg.monitor.keep == "last" and math.isfinite(value)):
                     self._save_best(model, {"composer.epoch": str(epoch), f"composer.valid.{self.monitor}": repr(value)})
-                if cfg.early_stop is not None and bad_epochs >= cfg.early_stop:
-                    stopped = True
-                save_checkpoint(ckpt_path, self._state(model, optimizer, scheduler, epoch, best, best_epoch, bad_epochs, step, stopped))
+                if cfg.early_stop is not None and loop.bad_epochs >= cfg.early_stop:
+                    loop.stopped = True
+                save_checkpoint(ckpt_path, self._state(model, optimizer, scheduler, loop))
                 self._log(self._epoch_line(epoch, train_row, valid, improved))
-                if stopped:
+                if loop.stopped:
                     self._log(f"early stop: no better valid {self.monitor} for {cfg.early_stop} epochs")
                 if self.on_epoch_end is not None:
                     self.on_epoch_end(epoch, {r["split"]: r for r in rows})
-        summary = self._summary(log, best, best_epoch, counts, time.perf_counter() - started)
+        summary = self._summary(log, loop.best, loop.best_epoch, counts, time.perf_counter() - started)
         write_json(self.run_dir / "summary.json", summary)
-        if best_epoch is None or not (self.run_dir / "best.safetensors").exists():
+        if loop.best_epoch is None or not (self.run_dir / "best.safetensors").exists():
             raise ComposerError(
                 f"no epoch gave a finite valid {self.monitor}, so this run produced no best model "
                 f"(see {self.run_dir / 'metrics.csv'}); check the validation labels, training.lr and the loss"

@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 
 from composer.blocks._base import Block, Context
-from composer.configs.fusion.elementwise import WEIGHTS, ProductConfig, WeightedSumConfig
+from composer.blocks.routing import broadcast_weight
+from composer.configs.fusion.elementwise import WEIGHTS, ProductConfig, WeightedSumConfig, is_factor
 from composer.spec import Spec
 
 __all__ = ["WeightedSum", "Product"]
@@ -26,9 +27,17 @@ class WeightedSum(Block):
 
 
 class Product(Block):
-    """Element-wise product ``x_1 ⊙ … ⊙ x_M`` (:class:`~composer.configs.fusion.elementwise.ProductConfig`)."""
+    """Element-wise product ``x_1 ⊙ … ⊙ x_M``, ``(B, 1)`` factors broadcast
+    (:class:`~composer.configs.fusion.elementwise.ProductConfig`)."""
 
-    config: ProductConfig
+    def __init__(self, config: ProductConfig, inputs: dict[str, Spec]):
+        super().__init__(config, inputs)
+        factors = [p for p, s in inputs.items() if is_factor(s)]
+        self.full = [p for p in inputs if p not in factors] or factors[:1]
+        self.factors = [p for p in factors if p not in self.full]
 
     def forward(self, inputs: dict[str, torch.Tensor], ctx: Context) -> torch.Tensor:
-        return torch.stack(list(inputs.values()), dim=1).prod(dim=1)  # (B, M, [T,] D) -> (B, [T,] D)
+        out = torch.stack([inputs[p] for p in self.full], dim=1).prod(dim=1)  # (B, M, [T,] D) -> (B, [T,] D)
+        for port in self.factors:
+            out = broadcast_weight(inputs[port], out)
+        return out

@@ -55,7 +55,7 @@ class LossConfig(BaseModel):
 
     weight_from: str | None = Field(
         default=None,
-        description="Per-sample weights (B,) or (B, 1), e.g. `router.weights_text`: the batch mean becomes a weighted mean (losses with one value per sample only).",
+        description="Per-sample weights (B,) or (B, 1), e.g. `router.weight_text`: the batch mean becomes a weighted mean (losses with one value per sample only).",
     )
     weight_mean: Literal["weights", "batch"] = Field(
         default="weights",
@@ -106,7 +106,7 @@ class LossConfig(BaseModel):
         if not per_sample:
             raise SpecError(
                 f"weight_from '{self.weight_from}' must hold one weight per sample, (B,) or (B, 1), got {spec}; "
-                "for one column of (B, M) weights use the router's per-input port (`router.weights_<input>`)",
+                "for one column of (B, M) weights use the router's per-input port (`router.weight_<input>`)",
                 field=WEIGHT_FROM,
             )
 

@@ -27,6 +27,7 @@ class _PredTargetConfig(LossConfig):
     target: str = Field(default="label", description="Reference to the target (default: the batch label).")
 
     ref_fields: ClassVar[tuple[str, ...]] = ("pred", "target")
+    per_sample: ClassVar[bool] = True  # one value per sample: `weight_from` applies
 
     def parameter_shapes(self, specs: dict[str, Spec]) -> Shapes:
         return {}

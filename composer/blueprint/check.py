@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 import yaml
@@ -64,6 +63,9 @@ class CheckedBlueprint:
         return isinstance(other, CheckedBlueprint) and self.blueprint == other.blueprint
 
     __hash__ = None  # type: ignore[assignment]
+
+    def __deepcopy__(self, memo: dict) -> "CheckedBlueprint":
+        return self  # immutable: a copied model shares its checked blueprint
 
     @property
     def warnings(self) -> list[Problem]:
@@ -274,7 +276,7 @@ BLUEPRINT_PASSES: tuple[Callable[[CheckContext], list[Problem]], ...] = (
 def check(bp, smap: SourceMap, uses: Mapping[str, TemplateUse] | None = None, written: dict | None = None) -> CheckedBlueprint:
     """Run every pass on a schema-valid blueprint; return the :class:`CheckedBlueprint` or raise
     one :class:`BlueprintError` with every problem (and warning), each located in the source."""
-    ctx = CheckContext(bp, MappingProxyType(dict(uses or {})))
+    ctx = CheckContext(bp, dict(uses or {}))
     problems: list[Problem] = []
     try:
         ctx.plan = plan(bp)

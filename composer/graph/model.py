@@ -91,7 +91,7 @@ class ComposedModel(nn.Module):
         self.add_module(SHARED_USES, uses)
         self._register_state_dict_hook(_drop_shared_uses)
         self.register_load_state_dict_post_hook(_ignore_missing_shared_uses)
-        # (block id, module, enabled, [(port, value key)], [(port, value key)], aux ports)
+        # (block id, module, enabled, [(port, value key)], [(port, value key)], aux ports, training only)
         self._steps = [
             (
                 node.id,
@@ -100,6 +100,7 @@ class ComposedModel(nn.Module):
                 [(port, ref.key) for port, ref in node.inputs.items()],
                 [(port, node.value_key(port)) for port in node.out_specs],
                 node.config.aux_ports(),
+                node.id in self.plan.training_only,
             )
             for node in self.plan.nodes
         ]
@@ -134,12 +135,19 @@ class ComposedModel(nn.Module):
         return self
 
     # -- running -------------------------------------------------------------------
-    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """Run the blocks on a batch; returns named outputs, ``aux_losses`` and all ``values``."""
+    def forward(self, batch: dict[str, Any], training_branches: bool | None = None) -> dict[str, Any]:
+        """Run the blocks on a batch; returns named outputs, ``aux_losses`` and all ``values``.
+
+        ``training_branches``: also run the training-only blocks (those only losses read; see
+        :attr:`Plan.training_only`); default: in training mode. Evaluation of the loss passes
+        True; prediction and export leave them out."""
         ctx = build_context(batch, self._times)
         values: dict[str, torch.Tensor] = {name: batch[name] for name in self.plan.inputs}
         aux: dict[str, torch.Tensor] = {}
-        for block_id, module_id, enabled, ins, outs, aux_ports in self._steps:
+        branches = self.training if training_branches is None else training_branches
+        for block_id, module_id, enabled, ins, outs, aux_ports, training_only in self._steps:
+            if training_only and not branches:
+                continue
             inputs = {port: values[key] for port, key in ins}
             if not enabled:
                 if len(outs) == 1 and outs[0][0] == "out":
@@ -236,15 +244,26 @@ class ComposedModel(nn.Module):
 
     def parameter_summary(self) -> dict[str, int]:
         """``model``: parameters of the model at inference (shared ones once); ``training_only``:
-        parameters of loss networks (e.g. DLFR's projectors and decoders), used only in training;
+        parameters used only in training: loss networks (e.g. DLFR's projectors and decoders) and
+        training-only blocks (a decoder only a reconstruction loss reads, :attr:`Plan.training_only`);
         ``trainable``: model parameters that receive gradients. Paper figures compare with ``model``."""
-        model = {id(p): p for name, p in self.named_parameters() if not name.startswith("losses.")}
-        training = {id(p): p for p in self.losses.parameters() if id(p) not in model}
+        model = {}
+        for _, module_id, enabled, *_, training_only in self._steps:
+            if enabled and not training_only:
+                model.update((id(p), p) for p in self._module_for(module_id).parameters())
+        training = {id(p): p for p in self.parameters() if id(p) not in model}
         return {
             "model": sum(p.numel() for p in model.values()),
             "training_only": sum(p.numel() for p in training.values()),
             "trainable": sum(p.numel() for p in model.values() if p.requires_grad),
         }
+
+    def training_only_prefixes(self) -> tuple[str, ...]:
+        """State-dict name prefixes of what only training uses: the loss networks (``losses.``)
+        and the modules of training-only blocks that no inference block shares."""
+        inference = {n.owner for n in self.plan.nodes if n.enabled and n.id not in self.plan.training_only}
+        owners = {n.owner for n in self.plan.nodes if n.id in self.plan.training_only} - inference
+        return ("losses.", *sorted(b.replace(SEPARATOR, ".") + "." for b in owners))
 
     def parameter_counts(self) -> dict[str, int]:
         """Parameters per owning block (shared blocks count once, under their owner); loss

@@ -69,6 +69,10 @@ class Plan:
     outputs: dict[str, str]  # output name -> value key
     losses: list[LossNode] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
+    #: Blocks whose outputs reach only losses (no output): built and run in training and for the
+    #: validation loss, skipped when the model only predicts (evaluation metrics, export), and
+    #: counted apart from the model's parameters.
+    training_only: frozenset[str] = frozenset()
 
     def node(self, block_id: str) -> Node:
         return next(n for n in self.nodes if n.id == block_id)
@@ -206,6 +210,7 @@ class PlanContext:
     outputs: dict[str, str] = field(default_factory=dict)
     losses: list[LossNode] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
+    training_only: frozenset[str] = frozenset()
     stop: bool = False  # a pass found something that makes the later ones meaningless (a cycle)
 
     @property
@@ -327,9 +332,9 @@ def outputs_pass(ctx: PlanContext) -> list[Problem]:
         consumers = {u for u, _ in ctx.graph.edges}
         sinks = [n for n in ctx.nodes if n.id not in consumers and not n.config.aux_ports()]
         predicted = [Ref.parse(c.pred) for c in bp.losses if isinstance(getattr(c, "pred", None), str)]
-        named = [n for n in sinks if Ref(n.id) in predicted]
-        if len(sinks) > 1 and len(named) == 1:
-            sinks = named  # several sinks: the one the first task loss predicts with
+        named = [n for ref in predicted for n in sinks if Ref(n.id) == ref][:1]
+        if len(sinks) > 1 and named:
+            sinks = named  # several sinks: the one the first loss with a `pred` predicts with
         if len(sinks) == 1 and list(sinks[0].out_specs) == ["out"]:
             ctx.outputs["prediction"] = sinks[0].id
         elif not ctx.failed:
@@ -427,8 +432,24 @@ def losses_pass(ctx: PlanContext) -> list[Problem]:
     return problems
 
 
-#: The passes of :func:`plan`, in order (docs/validation.md lists the whole order of ``validate``).
-PLAN_PASSES = (references_pass, shapes_pass, sharing_pass, outputs_pass, usage_pass, losses_pass)
+def branches_pass(ctx: PlanContext) -> list[Problem]:
+    """Training-only branches: blocks that no output depends on but a loss reads (directly or
+    through other such blocks), e.g. MISA's decoders that exist for a reconstruction loss."""
+    inference: set[str] = set()
+    for key in ctx.outputs.values():
+        source = Ref.from_key(key).source
+        inference |= {source} | nx.ancestors(ctx.graph, source)
+    read_by_losses = {source for ln in ctx.losses for (_, source, _) in ln.refs.values()}
+    feeding_losses: set[str] = set()
+    for source in read_by_losses & set(ctx.bp.blocks):
+        feeding_losses |= {source} | nx.ancestors(ctx.graph, source)
+    ids = {n.id for n in ctx.nodes}
+    ctx.training_only = frozenset(bid for bid in ids & feeding_losses if bid not in inference)
+    return []
+
+
+#: The passes of :func:`plan`, in order (docs/blueprint.md lists the whole order of ``validate``).
+PLAN_PASSES = (references_pass, shapes_pass, sharing_pass, outputs_pass, usage_pass, losses_pass, branches_pass)
 
 
 def plan(bp, invalid: frozenset[str] = frozenset()) -> Plan:
@@ -444,4 +465,4 @@ def plan(bp, invalid: frozenset[str] = frozenset()) -> Plan:
             break
     if problems:
         raise BlueprintError(problems + ctx.warnings)
-    return Plan(bp, ctx.graph, ctx.nodes, ctx.inputs, ctx.values, ctx.outputs, ctx.losses, ctx.warnings)
+    return Plan(bp, ctx.graph, ctx.nodes, ctx.inputs, ctx.values, ctx.outputs, ctx.losses, ctx.warnings, ctx.training_only)

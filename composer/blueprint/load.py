@@ -21,7 +21,7 @@ from composer.errors import BlueprintError, ComposerError, Problem, did_you_mean
 from composer.ref import Ref
 from composer.blueprint.expr import ExprError, substitute
 from composer.blueprint.check import SCHEMA_COMMENT, CheckedBlueprint, check
-from composer.blueprint.paths import apply_override, get_path, resolve_path, set_path, split_path
+from composer.blueprint.paths import apply_override, apply_setting, get_path, resolve_path, set_path, split_path
 from composer.blueprint.templates import TemplateUse, expand_templates, inline_imports
 
 __all__ = ["load_blueprint", "read_blueprint_text", "resolve_path", "variable_values", "make_lookup", "validate_data", "apply_override", "dump_blueprint", "get_path", "set_path"]
@@ -336,10 +336,13 @@ def load_blueprint(
     *,
     source: str | None = None,
     allow_plugins: bool = False,
-):
-    """Load and validate a blueprint from a path, YAML text or a dict.
+    dataset: str | None = None,
+) -> CheckedBlueprint:
+    """Load and check a blueprint from a path, YAML text or a dict.
 
-    ``overrides`` are ``path=value`` strings (values read as YAML). Raises
+    ``dataset``: apply that entry of the blueprint's ``datasets:`` first (also chosen by an
+    override ``dataset=NAME``, i.e. ``--dataset NAME``, or ``dataset: NAME`` in the file).
+    ``overrides`` are ``path=value`` strings (values read as YAML), applied after it. Raises
     :class:`~composer.errors.BlueprintError` listing every problem.
     """
     if isinstance(blueprint, dict):
@@ -347,8 +350,14 @@ def load_blueprint(
     else:
         text, name = _read_source(blueprint)
         data, smap = read_yaml(text, source or name)
-    problems = []
+    overrides = list(overrides)
+    chosen = dataset or next((o.partition("=")[2].strip() for o in reversed(overrides) if o.partition("=")[0].strip() == "dataset"), None)
+    problems = apply_dataset(data, chosen or data.get("dataset"))
+    if problems:
+        raise BlueprintError([smap.locate(p) for p in problems])
     for item in overrides:
+        if item.partition("=")[0].strip() == "dataset":
+            continue
         try:
             apply_override(data, item)
         except BlueprintError as exc:
@@ -356,6 +365,41 @@ def load_blueprint(
     if problems:
         raise BlueprintError(problems)
     return validate_data(data, smap, allow_plugins=allow_plugins)
+
+
+def apply_dataset(data: dict, name: str | None) -> list[Problem]:
+    """Apply the settings of ``datasets.<name>`` to raw data (as ``--set`` would) and record
+    ``dataset: <name>``; the ``datasets:`` section is then dropped, so the saved blueprint holds
+    the values it ran with. Returns the problems (an unknown dataset, a setting with no place)."""
+    if name is None:
+        return []
+    table = data.get("datasets")
+    if not isinstance(table, dict) or not table:
+        if data.get("dataset") == name:
+            return []  # saved after the dataset's settings were applied
+        return [Problem(("dataset",), f"dataset '{name}' chosen, but the blueprint has no `datasets:` settings")]
+    if name not in table:
+        names = [str(k) for k in table]
+        return [Problem(("dataset",), f"unknown dataset '{name}' (datasets: {', '.join(names)})", did_you_mean(str(name), names))]
+    settings = table[name]
+    if not isinstance(settings, dict):
+        return [Problem(("datasets", name), "a dataset's settings map blueprint paths to values (`training.lr: 1.0e-3`)")]
+    problems = []
+    for path_text, value in settings.items():
+        try:
+            apply_setting(data, str(path_text), value, where=("datasets", name, path_text), file=None)
+        except BlueprintError as exc:
+            problems += exc.problems
+    data.pop("datasets")
+    data["dataset"] = name
+    return problems
+
+
+def dataset_names(path: Path) -> list[str]:
+    """The names under a blueprint file's ``datasets:`` (none when it has none or chose one)."""
+    data, _ = read_yaml(read_blueprint_text(Path(path)), str(path))
+    table = data.get("datasets") if isinstance(data, dict) and not data.get("dataset") else None
+    return [str(k) for k in table] if isinstance(table, dict) else []
 
 
 def _read_source(blueprint: str | Path) -> tuple[str, str | None]:

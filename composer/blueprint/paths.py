@@ -16,7 +16,7 @@ from composer.blueprint._yaml import parse_scalar
 from composer.errors import BlueprintError, ComposerError, Problem, did_you_mean, format_path
 from composer.ref import SEPARATOR
 
-__all__ = ["split_path", "resolve_path", "get_path", "set_path", "apply_override", "NAMED_COLLECTIONS", "CREATE_PREFIX"]
+__all__ = ["split_path", "resolve_path", "get_path", "set_path", "apply_override", "apply_setting", "NAMED_COLLECTIONS", "CREATE_PREFIX"]
 
 #: Mappings whose keys are names the user chooses (a new key is a new entry, not a field).
 NAMED_COLLECTIONS = {
@@ -115,11 +115,21 @@ def apply_override(data: dict, text: str) -> tuple[list[str | int], Any]:
     if "=" not in text:
         raise ComposerError(f"--set expects path=value, got '{text}'")
     path_text, _, value_text = text.partition("=")
-    path_text = path_text.strip()
+    return apply_setting(data, path_text, parse_scalar(value_text))
+
+
+def apply_setting(data: dict, path_text: str, value: Any, *, where: tuple = (), file: str | None = "--set") -> tuple[list[str | int], Any]:
+    """Set ``value`` at the path ``path_text`` (``--set``'s rules); problems are reported at
+    ``where`` (default: the path itself) in ``file``."""
+    path_text = str(path_text).strip()
     adding = path_text.startswith(CREATE_PREFIX)
     path_text = path_text.removeprefix(CREATE_PREFIX)
-    path = resolve_path(data, split_path(path_text), f"--set {path_text}")
-    value = parse_scalar(value_text)
+    try:
+        path = resolve_path(data, split_path(path_text), f"{file or ''} {path_text}".strip())
+    except BlueprintError as exc:
+        if where:
+            raise BlueprintError([Problem(where, p.message, p.suggestion, file=file) for p in exc.problems]) from None
+        raise
     try:
         set_path(data, path, value, create_names=adding)
     except _NewName as exc:
@@ -127,10 +137,10 @@ def apply_override(data: dict, text: str) -> tuple[list[str | int], Any]:
         parent = get_path(data, bad[:-1])
         hint = did_you_mean(str(bad[-1]), [str(o) for o in parent])
         known = f" ({exc.kind}s: {', '.join(map(str, parent))})" if parent and hint is None else ""
-        raise BlueprintError([Problem(tuple(path), (
-            f"the blueprint has no {exc.kind} '{bad[-1]}'{known}; "
-            f"to add one on purpose write --set {CREATE_PREFIX}{path_text}=..."
-        ), hint, file="--set")]) from None
+        spelled = f"--set {CREATE_PREFIX}{path_text}=..." if file == "--set" else f"{CREATE_PREFIX}{path_text}"
+        raise BlueprintError([Problem(where or tuple(path), (
+            f"the blueprint has no {exc.kind} '{bad[-1]}'{known}; to add one on purpose write {spelled}"
+        ), hint, file=file)]) from None
     except KeyError as exc:
         bad = exc.args[0]
         try:
@@ -140,6 +150,6 @@ def apply_override(data: dict, text: str) -> tuple[list[str | int], Any]:
         options = list(parent) if isinstance(parent, dict) else []
         hint = did_you_mean(str(bad[-1]), [str(o) for o in options])
         raise BlueprintError(
-            [Problem(tuple(path), f"--set {path_text}: no such place in the blueprint", hint, file="--set")]
+            [Problem(where or tuple(path), f"{path_text}: no such place in the blueprint", hint, file=file)]
         ) from None
     return path, value

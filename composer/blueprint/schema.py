@@ -267,6 +267,17 @@ class BlueprintBase(StrictModel):
         default_factory=list,
         description="Python modules that register extra blocks; imported only with --allow-plugins.",
     )
+    datasets: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description=(
+            "Per-dataset settings: dataset name -> {blueprint path: value} (paths as --set takes them), applied like "
+            "--set when the dataset is chosen (--dataset NAME or `dataset: NAME`)."
+        ),
+    )
+    dataset: str | None = Field(
+        default=None,
+        description="The dataset whose `datasets:` settings were applied (recorded in run folders and saved blueprints).",
+    )
 
     @field_validator("vars")
     @classmethod

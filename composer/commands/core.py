@@ -13,7 +13,13 @@ from rich.text import Text
 
 from composer.errors import BlueprintError, ComposerError
 
-SET_HELP = "Override a blueprint field, e.g. --set blocks.fusion.layers=4 (value read as YAML; repeatable)."
+SET_HELP = "Override a blueprint field, e.g. --set blocks.fusion.layers=4 (value read as YAML; repeatable; +path adds a named entry)."
+DATASET_HELP = "Apply this entry of the blueprint's `datasets:` (e.g. mosi, mosei, sims) before --set; same as --set dataset=NAME."
+
+
+def with_dataset(overrides: list[str] | None, dataset: str | None) -> list[str]:
+    """``--dataset NAME`` as the override ``dataset=NAME`` (applied before every other --set)."""
+    return ([f"dataset={dataset}"] if dataset else []) + list(overrides or [])
 
 
 def console(stderr: bool = False) -> Console:
@@ -34,6 +40,7 @@ def validate(
     set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
     allow_plugins: bool = typer.Option(False, "--allow-plugins", help="Import the Python modules listed under `plugins:`."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print problems only."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help=DATASET_HELP + " Without it, every dataset's settings are checked."),
 ) -> None:
     """Check blueprints (schema, graph, shapes, size) without allocating a tensor; report every problem.
 
@@ -42,7 +49,7 @@ def validate(
 
     Example: composer validate blueprints/glomo.yaml --set blocks.moe_text.experts=4
     """
-    from composer.blueprint.load import check_template_library, is_template_library
+    from composer.blueprint.load import check_template_library, dataset_names, is_template_library
 
     out, err = console(), console(stderr=True)
     failed = 0
@@ -53,7 +60,10 @@ def validate(
                 if not quiet:
                     out.print(Text(f"ok  {path}  (template library: {len(names)} templates: {', '.join(names)})"), soft_wrap=True)
                 continue
-            bp = load(path, set_, allow_plugins)
+            bp = load(path, with_dataset(set_, dataset), allow_plugins)
+            variants = [] if dataset else dataset_names(path)
+            for name in variants:  # every dataset's settings, so `--dataset NAME` never fails later
+                load(path, with_dataset(set_, name), allow_plugins)
         except ComposerError as exc:  # every problem the check found, located
             failed += 1
             err.print(Text(f"{path}", style="bold red") + Text(f": {exc}"), soft_wrap=True)
@@ -62,7 +72,8 @@ def validate(
             err.print(Text(str(w)), soft_wrap=True)
         if not quiet:
             n = len(bp.plan.nodes)
-            out.print(Text(f"ok  {path}  ({bp.name}: {n} blocks, {len(bp.losses)} losses; {bp.size.describe()})"), soft_wrap=True)
+            chosen = f"; dataset {bp.dataset}" if bp.dataset else (f"; datasets {', '.join(variants)} checked" if variants else "")
+            out.print(Text(f"ok  {path}  ({bp.name}: {n} blocks, {len(bp.losses)} losses; {bp.size.describe()}{chosen})"), soft_wrap=True)
     if failed:
         raise typer.Exit(1)
 
@@ -78,6 +89,7 @@ def build(
     set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the table as JSON to this file."),
     allow_plugins: bool = typer.Option(False, "--allow-plugins", help="Import the Python modules listed under `plugins:`."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help=DATASET_HELP),
 ) -> None:
     """Compile a blueprint and print each block: type, input -> output shapes, parameters.
 
@@ -85,7 +97,7 @@ def build(
     """
     from composer.graph.model import compile_blueprint, summary_rows
 
-    bp = load(blueprint, set_, allow_plugins)
+    bp = load(blueprint, with_dataset(set_, dataset), allow_plugins)
     model = compile_blueprint(bp)
     rows = summary_rows(model)
     con = console()

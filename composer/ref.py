@@ -15,12 +15,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Ref", "MAIN_VIEW", "SEPARATOR"]
+__all__ = ["Ref", "MAIN_VIEW", "SEPARATOR", "BATCH_REFS"]
 
 #: The view of the batch as given (losses may name other views of ``training.views``).
 MAIN_VIEW = "main"
 #: Joins a template use and an inner block into the expanded block's id (``pair/ab``).
 SEPARATOR = "/"
+#: What a batch holds besides its inputs, readable by training-only blocks (and losses): the
+#: label, each sample's position in its split ``index`` ``(B,)`` and the split's size.
+BATCH_REFS = ("label", "index", "split_size")
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,9 @@ def check_block(type_name: str, fields: dict[str, Any], inputs: dict[str, Spec],
         value = outputs[port]
         assert isinstance(value, torch.Tensor), f"{type_name}.{port}: expected a tensor, got {type(value)}"
         assert spec.matches(tuple(value.shape), sizes), f"{type_name}.{port}: inferred {spec}, got {tuple(value.shape)} (sizes {sizes})"
-    if backward:
+    if config.targets_only:  # targets for losses: no gradient flows through them by design
+        assert not any(v.requires_grad for v in outputs.values()), f"{type_name}: a targets-only block's outputs carry gradients"
+    elif backward:
         total = sum(v.float().sum() for p, v in outputs.items() if p in out_specs and v.is_floating_point())
         params = [p for p in module.parameters() if p.requires_grad]
         if params or any(t.requires_grad for t in tensors.values()):
@@ -178,6 +180,8 @@ def check_content_sensitivity(type_name: str, fields: dict[str, Any], inputs: di
     Returns the ports checked."""
     entry = get_block(type_name)
     config = make_config(type_name, fields, list(inputs))
+    if config.targets_only:
+        return []  # no gradient by design: the block's own tests prove what its outputs depend on
     torch.manual_seed(seed)
     module = entry.impl(config, inputs).eval()
     tensors, ctx, _ = random_inputs(inputs, seed=seed)

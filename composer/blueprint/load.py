@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from composer.registry import get_block, get_loss, list_blocks, list_losses, load_plugins
 from composer.blueprint._yaml import MAX_YAML_CHARS, SourceMap, parse_scalar, read_yaml
 from composer.errors import BlueprintError, ComposerError, Problem, did_you_mean
-from composer.ref import Ref
+from composer.ref import BATCH_REFS, Ref
 from composer.blueprint.expr import ExprError, substitute
 from composer.blueprint.check import SCHEMA_COMMENT, CheckedBlueprint, check
 from composer.blueprint.paths import apply_override, apply_setting, get_path, resolve_path, set_path, split_path
@@ -242,7 +242,7 @@ def _raw_reference_problems(data: dict) -> list[Problem]:
             if not isinstance(ref, str):
                 continue
             src = Ref.parse(ref).source
-            if src not in names:
+            if src not in names and ref not in BATCH_REFS:
                 where = ("blocks", bid, "in") + ((key,) if key != () else ())
                 problems.append(Problem(where, f"unknown reference '{ref}' (expected a modality or block id)", did_you_mean(src, names)))
     return problems

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 import composer.configs  # noqa: F401  (registers the built-in blocks and losses)
+from composer.ref import BATCH_REFS
 from composer.registry import _UNION_CACHE, block_union, loss_union
 from composer.blueprint.expr import REFERENCE
 from composer.blueprint.templates import TemplateConfig
@@ -34,7 +35,7 @@ __all__ = [
 ]
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-RESERVED_IDS = {"label", "main", "aux_losses", "outputs", "forward", "blocks", "losses", "blueprint", "training", "shared_uses", "vars"}
+RESERVED_IDS = {*BATCH_REFS, "main", "aux_losses", "outputs", "forward", "blocks", "losses", "blueprint", "training", "shared_uses", "vars"}
 
 
 class StrictModel(BaseModel):

@@ -24,10 +24,12 @@ in ``aux_loss_ports`` are scalar auxiliary losses collected by the model.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from composer.configs._limits import LAYERS, WIDTH
 from composer.errors import ComposerError
 from composer.spec import Spec
 
@@ -51,6 +53,28 @@ Shapes = dict[str, tuple[int, ...]]
 
 #: A layer width in a config field: a positive int (sizes are also bounded by the memory budget).
 Width = Annotated[int, Field(ge=1)]
+
+#: Integer fields that count repeated modules (``layers``, ``gru_layers``, ``stages``, ``experts``):
+#: bounded by ``COMPOSER_MAX_LAYERS``; every other integer of a block config by ``COMPOSER_MAX_WIDTH``.
+COUNT_FIELD = re.compile(r"(^|_)(layers|stages|experts)$")
+
+
+def bounded_integers(field: str, value: Any) -> Any:
+    """``value`` of the block field ``field`` if its integers are within the budget, else a
+    ValueError naming the limit and its setting. Counts (:data:`COUNT_FIELD`) are at most
+    ``COMPOSER_MAX_LAYERS``, a list of integers (widths of layers) has at most that many entries,
+    and any other integer is at most ``COMPOSER_MAX_WIDTH``: so no per-layer work or size
+    arithmetic ever starts on ``layers: 10**30``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        limit = (LAYERS if COUNT_FIELD.search(field) else WIDTH)
+        if value > limit.value():
+            raise ValueError(limit.exceeded(value) if limit is LAYERS else f"{field} = {limit.exceeded(value)}")
+    elif isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        if len(value) > LAYERS.value():
+            raise ValueError(f"{len(value):,} entries: {LAYERS.exceeded(len(value))}")
+        for v in value:
+            bounded_integers(field if not COUNT_FIELD.search(field) else "width", v)
+    return value
 
 
 class SpecError(ComposerError):
@@ -80,11 +104,20 @@ class BlockConfig(BaseModel):
         description="When false the block passes its input through; allowed when its output shape equals its input's.",
     )
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _within_budget(cls, value: Any, info: ValidationInfo) -> Any:
+        return bounded_integers(info.field_name or "", value)
+
     #: Output ports that always hold scalar auxiliary losses (see :meth:`aux_ports`).
     aux_loss_ports: ClassVar[tuple[str, ...]] = ()
     #: The output a bare reference to a block with several outputs means (``fusion`` = ``fusion.out``),
     #: or None when the outputs are symmetric and a reference must name one.
     main_port: ClassVar[str | None] = None
+    #: The outputs are targets for losses, made without gradients on purpose (Self-MM's generated
+    #: labels): the registry-wide backward and content-sensitivity checks expect no gradient; the
+    #: block's own tests prove what its outputs depend on.
+    targets_only: ClassVar[bool] = False
 
     def input_map(self) -> dict[str, str]:
         """Port -> reference, normalised from the three spellings of ``in``."""

@@ -23,7 +23,7 @@ from torch import nn
 from composer.blocks._base import Context, building_on_meta, length_mask
 from composer.errors import BlueprintError, ComposerError, DataError, Problem
 from composer.graph.size import share_problem, weight_mismatches
-from composer.ref import MAIN_VIEW, SEPARATOR
+from composer.ref import BATCH_REFS, MAIN_VIEW, SEPARATOR
 
 __all__ = ["ComposedModel", "compile_blueprint", "build_context"]
 
@@ -145,6 +145,8 @@ class ComposedModel(nn.Module):
         values: dict[str, torch.Tensor] = {name: batch[name] for name in self.plan.inputs}
         aux: dict[str, torch.Tensor] = {}
         branches = self.training if training_branches is None else training_branches
+        if branches:  # what training-only blocks may read of the batch
+            values.update((name, batch[name]) for name in BATCH_REFS if name in batch)
         for block_id, module_id, enabled, ins, outs, aux_ports, training_only in self._steps:
             if training_only and not branches:
                 continue

@@ -19,8 +19,8 @@ import networkx as nx
 from composer.configs._base import BlockConfig, SpecError
 from composer.registry import Entry, get_block, get_loss
 from composer.errors import BlueprintError, Problem, did_you_mean
-from composer.spec import Spec
-from composer.ref import MAIN_VIEW, Ref
+from composer.spec import Spec, labels, scalar
+from composer.ref import BATCH_REFS, MAIN_VIEW, Ref
 
 __all__ = ["Ref", "Node", "LossNode", "Plan", "PlanContext", "PLAN_PASSES", "plan", "resolve_reference", "check_references"]
 
@@ -131,6 +131,8 @@ def check_references(blocks: dict[str, BlockConfig], modalities: list[str], inva
         for port, ref in cfg.input_map().items():
             where = ("blocks", bid, "in") if isinstance(cfg.inputs, str) else ("blocks", bid, "in", int(port) if isinstance(cfg.inputs, list) else port)
             source = Ref.parse(ref).source
+            if ref in BATCH_REFS:
+                continue  # the batch's label, index, split size: no node of the graph
             if source not in names:
                 problems.append(Problem(where, f"unknown reference '{ref}' (expected a modality or block id)", did_you_mean(source, names)))
             elif source == bid:
@@ -192,6 +194,11 @@ def _share_signature(node: Node) -> list[tuple]:
     return [(port, None if s.kind in ("tokens", "labels") else s.features) for port, s in node.in_specs.items()]
 
 
+def batch_specs(bp) -> dict[str, Spec]:
+    """``label`` (the task's label spec), ``index`` ``(B,)`` and ``split_size`` (a scalar)."""
+    return {"label": bp.task.label_spec(), "index": labels("long"), "split_size": Spec("scalar", (), dtype="long")}
+
+
 @dataclass
 class PlanContext:
     """What the passes of :func:`plan` share: the blueprint, the graph and the values found so far.
@@ -222,6 +229,11 @@ class PlanContext:
         """Every name a reference may use: modalities, blocks, and blocks left out by the schema."""
         return self.modalities + list(self.bp.blocks) + sorted(self.invalid)
 
+    @property
+    def batch_specs(self) -> dict[str, Spec]:
+        """What blocks may read of the batch besides its inputs (training-only blocks: see branches_pass)."""
+        return batch_specs(self.bp)
+
     def resolve(self, text: str, extra_names: tuple[str, ...] = ()) -> tuple[str | None, str | None, str | None]:
         return resolve_reference(text, self.values, self.block_ports, self.names + list(extra_names), self.main_ports)
 
@@ -239,6 +251,9 @@ def _block_inputs(ctx: PlanContext, bid: str, cfg: BlockConfig, problems: list[P
     in_specs: dict[str, Spec] = {}
     ok = True
     for port, text in cfg.input_map().items():
+        if text in BATCH_REFS:
+            refs[port], in_specs[port] = Ref(text), ctx.batch_specs[text]
+            continue
         if Ref.parse(text).source in ctx.failed:
             ok = False
             continue
@@ -445,7 +460,18 @@ def branches_pass(ctx: PlanContext) -> list[Problem]:
         feeding_losses |= {source} | nx.ancestors(ctx.graph, source)
     ids = {n.id for n in ctx.nodes}
     ctx.training_only = frozenset(bid for bid in ids & feeding_losses if bid not in inference)
-    return []
+    problems = []
+    for node in ctx.nodes:
+        read = [ref.source for ref in node.inputs.values() if ref.source in BATCH_REFS]
+        if read and node.id not in ctx.training_only:
+            needed_by = [name for name, key in ctx.outputs.items()
+                         if node.id in {Ref.from_key(key).source} | nx.ancestors(ctx.graph, Ref.from_key(key).source)]
+            why = f"output '{needed_by[0]}' depends on it" if needed_by else "no loss reads it"
+            problems.append(Problem(("blocks", node.id, "in"), (
+                f"block '{node.id}' reads '{read[0]}', which a batch has only in training, but {why}; only a training-only "
+                "block (one whose outputs only losses read) may read label, index or split_size"
+            )))
+    return problems
 
 
 #: The passes of :func:`plan`, in order (docs/blueprint.md lists the whole order of ``validate``).

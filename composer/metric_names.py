@@ -38,6 +38,9 @@ def task_metric_names(task) -> list[str]:
     return ["mae", "corr"] + [f"{m}_{n}" for n in names for m in ("mae", "corr", "acc")]
 
 
-def metric_names(task, loss_terms: Sequence[str] = ()) -> list[str]:
-    """What a run logs per split and may monitor: ``loss``, each loss term ``loss/<name>``, the task's metrics."""
-    return ["loss"] + [f"loss/{t}" for t in loss_terms] + task_metric_names(task)
+def metric_names(task, loss_terms: Sequence[str] = (), outputs: Sequence[str] = ()) -> list[str]:
+    """What a run logs per split and may monitor: ``loss``, each loss term ``loss/<name>``, the
+    task's metrics of the prediction, and of every other scored output ``<output>/<metric>``."""
+    task_names = task_metric_names(task)
+    others = [f"{o}/{m}" for o in outputs if o != "prediction" for m in task_names]
+    return ["loss"] + [f"loss/{t}" for t in loss_terms] + task_names + others

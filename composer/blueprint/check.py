@@ -110,8 +110,9 @@ def maskable_modalities(bp) -> list[str]:
     return [n for n, m in bp.modalities.items() if m.kind in ("sequence", "tokens")]
 
 
-def _run_metrics(bp) -> list[str]:
-    return metric_names(bp.task, loss_term_names(bp))
+def _run_metrics(ctx: "CheckContext") -> list[str]:
+    outputs = ctx.plan.scored_outputs if ctx.plan is not None else ["prediction"]
+    return metric_names(ctx.bp.task, loss_term_names(ctx.bp), outputs)
 
 
 def _unknown(where: tuple, what: str, got: str, known: list[str]) -> Problem:
@@ -126,7 +127,7 @@ def search_space_pass(ctx: CheckContext) -> list[Problem]:
     if bp.search is None:
         return []
     problems = []
-    metrics = _run_metrics(bp)
+    metrics = _run_metrics(ctx)
     objectives = bp.search.objective if isinstance(bp.search.objective, list) else [bp.search.objective]
     for i, o in enumerate(objectives):
         if not o.is_model_metric and o.metric not in metrics:
@@ -162,7 +163,7 @@ def monitor_pass(ctx: CheckContext) -> list[Problem]:
     """``training.monitor``: a metric the run logs, a view the run has."""
     monitor = ctx.bp.training.monitor
     problems = []
-    metrics = _run_metrics(ctx.bp)
+    metrics = _run_metrics(ctx)
     if monitor.metric not in metrics:
         problems.append(_unknown(("training", "monitor", "metric"), "metric", monitor.metric, metrics))
     views = [MAIN_VIEW, *ctx.bp.training.views]

@@ -81,6 +81,13 @@ class Plan:
     def prediction_spec(self) -> Spec:
         return self.values[self.outputs["prediction"]]
 
+    @property
+    def scored_outputs(self) -> list[str]:
+        """The outputs the task's metrics score: ``prediction`` first, then every named output of
+        the prediction's spec (a unimodal head); logs name their metrics ``<output>/<metric>``."""
+        spec = self.prediction_spec
+        return ["prediction"] + [o for o, key in self.outputs.items() if o != "prediction" and self.values[key] == spec]
+
 
 def _single_or_ports(specs: dict[str, Spec]) -> list[str]:
     return list(specs)

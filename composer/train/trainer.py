@@ -17,6 +17,7 @@ import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -25,23 +26,42 @@ import torch
 from torch import nn
 
 from composer.blueprint.load import dump_blueprint, load_blueprint
+from composer.blueprint.weights import load_model
 from composer.data import DataSplits, TensorSplit, load_data
 from composer.errors import ComposerError, DataError, did_you_mean, disk_write
-from composer.graph.plan import plan
 from composer.graph.model import ComposedModel, compile_blueprint
+from composer.metric_names import metric_names
 from composer.metrics import compute_metrics, metric_direction
 from composer.train.checkpoint import (LoopState, capture_rng, check_checkpoint_fields, check_resume_state, load_checkpoint, publish,
                                        restore_rng, save_checkpoint, seed_everything)
 from composer.train.optim import STEP_SCHEDULERS, Precision, build_optimizer, build_scheduler, reinitialise, reset_optimizer, select_device
-from composer.train.runlog import RunLog, make_console, write_json
-from composer.train.views import check_views, make_views
+from composer.train.lock import RunLock
+from composer.train.runlog import DATA_RECORD, RunLog, data_record, make_console, write_json
+from composer.train.views import make_views
 
-__all__ = ["Trainer", "TrainResult", "train", "evaluate_split", "as_blueprint", "metric_names", "EPOCH_HOOK"]
+__all__ = ["Trainer", "TrainResult", "train", "evaluate_split", "as_blueprint", "metric_names", "remove_run_files", "run_files", "EPOCH_HOOK"]
 
 EPOCH_HOOK = "composer_epoch_end"
 #: The files of a run folder; a new run refuses to start over them without ``overwrite``.
-RUN_FILES = ("metrics.jsonl", "metrics.csv", "block_logs.jsonl", "last.ckpt", "best.safetensors", "summary.json", "blueprint.yaml", "evaluation.json")
+RUN_FILES = ("metrics.jsonl", "metrics.csv", "block_logs.jsonl", "last.ckpt", "best.safetensors", "summary.json", "blueprint.yaml",
+             DATA_RECORD, "evaluation.json")
+#: Files ``composer evaluate`` writes into a run folder (``evaluation-<data>-<sha8>-<protocol>[-N].json``).
+EVALUATION_GLOB = "evaluation-*.json"
 DIVERGENCE_FACTOR = 100.0
+
+
+def run_files(run_dir: Path) -> list[str]:
+    """The names of the run files present in ``run_dir`` (:data:`RUN_FILES` and evaluations)."""
+    present = [name for name in RUN_FILES if (run_dir / name).exists()]
+    return present + sorted(p.name for p in run_dir.glob(EVALUATION_GLOB))
+
+
+def remove_run_files(run_dir: Path) -> list[str]:
+    """Delete a run's files from ``run_dir`` (nothing else there); returns their names."""
+    names = run_files(run_dir)
+    for name in names:
+        (run_dir / name).unlink()
+    return names
 
 
 def _describe_data(fp: dict) -> str:
@@ -69,18 +89,6 @@ def compiled(model: ComposedModel, cfg):
     return torch.compile(model, mode=cfg.compile, backend=cfg.compile_backend)
 
 
-def metric_names(task) -> list[str]:
-    """The metric names :func:`compute_metrics` gives for ``task`` (plus ``loss``)."""
-    k = task.outputs
-    if task.kind == "classification":
-        pred, label = np.eye(k)[np.arange(2) % k], np.arange(2) % k
-    elif task.kind == "multilabel":
-        pred, label = np.zeros((2, k)), np.zeros((2, k))
-    else:
-        pred = label = np.zeros((2, k)) if k > 1 else np.array([1.0, -1.0])
-    return ["loss"] + list(compute_metrics(task, pred, label))
-
-
 def _view_generator(seed: int, epoch: int, salt: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + epoch * 7_919 + salt) % (2**63 - 1))
 
@@ -99,7 +107,8 @@ def evaluate_split(
     runner=None,
 ) -> dict[str, float]:
     """Loss, its terms (``loss/<name>``) and the task metrics of ``model`` on one split (eval
-    mode, no gradients).
+    mode, no gradients): of the prediction, and as ``<output>/<metric>`` of every other output
+    of the prediction's shape (:attr:`Plan.scored_outputs`).
 
     ``transform(batch, generator) -> batch`` alters the inputs first (e.g. masking for a
     missing-rate sweep). Views for the loss are drawn from a generator seeded by ``seed`` so
@@ -110,24 +119,30 @@ def evaluate_split(
     bp = model.blueprint
     view = view or bp.training.monitor.view
     gen = _view_generator(seed, 0, 17)
-    preds, labels, n = [], [], 0
+    scored = model.plan.scored_outputs
+    preds: dict[str, list[torch.Tensor]] = {o: [] for o in scored}
+    labels, n = [], 0
     sums: dict[str, float] = {}
     for batch in split.batches(batch_size, device=device):
         if transform is not None:
             batch = transform(batch, gen)
         batches = make_views(batch, bp, gen)
         with precision.autocast() if precision is not None else nullcontext():
-            outputs = {v: (runner if runner is not None else model)(b) for v, b in batches.items()}
+            outputs = {v: (runner if runner is not None else model)(b, training_branches=True) for v, b in batches.items()}
             total, parts = model.compute_loss(outputs, batches)
         size = batch["label"].shape[0]
         for name, value in (("loss", total), *((f"loss/{k}", v) for k, v in parts.items())):
             sums[name] = sums.get(name, 0.0) + float(value) * size
         n += size
-        preds.append(outputs[view]["prediction"].float().cpu())
+        for o in scored:
+            preds[o].append(outputs[view][o].float().cpu())
         labels.append(batch["label"].cpu())
-    pred = torch.cat(preds).numpy()
     label = torch.cat(labels).numpy()
-    return {**{k: v / max(1, n) for k, v in sums.items()}, **compute_metrics(bp.task, pred, label)}
+    row = {k: v / max(1, n) for k, v in sums.items()}
+    for o in scored:  # the prediction's metrics as they are, another output's as <output>/<metric>
+        prefix = "" if o == "prediction" else f"{o}/"
+        row.update((prefix + k, v) for k, v in compute_metrics(bp.task, torch.cat(preds[o]).numpy(), label).items())
+    return row
 
 
 @dataclass
@@ -160,7 +175,6 @@ class Trainer:
         self.bp = blueprint
         self.overwrite = overwrite
         self.cfg = blueprint.training
-        check_views(blueprint)
         self.run_dir = Path(out) if out is not None else Path("runs") / blueprint.name
         self.device = select_device(device)
         self.precision = Precision(self.cfg.precision, self.device)
@@ -169,18 +183,7 @@ class Trainer:
         self.progress = progress
         self.on_epoch_end = on_epoch_end
         self.console = console or make_console()
-        names = metric_names(blueprint.task) + [f"loss/{ln.name}" for ln in plan(blueprint).losses]
-        views = ["main", *self.cfg.views]
-        if self.cfg.monitor.view not in views:
-            hint = did_you_mean(self.cfg.monitor.view, views)
-            raise ComposerError(f"training.monitor.view: unknown view '{self.cfg.monitor.view}' (views: {', '.join(views)})" + (f" (did you mean '{hint}'?)" if hint else ""))
-        self.monitor = self.cfg.monitor.metric
-        if self.monitor not in names:
-            hint = did_you_mean(self.monitor, names)
-            raise ComposerError(
-                f"training.monitor.metric: '{self.monitor}' is not a metric of this task"
-                + (f" (did you mean '{hint}'?)" if hint else f" (metrics: {', '.join(names)})")
-            )
+        self.monitor = self.cfg.monitor.metric  # a metric the run logs: checked with the blueprint (composer.blueprint.check)
         d = self.cfg.monitor.direction
         self.direction = metric_direction(self.monitor) if d == "auto" else d
         self.data: DataSplits = load_data(blueprint, data)
@@ -189,6 +192,11 @@ class Trainer:
             raise DataError(f"{self.data.source or 'the data'} has no {' or '.join(missing)} split; training needs both")
 
     # -- helpers ------------------------------------------------------------------
+    @cached_property
+    def data_record(self) -> dict[str, Any]:
+        """What ``data.json`` and the summary record about the data (:func:`~composer.train.runlog.data_record`)."""
+        return data_record(self.data, self.bp)
+
     def _better(self, value: float, best: float | None) -> bool:
         if best is None or not math.isfinite(best):
             return math.isfinite(value)
@@ -223,8 +231,9 @@ class Trainer:
                 "(only --epochs may change) or train into a new --out folder"
             )
 
-    def _prepare_run_dir(self, resuming: bool) -> None:
-        """Clean temporary files an interrupted run left; refuse to write over a finished run's history."""
+    def _prepare_run_dir(self, resuming: bool, resume_asked: bool = False) -> None:
+        """Clean temporary files an interrupted run left; refuse to write over a run's files unless
+        ``overwrite`` (then they are deleted). Called with the folder's lock held."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         for tmp in self.run_dir.glob(".*.tmp"):
             if any(tmp.name.startswith(f".{name}") for name in RUN_FILES):
@@ -232,14 +241,26 @@ class Trainer:
                 self._log(f"removed {tmp.name}, a temporary file left by an interrupted run")
         if resuming:
             return
-        existing = [name for name in RUN_FILES if (self.run_dir / name).exists()]
+        existing = run_files(self.run_dir)
         if existing and not self.overwrite:
+            if "last.ckpt" in existing:
+                raise ComposerError(
+                    f"{self.run_dir} already holds a run ({', '.join(existing)}); continue it with --resume, "
+                    "replace it with --overwrite, or train into another --out folder"
+                )
+            asked = " (--resume was given, but there is no last.ckpt to resume from)" if resume_asked else ""
             raise ComposerError(
-                f"{self.run_dir} already holds a run ({', '.join(existing)}); continue it with --resume, "
-                "replace it with --overwrite, or train into another --out folder"
+                f"{self.run_dir} holds the files of a run that ended before its first checkpoint ({', '.join(existing)}){asked}; "
+                "there is nothing to resume: replace them with --overwrite, or train into another --out folder"
             )
-        for name in existing:
-            (self.run_dir / name).unlink()
+        remove_run_files(self.run_dir)
+
+    def _note(self, text: str) -> None:
+        """A line the user should see even without progress output (stderr then)."""
+        if self.progress:
+            self.console.print(f"[yellow]{text}[/]")
+        else:
+            print(text, file=sys.stderr)
 
     def _check_same_data(self, state: dict) -> None:
         saved = state.get("data")
@@ -274,10 +295,17 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------
     def fit(self, resume: bool = False) -> TrainResult:
+        """Train into the run folder, holding its lock (:class:`~composer.train.lock.RunLock`) throughout:
+        another process that trains, resumes, overwrites or evaluates into it is refused meanwhile."""
+        mode = " --resume" if resume else (" --overwrite" if self.overwrite else "")
+        with RunLock(self.run_dir, f"composer train{mode} ({self.bp.name})", log=self._note):
+            return self._fit(resume)
+
+    def _fit(self, resume: bool) -> TrainResult:
         cfg, bp = self.cfg, self.bp
         ckpt_path = self.run_dir / "last.ckpt"
         resuming = resume and ckpt_path.exists()
-        self._prepare_run_dir(resuming)
+        self._prepare_run_dir(resuming, resume_asked=resume)
         state = None
         if resuming:
             state = load_checkpoint(ckpt_path)
@@ -311,6 +339,7 @@ class Trainer:
             self._log(f"resuming {self.run_dir} after epoch {loop.epoch}")
         log = RunLog(self.run_dir, resume_epoch=loop.epoch if state is not None else None)
         (self.run_dir / "blueprint.yaml").write_text(dump_blueprint(bp), encoding="utf-8")
+        write_json(self.run_dir / DATA_RECORD, self.data_record)
         for note in self.data.notes:
             self._log(note)
         counts = model.parameter_summary()
@@ -366,7 +395,7 @@ class Trainer:
             )
         if self.progress:
             self._print_summary(summary)
-        best_model = ComposedModel.load(self.run_dir / "best.safetensors", map_location=self.device)
+        best_model = load_model(self.run_dir / "best.safetensors", map_location=self.device)
         return TrainResult(self.run_dir, summary, best_model)
 
     def _progress(self):
@@ -465,7 +494,7 @@ class Trainer:
             "device": str(self.device),
             "precision": self.precision.name,
             "seed": self.cfg.seed,
-            "data": {"source": self.data.source, "sizes": self.data.sizes(), "notes": self.data.notes},
+            "data": self.data_record,
             "seconds": round(seconds, 2),
             "files": {
                 "metrics": "metrics.jsonl",
@@ -473,6 +502,7 @@ class Trainer:
                 "block_logs": "block_logs.jsonl",
                 "best": "best.safetensors",
                 "last": "last.ckpt",
+                "data": DATA_RECORD,
             },
         }
 

@@ -45,7 +45,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from composer.errors import ComposerError
+from composer.errors import ComposerError, DiskFullError, disk_write
 from composer.graph.model import ComposedModel
 
 __all__ = [
@@ -62,6 +62,7 @@ __all__ = [
     "verify_onnx",
     "verify_program",
     "verification_batch",
+    "data_inputs",
     "TOLERANCE",
 ]
 
@@ -179,8 +180,9 @@ class InferenceModule(nn.Module):
         self.weights = nn.Module()
         self._tensors: dict[str, str] = {}  # model name -> name under `weights`
         persistent = {name for name in inner.state_dict(keep_vars=True)}
+        training_only = inner.training_only_prefixes()
         for name, tensor in [*inner.named_parameters(), *inner.named_buffers()]:
-            if name.startswith("losses."):  # loss networks (DLFR's decoders, ...) only train
+            if name.startswith(training_only):  # loss networks (DLFR's decoders, ...) and training-only blocks only train
                 continue
             *path, leaf = _safe(name).split(".")
             holder = self.weights
@@ -333,7 +335,8 @@ def export_onnx(model: ComposedModel, path: str | Path, batch_size: int = 2, *, 
         if value.shape is not None:
             value.shape = ir.Shape([d if isinstance(d, int) else symbols.get(str(d), str(d)) for d in value.shape])
     onnx_program.model.metadata_props.update(result.metadata(model))
-    onnx_program.save(str(path), external_data=False)
+    with disk_write(path, "nothing of this export (the model and its weights are untouched)"):
+        onnx_program.save(str(path), external_data=False)
     result.files["onnx"] = path
     return result
 
@@ -350,7 +353,10 @@ def export_program(model: ComposedModel, path: str | Path, batch_size: int = 2, 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        torch.export.save(result.program, str(path), extra_files=result.metadata(model))
+        with disk_write(path, "nothing of this export (the model and its weights are untouched)"):
+            torch.export.save(result.program, str(path), extra_files=result.metadata(model))
+    except DiskFullError:
+        raise
     except Exception as exc:  # torch's SerializeError and friends
         if not result.symbolic_time:
             raise ExportError(f"torch.export.save failed on {model.blueprint.name}: {type(exc).__name__}: {_first_line(exc)}") from None
@@ -440,3 +446,25 @@ def verification_batch(model: ComposedModel, result: ExportResult, *, seed: int 
             if axis != BATCH:
                 times[axis] = result.shapes[spec.name][i] + 1
     return sample_inputs(model, traced + 1, times=times, seed=seed)
+
+
+def data_inputs(model: ComposedModel, split, count: int) -> dict[str, torch.Tensor]:
+    """The first ``count`` samples of a data split (a :class:`~composer.data.TensorSplit`) as the
+    exported inputs: ``composer export --verify`` checks a run's files on the data it was trained
+    on. A sequence without ``<m>_lengths`` in the data is full length, a token modality without
+    ``<m>_mask`` is real where its id is not 0, absent segment ids are 0."""
+    batch = split.batch(torch.arange(min(count, len(split))))
+    out: dict[str, torch.Tensor] = {}
+    for spec in input_specs(model):
+        values = batch[spec.modality]
+        if spec.name in batch and isinstance(batch[spec.name], torch.Tensor):
+            out[spec.name] = batch[spec.name].to(spec.dtype)
+        elif spec.role == "lengths":
+            out[spec.name] = torch.full((values.shape[0],), values.shape[1], dtype=torch.long)
+        elif spec.role == "mask":
+            out[spec.name] = values != 0
+        elif spec.role == "segment":
+            out[spec.name] = torch.zeros(values.shape[:2], dtype=torch.long)
+        else:
+            raise ExportError(f"the data has no '{spec.name}' input for {model.blueprint.name}")
+    return out

@@ -57,10 +57,11 @@ def test_standard_protocol_reports_mean_and_std_beside_the_paper(tmp_path):
     assert rows["MAE"]["paper"] == "0.9" and "±" in rows["MAE"]["composer"]
     assert rows["Acc-2 (negative / positive, zeros dropped)"]["paper"] == "80.1"
     assert "Acc-2 (negative / non-negative)" in rows  # both definitions, named
-    saved = json.loads((tmp_path / "standard.json").read_text())
+    saved_json, saved_csv, saved_md = result.written
+    saved = json.loads(saved_json.read_text())
     assert len(saved["provenance"]["data_sha256"]) == 64 and saved["seeds"] == [1, 2] and saved["provenance"]["versions"]["torch"]
-    assert "| MAE | 0.9 |" in (tmp_path / "standard.md").read_text()
-    assert (tmp_path / "standard.csv").read_text().startswith("seed,rate,metric,value")
+    assert "| MAE | 0.9 |" in saved_md.read_text()
+    assert saved_csv.read_text().startswith("seed,rate,metric,value")
 
 
 def test_per_rate_trains_one_model_per_rate_and_seed_with_views_at_that_rate(tmp_path):
@@ -112,6 +113,7 @@ def test_reproduce_command_on_a_standard_pickle(tmp_path, capsys):
     assert code in (0, None)
     printed = capsys.readouterr().out
     assert "A paper, Table 2, p. 7" in printed and "MAE" in printed
-    assert json.loads((tmp_path / "out" / "standard.json").read_text())["provenance"]["data_source"].endswith("feats.pkl")
+    (saved,) = (tmp_path / "out").glob("standard-feats-*.json")
+    assert json.loads(saved.read_text())["provenance"]["data_source"].endswith("feats.pkl")
     code = main(["robustness", str(path), "--protocol", "lnln", "--seeds", "5", "--rates", "0,0.5", "--out", str(tmp_path / "rob")])
-    assert code in (0, None) and (tmp_path / "rob" / "lnln.md").exists()
+    assert code in (0, None) and len(list((tmp_path / "rob").glob("lnln-feats-*.md"))) == 1

@@ -148,7 +148,8 @@ def test_evaluate_sweep_reports_auilc(tmp_path):
     assert result.sweep[0.0]["mae"] == pytest.approx(result.splits["test"]["mae"])
     m = [result.sweep[r]["mae"] for r in (0.0, 0.5, 1.0)]
     assert result.auilc["mae"] == pytest.approx(0.25 * (m[0] + m[1]) + 0.25 * (m[1] + m[2]))
-    saved = json.loads((tmp_path / "r" / "evaluation.json").read_text())
+    assert result.written.name.startswith("evaluation-synthetic-") and result.written.name.endswith("-sweep-test.json")
+    saved = json.loads(result.written.read_text())
     assert saved["auilc"]["mae"] == pytest.approx(result.auilc["mae"])
     from_ckpt = composer.evaluate(tmp_path / "r" / "last.ckpt", progress=False, write=False)
     assert set(from_ckpt.splits) == {"valid", "test"}

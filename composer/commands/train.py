@@ -9,7 +9,7 @@ import typer
 
 TRAIN_HELP = """Train a blueprint (built-in synthetic data unless --data names a file).
 
-Shows a progress bar, prints metrics per epoch and a summary table, and writes the run folder: metrics.jsonl, metrics.csv, block_logs.jsonl, last.ckpt (exact resume), best.safetensors (weights + blueprint), summary.json.
+Shows a progress bar, prints metrics per epoch and a summary table, and writes the run folder: metrics.jsonl, metrics.csv, block_logs.jsonl, last.ckpt (exact resume), best.safetensors (weights + blueprint), summary.json, data.json (the data: path, SHA-256, reader, splits). The folder is locked while training: a second train, resume, overwrite or evaluate into it is refused.
 
 Example:
 
@@ -20,7 +20,7 @@ Example:
 
 EVALUATE_HELP = """Evaluate a run folder, best.safetensors or last.ckpt on valid and test.
 
-With --missing-rates, the test inputs are masked at each rate (random temporal masking) and a table per rate plus the area under each metric's curve (AUILC) is printed; all numbers go to evaluation.json next to the checkpoint.
+Scores the data the run was trained on (its data.json) unless --data names other data; a recorded file that is gone or changed is refused. The table names the data scored. With --missing-rates, the test inputs are masked at each rate (random temporal masking) and a table per rate plus the area under each metric's curve (AUILC) is printed; all numbers go to a new evaluation-<data>-<sha8>-<protocol>.json next to the checkpoint (earlier ones are kept).
 
 Example:
 
@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
     @app.command("evaluate", help=EVALUATE_HELP)
     def evaluate_command(
         target: Path = typer.Argument(..., help="Run folder, best.safetensors or last.ckpt."),
-        data: Optional[str] = typer.Option(None, "--data", help="'synthetic' or a feature pickle (default: the blueprint's training.data)."),
+        data: Optional[str] = typer.Option(None, "--data", help="'synthetic' or a feature pickle (default: the data the run was trained on)."),
         missing_rates: Optional[str] = typer.Option(None, "--missing-rates", help="start:stop:step (e.g. 0:1:0.1) or a comma list."),
         split: str = typer.Option("test", "--split", help="Split of the missing-rate sweep."),
         device: str = typer.Option("auto", "--device", help="auto (CUDA, then CPU), cpu, cuda or cuda:N."),

@@ -17,9 +17,18 @@
 Masking is Composer's temporal mask (:func:`composer.train.views.temporal_mask`): each valid
 step of each sequence or token modality is dropped with probability ``r`` (features zeroed,
 tokens replaced by ``[UNK]``, special tokens kept). Every model's run folder is kept under the
-output folder (``seed_<s>`` or ``seed_<s>/rate_<r>``); a finished run is reused, an interrupted
-one resumed, so an interrupted protocol continues where it stopped. The results go to
-``<out>/<name>.json``, ``.csv`` and ``.md`` with the data's SHA-256, the versions and the seeds.
+output folder (``seed_<s>`` or ``seed_<s>/rate_<r>``), a *cell*. A cell is done only for its
+exact configuration: ``cell.json`` records its key, a SHA-256 over the resolved blueprint (every
+``--set``, the rate's view settings, epochs and seed applied), the data's SHA-256, the epochs and
+the seed. A finished cell with the same key is reused and an interrupted one resumed, so an
+interrupted protocol continues where it stopped; a cell with another key (more ``--epochs``, an
+edited blueprint, other data) or with no key is refused, naming what differs, unless
+``overwrite`` (``--overwrite``), which deletes that cell's run and trains it again: a model is
+never reported under settings it was not trained with. Without ``data``, a protocol rerun into
+the same folder uses the data the folder recorded (``<out>/data.json``). The whole output folder
+is locked while the protocol runs (:class:`~composer.train.lock.RunLock`). The results go to
+``<out>/<protocol>-<data>-<sha8>.json``, ``.csv`` and ``.md`` (``-2``, ``-3`` ... added rather
+than overwriting earlier results) with the data's record, the versions and the seeds.
 """
 
 from __future__ import annotations
@@ -29,6 +38,8 @@ import io
 import math
 import platform
 import statistics
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -36,7 +47,10 @@ from typing import Any, Callable
 from composer.errors import ComposerError
 from composer.metrics import auilc
 
-__all__ = ["ProtocolResult", "run_protocol", "PROTOCOL_RATES", "PAPER_COLUMNS", "LNLN_SEEDS"]
+__all__ = ["ProtocolResult", "run_protocol", "cell_key", "PROTOCOL_RATES", "PAPER_COLUMNS", "LNLN_SEEDS", "CELL_RECORD"]
+
+#: A protocol cell's record of its configuration.
+CELL_RECORD = "cell.json"
 
 #: Default rates of each protocol.
 PROTOCOL_RATES = {"standard": [0.0], "per_rate": [round(0.1 * i, 1) for i in range(11)], "lnln": [round(0.1 * i, 1) for i in range(10)]}
@@ -75,6 +89,7 @@ class ProtocolResult:
     average: dict[str, tuple[float, float]] = field(default_factory=dict)
     reported: list[dict[str, Any]] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
+    written: list[Path] = field(default_factory=list)  # the result files: .json, .csv, .md
 
     def summarise(self) -> None:
         names = [k for k in self.runs[0]["metrics"] if not k.startswith("loss")] if self.runs else []
@@ -174,6 +189,55 @@ def _versions() -> dict[str, str]:
     return {"composer": composer.__version__, "torch": torch.__version__, "numpy": numpy.__version__, "python": platform.python_version()}
 
 
+def cell_key(resolved_text: str, data_sha256: str, epochs: int, seed: int) -> dict[str, Any]:
+    """A cell's configuration and its key: ``{"key", "blueprint_sha256", "data_sha256", "epochs", "seed"}``.
+
+    ``resolved_text``: the cell's blueprint as trained (:func:`~composer.blueprint.load.dump_blueprint`
+    after every override); ``key`` is the SHA-256 over the other four."""
+    parts = {"blueprint_sha256": hashlib.sha256(resolved_text.encode("utf-8")).hexdigest(), "data_sha256": data_sha256,
+             "epochs": int(epochs), "seed": int(seed)}
+    return {"key": hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8")).hexdigest(), **parts}
+
+
+def _read_cell(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads((run_dir / CELL_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("key"), str) else None
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """What differs between two cell keys, in words."""
+    said = []
+    if old.get("epochs") != new["epochs"]:
+        said.append(f"{old.get('epochs')} epochs (now {new['epochs']})")
+    if old.get("seed") != new["seed"]:
+        said.append(f"seed {old.get('seed')} (now {new['seed']})")
+    if old.get("data_sha256") != new["data_sha256"]:
+        said.append(f"other data (SHA-256 {str(old.get('data_sha256'))[:12]}, now {new['data_sha256'][:12]})")
+    if old.get("blueprint_sha256") != new["blueprint_sha256"]:
+        said.append("another blueprint (its resolved text differs: a --set, an edit, another rate)")
+    return ", ".join(said) or "another configuration"
+
+
+def _cell_state(run_dir: Path, key: dict[str, Any]) -> tuple[str, str]:
+    """``("new" | "reuse" | "resume" | "conflict", why)`` for a cell folder and the key it should have."""
+    from composer.train.trainer import run_files
+
+    present = run_files(run_dir) if run_dir.is_dir() else []
+    if not present:
+        return "new", ""
+    recorded = _read_cell(run_dir)
+    if recorded is None:
+        return "conflict", f"{run_dir} holds a run ({', '.join(present)}) with no record of its configuration ({CELL_RECORD})"
+    if recorded["key"] != key["key"]:
+        return "conflict", f"{run_dir} was trained with {_differences(recorded, key)}"
+    if recorded.get("status") == "done" and {"summary.json", "best.safetensors"} <= set(present):
+        return "reuse", ""
+    return ("resume", "") if "last.ckpt" in present else ("new", "")
+
+
 def run_protocol(
     blueprint,
     protocol: str = "standard",
@@ -185,19 +249,19 @@ def run_protocol(
     epochs: int | None = None,
     device: str | None = None,
     progress: bool = True,
+    overwrite: bool = False,
     log: Callable[[str], None] = print,
 ) -> ProtocolResult:
     """Run ``protocol`` (``standard``, ``per_rate`` or ``lnln``) for a blueprint; see the module docstring.
 
-    ``blueprint``: a path, text, dict or loaded blueprint; ``data``: as for :func:`composer.train`;
+    ``blueprint``: a path, text, dict or loaded blueprint; ``data``: as for :func:`composer.train`
+    (default: the data ``out`` recorded, else ``training.data``);
     ``seeds`` default to the blueprint's ``training.seed`` (standard, per_rate) or LNLN's three;
-    ``rates`` to those of the blueprint's ``reported:`` entry for the protocol, else the protocol's. Returns the result and writes ``<out>/<protocol>.{json,csv,md}``."""
-    from composer.data import load_data
-    from composer.graph.model import ComposedModel
-    from composer.train.optim import Precision, select_device
-    from composer.train.runlog import write_json
-    from composer.train.trainer import as_blueprint, evaluate_split, train
-    from composer.train.views import masked_modalities, split_uniforms, temporal_mask
+    ``rates`` to those of the blueprint's ``reported:`` entry for the protocol, else the protocol's;
+    ``overwrite`` retrains cells trained with another configuration instead of refusing. Returns
+    the result and writes ``<out>/<protocol>-<data>-<sha8>.{json,csv,md}``."""
+    from composer.train.lock import RunLock
+    from composer.train.trainer import as_blueprint
 
     if protocol not in PROTOCOL_RATES:
         raise ComposerError(f"unknown protocol '{protocol}' (standard, per_rate, lnln)")
@@ -214,15 +278,31 @@ def run_protocol(
     if protocol == "per_rate" and not bp.training.views:
         log("note: the blueprint has no training views, so every per-rate model trains on complete inputs")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    splits = load_data(bp, data)
-    fingerprint = splits.fingerprint()
+    command = f"composer {'reproduce' if protocol == 'standard' else 'robustness'} --protocol {protocol} ({bp.name})"
+    with RunLock(out, command, log=log):
+        return _run_locked(bp, protocol, data, out, seeds, rates, epochs, device, progress, overwrite, log)
+
+
+def _run_locked(bp, protocol, data, out: Path, seeds, rates, epochs, device, progress, overwrite, log) -> ProtocolResult:
+    """:func:`run_protocol` once its arguments are checked and ``out`` is locked."""
+    from composer.blueprint.load import dump_blueprint
+    from composer.blueprint.weights import load_model
+    from composer.graph.model import ComposedModel
+    from composer.train.evaluation import run_data, unused_name, data_label
+    from composer.train.lock import RunLock
+    from composer.train.optim import Precision, select_device
+    from composer.train.runlog import DATA_RECORD, describe_data, write_json
+    from composer.train.trainer import as_blueprint, evaluate_split, remove_run_files, train
+    from composer.train.views import masked_modalities, split_uniforms, temporal_mask
+
+    splits, record = run_data(bp, out, data, say=log)
+    log(f"data: {describe_data(record)}")
     dev = select_device(device)
     precision = Precision(bp.training.precision, dev)
     view = next(iter(bp.training.views.values()), None)
     tokens = {"unk_token": view.unk_token, "special_tokens": view.special_tokens} if view is not None else {}
     result = ProtocolResult(protocol, bp.name, rates, seeds, reported=[r.model_dump() for r in bp.reported])
-    result.provenance = {"data_source": fingerprint["source"], "data_sha256": fingerprint["sha256"], "data_sizes": fingerprint["sizes"],
+    result.provenance = {"data_source": record["source"], "data_sha256": record["sha256"], "data_sizes": record["sizes"], "data": record,
                          "versions": _versions(), "epochs": epochs or bp.training.epochs, "device": str(dev)}
 
     def masked(batch: dict, gen, rate: float) -> dict:
@@ -233,40 +313,55 @@ def run_protocol(
             return temporal_mask(batch, bp, rate, gen, modalities=chosen, uniforms=split_uniforms(batch, bp, view, chosen), **tokens)
         return temporal_mask(batch, bp, rate, gen, **tokens)
 
-    def trained(seed: int, rate: float | None) -> tuple[ComposedModel, Path]:
+    def plan_cell(seed: int, rate: float | None) -> dict[str, Any]:
+        """The cell's folder, resolved blueprint, key and state (checked before anything trains)."""
         run_dir = out / f"seed_{seed}" / (f"rate_{rate:.2f}" if rate is not None else "")
-        overrides = []
+        overrides = [f"training.seed={int(seed)}"] + ([f"training.epochs={int(epochs)}"] if epochs is not None else [])
         if rate is not None:
             for name in bp.training.views:
                 overrides += [f"training.views.{name}.rate={rate}", f"training.views.{name}.rate_range=null"]
-        if (run_dir / "summary.json").exists() and (run_dir / "best.safetensors").exists():
-            _check_same_data(run_dir, fingerprint)
-            log(f"reusing the finished run {run_dir}")
-            return ComposedModel.load(run_dir / "best.safetensors", map_location=dev), run_dir
-        resume = (run_dir / "last.ckpt").exists()
-        done = train(bp, splits, run_dir, overrides=overrides, epochs=epochs, seed=seed, resume=resume,
-                     device=device, progress=progress, overwrite=not resume)
-        return done.model, run_dir
+        cell_bp = as_blueprint(bp, overrides)
+        key = cell_key(dump_blueprint(cell_bp), record["sha256"], cell_bp.training.epochs, seed)
+        state, why = _cell_state(run_dir, key)
+        return {"run_dir": run_dir, "bp": cell_bp, "key": key, "state": state, "why": why}
 
+    def trained(cell: dict[str, Any]) -> ComposedModel:
+        run_dir, state = cell["run_dir"], cell["state"]
+        if state == "reuse":
+            log(f"reusing the finished run {run_dir}")
+            return load_model(run_dir / "best.safetensors", map_location=dev)
+        with RunLock(run_dir, f"composer train ({cell['bp'].name}, protocol {protocol})", log=log):
+            if state in ("new", "conflict"):
+                gone = remove_run_files(run_dir)
+                if state == "conflict":
+                    log(f"{cell['why']}; --overwrite: deleted its run ({', '.join(gone)}) to train it again")
+            write_json(run_dir / CELL_RECORD, {**cell["key"], "status": "training"})
+            done = train(cell["bp"], splits, run_dir, resume=state == "resume", device=device, progress=progress)
+            write_json(run_dir / CELL_RECORD, {**cell["key"], "status": "done"})
+        return done.model
+
+    cells = {(seed, rate): plan_cell(seed, rate) for seed in seeds for rate in (rates if protocol == "per_rate" else [None])}
+    conflicts = [c["why"] for c in cells.values() if c["state"] == "conflict"]
+    if conflicts and not overwrite:
+        raise ComposerError(
+            "; ".join(conflicts) + ". A cell's models are reported only under the settings they were trained with: "
+            "write to a new --out folder, or give --overwrite to train these cells again (their runs are deleted)"
+        )
+    write_json(out / DATA_RECORD, record)
     for seed in seeds:
-        shared = None if protocol == "per_rate" else trained(seed, None)
+        shared = None if protocol == "per_rate" else (trained(cells[(seed, None)]), cells[(seed, None)])
         for rate in rates:
-            model, run_dir = trained(seed, rate) if shared is None else shared
+            cell = shared[1] if shared is not None else cells[(seed, rate)]
+            model = shared[0] if shared is not None else trained(cell)
             mask = None if rate == 0.0 else (lambda batch, gen, rate=rate: masked(batch, gen, rate))
             # the transform is the masking at this rate: score the model's predictions on it (main), never a view of it
             metrics = evaluate_split(model, splits["test"], bp.training.batch_size, dev, precision, seed=seed, transform=mask, view="main")
-            result.runs.append({"seed": seed, "rate": rate, "run_dir": str(run_dir), "metrics": metrics})
+            result.runs.append({"seed": seed, "rate": rate, "run_dir": str(cell["run_dir"]), "cell": cell["key"]["key"], "metrics": metrics})
             log(f"seed {seed}, rate {rate:.2f}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k in dict(PAPER_COLUMNS + CLASSIFICATION_COLUMNS)))
     result.summarise()
-    write_json(out / f"{protocol}.json", result.to_dict())
-    (out / f"{protocol}.csv").write_text(result.csv(), encoding="utf-8")
-    (out / f"{protocol}.md").write_text(result.markdown(), encoding="utf-8")
+    name = unused_name(out, f"{protocol}-{data_label(record)}", (".json", ".csv", ".md"))
+    result.written = [out / f"{name}{suffix}" for suffix in (".json", ".csv", ".md")]
+    write_json(result.written[0], result.to_dict())
+    result.written[1].write_text(result.csv(), encoding="utf-8")
+    result.written[2].write_text(result.markdown(), encoding="utf-8")
     return result
-
-
-def _check_same_data(run_dir: Path, fingerprint: dict) -> None:
-    from composer.train.checkpoint import load_checkpoint
-
-    saved = load_checkpoint(run_dir / "last.ckpt").get("data") if (run_dir / "last.ckpt").exists() else None
-    if isinstance(saved, dict) and saved.get("sha256") != fingerprint["sha256"]:
-        raise ComposerError(f"{run_dir} holds a run on other data (SHA-256 {saved.get('sha256')}); use another output folder")

@@ -5,18 +5,29 @@
 rewritten after each epoch. ``block_logs.jsonl`` holds the rows returned by blocks'
 ``composer_epoch_end`` hooks. On resume, rows after the checkpoint's epoch (from an
 interrupted epoch) are dropped so the files match an uninterrupted run.
+
+``data.json`` records the data a run was trained on (:func:`data_record`): its source, the
+reader, every file it came from with the file's SHA-256, the split sizes and the SHA-256 over
+its tensors (:meth:`composer.data.DataSplits.fingerprint`). ``composer evaluate`` and the
+protocols read it back (:func:`read_data_record`) to score the same data.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunLog", "write_json", "make_console"]
+from composer.errors import disk_write
+
+__all__ = ["RunLog", "write_json", "make_console", "data_record", "read_data_record", "describe_data", "file_sha256", "DATA_RECORD"]
+
+#: The run folder's record of its data.
+DATA_RECORD = "data.json"
 
 
 def make_console():
@@ -36,8 +47,9 @@ def _clean(value: Any) -> Any:
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temporary file + replace)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_clean) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    with disk_write(path, f"the previous {path.name}, if any, and last.ckpt"):
+        tmp.write_text(json.dumps(data, indent=2, default=_clean) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
 
 
 def _read_jsonl(path: Path, max_epoch: int) -> list[dict]:
@@ -74,20 +86,21 @@ class RunLog:
     @staticmethod
     def _rewrite(path: Path, rows: list[dict]) -> None:
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(json.dumps(r, default=_clean) + "\n" for r in rows), encoding="utf-8")
-        os.replace(tmp, path)
+        with disk_write(path, f"the previous {path.name} and last.ckpt"):
+            tmp.write_text("".join(json.dumps(r, default=_clean) + "\n" for r in rows), encoding="utf-8")
+            os.replace(tmp, path)
 
     def add_metrics(self, rows: list[dict]) -> None:
         rows = [{k: _clean(v) for k, v in r.items()} for r in rows]
         self.rows += rows
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
+        with disk_write(self.metrics_path, "the earlier epochs' rows and last.ckpt"), open(self.metrics_path, "a", encoding="utf-8") as f:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
         self._write_csv()
 
     def add_block_rows(self, rows: list[dict]) -> None:
         self.block_rows += rows
-        with open(self.blocks_path, "a", encoding="utf-8") as f:
+        with disk_write(self.blocks_path, "the earlier epochs' rows and last.ckpt"), open(self.blocks_path, "a", encoding="utf-8") as f:
             for r in rows:
                 f.write(json.dumps(r, default=str) + "\n")
 
@@ -96,8 +109,73 @@ class RunLog:
         for r in self.rows:
             columns += [k for k in r if k not in columns]
         tmp = self.csv_path.with_name(f".{self.csv_path.name}.tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
+        with disk_write(self.csv_path, f"the previous {self.csv_path.name}, metrics.jsonl and last.ckpt"), open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
             writer.writerows(self.rows)
         os.replace(tmp, self.csv_path)
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes (read in 1 MiB chunks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _reader(splits, blueprint) -> tuple[str, list[str]]:
+    """How ``splits`` were read, and the files they came from (absolute paths)."""
+    source = str(splits.source or "")
+    if source == "synthetic":
+        return "synthetic", []
+    if source.startswith("csd("):
+        paths = getattr(blueprint.training.data, "paths", None) or {}
+        return "csd", [str(Path(p).resolve()) for p in paths.values()]
+    if source and Path(source).is_file():
+        mag = any("(MAG layout" in note for note in splits.notes)
+        return ("mag_pickle" if mag else "pickle"), [str(Path(source).resolve())]
+    return "python", []
+
+
+def data_record(splits, blueprint) -> dict[str, Any]:
+    """What a run records about its data (``splits``: a :class:`~composer.data.DataSplits`):
+
+    ``{"source", "reader", "path", "files": {path: sha256}, "sha256", "sizes", "splits", "notes"}``;
+    ``reader`` is ``synthetic``, ``pickle``, ``mag_pickle``, ``csd`` or ``python`` (splits built in
+    Python, which only the same Python call can give again); ``path`` is the file of a pickle
+    (absolute), else None; ``sha256`` covers the tensors and ids (what the model saw)."""
+    reader, files = _reader(splits, blueprint)
+    fp = splits.fingerprint()
+    return {
+        "source": fp["source"],
+        "reader": reader,
+        "path": files[0] if reader in ("pickle", "mag_pickle") else None,
+        "files": {f: file_sha256(f) for f in files},
+        "sha256": fp["sha256"],
+        "sizes": fp["sizes"],
+        "splits": list(fp["sizes"]),
+        "notes": list(splits.notes),
+    }
+
+
+def read_data_record(run_dir: str | Path) -> dict[str, Any] | None:
+    """The data record of a run folder (``data.json``), or None when the folder has none (a run
+    from before records, or a weights file outside a run folder)."""
+    path = Path(run_dir) / DATA_RECORD
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("sha256"), str) else None
+
+
+def describe_data(record: dict[str, Any]) -> str:
+    """``feats.pkl (pickle /abs/feats.pkl; test 8, valid 8; sha256 1a2b3c4d5e6f)``."""
+    sizes = ", ".join(f"{k} {v}" for k, v in (record.get("sizes") or {}).items())
+    where = record.get("path") or ", ".join(record.get("files") or {}) or record.get("source") or "data"
+    name = Path(where).name if record.get("path") else (record.get("source") or "data")
+    return f"{name} ({record.get('reader', '?')}{' ' + where if where != name else ''}; {sizes}; sha256 {str(record.get('sha256', '?'))[:12]})"

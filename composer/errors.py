@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import difflib
 import errno
+import os
+import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
@@ -97,13 +99,26 @@ class DiskFullError(ComposerError):
     """The disk (or the user's quota) filled while Composer wrote a file."""
 
 
-def _is_disk_full(exc: BaseException) -> bool:
-    """An ``OSError`` with ``ENOSPC``/``EDQUOT``, or a library's wrapper of one (safetensors'
-    Rust ``StorageFull`` error says ``No space left on device (os error 28)``)."""
+#: Free bytes below which a failed write is put down to a full disk (torch's writers hide the errno).
+NEARLY_FULL = 1 << 20
+
+
+def _is_disk_full(exc: BaseException, path: object) -> bool:
+    """An ``OSError`` with ``ENOSPC``/``EDQUOT``, a library's wrapper of one (safetensors' Rust
+    ``StorageFull`` says ``No space left on device (os error 28)``), or any failure while the
+    folder of ``path`` has less than :data:`NEARLY_FULL` bytes free."""
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     text = str(exc)
-    return "No space left on device" in text or "Disk quota exceeded" in text
+    if "No space left on device" in text or "Disk quota exceeded" in text:
+        return True
+    folder = os.path.dirname(os.path.abspath(str(path))) or "."
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    try:
+        return shutil.disk_usage(folder).free < NEARLY_FULL
+    except OSError:
+        return False
 
 
 @contextmanager
@@ -114,7 +129,9 @@ def disk_write(path: object, kept: str) -> Iterator[None]:
     ``kept`` says what is still intact (``the previous last.ckpt``); any other error passes."""
     try:
         yield
+    except ComposerError:
+        raise
     except Exception as exc:
-        if not _is_disk_full(exc):
+        if not _is_disk_full(exc, path):
             raise
         raise DiskFullError(f"no space left on device while writing {path}; kept: {kept}") from None

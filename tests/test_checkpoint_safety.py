@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import composer
+import composer.train.trainer  # noqa: F401  imported before any test patches what it imports by name
 from composer.cli import main
 from composer.errors import ComposerError, DataError, DiskFullError
 from composer.train.checkpoint import LoopState, save_checkpoint

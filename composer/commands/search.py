@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from composer.commands.core import SET_HELP, console
+from composer.errors import ComposerError
 
 
 def search(
@@ -35,8 +36,9 @@ def search(
 
     Example: composer search blueprints/msaf_placements.yaml --trials 8 --epochs 3
     """
-    from composer.search.study import decode_params, trial_note
+    from composer.search.objective import decode_params
     from composer.search.study import search as run_search
+    from composer.search.workers import trial_note
 
     for name, value, allowed in (("--sampler", sampler, ("tpe", "random", "grid", "nsga2")), ("--pruner", pruner, ("median", "none"))):
         if value is not None and value not in allowed:
@@ -61,9 +63,9 @@ def search(
         con.print(f"best value {result.best_value:.4f}; best blueprint: {result.best_blueprint}")
     elif result.pareto:
         con.print(f"Pareto front: {len(result.pareto)} blueprints in {result.out_dir / 'pareto'} (table pareto.csv, plot pareto.png)")
-    else:
-        con.print("no trial completed; see the notes above")
     con.print(f"trials table: {result.out_dir / 'trials.csv'}")
+    if result.failure is not None:
+        raise ComposerError(f"{result.failure}; see {result.out_dir / 'trials.csv'}")
     if rerun_best:
         from composer.search.study import rerun_best as run_rerun
 

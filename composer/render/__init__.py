@@ -15,7 +15,7 @@ from typing import Iterable
 import graphviz
 
 from composer._callable import make_callable
-from composer.errors import ComposerError
+from composer.errors import ComposerError, disk_write
 from composer.render._graph import GraphOptions, build_graph
 
 __all__ = ["render", "render_to_file", "write_graph", "FORMATS", "InsidePart", "inside_of", "GraphOptions", "require_dot"]
@@ -125,7 +125,8 @@ def write_graph(graph: graphviz.Digraph, path: str | Path, *, dpi: int = 200) ->
         raise ComposerError(f"cannot tell the picture format from '{path.name}': use one of .{', .'.join(FORMATS)} (or .gv)")
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "dot":
-        path.write_text(graph.source, encoding="utf-8")
+        with disk_write(path, "nothing of this picture"):
+            path.write_text(graph.source, encoding="utf-8")
         return path
     require_dot()
     if fmt == "png":
@@ -138,7 +139,8 @@ def write_graph(graph: graphviz.Digraph, path: str | Path, *, dpi: int = 200) ->
     except graphviz.CalledProcessError as exc:
         message = (exc.stderr or b"").decode(errors="replace").strip()
         raise ComposerError(f"graphviz `dot` failed to draw {path.name}: {message}") from exc
-    path.write_bytes(data)
+    with disk_write(path, "nothing of this picture"):
+        path.write_bytes(data)
     return path
 
 

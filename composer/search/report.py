@@ -18,10 +18,10 @@ import optuna
 
 from composer.blueprint.load import get_path, resolve_path, split_path
 from composer.errors import ComposerError
+from composer.search.outputs import SEARCH_INFO, write_text
 
-__all__ = ["write_report", "SEARCH_INFO"]
+__all__ = ["write_report", "read_search_info", "SEARCH_INFO"]
 
-SEARCH_INFO = "search.json"
 
 
 def _cell(value: Any) -> str:
@@ -37,20 +37,45 @@ def _base_value(raw: dict, path: str) -> Any:
         return "(default)"
 
 
-def write_report(out_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``report.md`` and ``report.html`` into a search folder; returns both paths."""
-    from composer.search.study import _read_raw, decode_params, make_storage, trial_note
-
-    out_dir = Path(out_dir)
+def read_search_info(out_dir: Path) -> dict[str, Any]:
+    """A search folder's ``search.json``, checked: ``blueprint`` (a path), ``study`` (a name),
+    ``overrides`` (a list of strings) and ``storage`` (a URL or None). Raises ComposerError."""
     info_path = out_dir / SEARCH_INFO
     if not info_path.is_file():
         raise ComposerError(f"{out_dir}: no {SEARCH_INFO} here; give the folder a `composer search` wrote")
-    info = json.loads(info_path.read_text(encoding="utf-8"))
-    raw, _ = _read_raw(info["blueprint"], info.get("overrides", []))
-    from composer.blueprint.load import validate_data
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ComposerError(f"{info_path} is damaged ({exc}); run `composer search` into this folder again to rewrite it") from None
+    if not isinstance(info, dict):
+        raise ComposerError(f"{info_path}: expected a JSON object with 'blueprint' and 'study', found {type(info).__name__}")
+    expected = {"blueprint": (str, "the blueprint's path"), "study": (str, "the study's name"),
+                "overrides": (list, "a list of --set strings"), "storage": ((str, type(None)), "a storage URL or null")}
+    for key, (kind, what) in expected.items():
+        value = info.get(key, [] if key == "overrides" else None if key == "storage" else ...)
+        if value is ... or not isinstance(value, kind) or key == "overrides" and not all(isinstance(v, str) for v in value):
+            raise ComposerError(f"{info_path}: '{key}' is {value if value is not ... else 'missing'!r}, expected {what}")
+    if not Path(info["blueprint"]).is_file():
+        raise ComposerError(f"{info_path}: the blueprint {info['blueprint']} is gone; restore it or search again")
+    if info.get("storage") is None and not (out_dir / "study.db").is_file():
+        raise ComposerError(f"{out_dir}: no study.db here (the search's default storage); the folder is incomplete")
+    return info
 
+
+def write_report(out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``report.md`` and ``report.html`` into a search folder; returns both paths."""
+    from composer.blueprint.load import validate_data
+    from composer.search.objective import decode_params, read_raw
+    from composer.search.storage import describe_storage, make_storage, open_study
+    from composer.search.workers import trial_note
+
+    out_dir = Path(out_dir)
+    info = read_search_info(out_dir)
+    raw, _ = read_raw(info["blueprint"], info.get("overrides", []))
     cfg = validate_data(raw).search
-    study = optuna.load_study(study_name=info["study"], storage=make_storage(info.get("storage"), out_dir))
+    if cfg is None or not cfg.space:
+        raise ComposerError(f"{info['blueprint']}: the blueprint has no `search.space`; it is not the one this search ran")
+    study = open_study(info["study"], make_storage(info.get("storage"), out_dir), describe_storage(info.get("storage"), out_dir))
     labels = [o.label for o in cfg.objectives]
     params = list(dict.fromkeys(k for t in study.trials for k in t.params))
     header = ["#", "state", *labels, *params, "note"]
@@ -102,8 +127,7 @@ def write_report(out_dir: str | Path) -> tuple[Path, Path]:
     md += ["## Trials", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(_cell(c).replace("|", "\\|") for c in row) + " |" for row in rows]
     md += ["", "Browse the study interactively: `optuna-dashboard " + _dashboard_url(info, out_dir) + "`", ""]
-    md_path = out_dir / "report.md"
-    md_path.write_text("\n".join(md), encoding="utf-8")
+    md_path = write_text(out_dir / "report.md", "\n".join(md), kept=f"the search folder as it was ({SEARCH_INFO}, the study, trials.csv)")
 
     esc = html.escape
     body = [f"<h1>Search report: {esc(info['study'])}</h1>",
@@ -121,9 +145,8 @@ def write_report(out_dir: str | Path) -> tuple[Path, Path]:
         "<tr>" + "".join(f"<td>{esc(_cell(c))}</td>" for c in row) + "</tr>" for row in rows) + "</table>")
     body.append(f"<p>Interactive: <code>optuna-dashboard {esc(_dashboard_url(info, out_dir))}</code></p>")
     style = "body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;font-size:0.9em}td,th{border:1px solid #ccc;padding:2px 6px}"
-    html_path = out_dir / "report.html"
-    html_path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(info['study'])}</title><style>{style}</style></head><body>"
-                         + "\n".join(body) + "</body></html>\n", encoding="utf-8")
+    html_path = write_text(out_dir / "report.html", f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(info['study'])}</title><style>{style}</style></head><body>"
+                         + "\n".join(body) + "</body></html>\n", kept="report.md and the search folder as it was")
     return md_path, html_path
 
 

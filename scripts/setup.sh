@@ -35,3 +35,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     pip_install -e ".[dev,demo,sdk,docs,export]"
     touch "$stamp"
 fi
+# The MMSA oracle of the zoo's equality tests (tests/mmsa_oracle.py, `pytest -k mmsa`): MMSA 2.2.1
+# (MIT) and the one module its config loader imports, both without dependencies (MMSA's own pins
+# would replace torch); the tests load its model classes around its package __init__.
+if ! python -c "import importlib.util as u, sys; sys.exit(u.find_spec('MMSA') is None or u.find_spec('easydict') is None)"; then
+    pip_install --no-deps "mmsa==2.2.1" "easydict==1.14" || echo "warning: could not install mmsa 2.2.1; the MMSA equality tests will be skipped" >&2
+fi

@@ -5,8 +5,8 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-#: Paper presets and their variants.
-PRESETS = sorted([*ROOT.glob("blueprints/*.yaml"), *ROOT.glob("blueprints/variants/*.yaml")])
+#: Paper presets, their variants and the zoo of baselines equal to MMSA (blueprints/zoo/, docs/zoo.md).
+PRESETS = sorted([*ROOT.glob("blueprints/*.yaml"), *ROOT.glob("blueprints/variants/*.yaml"), *ROOT.glob("blueprints/zoo/*.yaml")])
 SEARCHES = sorted(ROOT.glob("blueprints/search/*.yaml"))
 
 

@@ -9,10 +9,7 @@ can fail (a changed setting changes the value).
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import math
-import sys
 import types
 
 import pytest
@@ -21,6 +18,7 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 
 import composer
+import mmsa_oracle
 from composer.blocks._base import Context
 from composer.configs._base import SpecError
 from composer.losses._base import weighted_mean
@@ -52,34 +50,8 @@ def _grads(value, *tensors):
 
 @pytest.fixture(scope="module")
 def mmsa():
-    spec = importlib.util.find_spec("MMSA")
-    if spec is None:
-        pytest.skip("MMSA 2.2.1 is not installed (pip install mmsa==2.2.1 --no-deps)")
-    root = spec.submodule_search_locations[0]
-    saved = {k: v for k, v in sys.modules.items() if k == "MMSA" or k.startswith("MMSA.")}
-
-    def package(name, path=None, **attrs):
-        module = types.ModuleType(name)
-        module.__path__ = [path] if path else []
-        module.__dict__.update(attrs)
-        sys.modules[name] = module
-
-    package("MMSA", root)
-    package("MMSA.trains", f"{root}/trains")
-    package("MMSA.trains.singleTask", f"{root}/trains/singleTask")
-    package("MMSA.utils", MetricsTop=None, dict_to_str=None)  # what MISA.py imports and the losses never use
-    package("MMSA.models", f"{root}/models")
-    package("MMSA.models.singleTask", f"{root}/models/singleTask")
-    package("MMSA.models.subNets", BertTextEncoder=None)
-    try:
-        misa = importlib.import_module("MMSA.trains.singleTask.MISA")
-        mmim = importlib.import_module("MMSA.models.singleTask.MMIM")
-    except ImportError as exc:
-        pytest.skip(f"MMSA's loss modules need {exc}")
-    finally:
-        for k in [k for k in sys.modules if k == "MMSA" or k.startswith("MMSA.")]:
-            del sys.modules[k]
-        sys.modules.update(saved)
+    loaded = mmsa_oracle.load("MMSA.trains.singleTask.MISA", "MMSA.models.singleTask.MMIM")
+    misa, mmim = loaded["MMSA.trains.singleTask.MISA"], loaded["MMSA.models.singleTask.MMIM"]
     return types.SimpleNamespace(CMD=misa.CMD, DiffLoss=misa.DiffLoss, CPC=mmim.CPC, MMILB=mmim.MMILB)
 
 

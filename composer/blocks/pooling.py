@@ -50,6 +50,8 @@ class Pool(Block):
     def forward(self, inputs: dict[str, torch.Tensor], ctx: Context) -> torch.Tensor:
         (x,) = inputs.values()  # (B, T, D)
         mask = ctx.mask(self._spec)
+        if self.config.padding == "include":
+            return x.mean(dim=1)  # every step, padded ones too (MMSA's averaging)
         if self.config.mode != "attention":
             return masked_pool(x, mask, self.config.mode)
         scores = self.score(x).squeeze(-1)  # (B, T)

@@ -38,6 +38,13 @@ class PoolConfig(BlockConfig):
     hidden: int | None = Field(
         default=None, ge=1, description="Width of W in attention mode (default: the input width); unused otherwise."
     )
+    padding: Literal["exclude", "include"] = Field(
+        default="exclude",
+        description=(
+            "exclude: pool the valid steps only; include (mode mean only): the mean over all T steps, padded ones "
+            "too, as MMSA's data loader averages audio and vision (need_normalized). Depends on padding."
+        ),
+    )
 
     def infer(self, inputs: dict[str, Spec]) -> dict[str, Spec]:
         expect_ports(inputs, exactly=1)
@@ -45,6 +52,8 @@ class PoolConfig(BlockConfig):
         expect_kind(port, spec, "sequence")
         if self.hidden is not None and self.mode != "attention":
             raise SpecError(f"`hidden` is only used by mode 'attention', not '{self.mode}'", field="hidden")
+        if self.padding == "include" and self.mode != "mean":
+            raise SpecError(f"`padding: include` is only for mode 'mean', not '{self.mode}'", field="padding")
         return {"out": Spec("vector", (spec.batch, spec.features))}
 
     def parameter_shapes(self, inputs: dict[str, Spec]) -> Shapes:
@@ -60,7 +69,7 @@ class PoolConfig(BlockConfig):
     def examples(cls):
         return [
             ({"mode": mode}, {"in": sequence("T_x", 4)}) for mode in ("mean", "max", "last", "first", "attention")
-        ] + [({"mode": "attention", "hidden": 3}, {"in": sequence(5, 4)})]
+        ] + [({"mode": "attention", "hidden": 3}, {"in": sequence(5, 4)}), ({"padding": "include"}, {"in": sequence(6, 4)})]
 
 
 @block_type("pooling", implementation=f"{MODULES}:AdaptiveMaxPool")

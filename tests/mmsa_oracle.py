@@ -1,0 +1,75 @@
+"""MMSA 2.2.1 (thuiar/MMSA, MIT) as a test oracle: its modules loaded without its package __init__.
+
+``MMSA/__init__.py`` imports its runner, which needs GPU-only libraries; the model classes,
+losses and configuration loader need only torch (and ``easydict``). :func:`load` imports the
+named MMSA modules under stand-in parent packages and restores ``sys.modules`` afterwards, so
+nothing of MMSA stays imported. Tests skip with the reason when MMSA is not installed
+(``bash scripts/setup.sh`` installs it: ``pip install --no-deps mmsa==2.2.1 easydict``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import types
+
+import pytest
+
+#: Stand-in packages: name -> (folder under MMSA/ or None, attributes the real __init__ would export
+#: that the loaded modules import and never use).
+_PACKAGES = {
+    "MMSA": ("", {}),
+    "MMSA.trains": ("trains", {}),
+    "MMSA.trains.singleTask": ("trains/singleTask", {}),
+    "MMSA.utils": (None, {"MetricsTop": None, "dict_to_str": None}),
+    "MMSA.models": ("models", {}),
+    "MMSA.models.singleTask": ("models/singleTask", {}),
+    "MMSA.models.subNets": ("models/subNets", {"BertTextEncoder": None}),
+}
+
+
+def load(*modules: str, exports: dict[str, tuple[str, ...]] | None = None) -> dict[str, types.ModuleType]:
+    """Import MMSA modules (``"MMSA.models.singleTask.TFN"``, ``"MMSA.config"``) around the package __init__.
+
+    ``exports`` names, per stand-in package, submodules whose public names the package must
+    re-export first (``{"MMSA.models.subNets": ("FeatureNets",)}`` for ``from ..subNets import SubNet``).
+    Skips the calling test when MMSA (or a module it imports) is missing.
+    """
+    spec = importlib.util.find_spec("MMSA")
+    if spec is None:
+        pytest.skip("MMSA 2.2.1 is not installed (pip install --no-deps mmsa==2.2.1 easydict)")
+    root = spec.submodule_search_locations[0]
+    saved = {k: v for k, v in sys.modules.items() if k == "MMSA" or k.startswith("MMSA.")}
+    try:
+        for name, (folder, attrs) in _PACKAGES.items():
+            package = types.ModuleType(name)
+            package.__path__ = [f"{root}/{folder}".rstrip("/")] if folder is not None else []
+            package.__dict__.update(attrs)
+            sys.modules[name] = package
+        for name, subs in (exports or {}).items():
+            for sub in subs:
+                module = importlib.import_module(f"{name}.{sub}")
+                sys.modules[name].__dict__.update({k: getattr(module, k) for k in getattr(module, "__all__", [])})
+        return {name: importlib.import_module(name) for name in modules}
+    except ImportError as exc:
+        pytest.skip(f"MMSA's modules need {exc}")
+    finally:
+        for k in [k for k in sys.modules if k == "MMSA" or k.startswith("MMSA.")]:
+            del sys.modules[k]
+        sys.modules.update(saved)
+
+
+def models() -> types.SimpleNamespace:
+    """MMSA's single-task model classes (TFN, LMF, LF_DNN, EF_LSTM), its ``AMIO`` wrapper's
+    aligner ``AlignSubNet``, and ``get_config_regression``."""
+    names = ["TFN", "LMF", "LF_DNN", "EF_LSTM"]
+    loaded = load(
+        *[f"MMSA.models.singleTask.{n}" for n in names], "MMSA.models.subNets.AlignNets", "MMSA.config",
+        exports={"MMSA.models.subNets": ("FeatureNets", "AlignNets")},
+    )
+    return types.SimpleNamespace(
+        **{n: getattr(loaded[f"MMSA.models.singleTask.{n}"], n) for n in names},
+        AlignSubNet=loaded["MMSA.models.subNets.AlignNets"].AlignSubNet,
+        get_config_regression=loaded["MMSA.config"].get_config_regression,
+    )

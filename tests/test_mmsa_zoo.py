@@ -1,0 +1,214 @@
+"""The zoo's baselines (blueprints/zoo/) equal MMSA 2.2.1's modules (tests/mmsa_oracle.py), per dataset.
+
+For each model and each dataset MMSA configures (``config_regression.json``), MMSA's module is
+built from its own configuration (feature widths shrunk to keep the tests fast, every other
+setting as shipped) and Composer's blueprint with ``--dataset``; every MMSA tensor is copied
+through an explicit name map that uses each tensor once; then the parameter counts are equal,
+the predictions on a padded batch agree to 1e-5 (float32, eval mode) and so does the gradient
+of every parameter. Composer masks padding where MMSA reads it, so the equality runs Composer's
+MMSA options (``padding: include`` of the time averages, ``packed: false`` LSTMs); a second test
+shows that Composer's default equals MMSA on a batch without padding and differs on a padded
+one. Each model has a negative control: a changed setting breaks the equality.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import composer
+from composer.testing import padded_batch
+
+import mmsa_oracle
+
+ROOT = Path(__file__).resolve().parents[1]
+ZOO = ROOT / "blueprints" / "zoo"
+DATASETS = ["mosi", "mosei", "sims"]
+WIDTHS = {"text": 6, "audio": 3, "vision": 4}  # small features; MMSA's feature_dims order is (text, audio, vision)
+LENGTHS = {"text": 7, "audio": 9, "vision": 8}
+TOLERANCE = 1e-5  # of the predictions; a negative control fails it
+
+
+@pytest.fixture(scope="module")
+def mmsa():
+    return mmsa_oracle.models()
+
+
+# -- building both sides -------------------------------------------------------------------------
+
+
+def mmsa_module(mmsa, name: str, dataset: str) -> nn.Module:
+    """MMSA's model class for ``name`` built from its own regression configuration for ``dataset``."""
+    config = mmsa.get_config_regression(name, dataset)
+    config.feature_dims = [WIDTHS["text"], WIDTHS["audio"], WIDTHS["vision"]]
+    config.train_mode = "regression"
+    cls = {"tfn": mmsa.TFN, "lmf": mmsa.LMF, "lf_dnn": mmsa.LF_DNN, "ef_lstm": mmsa.EF_LSTM}[name]
+    torch.manual_seed(1)
+    return cls(config)
+
+
+def composer_model(name: str, dataset: str, *overrides: str):
+    sizes = [f"modalities.{m}.features={w}" for m, w in WIDTHS.items()]
+    sizes += [f"modalities.{m}.length={n}" for m, n in LENGTHS.items()]
+    torch.manual_seed(0)
+    return composer.compile_blueprint(composer.load_blueprint(ZOO / f"{name}.yaml", [*sizes, *overrides], dataset=dataset))
+
+
+def trainable(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def copy_weights(theirs: nn.Module, ours: nn.Module, names: dict[str, str]) -> None:
+    """Load MMSA's tensors into Composer's model through ``names`` (MMSA name -> Composer name, or
+    None for MMSA's frozen constants that are config values in Composer); every tensor on both
+    sides is named exactly once."""
+    source, target = theirs.state_dict(), ours.state_dict()
+    assert sorted(names) == sorted(source), f"unmapped MMSA tensors: {sorted(set(source) ^ set(names))}"
+    used = [v for v in names.values() if v is not None]
+    assert sorted(used) == sorted(target), f"Composer tensors mapped 0 or 2 times: {sorted(set(target) ^ set(used))}"
+    ours.load_state_dict({names[k]: v for k, v in source.items() if names[k] is not None})
+
+
+def zero_padding(batch: dict) -> dict:
+    """Padded steps set to zero, as MMSA's pickles store them."""
+    out = dict(batch)
+    for m in WIDTHS:
+        if f"{m}_lengths" in batch:
+            valid = torch.arange(batch[m].shape[1])[None] < batch[f"{m}_lengths"][:, None]
+            out[m] = batch[m] * valid[..., None]
+    return out
+
+
+def mmsa_inputs(batch: dict, normalized: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(text, audio, vision) as MMSA's data loader gives them: with ``need_normalized`` the audio and
+    vision sequences are averaged over every (padded) step, ``(B, 1, D)``."""
+    text, audio, vision = batch["text"], batch["audio"], batch["vision"]
+    if normalized:
+        audio, vision = audio.mean(1, keepdim=True), vision.mean(1, keepdim=True)
+    return text, audio, vision
+
+
+def assert_equal_to_mmsa(ours, theirs, names: dict[str, str], batch: dict, normalized: bool) -> None:
+    """Equal predictions (1e-5) and equal gradients of every parameter, in eval mode."""
+    ours.eval(), theirs.eval()
+    prediction = ours(batch)["prediction"]
+    reference = theirs(*mmsa_inputs(batch, normalized))["M"]
+    assert prediction.shape == reference.shape == (len(batch["label"]), 1)
+    torch.testing.assert_close(prediction, reference, atol=TOLERANCE, rtol=0)
+    prediction.square().mean().backward()
+    reference.square().mean().backward()
+    twins = dict(theirs.named_parameters())
+    for mmsa_name, name in names.items():
+        if mmsa_name not in twins or name is None:
+            continue  # a buffer (BatchNorm running statistics)
+        param = dict(ours.named_parameters())[name]
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+        torch.testing.assert_close(param.grad, twins[mmsa_name].grad, atol=1e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+
+
+def max_difference(ours, theirs, batch: dict, normalized: bool) -> float:
+    ours.eval(), theirs.eval()
+    with torch.no_grad():
+        return (ours(batch)["prediction"] - theirs(*mmsa_inputs(batch, normalized))["M"]).abs().max().item()
+
+
+# -- name maps -----------------------------------------------------------------------------------
+
+
+def _batch_norm(mmsa_prefix: str, prefix: str) -> dict[str, str]:
+    return {f"{mmsa_prefix}.{k}": f"{prefix}.{k}" for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")}
+
+
+def _linear(mmsa_prefix: str, prefix: str) -> dict[str, str]:
+    return {f"{mmsa_prefix}.{k}": f"{prefix}.{k}" for k in ("weight", "bias")}
+
+
+def _lstm(mmsa_prefix: str, prefix: str, layers: int = 1) -> dict[str, str]:
+    return {f"{mmsa_prefix}.{k}_l{i}": f"{prefix}.{k}_l{i}" for i in range(layers) for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+
+
+def subnet_names() -> dict[str, str]:
+    """MMSA's SubNet / TextSubNet (FeatureNets.py) -> the zoo's vector_subnet / text_subnet templates."""
+    names = {**_lstm("text_subnet.rnn", "text_net.lstm.rnn"), **_linear("text_subnet.linear_1", "text_net.proj.linear")}
+    for mmsa_m, m in (("audio", "audio"), ("video", "vision")):
+        names.update(_batch_norm(f"{mmsa_m}_subnet.norm", f"{m}_net.norm.norm"))
+        for i, index in ((1, 0), (2, 2), (3, 4)):
+            names.update(_linear(f"{mmsa_m}_subnet.linear_{i}", f"{m}_net.layers.net.{index}"))
+    return names
+
+
+def post_fusion_names(prefix: str = "post") -> dict[str, str]:
+    return {k: v for i, index in ((1, 0), (2, 2), (3, 4)) for k, v in _linear(f"post_fusion_layer_{i}", f"{prefix}.net.{index}").items()}
+
+
+def tfn_names(theirs: nn.Module) -> dict[str, str]:
+    # output_range (6) and output_shift (-3) are frozen constants: the config's high - low and low
+    return {**subnet_names(), **post_fusion_names(), "output_range": None, "output_shift": None}
+
+
+def lmf_names(theirs: nn.Module) -> dict[str, str]:
+    factors = {f"{mmsa_m}_factor": f"fusion.factors.{m}" for mmsa_m, m in (("audio", "audio"), ("video", "vision"), ("text", "text"))}
+    return {**subnet_names(), **factors, "fusion_weights": "fusion.weights", "fusion_bias": "fusion.bias"}
+
+
+def lf_dnn_names(theirs: nn.Module) -> dict[str, str]:
+    return {**subnet_names(), **post_fusion_names()}
+
+
+SUBNETS_AS_MMSA = ["blocks.audio_net.padding=include", "blocks.vision_net.padding=include", "blocks.text_net.packed=false"]
+MMSA_OPTIONS = {"tfn": SUBNETS_AS_MMSA, "lmf": SUBNETS_AS_MMSA, "lf_dnn": SUBNETS_AS_MMSA}  # Composer reading padding as MMSA does
+NAMES = {"tfn": tfn_names, "lmf": lmf_names, "lf_dnn": lf_dnn_names}
+NORMALIZED = {"tfn": True, "lmf": True, "lf_dnn": True}  # need_normalized: audio and vision averaged by the data loader
+CONTROLS = {  # a setting that must break the equality
+    "tfn": "blocks.fusion.one=last",
+    "lmf": "blocks.fusion.one=last",
+    "lf_dnn": "blocks.fusion.in=[vision_net, audio_net, text_net]",
+}
+
+
+def _pair(mmsa, name: str, dataset: str, *overrides: str):
+    theirs = mmsa_module(mmsa, name, dataset)
+    ours = composer_model(name, dataset, *overrides)
+    copy_weights(theirs, ours, NAMES[name](theirs))
+    return ours, theirs
+
+
+def _frozen(theirs: nn.Module) -> int:
+    return sum(p.numel() for p in theirs.parameters() if not p.requires_grad)
+
+
+# -- the tests -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+@pytest.mark.parametrize("name", sorted(NAMES))
+def test_mmsa_options_equal_mmsa_on_padded_batches(mmsa, name, dataset):
+    ours, theirs = _pair(mmsa, name, dataset, *MMSA_OPTIONS[name])
+    assert trainable(ours) == trainable(theirs) == sum(p.numel() for p in theirs.parameters()) - _frozen(theirs)
+    batch = zero_padding(padded_batch(ours, 4))
+    assert (batch["audio_lengths"] < LENGTHS["audio"]).any() and (batch["text_lengths"] < LENGTHS["text"]).any()
+    assert_equal_to_mmsa(ours, theirs, NAMES[name](theirs), batch, NORMALIZED[name])
+
+
+@pytest.mark.parametrize("name", sorted(NAMES))
+def test_mmsa_negative_control_a_changed_setting_breaks_the_equality(mmsa, name):
+    ours, theirs = _pair(mmsa, name, "mosi", *MMSA_OPTIONS[name], CONTROLS[name])
+    assert max_difference(ours, theirs, zero_padding(padded_batch(ours, 4)), NORMALIZED[name]) > TOLERANCE
+
+
+@pytest.mark.parametrize("name", sorted(NAMES))
+def test_mmsa_default_masks_padding_and_equals_mmsa_without_padding(mmsa, name):
+    """Composer's default (masked) equals MMSA on full-length samples and differs once samples are padded."""
+    ours, theirs = _pair(mmsa, name, "mosi")
+    full = {k: v for k, v in padded_batch(ours, 4).items() if not k.endswith("_lengths")}
+    assert max_difference(ours, theirs, full, NORMALIZED[name]) < TOLERANCE
+    assert max_difference(ours, theirs, zero_padding(padded_batch(ours, 4)), NORMALIZED[name]) > TOLERANCE
+
+
+def test_mmsa_tfn_output_constants_are_the_configs_bounds(mmsa):
+    theirs = mmsa_module(mmsa, "tfn", "mosi")
+    out = composer.load_blueprint(ZOO / "tfn.yaml").blueprint.blocks["out"]
+    assert theirs.output_range.item() == out.high - out.low and theirs.output_shift.item() == out.low

@@ -225,6 +225,35 @@ def optimiser_groups_pass(ctx: CheckContext) -> list[Problem]:
     return problems
 
 
+def stages_pass(ctx: CheckContext) -> list[Problem]:
+    """``training.stages``: unique names; objectives name losses or loss groups; ``update`` names
+    blocks, template uses or losses; no parameters in two stages or in a stage and a param group."""
+    bp = ctx.bp
+    losses = loss_term_names(bp)
+    terms = losses + [g for g in bp.loss_groups if g not in losses]
+    owners = _group_ids(bp) + [n for n in losses if n not in bp.blocks]
+    problems = []
+    seen_names: set[str] = set()
+    claimed: dict[str, str] = {}
+    grouped = {b for g in bp.training.param_groups for b in g.blocks}
+    for i, stage in enumerate(bp.training.stages):
+        where = ("training", "stages", i)
+        if stage.name in seen_names or stage.name == "main":
+            problems.append(Problem(where + ("name",), f"stage name '{stage.name}' is taken ('main' is the main update; names are unique)"))
+        seen_names.add(stage.name)
+        for j, term in enumerate(stage.objective):
+            if term not in terms:
+                problems.append(_unknown(where + ("objective", j), "loss or loss group", term, terms))
+        for j, owner in enumerate(stage.update):
+            if owner not in owners:
+                problems.append(_unknown(where + ("update", j), "block or loss", owner, owners))
+            elif owner in claimed or owner in grouped:
+                other = f"stage '{claimed[owner]}'" if owner in claimed else "a training.param_groups entry"
+                problems.append(Problem(where + ("update", j), f"the parameters of '{owner}' are already updated by {other}; a parameter has one optimiser"))
+            claimed.setdefault(owner, stage.name)
+    return problems
+
+
 def scheduler_pass(ctx: CheckContext) -> list[Problem]:
     """``training.scheduler``: settings the chosen type does not read are a warning."""
     s = ctx.bp.training.scheduler
@@ -270,7 +299,7 @@ def size_pass(ctx: CheckContext) -> list[Problem]:
 
 #: The passes after the plan, in order; ``size`` runs only on a blueprint whose graph passed.
 BLUEPRINT_PASSES: tuple[Callable[[CheckContext], list[Problem]], ...] = (
-    search_space_pass, monitor_pass, views_pass, optimiser_groups_pass, scheduler_pass, data_pass,
+    search_space_pass, monitor_pass, views_pass, optimiser_groups_pass, stages_pass, scheduler_pass, data_pass,
 )
 
 

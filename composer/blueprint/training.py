@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["TrainingConfig", "ReinitConfig", "ParamGroupConfig", "SchedulerConfig", "ViewConfig", "MonitorConfig", "DataConfig"]
+__all__ = ["TrainingConfig", "ReinitConfig", "ParamGroupConfig", "SchedulerConfig", "ViewConfig", "MonitorConfig", "DataConfig", "StageConfig"]
 
 
 class _Strict(BaseModel):
@@ -19,6 +19,29 @@ class ParamGroupConfig(_Strict):
     blocks: list[str] = Field(min_length=1, description="Block ids whose parameters form this group.")
     lr: float | None = Field(default=None, gt=0)
     weight_decay: float | None = Field(default=None, ge=0)
+
+
+class StageConfig(_Strict):
+    """An update stage with its own objective and optimiser, run before the main update.
+
+    The stage's optimiser steps the parameters of ``update`` (blocks, template uses, or losses
+    by name: a loss network such as MMIM's bound estimator) on the sum of the ``objective``
+    terms (loss names or loss groups, with their weights). Those parameters leave the main
+    optimiser, which steps everything else on the total loss (MMIM, Han et al. 2021: the
+    bound's networks on -lld first, then the model on the task loss, the CPC terms and the
+    bound). ``every: epoch``: a pass over ``fraction`` of the epoch's batches before the main
+    pass (MMSA's MMIM trainer; 0.5 on MOSEI); ``every: step``: on each batch before the main step.
+    """
+
+    name: str = Field(description="The stage's name (logs: train rows get `stage/<name>/loss`).")
+    objective: list[str] = Field(min_length=1, description="Loss names or loss groups whose weighted sum this stage minimises.")
+    update: list[str] = Field(min_length=1, description="Blocks, template uses or losses (by name) whose parameters this stage's optimiser steps.")
+    every: Literal["epoch", "step"] = "epoch"
+    fraction: float = Field(default=1.0, gt=0.0, le=1.0, description="every: epoch: the share of the epoch's batches the stage runs on (from the start of the epoch's order).")
+    optimizer: Literal["adam", "adamw", "sgd"] | None = Field(default=None, description="Default: training.optimizer.")
+    lr: float | None = Field(default=None, gt=0, description="Default: training.lr.")
+    weight_decay: float | None = Field(default=None, ge=0, description="Default: training.weight_decay.")
+    grad_clip: float | None = Field(default=None, gt=0, description="Clip the stage's gradient norm (default: training.grad_clip).")
 
 
 class SchedulerConfig(_Strict):
@@ -176,6 +199,10 @@ class TrainingConfig(_Strict):
         default=None, ge=1, description="torch threads when training on CPU (default: torch's choice, one per core)."
     )
     views: dict[str, ViewConfig] = Field(default_factory=dict, description="Extra views of each batch.")
+    stages: list[StageConfig] = Field(
+        default_factory=list,
+        description="Update stages with their own objective and optimiser, run in order before the main update (MMIM's bound first).",
+    )
     data: DataConfig = Field(default_factory=DataConfig)
 
     @model_validator(mode="after")

@@ -119,7 +119,7 @@ def build(
     con.print(f"outputs: " + ", ".join(f"{k} = {v} {model.plan.values[v]}" for k, v in model.plan.outputs.items()))
     con.print(f"total parameters: {total:,}  (the model at inference; trainable {trainable:,})")
     if sizes["training_only"]:
-        con.print(f"training-only parameters (loss networks, not part of the model): {sizes['training_only']:,}")
+        con.print(f"training-only parameters (loss networks and training-only blocks, not part of the model at inference): {sizes['training_only']:,}")
     for w in model.plan.warnings:
         console(stderr=True).print(str(w), soft_wrap=True)
     if json_out is not None:

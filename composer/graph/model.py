@@ -172,13 +172,18 @@ class ComposedModel(nn.Module):
         return out
 
     def compute_loss(
-        self, outputs: dict[str, dict[str, Any]], batches: dict[str, dict[str, Any]]
+        self, outputs: dict[str, dict[str, Any]], batches: dict[str, dict[str, Any]], terms: set[str] | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Total loss and its named terms from per-view outputs and batches (``main`` at least)."""
+        """Total loss and its named terms from per-view outputs and batches (``main`` at least).
+
+        ``terms``: only these losses (by name), without the blocks' auxiliary losses (an update
+        stage's objective, ``training.stages``)."""
         parts: dict[str, torch.Tensor] = {}
         total = None
         ctx = build_context(batches[MAIN_VIEW], self._times)
         for node, module in zip(self.plan.losses, self.losses):
+            if terms is not None and node.name not in terms:
+                continue
             vals = {}
             for fname, (view, name, port) in node.refs.items():
                 vals[fname] = self._resolve(outputs[view], batches[view], name, port)
@@ -190,7 +195,7 @@ class ComposedModel(nn.Module):
             term = weight * value
             total = term if total is None else total + term
         aux_weight = self.blueprint.aux_loss_weight
-        for view in self.blueprint.aux_loss_views:  # which views' forward passes add their blocks' aux losses
+        for view in self.blueprint.aux_loss_views if terms is None else ():  # which views' forward passes add their blocks' aux losses
             if view not in outputs:
                 continue
             for key, value in outputs[view]["aux_losses"].items():

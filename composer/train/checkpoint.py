@@ -207,7 +207,7 @@ def check_checkpoint_fields(state: Mapping[str, Any], path: str | Path) -> None:
 
 
 def check_resume_state(state: Mapping[str, Any], path: str | Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                       scheduler: Any = None, scaler: Any = None) -> None:
+                       scheduler: Any = None, scaler: Any = None, stages: Mapping[str, torch.optim.Optimizer] | None = None) -> None:
     """Compare a checkpoint's saved states with the freshly built objects before any is loaded.
 
     Model: the same keys, shapes and kinds of dtype, finite values. Optimiser: the same
@@ -217,6 +217,12 @@ def check_resume_state(state: Mapping[str, Any], path: str | Path, *, model: tor
     checkpoint and every key that does not fit (up to eight)."""
     problems = tensor_problems(state.get("model"), model.state_dict(), "model")
     problems += optimizer_problems(state.get("optimizer"), optimizer)
+    saved_stages, stages = state.get("stages") or {}, stages or {}
+    if not isinstance(saved_stages, Mapping) or set(saved_stages) != set(stages):
+        shown = sorted(saved_stages) if isinstance(saved_stages, Mapping) else _show(saved_stages)
+        problems.append(f"'stages' holds the optimisers of {shown}, expected {sorted(stages)} (training.stages)")
+    else:
+        problems += [f"stage '{name}': {p}" for name, opt in stages.items() for p in optimizer_problems(saved_stages[name], opt)]
     for key, obj in (("scheduler", scheduler), ("scaler", scaler)):
         if obj is not None and state.get(key) is not None:
             problems += like_problems(state[key], obj.state_dict(), key)

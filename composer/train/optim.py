@@ -10,7 +10,7 @@ from torch import nn
 
 from composer.errors import ComposerError, did_you_mean
 
-__all__ = ["select_device", "build_optimizer", "build_scheduler", "Precision", "STEP_SCHEDULERS"]
+__all__ = ["select_device", "build_optimizer", "build_stage_optimizers", "stage_terms", "stage_parameter_names", "build_scheduler", "Precision", "STEP_SCHEDULERS"]
 
 STEP_SCHEDULERS = {"cosine", "linear_warmup"}  # stepped after every optimiser step; others per epoch
 
@@ -28,15 +28,65 @@ def select_device(name: str | None = None) -> torch.device:
     return device
 
 
+def owner_prefix(model: nn.Module, owner: str) -> str:
+    """The parameter-name prefix of a block, template use or loss (by name): ``pair.ab.``, ``losses.3.``."""
+    for node in model.plan.losses:
+        if node.name == owner and owner not in model.plan.blueprint.blocks:
+            return f"losses.{node.index}."
+    return owner.replace("/", ".") + "."
+
+
+def stage_parameter_names(model: nn.Module, cfg) -> dict[str, set[str]]:
+    """Per ``training.stages`` entry, the names of the parameters its optimiser steps."""
+    named = [n for n, p in model.named_parameters() if p.requires_grad]
+    out = {}
+    for stage in cfg.stages:
+        prefixes = tuple(owner_prefix(model, o) for o in stage.update)
+        out[stage.name] = {n for n in named if n.startswith(prefixes)}
+    return out
+
+
+def stage_terms(bp, stage) -> set[str]:
+    """The loss names a stage's objective sums: named losses, and every member of a named group."""
+    names = [cfg.name or f"{cfg.type}_{i}" for i, cfg in enumerate(bp.losses)]
+    return {n for n, cfg in zip(names, bp.losses) if n in stage.objective or cfg.group in stage.objective}
+
+
+def build_stage_optimizers(model: nn.Module, cfg) -> dict[str, torch.optim.Optimizer]:
+    """One optimiser per ``training.stages`` entry over its parameters (its own optimiser type,
+    lr and weight decay, else the training section's)."""
+    params = dict(model.named_parameters())
+    out = {}
+    for stage in cfg.stages:
+        names = stage_parameter_names(model, cfg)[stage.name]
+        if not names:
+            raise ComposerError(f"training.stages '{stage.name}': {', '.join(stage.update)} hold no trainable parameters")
+        lr = stage.lr if stage.lr is not None else cfg.lr
+        decay = stage.weight_decay if stage.weight_decay is not None else cfg.weight_decay
+        group = [{"params": [params[n] for n in sorted(names)], "lr": lr, "weight_decay": decay, "name": stage.name}]
+        out[stage.name] = _make_optimizer(stage.optimizer or cfg.optimizer, group, lr, cfg.momentum)
+    return out
+
+
+def _make_optimizer(kind: str, groups: list[dict], lr: float, momentum: float) -> torch.optim.Optimizer:
+    if kind == "adam":
+        return torch.optim.Adam(groups, lr=lr)
+    if kind == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+
+
 def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
     """Optimiser with one group per ``param_groups`` entry (parameters of the listed blocks) plus the rest.
 
     Parameter names start with block ids, so a group takes every parameter under
     ``<block>.``. A parameter can belong to one group only. With ``no_weight_decay``, each
     group is split in two: the parameters whose name contains one of its strings get weight
-    decay 0 (the usual exemption of biases and LayerNorm weights).
+    decay 0 (the usual exemption of biases and LayerNorm weights). Parameters that a
+    ``training.stages`` entry updates are left to that stage's optimiser.
     """
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    staged = set().union(*stage_parameter_names(model, cfg).values()) if cfg.stages else set()
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and n not in staged]
     block_ids = {n.split(".")[0] for n, _ in model.named_parameters()} | set(getattr(model, "plan").blueprint.blocks)
     taken: dict[str, int] = {}
     groups = []
@@ -62,11 +112,7 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
     groups += _decay_split(rest, cfg.lr, cfg.weight_decay, "default", cfg.no_weight_decay)
     if not groups:
         raise ComposerError("the model has no trainable parameters")
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    return _make_optimizer(cfg.optimizer, groups, cfg.lr, cfg.momentum)
 
 
 def _decay_split(params: list[tuple[str, nn.Parameter]], lr: float, decay: float, name: str, exempt: list[str]) -> list[dict]:

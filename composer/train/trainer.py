@@ -34,7 +34,8 @@ from composer.metric_names import metric_names
 from composer.metrics import compute_metrics, metric_direction
 from composer.train.checkpoint import (LoopState, capture_rng, check_checkpoint_fields, check_resume_state, load_checkpoint, publish,
                                        restore_rng, save_checkpoint, seed_everything)
-from composer.train.optim import STEP_SCHEDULERS, Precision, build_optimizer, build_scheduler, reinitialise, reset_optimizer, select_device
+from composer.train.optim import (STEP_SCHEDULERS, Precision, build_optimizer, build_scheduler, build_stage_optimizers, reinitialise, reset_optimizer,
+                                  select_device, stage_terms)
 from composer.train.lock import RunLock
 from composer.train.runlog import DATA_RECORD, RunLog, data_record, make_console, write_json
 from composer.train.views import make_views
@@ -206,12 +207,13 @@ class Trainer:
         if self.progress:
             self.console.print(text)
 
-    def _state(self, model, optimizer, scheduler, loop: LoopState) -> dict:
+    def _state(self, model, optimizer, scheduler, loop: LoopState, stage_opts=None) -> dict:
         """Everything ``last.ckpt`` holds: the loop state's fields, then the objects' states."""
         return {
             **loop.to_checkpoint(),
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
+            "stages": {name: opt.state_dict() for name, opt in (stage_opts or {}).items()},
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "scaler": self.precision.scaler.state_dict() if self.precision.scaler is not None else None,
             "rng": capture_rng(),
@@ -321,6 +323,7 @@ class Trainer:
         model = model.to(self.device)
         runner = compiled(model, cfg)
         optimizer = build_optimizer(model, cfg)
+        stage_opts = build_stage_optimizers(model, cfg)
         train_split = self.data["train"]
         batches_per_epoch = math.ceil(len(train_split) / cfg.batch_size)
         steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
@@ -328,9 +331,11 @@ class Trainer:
         if state is None:
             loop = LoopState()
         else:
-            check_resume_state(state, ckpt_path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=self.precision.scaler)
+            check_resume_state(state, ckpt_path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=self.precision.scaler, stages=stage_opts)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
+            for name, opt in stage_opts.items():
+                opt.load_state_dict(state["stages"][name])
             if scheduler is not None and state["scheduler"] is not None:
                 scheduler.load_state_dict(state["scheduler"])
             if self.precision.scaler is not None and state["scaler"] is not None:
@@ -355,7 +360,7 @@ class Trainer:
                     break
                 if cfg.reset_optimizer == "epoch" and epoch > 1:
                     optimizer = reset_optimizer(optimizer, model, cfg, scheduler)
-                train_row, loop.global_step = self._train_epoch(model, runner, optimizer, scheduler, train_split, epoch, loop.global_step, progress)
+                train_row, loop.global_step = self._train_epoch(model, runner, optimizer, scheduler, train_split, epoch, loop.global_step, progress, stage_opts)
                 self._warn_if_diverging(log, train_row)
                 log.add_block_rows(self._run_hooks(model, epoch))
                 rows = [train_row]
@@ -380,7 +385,7 @@ class Trainer:
                     self._save_best(model, {"composer.epoch": str(epoch), f"composer.valid.{self.monitor}": repr(value)})
                 if cfg.early_stop is not None and loop.bad_epochs >= cfg.early_stop:
                     loop.stopped = True
-                save_checkpoint(ckpt_path, self._state(model, optimizer, scheduler, loop))
+                save_checkpoint(ckpt_path, self._state(model, optimizer, scheduler, loop, stage_opts))
                 self._log(self._epoch_line(epoch, train_row, valid, improved))
                 if loop.stopped:
                     self._log(f"early stop: no better valid {self.monitor} for {cfg.early_stop} epochs")
@@ -413,19 +418,59 @@ class Trainer:
             disable=not self.progress,
         )
 
-    def _train_epoch(self, model, runner, optimizer, scheduler, split: TensorSplit, epoch: int, step: int, progress):
+    def _stage_step(self, model, runner, stage, opt, batches: dict, sums: dict[str, float]) -> None:
+        """One update of a ``training.stages`` entry: its objective's terms, backward, clip over
+        the model's parameters (as MMSA's MMIM trainer clips), its optimiser's step."""
+        model.zero_grad(set_to_none=True)
+        with self.precision.autocast():
+            outputs = {v: runner(b) for v, b in batches.items()}
+            total, _ = model.compute_loss(outputs, batches, terms=stage_terms(self.bp, stage))
+        if not torch.isfinite(total):
+            raise ComposerError(f"stage '{stage.name}': the loss is {float(total.detach())}; lower the stage's lr or set its grad_clip")
+        total.backward()
+        clip = stage.grad_clip if stage.grad_clip is not None else self.cfg.grad_clip
+        if clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        model.zero_grad(set_to_none=True)
+        size = next(iter(batches.values()))["label"].shape[0]
+        key = f"stage/{stage.name}/loss"
+        sums[key] = sums.get(key, 0.0) + float(total.detach()) * size
+        sums[f"{key}#n"] = sums.get(f"{key}#n", 0.0) + size
+
+    def _epoch_stages(self, model, runner, stage_opts, split: TensorSplit, epoch: int, sums: dict[str, float]) -> None:
+        """The ``every: epoch`` stages: each a pass over its fraction of the epoch's batches, in order."""
+        cfg = self.cfg
+        for k, stage in enumerate(cfg.stages):
+            if stage.every != "epoch":
+                continue
+            order_gen, view_gen = _view_generator(cfg.seed, epoch, 100 + 2 * k), _view_generator(cfg.seed, epoch, 101 + 2 * k)
+            limit = math.ceil(stage.fraction * math.ceil(len(split) / cfg.batch_size))
+            for i, batch in enumerate(split.batches(cfg.batch_size, shuffle=True, generator=order_gen, device=self.device)):
+                if i >= limit:
+                    break
+                self._stage_step(model, runner, stage, stage_opts[stage.name], make_views(batch, self.bp, view_gen), sums)
+
+    def _train_epoch(self, model, runner, optimizer, scheduler, split: TensorSplit, epoch: int, step: int, progress, stage_opts=None):
         cfg, bp = self.cfg, self.bp
         model.train()
+        stage_opts = stage_opts or {}
         order_gen = _view_generator(cfg.seed, epoch, 1)
         view_gen = _view_generator(cfg.seed, epoch, 2)
         n_batches = math.ceil(len(split) / cfg.batch_size)
         task = progress.add_task(f"epoch {epoch}/{cfg.epochs}", total=n_batches, loss=float("nan"))
         scaler = self.precision.scaler
         sums: dict[str, float] = {}
+        stage_sums: dict[str, float] = {}
         seen = 0
-        optimizer.zero_grad(set_to_none=True)
+        self._epoch_stages(model, runner, stage_opts, split, epoch, stage_sums)
+        model.zero_grad(set_to_none=True)
+        step_stages = [s for s in cfg.stages if s.every == "step"]
         for i, batch in enumerate(split.batches(cfg.batch_size, shuffle=True, generator=order_gen, device=self.device)):
             batches = make_views(batch, bp, view_gen)
+            if step_stages and i % cfg.grad_accum == 0:
+                for stage in step_stages:  # before the main step, on the same batch
+                    self._stage_step(model, runner, stage, stage_opts[stage.name], batches, stage_sums)
             with self.precision.autocast():
                 outputs = {v: runner(b) for v, b in batches.items()}
                 total, parts = model.compute_loss(outputs, batches)
@@ -445,7 +490,7 @@ class Trainer:
                     scaler.update()
                 else:
                     optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                model.zero_grad(set_to_none=True)  # a stage's parameters too: the main loss reaches them
                 step += 1
                 if scheduler is not None and cfg.scheduler.type in STEP_SCHEDULERS:
                     scheduler.step()
@@ -457,6 +502,7 @@ class Trainer:
             progress.update(task, advance=1, loss=sums["loss"] / seen)
         progress.remove_task(task)
         row = {"epoch": epoch, "split": "train", **{k: v / max(1, seen) for k, v in sums.items()}}
+        row.update((k, v / max(1.0, stage_sums[f"{k}#n"])) for k, v in stage_sums.items() if not k.endswith("#n"))
         row["lr"] = optimizer.param_groups[-1]["lr"]
         return row, step
 

@@ -22,6 +22,7 @@ _PACKAGES = {
     "MMSA": ("", {}),
     "MMSA.trains": ("trains", {}),
     "MMSA.trains.singleTask": ("trains/singleTask", {}),
+    "MMSA.trains.multiTask": ("trains/multiTask", {}),
     "MMSA.utils": (None, {"MetricsTop": None, "dict_to_str": None}),
     "MMSA.models": ("models", {}),
     "MMSA.models.singleTask": ("models/singleTask", {}),

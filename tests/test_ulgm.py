@@ -66,3 +66,44 @@ def test_a_block_on_the_inference_path_cannot_read_the_label():
 def test_a_train_split_larger_than_the_state_is_refused_with_the_setting_to_change(tmp_path):
     with pytest.raises(composer.DataError, match="set the block's `samples`"):
         composer.train(SELF_MM, out=tmp_path / "run", overrides=TINY + ["vars.train_samples=4", "training.epochs=1"], progress=False)
+
+
+def test_ulgm_generates_the_labels_and_weights_of_mmsas_self_mm_trainer():
+    """Three epochs of random representations in shuffled batches through the block and through
+    MMSA 2.2.1's SELF_MM trainer functions (init_labels, update_labels, update_features,
+    update_centers, weighted_loss's weights): every target, weight and final label equal."""
+    import types
+
+    from composer.blocks.ulgm import ULGM
+    from composer.configs.ulgm import ULGMConfig
+    from composer.spec import labels, vector
+    from tests import mmsa_oracle
+
+    module = mmsa_oracle.load("MMSA.trains.multiTask.SELF_MM")["MMSA.trains.multiTask.SELF_MM"]
+    module.MetricsTop = lambda mode: types.SimpleNamespace(getMetics=lambda name: None)  # metrics are not compared
+    n, dims = 24, {"fusion": 6, "text": 4, "audio": 3, "vision": 5}
+    args = types.SimpleNamespace(train_mode="regression", dataset_name="mosi", train_samples=n, device="cpu", H=3.0, excludeZero=False,
+                                 post_fusion_dim=dims["fusion"], post_text_dim=dims["text"], post_audio_dim=dims["audio"], post_video_dim=dims["vision"])
+    oracle = module.SELF_MM(args)
+    specs = {**{m: vector(d) for m, d in dims.items()}, "label": labels("float"), "index": labels("long")}
+    block = ULGM(ULGMConfig(type="ulgm", inputs={k: k for k in specs}, samples=n, bound=3.0), specs).train()
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randn(n, generator=gen) * 1.5
+    oracle.init_labels(torch.arange(n), y)
+    names = {"fusion": "fusion", "text": "text", "audio": "audio", "vision": "vision"}
+    for epoch in (1, 2, 3):
+        for idx in torch.randperm(n, generator=gen).split(8):
+            feats = {m: torch.randn(len(idx), d, generator=gen) for m, d in dims.items()}
+            out = block({**feats, "label": y[idx], "index": idx}, None)
+            for m in ("text", "audio", "vision"):
+                assert torch.allclose(out[m], oracle.label_map[names[m]][idx], atol=1e-6)
+                weight = torch.tanh(torch.abs(oracle.label_map[m][idx] - oracle.label_map["fusion"][idx]))  # weighted_loss
+                assert torch.allclose(out[f"weight_{m}"], weight, atol=1e-6)
+            if epoch > 1:
+                oracle.update_labels(feats["fusion"], feats["text"], feats["audio"], feats["vision"], epoch, idx, None)
+            oracle.update_features(feats["fusion"], feats["text"], feats["audio"], feats["vision"], idx)
+            oracle.update_centers()
+        block.composer_epoch_end(epoch)
+    for m in ("text", "audio", "vision"):
+        assert torch.allclose(getattr(block, f"labels_{m}"), oracle.label_map[m], atol=1e-6)
+        assert not torch.allclose(oracle.label_map[m], y)  # negative control: the labels did move

@@ -8,13 +8,16 @@ blueprint never executes code.
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 import yaml
 
+from composer.configs._limits import DEPTH, VALUES, YAML_CHARS
 from composer.errors import BlueprintError, Problem
 
-__all__ = ["SourceMap", "read_yaml", "parse_scalar"]
+__all__ = ["SourceMap", "Budget", "read_yaml", "parse_scalar", "check_tree"]
 
 
 class SourceMap:
@@ -27,10 +30,12 @@ class SourceMap:
         self.file = file
         self.lines: dict[tuple, int] = {}
         self.files: dict[tuple, str] = {}
+        self.budget = Budget()
 
     def copy(self) -> "SourceMap":
         other = SourceMap(self.file)
         other.lines, other.files = dict(self.lines), dict(self.files)
+        other.budget = self.budget.copy()  # what the copy's user adds (imports, expansion) counts on the copy
         return other
 
     def _known(self, path: tuple) -> tuple | None:
@@ -53,20 +58,50 @@ class SourceMap:
         return problem
 
 
-#: Bounds on what one YAML document may make us build (a blueprint is a few hundred lines).
-MAX_YAML_CHARS = 1_000_000
-MAX_YAML_NODES = 200_000  # values after alias expansion
-MAX_YAML_DEPTH = 64
+#: Defaults of the bounds on what a blueprint may make us build (a blueprint is a few hundred
+#: lines); ``COMPOSER_MAX_YAML_CHARS``, ``COMPOSER_MAX_VALUES`` and ``COMPOSER_MAX_DEPTH`` raise them
+#: (see :mod:`composer.configs._limits`).
+MAX_YAML_CHARS = YAML_CHARS.default
+MAX_YAML_NODES = VALUES.default  # values after alias expansion
+MAX_YAML_DEPTH = DEPTH.default
 
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 _STANDARD_COLLECTION_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-class _Budget:
-    """Counts the values built (aliases expanded) so a small file cannot ask for a huge tree."""
+class Budget:
+    """What one blueprint has used so far: characters read and values built (aliases expanded),
+    over the blueprint, every file it imports and every ``--set`` value, so the bounds hold for
+    the whole and not per file. A :class:`SourceMap` from :func:`read_yaml` carries its budget."""
 
     def __init__(self) -> None:
         self.nodes = 0
+        self.chars = 0
+        self.max_nodes, self.max_chars, self.max_depth = VALUES.value(), YAML_CHARS.value(), DEPTH.value()
+
+    def read(self, text: str, file: str | None) -> None:
+        """Count ``text``'s characters; a BlueprintError once the total passes the limit."""
+        self.chars += len(text)
+        if self.chars > self.max_chars:
+            what = f"the document has {len(text):,} characters" if self.chars == len(text) else (
+                f"with this file the blueprint and its imports have {self.chars:,} characters")
+            raise BlueprintError([Problem((), f"{what}; {YAML_CHARS.exceeded(self.chars, self.max_chars)}", file=file)])
+
+    def spent(self) -> bool:
+        return self.nodes > self.max_nodes or self.chars > self.max_chars
+
+    def copy(self) -> "Budget":
+        other = Budget.__new__(Budget)
+        other.__dict__.update(self.__dict__)
+        return other
+
+    def count(self, n: int, path: tuple, file: str | None, line: int | None) -> None:
+        self.nodes += n
+        if self.nodes > self.max_nodes:
+            raise _TooLarge(Problem(path, (
+                f"the document expands to more than {self.max_nodes:,} values (aliases and imports included); "
+                f"{VALUES.exceeded(self.nodes, self.max_nodes)}"), file=file, line=line))
 
 
 class _TooLarge(Exception):
@@ -74,14 +109,12 @@ class _TooLarge(Exception):
         self.problem = problem
 
 
-def _construct(node: yaml.Node, path: tuple, smap: SourceMap, problems: list[Problem], budget: _Budget, stack: tuple = ()) -> Any:
+def _construct(node: yaml.Node, path: tuple, smap: SourceMap, problems: list[Problem], budget: Budget, stack: tuple = ()) -> Any:
     line = node.start_mark.line + 1
-    budget.nodes += 1
-    if budget.nodes > MAX_YAML_NODES:
-        raise _TooLarge(Problem(path, f"the document expands to more than {MAX_YAML_NODES:,} values (aliases included); "
-                                      "a blueprint is far smaller", file=smap.file, line=line))
-    if len(path) > MAX_YAML_DEPTH:
-        raise _TooLarge(Problem(path[:8], f"values nested more than {MAX_YAML_DEPTH} levels deep", file=smap.file, line=line))
+    budget.count(1, path, smap.file, line)
+    if len(path) > budget.max_depth:
+        raise _TooLarge(Problem(path[:8], f"values nested more than {budget.max_depth} levels deep; {DEPTH.exceeded(len(path), budget.max_depth)}",
+                                file=smap.file, line=line))
     if any(node is seen for seen in stack):
         raise _TooLarge(Problem(path, "an alias refers to a value that contains it (a recursive YAML structure)", file=smap.file, line=line))
     smap.lines.setdefault(path, line)
@@ -94,14 +127,25 @@ def _construct(node: yaml.Node, path: tuple, smap: SourceMap, problems: list[Pro
     if isinstance(node, yaml.SequenceNode):
         return [_construct(item, path + (i,), smap, problems, budget, inner) for i, item in enumerate(node.value)]
     try:
-        return _LOADER.construct_object(node, deep=True)
+        value = _LOADER.construct_object(node, deep=True)
     except yaml.YAMLError as exc:
         reason = getattr(exc, "problem", None) or str(exc)
         problems.append(Problem(path, f"unsupported YAML value: {reason}", file=smap.file, line=line))
         return None
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        problems.append(Problem(path, f"unsupported YAML value {node.value[:20]}...: {exc}", file=smap.file, line=line))
+        return None
+    if isinstance(value, str) and node.style is None and _NUMBER.fullmatch(value):
+        value = float(value)  # YAML 1.1 reads 1e999 (no dot) as text; Pydantic would read that text as a float
+        if math.isfinite(value):
+            return node.value
+    if isinstance(value, float) and not math.isfinite(value):
+        problems.append(Problem(path, f"{node.value[:40]!r} is not a finite number (a blueprint holds no infinities or NaN)", file=smap.file, line=line))
+        return None
+    return value
 
 
-def _construct_mapping(node: yaml.MappingNode, path: tuple, smap: SourceMap, problems: list[Problem], budget: _Budget, stack: tuple) -> dict:
+def _construct_mapping(node: yaml.MappingNode, path: tuple, smap: SourceMap, problems: list[Problem], budget: Budget, stack: tuple) -> dict:
     """A mapping with duplicate keys refused and YAML merge keys (``<<: *base``) applied.
 
     Merged keys come first; keys written in the mapping override them (YAML's merge rule);
@@ -147,30 +191,24 @@ def _construct_mapping(node: yaml.MappingNode, path: tuple, smap: SourceMap, pro
 _LOADER = yaml.SafeLoader("")
 
 
-def read_yaml(text: str, file: str | None = None) -> tuple[Any, SourceMap]:
+def read_yaml(text: str, file: str | None = None, budget: Budget | None = None) -> tuple[Any, SourceMap]:
     """Parse YAML text into plain data and a source map; syntax errors become a BlueprintError.
 
     The text, the number of values it expands to (aliases included) and their nesting are
-    bounded (:data:`MAX_YAML_CHARS`, :data:`MAX_YAML_NODES`, :data:`MAX_YAML_DEPTH`), so a
-    small hostile file cannot exhaust memory or the stack.
+    bounded (``COMPOSER_MAX_YAML_CHARS``, ``COMPOSER_MAX_VALUES``, ``COMPOSER_MAX_DEPTH``), so a
+    small hostile file cannot exhaust memory or the stack. Pass the ``budget`` of the blueprint a
+    file belongs to (an imported file) so the bounds hold for all its files together; the
+    returned map carries the budget.
     """
     smap = SourceMap(file)
-    if len(text) > MAX_YAML_CHARS:
-        raise BlueprintError([Problem((), f"the document has {len(text):,} characters; a blueprint may have at most {MAX_YAML_CHARS:,}", file=file)])
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        reason = getattr(exc, "problem", None) or str(exc)
-        raise BlueprintError([Problem((), f"YAML syntax error: {reason}", file=file, line=line)]) from None
-    except RecursionError:
-        raise BlueprintError([Problem((), f"values nested too deeply (a blueprint nests at most {MAX_YAML_DEPTH} levels)", file=file)]) from None
+    smap.budget = budget if budget is not None else Budget()
+    smap.budget.read(text, file)
+    node = _compose(text, file, smap.budget)
     if node is None:
         return {}, smap
     problems: list[Problem] = []
     try:
-        data = _construct(node, (), smap, problems, _Budget())
+        data = _construct(node, (), smap, problems, smap.budget)
     except _TooLarge as exc:
         raise BlueprintError([exc.problem]) from None
     if problems:
@@ -178,9 +216,72 @@ def read_yaml(text: str, file: str | None = None) -> tuple[Any, SourceMap]:
     return data, smap
 
 
-def parse_scalar(text: str) -> Any:
-    """A command-line value read as a YAML scalar or flow collection (``4``, ``true``, ``[1, 2]``)."""
+def _compose(text: str, file: str | None, budget: Budget) -> yaml.Node | None:
     try:
-        return yaml.safe_load(text) if text.strip() else ""
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise BlueprintError([Problem((), f"YAML syntax error: {reason}", file=file, line=line)]) from None
+    except RecursionError:
+        raise BlueprintError([Problem((), f"values nested too deeply (a blueprint nests at most {budget.max_depth} levels)", file=file)]) from None
+
+
+def parse_scalar(text: str, budget: Budget | None = None) -> Any:
+    """A command-line value read as a YAML scalar or flow collection (``4``, ``true``, ``[1, 2]``);
+    text that is not YAML stays text.
+
+    Read with the bounds of :func:`read_yaml`; aliases may not make a value hold more values than
+    it has characters (so a ``--set`` value is never larger than what was typed). ``budget``:
+    the blueprint's, to count the values against its total."""
+    if not text.strip():
+        return ""
+    own = Budget()
+    own.max_nodes = min(own.max_nodes, len(text) + 1)
+    own.read(text, "--set")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError:
         return text
+    except RecursionError:
+        raise BlueprintError([Problem((), f"--set value nested too deeply (at most {own.max_depth} levels)", file="--set")]) from None
+    if node is None:
+        return None
+    problems: list[Problem] = []
+    smap = SourceMap("--set")
+    try:
+        value = _construct(node, (), smap, problems, own)
+        if budget is not None:
+            budget.count(own.nodes, (), "--set", None)
+    except _TooLarge as exc:
+        shown = f"{text[:40]!r}{'...' if len(text) > 40 else ''}"
+        by_aliases = own.nodes > own.max_nodes and own.max_nodes <= len(text) + 1
+        reason = (f"its aliases expand it to more values than it has characters ({len(text):,}); write the value out" if by_aliases
+                  else exc.problem.message.replace("the document", "it"))
+        raise BlueprintError([Problem((), f"--set value {shown}: {reason}", file="--set")]) from None
+    if problems:
+        raise BlueprintError([Problem((), f"--set value {text[:40]!r}: {p.message}", file="--set") for p in problems])
+    return value
+
+
+def check_tree(data: Any, what: str = "the blueprint", budget: Budget | None = None) -> None:
+    """Refuse data (a blueprint after ``--set`` overrides, a blueprint given as a dict, variables
+    after substitution) that holds more values or nests deeper than the bounds of
+    :func:`read_yaml`. The walk is iterative and stops at the bound, so it is cheap even on a
+    structure that shares one list a million times."""
+    budget = budget or Budget()
+    limit, depth_limit = budget.max_nodes, budget.max_depth
+    count = 0
+    stack: list[tuple[Any, tuple]] = [(data, ())]
+    while stack:
+        node, path = stack.pop()
+        count += 1
+        if count > limit:
+            raise BlueprintError([Problem(path[:8], f"{what} holds more than {limit:,} values; {VALUES.exceeded(count, limit)}")])
+        if len(path) > depth_limit:
+            raise BlueprintError([Problem(path[:8], f"{what} nests values more than {depth_limit} levels deep; {DEPTH.exceeded(len(path), depth_limit)}")])
+        if isinstance(node, dict):
+            stack.extend((v, path + (k,)) for k, v in node.items())
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, path + (i,)) for i, v in enumerate(node))

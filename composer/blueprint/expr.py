@@ -10,9 +10,12 @@ for a huge number.
 from __future__ import annotations
 
 import ast
+import math
 import operator
 import re
 from typing import Any, Callable
+
+from composer.configs._limits import TEXT_CHARS
 
 __all__ = ["ExprError", "evaluate", "names_in", "REFERENCE", "substitute"]
 
@@ -49,8 +52,13 @@ def _number(value: Any) -> Any:
 
 
 def _check(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        raise ExprError("the result is not a number")
     if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_MAGNITUDE:
-        raise ExprError(f"the result {value:.3g} is too large (at most {MAX_MAGNITUDE:.0e})")
+        shown = f"{value:.3g}" if isinstance(value, float) else f"{str(value)[:4]}... ({len(str(abs(value)))} digits)"
+        raise ExprError(f"the result {shown} is too large (at most {MAX_MAGNITUDE:.0e})")
+    if isinstance(value, complex):
+        raise ExprError("the result is not a real number")
     return value
 
 
@@ -58,7 +66,7 @@ def _eval(node: ast.AST, lookup: Callable[[str], Any]) -> Any:
     if isinstance(node, ast.Expression):
         return _eval(node.body, lookup)
     if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool)):
-        return node.value
+        return _check(node.value)
     name = _dotted(node)
     if name is not None:
         if any(part.startswith("_") for part in name.split(".")):
@@ -82,6 +90,8 @@ def _eval(node: ast.AST, lookup: Callable[[str], Any]) -> Any:
             return _check(_BINARY[type(node.op)](left, right))
         except ZeroDivisionError:
             raise ExprError("division by zero") from None
+        except OverflowError:
+            raise ExprError(f"the result is too large (at most {MAX_MAGNITUDE:.0e})") from None
     if isinstance(node, ast.BoolOp):
         values = [_eval(v, lookup) for v in node.values]
         return all(values) if isinstance(node.op, ast.And) else any(values)
@@ -102,7 +112,11 @@ def _eval(node: ast.AST, lookup: Callable[[str], Any]) -> Any:
         args = [_number(_eval(a, lookup)) for a in node.args]
         if not args:
             raise ExprError(f"{node.func.id}() needs arguments")
-        return _FUNCTIONS[node.func.id](*args)
+        if node.func.id == "abs":
+            if len(args) != 1:
+                raise ExprError(f"abs() takes one number, got {len(args)}")
+            return abs(args[0])
+        return _FUNCTIONS[node.func.id](args)  # min/max of the numbers given (one is allowed)
     raise ExprError(f"'{ast.unparse(node)}' is not allowed (numbers, names, + - * / // % **, comparisons, and/or/not, min/max/abs)")
 
 
@@ -113,6 +127,8 @@ def _parse(text: str) -> ast.Expression:
         return ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
         raise ExprError(f"cannot read '{text}': {exc.msg}") from None
+    except (ValueError, RecursionError, MemoryError) as exc:  # 5,000-digit literals, 200 nested parentheses
+        raise ExprError(f"cannot read '{text[:60]}': {type(exc).__name__}") from None
 
 
 def evaluate(text: str, lookup: Callable[[str], Any]) -> Any:
@@ -143,4 +159,13 @@ def substitute(text: str, lookup: Callable[[str], Any]) -> Any:
     whole = REFERENCE.fullmatch(text.strip())
     if whole:
         return evaluate(whole.group(1), lookup)
-    return REFERENCE.sub(lambda m: str(evaluate(m.group(1), lookup)), text)
+    limit, pieces, size, end = TEXT_CHARS.value(), [], 0, 0
+    for match in REFERENCE.finditer(text):
+        piece = str(evaluate(match.group(1), lookup))
+        pieces += [text[end:match.start()], piece]
+        size += match.start() - end + len(piece)
+        end = match.end()
+        if size > limit:
+            raise ExprError(f"the interpolated text grows past {limit:,} characters; {TEXT_CHARS.exceeded(size, limit)}")
+    pieces.append(text[end:])
+    return "".join(pieces)

@@ -27,32 +27,40 @@ Problems inside a template are reported at the template's own file and line. A s
 blueprint (run folders, weights files) keeps the templates and their uses, with imported
 templates written in, so it reloads on its own and ``--set`` paths keep working.
 
-``imports: [path.yaml, ...]`` reads the templates of other files (paths relative to the file
-that imports them; such a file holds ``templates:`` and optionally ``imports:`` and
-``description:``). Files are read with the same bounded YAML reader as blueprints: reading one
-never runs code.
+``imports: [path.yaml, ...]`` reads the templates of other files (such a file holds
+``templates:`` and optionally ``imports:`` and ``description:``). A path is looked up relative
+to the file that imports it, then in each folder of ``COMPOSER_IMPORT_PATH`` (separated by
+``os.pathsep``) and the repository's ``blueprints/templates``; the file found (symbolic links
+followed) must lie inside the top blueprint's folder or one of those folders, unless
+``COMPOSER_ALLOW_ANY_IMPORT=1``. Files are read with the same bounded YAML reader as
+blueprints (reading one never runs code), and the bounds on characters and values hold for a
+blueprint and all its imports together; expansion is bounded by the total number of blocks
+(``COMPOSER_MAX_BLOCKS``) and by the same values budget.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import re
 from pathlib import Path
 from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from composer.configs._limits import ANY_IMPORT, BLOCKS, IMPORT_PATH, VALUES
 from composer.errors import BlueprintError, ComposerError, Problem, did_you_mean
+from composer.ref import SEPARATOR
 
 __all__ = ["TemplateConfig", "SEPARATOR", "TemplateUse", "inline_imports", "expand_templates", "expanded_block_path"]
 
-#: Joins a template use's id and an inner block id into the expanded block id (``pair/ab``).
-SEPARATOR = "/"
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: Fields of a use that are neither parameters nor inner-block overrides.
 USE_FIELDS = ("type", "in", "share")
 MAX_NESTING = 16
 MAX_IMPORTED_FILES = 64
+#: The template library of a source checkout (``blueprints/templates``), a folder imports may always read.
+LIBRARY = Path(__file__).resolve().parents[2] / "blueprints" / "templates"
 
 
 class TemplateConfig(BaseModel):
@@ -86,11 +94,52 @@ class TemplateUse(BaseModel):
 
 
 # -- imports ---------------------------------------------------------------------------
+def import_folders(base_dir: Path) -> list[Path]:
+    """Folders ``imports:`` may read, resolved: the top blueprint's folder, each folder of
+    ``COMPOSER_IMPORT_PATH`` and the repository's template library (when present)."""
+    extra = [Path(p) for p in os.environ.get(IMPORT_PATH, "").split(os.pathsep) if p.strip()]
+    folders: list[Path] = []
+    for folder in [base_dir, *extra, LIBRARY]:
+        try:
+            resolved = folder.resolve()
+        except (OSError, RuntimeError):
+            continue
+        if resolved.is_dir() and resolved not in folders:
+            folders.append(resolved)
+    return folders
+
+
+def _resolve_import(text: str, base: Path, folders: list[Path]) -> Path | str:
+    """The file an import names, or why it cannot be read: looked up next to the importing file
+    (``base``), then in each allowed folder; it must lie inside an allowed folder."""
+    raw = Path(text)
+    candidates = [raw] if raw.is_absolute() else [base / raw, *(folder / raw for folder in folders)]
+    anywhere = os.environ.get(ANY_IMPORT, "").strip() not in ("", "0")
+    outside = None
+    for candidate in candidates:
+        try:
+            path = candidate.resolve(strict=True)
+        except FileNotFoundError:
+            continue
+        except (OSError, RuntimeError) as exc:  # a symbolic link loop, a name too long...
+            return f"cannot import '{text}': {type(exc).__name__}: {str(exc)[:120]} (a symbolic link loop?)"
+        if anywhere or any(path.is_relative_to(folder) for folder in folders):
+            return path
+        outside = outside or path
+    where = ", ".join(str(f) for f in folders)
+    if outside is not None:
+        return (f"cannot import '{text}': it is {outside}, outside the folders imports may read ({where}); "
+                f"add its folder to {IMPORT_PATH} or set {ANY_IMPORT}=1 to read it")
+    return f"cannot import '{text}': no such file next to the importing file or in {where} (folders come from {IMPORT_PATH})"
+
+
 def inline_imports(data: dict, smap, base_dir: Path, read_text: Callable[[Path], str], read_yaml) -> list[Problem]:
     """Move the templates of every imported file (recursively) into ``data['templates']``.
 
     Their source lines are copied into ``smap`` under ``templates.<name>`` with their own file,
-    so a problem inside an imported template points at that file. Returns the problems found."""
+    so a problem inside an imported template points at that file. Files are found and confined
+    as :func:`import_folders` says, and read against ``smap.budget`` (the blueprint's bounds on
+    characters and values hold for all its files together). Returns the problems found."""
     problems: list[Problem] = []
     imports = data.pop("imports", None)
     if imports is None:
@@ -102,6 +151,8 @@ def inline_imports(data: dict, smap, base_dir: Path, read_text: Callable[[Path],
         return problems  # reported by the template checks
     origin = {name: smap.file or "<blueprint>" for name in templates}
     seen: set[Path] = set()
+    folders = import_folders(base_dir)
+    budget = getattr(smap, "budget", None)
 
     def visit(paths: list, where: tuple, base: Path, chain: tuple[Path, ...]) -> None:
         for i, text in enumerate(paths):
@@ -109,7 +160,10 @@ def inline_imports(data: dict, smap, base_dir: Path, read_text: Callable[[Path],
             if not isinstance(text, str) or not text.endswith((".yaml", ".yml")):
                 problems.append(Problem(place, f"{text!r}: an import is the path of a .yaml file of templates"))
                 continue
-            path = (base / text).resolve()
+            path = _resolve_import(text, base, folders)
+            if isinstance(path, str):
+                problems.append(Problem(place, path))
+                continue
             if path in chain:
                 problems.append(Problem(place, f"import cycle: {' -> '.join(p.name for p in chain + (path,))}"))
                 continue
@@ -120,9 +174,11 @@ def inline_imports(data: dict, smap, base_dir: Path, read_text: Callable[[Path],
                 problems.append(Problem(place, f"more than {MAX_IMPORTED_FILES} imported files"))
                 return
             try:
-                sub, sub_map = read_yaml(read_text(path), str(path))
+                sub, sub_map = read_yaml(read_text(path), str(path), budget=budget)
             except BlueprintError as exc:
                 problems.extend(exc.problems)
+                if budget is not None and budget.spent():
+                    raise _Stop() from None  # the blueprint's budget is spent: no further file is read
                 continue
             except ComposerError as exc:
                 problems.append(Problem(place, f"cannot import '{text}': {exc}"))
@@ -151,8 +207,15 @@ def inline_imports(data: dict, smap, base_dir: Path, read_text: Callable[[Path],
                 else:
                     visit(nested, place, path.parent, chain + (path,))
 
-    visit(imports, ("imports",), base_dir, ())
+    try:
+        visit(imports, ("imports",), base_dir, ())
+    except _Stop:
+        pass
     return problems
+
+
+class _Stop(Exception):
+    """A budget is spent: stop reading or expanding (the problem is already recorded)."""
 
 
 # -- expansion -------------------------------------------------------------------------
@@ -168,6 +231,10 @@ class _Expander:
         self.use_outputs: dict[str, dict[str, str]] = {}  # use id -> port -> reference (may name other uses)
         self.use_main: dict[str, str | None] = {}
         self.use_shares: list[tuple[str, str, tuple]] = []
+        self.members: dict[str, list[str]] = {}  # use id -> the expanded block ids inside it (nested uses too)
+        self.children: dict[tuple, list[tuple]] = {}  # source-map path -> its child paths (for copy_lines)
+        self.max_blocks = BLOCKS.value()
+        self.budget = getattr(smap, "budget", None)
 
     # templates ------------------------------------------------------------------------
     def read_templates(self) -> None:
@@ -206,11 +273,16 @@ class _Expander:
         blocks = self.data.get("blocks")
         if not isinstance(blocks, dict):
             return
-        for bid, cfg in blocks.items():
-            if isinstance(cfg, dict) and cfg.get("type") in self.templates:
-                self.expand(str(bid), cfg, [("blocks", bid)], (), cfg["type"])
-            else:
-                self.blocks[bid] = cfg
+        for key in self.smap.lines:
+            self.children.setdefault(key[:-1], []).append(key)
+        try:
+            for bid, cfg in blocks.items():
+                if self.is_use(cfg):
+                    self.expand(str(bid), cfg, [("blocks", bid)], (), cfg["type"])
+                else:
+                    self.add_block(bid, cfg, ("blocks", bid))
+        except _Stop:
+            return
         for use, other, where in self.use_shares:
             self.share_use(use, other, where)
         self.resolve_share_chains()
@@ -226,6 +298,27 @@ class _Expander:
                     for field in self.loss_ref_fields(loss.get("type")):
                         if isinstance(loss.get(field), str):
                             loss[field] = self.outer_loss_ref(loss[field], ("losses", i, field))
+
+    def is_use(self, cfg: Any) -> bool:
+        return isinstance(cfg, dict) and isinstance(cfg.get("type"), str) and cfg["type"] in self.templates
+
+    def add_block(self, bid: str, cfg: Any, where: tuple) -> None:
+        """Record one block of the expanded blueprint, within the budgets of blocks and values."""
+        self.blocks[bid] = cfg
+        if len(self.blocks) > self.max_blocks:
+            self.problems.append(Problem(where, f"the templates expand to more than {self.max_blocks:,} blocks; {BLOCKS.exceeded(len(self.blocks), self.max_blocks)}"))
+            raise _Stop()
+        if self.budget is not None and SEPARATOR in str(bid):
+            n = _count_values(cfg, self.budget.max_nodes - self.budget.nodes + 1)
+            if self.budget.nodes + n > self.budget.max_nodes:
+                self.problems.append(Problem(where, (
+                    f"the templates expand to more than {self.budget.max_nodes:,} values (with the blueprint and its imports); "
+                    f"{VALUES.exceeded(self.budget.nodes + n, self.budget.max_nodes)}")))
+                raise _Stop()
+            self.budget.nodes += n
+        parts = str(bid).split(SEPARATOR)
+        for k in range(1, len(parts)):
+            self.members.setdefault(SEPARATOR.join(parts[:k]), []).append(bid)
 
     def expand(self, use_id: str, cfg: dict, sources: list[tuple], stack: tuple[str, ...], name: str) -> None:
         """Expand one use of template ``name`` under the id ``use_id`` (``sources``: where its settings are written)."""
@@ -260,10 +353,10 @@ class _Expander:
                     pass  # written at the use, outside the template: a block id of the blueprint (e.g. layer1/to_text)
                 else:
                     self.problems.append(Problem(inner_path + ("share",), f"inside a template, `share` names another block of the template ({', '.join(sorted(inner_ids))})", did_you_mean(body["share"], inner_ids)))
-            if body.get("type") in self.templates:
+            if self.is_use(body):
                 self.expand(full, body, inner_sources, stack + (name,), body["type"])
             else:
-                self.blocks[full] = body
+                self.add_block(full, body, where)
                 self.copy_lines(("blocks", full), inner_sources)
         self.use_outputs[use_id] = {
             port: self.inner_ref(text, use_id, inner_ids, t, in_map, ("templates", name, "outputs", port)) for port, text in t.outputs.items()
@@ -342,20 +435,24 @@ class _Expander:
             ), did_you_mean(other, uses)))
             return
         prefix, other_prefix = use + SEPARATOR, other + SEPARATOR
-        for bid, cfg in self.blocks.items():
-            if bid.startswith(prefix) and isinstance(cfg, dict) and "share" not in cfg:
+        for bid in self.members.get(use, []):
+            cfg = self.blocks[bid]
+            if isinstance(cfg, dict) and "share" not in cfg:
                 cfg["share"] = other_prefix + bid[len(prefix):]
 
     def resolve_share_chains(self) -> None:
         """A block sharing with a block that itself shares (a use sharing with another use whose
         blocks share inside the template) shares with the final owner, as the graph requires."""
+        final: dict[str, str] = {}  # block id -> its final owner, so each chain is walked once
         for cfg in self.blocks.values():
             if not isinstance(cfg, dict) or not isinstance(cfg.get("share"), str):
                 continue
-            owner, seen = cfg["share"], set()
-            while isinstance(self.blocks.get(owner), dict) and isinstance(self.blocks[owner].get("share"), str) and owner not in seen:
-                seen.add(owner)
+            owner, walked = cfg["share"], []
+            while owner not in final and isinstance(self.blocks.get(owner), dict) and isinstance(self.blocks[owner].get("share"), str) and owner not in walked:
+                walked.append(owner)
                 owner = self.blocks[owner]["share"]
+            owner = final.get(owner, owner)
+            final.update((w, owner) for w in walked)
             cfg["share"] = owner
 
     # references from outside a use ------------------------------------------------------
@@ -397,13 +494,31 @@ class _Expander:
         lines, files = self.smap.lines, self.smap.files
         for source in sources:
             n = len(source)
-            for key in [k for k in lines if k[:n] == source]:
+            todo = [source]  # the paths under `source`, through the index of the written paths
+            while todo:
+                key = todo.pop()
+                todo.extend(self.children.get(key, ()))
+                if key not in lines:
+                    continue
                 new = target + key[n:]
                 lines[new] = lines[key]
                 if key in files:
                     files[new] = files[key]
                 else:
                     files.pop(new, None)
+
+
+def _count_values(node: Any, cap: int) -> int:
+    """Values in ``node`` (each occurrence of a shared list counts), counting stops past ``cap``."""
+    count, todo = 0, [node]
+    while todo and count <= cap:
+        item = todo.pop()
+        count += 1
+        if isinstance(item, dict):
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+    return count
 
 
 def _kind(value: Any) -> str:

@@ -7,9 +7,11 @@
 * ``training_params``: parameters that exist only for training (loss networks such as
   DLFR's projectors, predictors and decoders);
 * ``train_bytes``: a training-memory estimate: every parameter four times in float32
-  (weight, gradient and two Adam moments) plus the block outputs of one batch of
-  ``training.batch_size`` kept for the backward pass (internal activations such as attention
-  scores come on top; the figure is a floor, not a ceiling).
+  (weight, gradient and two Adam moments), the block outputs of one batch of
+  ``training.batch_size`` kept for the backward pass, and inside every attention layer its
+  ``(B, heads, T_query, T_key)`` float32 weights plus the block's boolean mask
+  ``(B, T_query, T_key)``, which grow with the *square* of the sequence length (other internal
+  activations come on top; the figure is a floor, not a ceiling).
 
 :func:`check_size` refuses a model whose estimate exceeds the memory budget: the
 ``COMPOSER_MAX_MEMORY`` environment variable (``"8GB"``, ``"512MB"`` or bytes), by default
@@ -25,6 +27,7 @@ import re
 from dataclasses import dataclass
 
 from composer.configs._base import Shapes
+from composer.configs._limits import TENSORS
 from composer.configs._shapes import count
 from composer.errors import BlueprintError, ComposerError, Problem
 
@@ -86,13 +89,46 @@ def _dim_size(dim, sizes: dict[str, int]) -> int:
     return max(sizes.values(), default=1)
 
 
-def _activation_bytes(the_plan, batch_size: int) -> int:
-    bp = the_plan.blueprint
+#: A parameter that marks one attention layer: ``in_proj_weight`` (MulT, ``nn.MultiheadAttention``),
+#: ``query.weight`` (BERT), ``to_q.weight`` (EMT's MPU).
+_ATTENTION_PARAM = re.compile(r"(^|\.)(in_proj_weight|query\.weight|to_q\.weight)$")
+_HEAD_FIELDS = ("heads", "num_heads", "num_attention_heads")
+
+
+def _time_sizes(the_plan, batch_size: int) -> dict[str, int]:
     sizes = {"B": batch_size}
-    for name, m in bp.modalities.items():
+    for name, m in the_plan.blueprint.modalities.items():
         if m.kind in ("sequence", "tokens"):
             sizes[m.time_symbol(name)] = m.length
+    return sizes
+
+
+def _attention_bytes(node, shapes: Shapes, sizes: dict[str, int]) -> int:
+    """What a block's attention layers keep for the backward pass: per layer the softmax weights
+    ``(B, heads, T_query, T_key)`` in float32 (PyTorch's math kernel, the CPU path), and once the
+    boolean mask ``(B, T_query, T_key)``. ``T_query`` is the output's time (the target's), ``T_key``
+    the longest other input's time (itself for self-attention); layers are counted from the
+    parameters (:data:`_ATTENTION_PARAM`), heads read from the config (1 when it names none)."""
+    layers = sum(1 for name in shapes if _ATTENTION_PARAM.search(name))
+    times = [(spec.time, _dim_size(spec.time, sizes)) for spec in node.in_specs.values() if spec.kind in ("sequence", "tokens")]
+    if not layers or not times:
+        return 0
+    heads = next((h for h in (getattr(node.config, f, None) for f in _HEAD_FIELDS) if isinstance(h, int) and not isinstance(h, bool)), 1)
+    out = next((s for s in node.out_specs.values() if s.kind in ("sequence", "tokens")), None)
+    query_symbol, query = (out.time, _dim_size(out.time, sizes)) if out is not None else max(times, key=lambda t: t[1])
+    keys = [n for symbol, n in times if symbol != query_symbol]
+    key = max(keys) if keys else query
+    return sizes["B"] * query * key * (layers * heads * 4 + 1)
+
+
+def _activation_bytes(the_plan, batch_size: int, blocks: dict[str, Shapes] | None = None) -> int:
+    """Bytes of one batch's activations kept for backward: every block output, and the attention
+    weights of every attention layer (:func:`_attention_bytes`, from the parameter shapes ``blocks``)."""
+    sizes = _time_sizes(the_plan, batch_size)
     total = 0
+    for node in the_plan.nodes:
+        if blocks is not None and node.enabled and node.owner in blocks:
+            total += _attention_bytes(node, blocks[node.owner], sizes)
     for key, spec in the_plan.values.items():
         if key in the_plan.inputs:
             continue
@@ -134,7 +170,12 @@ _BUILD_ERRORS = (RuntimeError, ValueError, OverflowError, TypeError, MemoryError
 
 
 def _cannot_build(where: tuple, exc: Exception) -> Problem:
-    return Problem(where, f"cannot be built at these sizes ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
+    reason = (str(exc).splitlines() or [""])[0][:200]
+    return Problem(where, f"cannot be built at these sizes ({type(exc).__name__}{': ' + reason if reason else ''})")
+
+
+def _too_many_tensors(where: tuple, n: int, limit: int) -> Problem:
+    return Problem(where, f"the model lists more than {limit:,} parameter tensors (at this block); {TENSORS.exceeded(n, limit)}")
 
 
 def _shapes_of_plan(the_plan) -> tuple[dict[str, Shapes], dict[int, Shapes], list[Problem]]:
@@ -142,6 +183,7 @@ def _shapes_of_plan(the_plan) -> tuple[dict[str, Shapes], dict[int, Shapes], lis
     problems: list[Problem] = []
     needed = {n.owner for n in the_plan.nodes if n.enabled}
     blocks: dict[str, Shapes] = {}
+    listed, limit = 0, TENSORS.value()  # one block's list is bounded by COMPOSER_MAX_LAYERS; all of them by this
     for node in the_plan.nodes:
         if node.config.share is not None or node.id not in needed:
             continue
@@ -149,6 +191,10 @@ def _shapes_of_plan(the_plan) -> tuple[dict[str, Shapes], dict[int, Shapes], lis
             blocks[node.id] = declared_shapes(node.entry, node.config, node.in_specs)
         except _BUILD_ERRORS as exc:
             problems.append(_cannot_build(("blocks", node.id), exc))
+            continue
+        listed += len(blocks[node.id])
+        if listed > limit:
+            return blocks, {}, problems + [_too_many_tensors(("blocks", node.id), listed, limit)]
     for node in the_plan.nodes:  # every sharing use must fit the owner's weights
         if node.config.share is None or not node.enabled or node.owner not in blocks:
             continue
@@ -186,7 +232,7 @@ def estimate_size(the_plan) -> SizeEstimate:
     model_params = sum(count(shapes) for shapes in blocks.values())
     training_params = sum(count(shapes) for shapes in losses.values())
     batch = the_plan.blueprint.training.batch_size
-    return SizeEstimate(model_params, training_params, _activation_bytes(the_plan, batch), batch)
+    return SizeEstimate(model_params, training_params, _activation_bytes(the_plan, batch, blocks), batch)
 
 
 def check_size(the_plan, budget: int | None = None) -> SizeEstimate:

@@ -79,20 +79,25 @@ def _data_commands(app: typer.Typer) -> None:
 
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
+        from composer.data.base import shown
         from composer.data.inspect import inspect_file
+
+        def cell(value) -> Text:  # text from the file: control characters escaped, no rich markup read
+            return Text(shown(value, 120))
 
         info = inspect_file(file)
         console = Console(highlight=False, width=150)
         for split, part in info["splits"].items():
             if "keys" not in part:
-                console.print(f"{split}: {part['note']}")
+                console.print(cell(f"{split}: {part['note']}"))
                 continue
-            table = Table(title=f"{split}: {', '.join(map(str, part['samples'])) or '?'} samples", header_style="bold")
+            table = Table(title=cell(f"{split}: {', '.join(map(str, part['samples'])) or '?'} samples"), header_style="bold")
             for col in ("key", "shape", "dtype", "min", "max", "non-finite"):
                 table.add_column(col, justify="left" if col in ("key", "dtype") else "right")
             for key, row in part["keys"].items():
-                table.add_row(key, str(row.get("shape", "")), row.get("dtype", row.get("note", "")), f"{row['min']:.4g}" if "min" in row else "",
+                table.add_row(cell(key), cell(row.get("shape", "")), cell(row.get("dtype", row.get("note", ""))), f"{row['min']:.4g}" if "min" in row else "",
                               f"{row['max']:.4g}" if "max" in row else "", str(row.get("non_finite", "")))
             console.print(table)
         if json_out is not None:

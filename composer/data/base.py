@@ -13,6 +13,7 @@ DataSplits``; :func:`splits_from_arrays` builds the splits from plain arrays.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Protocol, runtime_checkable
 
@@ -21,7 +22,10 @@ import torch
 
 from composer.errors import DataError
 
-__all__ = ["TensorSplit", "DataSplits", "Dataset", "splits_from_arrays", "check_split", "check_labels", "check_padding", "SPLITS"]
+__all__ = [
+    "TensorSplit", "DataSplits", "Dataset", "splits_from_arrays", "check_split", "check_labels", "check_padding", "check_label_range",
+    "shown", "SPLITS",
+]
 
 SPLITS = ("train", "valid", "test")
 
@@ -109,6 +113,18 @@ class Dataset(Protocol):
     def load(self, blueprint) -> DataSplits: ...
 
 
+def shown(value: Any, limit: int = 200) -> str:
+    """Text from a file made safe to print: the names of a dict's keys (or a list's items) joined,
+    control characters escaped (an ANSI sequence in a key never reaches the terminal), cut to
+    ``limit`` characters."""
+    if isinstance(value, (dict, list, tuple, set, frozenset)):
+        value = ", ".join(str(v)[: limit + 1] if isinstance(v, (str, int, float)) else type(v).__name__ for v in value)
+    text = value if isinstance(value, str) else value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    text = text[: limit + 1]
+    safe = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return safe if len(safe) <= limit else safe[:limit] + "..."
+
+
 def _tensor(key: str, value: Any) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value
@@ -182,9 +198,20 @@ def check_padding(tensors: dict[str, torch.Tensor], modality: str, time: int, na
             )
 
 
+def check_label_range(task) -> None:
+    """``task.label_range`` must be two finite numbers, low below high (the synthetic labels and
+    every regression check read it)."""
+    if task.kind != "regression":
+        return
+    low, high = task.label_range
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise DataError(f"task.label_range is [{low}, {high}]; expected two finite numbers, the lower first (e.g. [-3, 3])")
+
+
 def check_labels(task, label: torch.Tensor, name: str = "split") -> None:
     """Labels must be finite and inside the task's range: classes ``0..outputs-1``, multilabel 0/1,
     regression within ``task.label_range``. Raises :class:`DataError` naming what is wrong."""
+    check_label_range(task)
     y = label.detach().cpu()
     if y.is_floating_point() and not torch.isfinite(y).all():
         raise DataError(f"{name}: {int((~torch.isfinite(y)).sum())} labels are NaN or infinite; every label must be a finite number")
@@ -228,4 +255,15 @@ def splits_from_arrays(blueprint, arrays: Mapping[str, Mapping[str, Any]], *, so
         split = TensorSplit(tensors, ids)
         check_split(blueprint, split, f"{source}[{name}]")
         splits[name] = split
-    return DataSplits(splits, source=source)
+    return DataSplits(splits, notes=unpadded_notes(blueprint, splits), source=source)
+
+
+def unpadded_notes(blueprint, splits: Mapping[str, TensorSplit]) -> list[str]:
+    """One note per sequence modality that no split gives lengths or a mask for (read as fully valid)."""
+    notes = []
+    for m, cfg in blueprint.modalities.items():
+        if cfg.kind != "sequence":
+            continue
+        if not any(f"{m}_lengths" in s.tensors or f"{m}_mask" in s.tensors for s in splits.values()):
+            notes.append(f"padding: '{m}': no '{m}_lengths' or '{m}_mask' given; all steps read as valid")
+    return notes

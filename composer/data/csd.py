@@ -34,13 +34,14 @@ feature values become 0 and are counted.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 
-from composer.data.base import SPLITS, DataSplits, TensorSplit
+from composer.data.base import SPLITS, DataSplits, TensorSplit, shown
 from composer.data.budget import Budget
 from composer.data.folds import read_split
 from composer.data.standard import _labels
@@ -67,6 +68,22 @@ def _h5py():
     return h5py
 
 
+def _h5_errors(method: Callable) -> Callable:
+    """A method of :class:`Sequence` whose HDF5 errors (a damaged file makes h5py raise OSError,
+    KeyError, ValueError, RuntimeError...) become a :class:`DataError` naming the file."""
+
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except DataError:
+            raise
+        except Exception as exc:
+            raise DataError(f"{self.path}: a damaged HDF5 computational sequence ({type(exc).__name__}: {shown(str(exc))})") from None
+
+    return wrapped
+
+
 def is_hdf5(path: str | Path) -> bool:
     """True when the file starts with the HDF5 signature."""
     with open(path, "rb") as f:
@@ -83,12 +100,20 @@ class Sequence:
             raise DataError(f"data file not found: {path}")
         try:
             self._file = h5py.File(path, "r")
-        except OSError as exc:
-            raise DataError(f"{path}: not a readable HDF5 computational sequence ({exc})") from None
+        except Exception as exc:  # OSError, and others on a damaged superblock
+            raise DataError(f"{path}: not a readable HDF5 computational sequence ({type(exc).__name__}: {shown(str(exc))})") from None
+        try:
+            self._open()
+        except BaseException:
+            self._file.close()
+            raise
+
+    @_h5_errors
+    def _open(self) -> None:
+        path = self.path
         roots = list(self._file.keys())
         if len(roots) != 1:
-            self.close()
-            raise DataError(f"{path}: {len(roots)} top-level groups ({', '.join(roots[:5])}); a computational sequence has one, named after the sequence")
+            raise DataError(f"{path}: {len(roots)} top-level groups ({shown(roots[:5])}); a computational sequence has one, named after the sequence")
         self.name = roots[0]
         root = self._group(self._file, self.name, "")
         self._data = self._group(root, "data", self.name)
@@ -141,6 +166,7 @@ class Sequence:
     def _is_text(self, dset) -> bool:
         return dset.dtype.kind == "S" or self._h5.check_string_dtype(dset.dtype) is not None
 
+    @_h5_errors
     def shape(self, entry: str) -> tuple[tuple[int, ...], bool]:
         """``(rows, D)`` of an entry's features (checked against its intervals) and whether they are words."""
         where = f"{self.name}/data/{entry}"
@@ -155,6 +181,7 @@ class Sequence:
             raise DataError(f"{self.path}: '{where}/intervals' has shape {ivals.shape} ({ivals.dtype}); expected ({feats.shape[0]}, 2) times, one per row of features")
         return feats.shape, text
 
+    @_h5_errors
     def read(self, entry: str, budget: Budget) -> tuple[np.ndarray, np.ndarray | list[str]]:
         """``intervals (rows, 2)`` float64 and the features: float32 ``(rows, D)`` or the words of column 0."""
         (rows, width), text = self.shape(entry)
@@ -171,6 +198,7 @@ class Sequence:
             return intervals, words
         return intervals, np.asarray(feats[()], dtype=np.float32)
 
+    @_h5_errors
     def metadata(self, limit: int = 500) -> dict[str, str]:
         """Each metadata entry as text (cut to ``limit`` characters); nothing in it is evaluated."""
         out: dict[str, str] = {}
@@ -185,8 +213,8 @@ class Sequence:
                 value = node.asstr()[()] if self._is_text(node) else node[()]
                 first = np.asarray(value).reshape(-1)[0]
                 text = first.decode("utf-8", "replace") if isinstance(first, bytes) else str(first)
-            except DataError as exc:
-                text = f"<{exc}>"
+            except Exception as exc:  # one damaged entry does not hide the others
+                text = f"<{exc if isinstance(exc, DataError) else type(exc).__name__ + ': ' + str(exc)}>"
             out[key] = text if len(text) <= limit else text[:limit] + "..."
         return out
 
@@ -266,6 +294,10 @@ class _Modality:
                 x[i, : len(r)] = r
             out = {f"{self.name}_lengths": torch.from_numpy(lengths)}
         bad = ~np.isfinite(x)
+        if bad.any() and n:
+            valid = bad if self.cfg.kind == "vector" else bad[np.arange(t)[None, :] < lengths[:, None]]
+            if valid.all():
+                raise DataError(f"{self.seq.path}: every value of modality '{self.name}' in the {split} split ({valid.size:,}) is NaN or infinite; there is nothing to train on")
         if bad.any():
             counts[f"{split}.{self.name}"] = counts.get(f"{split}.{self.name}", 0) + int(bad.sum())
             x[bad] = 0.0

@@ -18,18 +18,19 @@ import numpy as np
 
 from composer.data.budget import Budget
 from composer.data.csd import Sequence, is_hdf5
+from composer.data.base import shown
 from composer.data.mag import is_mag_layout
-from composer.data.standard import read_pickle
+from composer.data.unpickle import as_array, read_pickle
 from composer.errors import DataError
 
 __all__ = ["inspect_file"]
 
 
-def _describe(value: Any) -> dict[str, Any]:
+def _describe(value: Any, budget: Budget) -> dict[str, Any]:
     try:
-        arr = np.asarray(value)
-    except (ValueError, TypeError) as exc:  # ragged lists and the like
-        return {"kind": type(value).__name__, "note": f"not an array ({exc})"}
+        arr = as_array(value, budget, "a value")
+    except (ValueError, TypeError, RecursionError) as exc:  # ragged lists and the like
+        return {"kind": type(value).__name__, "note": f"not an array ({shown(str(exc), 120)})"}
     row: dict[str, Any] = {"shape": tuple(arr.shape), "dtype": str(arr.dtype)}
     if arr.dtype.kind not in "biuf":
         return row
@@ -44,20 +45,21 @@ def _describe(value: Any) -> dict[str, Any]:
 class _Ragged:
     """Running summary of many arrays of shape ``(rows_i, D)``: ``(N, min..max rows, D)``."""
 
-    def __init__(self):
+    def __init__(self, budget: Budget):
+        self.budget = budget
         self.n, self.rows, self.widths, self.dtypes = 0, [], set(), set()
         self.non_finite, self.low, self.high = 0, np.inf, -np.inf
         self._seen: dict[int, tuple[Any, dict]] = {}
 
     def add(self, arr: Any) -> None:
         self.n += 1
-        a = np.asarray(arr)
+        a = as_array(arr, self.budget, "a value")
         self.rows.append(a.shape[0] if a.ndim else 1)
         self.widths.add(a.shape[1:] if a.ndim > 1 else ())
         self.dtypes.add(str(a.dtype))
         seen = self._seen.get(id(arr))  # the same object referenced twice is summarised once
         if seen is None:  # (the object is kept so that its id is not reused)
-            seen = self._seen[id(arr)] = (arr, _describe(a) if a.dtype.kind in "biuf" else {})
+            seen = self._seen[id(arr)] = (arr, _describe(a, self.budget) if a.dtype.kind in "biuf" else {})
         stats = seen[1]
         self.non_finite += stats.get("non_finite", 0)
         self.low, self.high = min(self.low, stats.get("min", np.inf)), max(self.high, stats.get("max", -np.inf))
@@ -76,50 +78,54 @@ class _Ragged:
         return out
 
 
-def _mag_split(examples: Any) -> dict[str, Any]:
+def _mag_split(examples: Any, budget: Budget) -> dict[str, Any]:
     if not isinstance(examples, (list, tuple)):
         return {"note": f"a {type(examples).__name__}, not a list of examples"}
-    parts = {k: _Ragged() for k in ("words", "visual", "acoustic", "label")}
+    parts = {k: _Ragged(budget) for k in ("words", "visual", "acoustic", "label")}
     first = None
     for i, ex in enumerate(examples):
         try:
             (words, visual, acoustic), label, segment = ex
         except (TypeError, ValueError):
             return {"note": f"example {i} is not ((words, visual, acoustic), label, segment)"}
-        parts["words"].add(np.asarray(words, dtype=object).reshape(-1))
-        parts["visual"].add(visual)
-        parts["acoustic"].add(acoustic)
-        parts["label"].add(np.asarray(label).reshape(-1))
+        try:
+            parts["words"].add(np.asarray(words if isinstance(words, (list, tuple, np.ndarray)) else [words], dtype=object).reshape(-1))
+            parts["visual"].add(visual)
+            parts["acoustic"].add(acoustic)
+            parts["label"].add(as_array(label, budget, "a label").reshape(-1))
+        except (ValueError, TypeError) as exc:
+            return {"note": f"example {i} holds parts that are not arrays ({shown(str(exc), 120)})"}
         first = segment if first is None else first
     keys = {k: v.row() for k, v in parts.items()}
     keys["words"]["dtype"] = "words"
-    keys["segment"] = {"note": f"first: {first!s:.80}"}
+    keys["segment"] = {"note": f"first: {shown(first, 80) if isinstance(first, (str, bytes, int, float)) else 'a ' + type(first).__name__}"}
     return {"samples": [len(examples)], "keys": keys}
 
 
 def _inspect_pickle(path: Path) -> dict[str, Any]:
-    data = read_pickle(path)
+    budget = Budget([path])
+    data = read_pickle(path, budget)
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a dict of splits (train, valid, test), got {type(data).__name__}")
     mag = is_mag_layout(data)
     out: dict[str, Any] = {"file": str(path), "bytes": path.stat().st_size, "layout": "mag_pickle" if mag else "standard", "splits": {}}
     for split, content in data.items():
         if mag:
-            out["splits"][str(split)] = _mag_split(content)
+            out["splits"][shown(split)] = _mag_split(content, budget)
             continue
         if not isinstance(content, dict):
-            out["splits"][str(split)] = {"note": f"a {type(content).__name__}, not a dict of arrays"}
+            out["splits"][shown(split)] = {"note": f"a {type(content).__name__}, not a dict of arrays"}
             continue
-        keys = {str(k): _describe(v) for k, v in content.items()}
+        keys = {shown(k): _describe(v, budget) for k, v in content.items()}
         sizes = {row["shape"][0] for row in keys.values() if row.get("shape")}
-        out["splits"][str(split)] = {"samples": sorted(sizes), "keys": keys}
+        out["splits"][shown(split)] = {"samples": sorted(sizes), "keys": keys}
     return out
 
 
 def _inspect_csd(path: Path) -> dict[str, Any]:
     budget = Budget([path])
     with Sequence(path) as seq:
-        feats, ivals, bad = _Ragged(), _Ragged(), 0
+        feats, ivals, bad = _Ragged(budget), _Ragged(budget), 0
         words = 0
         for entry in seq.entries:
             intervals, values = seq.read(entry, budget)
@@ -133,10 +139,10 @@ def _inspect_csd(path: Path) -> dict[str, Any]:
         keys = {"features": feats.row(), "intervals": {**ivals.row(), "note": f"{bad} end before start"}}
         if words:
             keys["features"]["dtype"] = f"words ({words})"
-        keys.update({f"metadata: {k}": {"note": v} for k, v in seq.metadata(limit=120).items()})
+        keys.update({f"metadata: {shown(k)}": {"note": shown(v, 120)} for k, v in seq.metadata(limit=120).items()})
         return {
-            "file": str(path), "bytes": path.stat().st_size, "layout": "csd", "root": seq.name,
-            "splits": {seq.name: {"samples": [len(seq.entries)], "keys": keys}},
+            "file": str(path), "bytes": path.stat().st_size, "layout": "csd", "root": shown(seq.name),
+            "splits": {shown(seq.name): {"samples": [len(seq.entries)], "keys": keys}},
         }
 
 

@@ -8,9 +8,11 @@ from typing import Any
 
 from composer.data.normalize import normalize_splits
 from composer.data.base import DataSplits, Dataset, check_split, splits_from_arrays
+from composer.data.budget import Budget
 from composer.data.csd import load_csd
 from composer.data.mag import is_mag_layout, mag_splits
-from composer.data.standard import read_pickle, standard_splits
+from composer.data.standard import standard_splits
+from composer.data.unpickle import read_pickle
 from composer.data.synthetic import synthetic_data
 from composer.errors import DataError
 
@@ -23,12 +25,11 @@ def load_feature_pickle(blueprint, path: str | Path, *, layout: str | None = Non
     """A feature pickle in the standard layout (splits are dicts of arrays) or the MAG layout
     (splits are lists of examples), told apart by its content; ``layout="mag_pickle"`` insists
     on the MAG layout."""
-    data = read_pickle(path)
-    if is_mag_layout(data):
-        return mag_splits(blueprint, data, path, vocab=blueprint.training.data.vocab)
-    if layout == "mag_pickle":
-        return mag_splits(blueprint, data, path)  # raises: names the layout it expected
-    return standard_splits(blueprint, data, path)
+    budget = Budget([path]) if Path(path).is_file() else None
+    data = read_pickle(path, budget)
+    if is_mag_layout(data) or layout == "mag_pickle":  # the MAG reader names the layout it expected
+        return mag_splits(blueprint, data, path, vocab=blueprint.training.data.vocab, budget=budget)
+    return standard_splits(blueprint, data, path, budget=budget)
 
 
 def _configured(blueprint) -> Any:

@@ -39,7 +39,8 @@ import torch
 
 from composer.data.base import SPLITS, DataSplits, TensorSplit, named_splits
 from composer.data.budget import Budget
-from composer.data.standard import _labels, read_pickle
+from composer.data.standard import _labels
+from composer.data.unpickle import as_array, read_pickle
 from composer.data.wordpiece import WordPieces
 from composer.errors import DataError
 
@@ -50,9 +51,17 @@ _FIELD_NAMES = ("words", "visual", "acoustic")
 _EXAMPLE = "((words, visual, acoustic), label, segment)"
 
 
+def _looks_like_example(example: Any) -> bool:
+    return isinstance(example, (tuple, list)) and len(example) == 3 and isinstance(example[0], (tuple, list)) and len(example[0]) == 3
+
+
 def is_mag_layout(data: Any) -> bool:
-    """True for a dict whose splits are lists of examples (the standard layout has dicts of arrays)."""
-    return isinstance(data, dict) and any(isinstance(data.get(s), (list, tuple)) for s in ("train", "dev", "valid", "test"))
+    """True for a dict whose splits are lists of ``((words, visual, acoustic), label, segment)``
+    examples (judged by the first one); the standard layout has dicts of arrays."""
+    if not isinstance(data, dict):
+        return False
+    lists = [data.get(s) for s in ("train", "dev", "valid", "test") if isinstance(data.get(s), (list, tuple))]
+    return bool(lists) and all(not part or _looks_like_example(part[0]) for part in lists)
 
 
 @dataclass
@@ -88,7 +97,7 @@ def _plan(blueprint, where: str) -> _Plan:
 
 
 def _unpack(example: Any, where: str) -> tuple[Any, Any, Any, Any, Any]:
-    if not (isinstance(example, (tuple, list)) and len(example) == 3 and isinstance(example[0], (tuple, list)) and len(example[0]) == 3):
+    if not _looks_like_example(example):
         got = type(example).__name__ + (f" of {len(example)}" if isinstance(example, (tuple, list)) else "")
         raise DataError(f"{where}: an example is {_EXAMPLE}, got a {got}")
     (words, visual, acoustic), label, segment = example
@@ -110,9 +119,9 @@ def _words(value: Any, where: str) -> list[str]:
     return out
 
 
-def _rows(value: Any, field: int, where: str, n_words: int, width: int, modality: str) -> np.ndarray:
+def _rows(value: Any, field: int, where: str, n_words: int, width: int, modality: str, budget: Budget) -> np.ndarray:
     name = _FIELD_NAMES[field]
-    arr = value if isinstance(value, np.ndarray) else np.asarray(value) if isinstance(value, (list, tuple)) else None
+    arr = value if isinstance(value, np.ndarray) else as_array(value, budget, f"'{name}' of {where}") if isinstance(value, (list, tuple)) else None
     if arr is None or arr.dtype.kind not in "biuf":
         raise DataError(f"{where}: '{name}' is not a numeric array; expected ({n_words} words, {width}) numbers")
     if arr.ndim != 2 or arr.shape[0] != n_words:
@@ -122,9 +131,9 @@ def _rows(value: Any, field: int, where: str, n_words: int, width: int, modality
     return arr
 
 
-def _label(value: Any, where: str) -> np.ndarray:
+def _label(value: Any, where: str, budget: Budget) -> np.ndarray:
     try:
-        arr = np.asarray(value)
+        arr = as_array(value, budget, f"'label' of {where}")
         if arr.dtype.kind not in "biuf" or arr.size == 0:
             raise ValueError(f"holds {arr.dtype} values" if arr.size else "is empty")
     except (ValueError, TypeError) as exc:
@@ -145,11 +154,15 @@ def _split(blueprint, examples: Any, split: str, plan: _Plan, pieces: WordPieces
     ids = np.zeros((n, t), np.int64)
     mask = np.zeros((n, t), bool)
     labels, names = [], []
+    seen = {m: [0, 0] for m in plan.fields}  # values read, of which non-finite
     for i, example in enumerate(examples):
         here = f"{where}[{i}]"
         raw_words, *fields, label, segment = _unpack(example, here)
         words = _words(raw_words, here)
-        rows = {m: _rows(fields[f - 1], f, here, len(words), mods[m].features, m) for m, f in plan.fields.items()}
+        rows = {m: _rows(fields[f - 1], f, here, len(words), mods[m].features, m, budget) for m, f in plan.fields.items()}
+        for m, r in rows.items():
+            seen[m][0] += r.size
+            seen[m][1] += int(r.size - np.isfinite(r).sum()) if r.dtype.kind == "f" else 0
         if pieces is not None:
             row, owner, valid = pieces.frame(words, t)
             ids[i], mask[i, :valid] = row, True
@@ -163,10 +176,15 @@ def _split(blueprint, examples: Any, split: str, plan: _Plan, pieces: WordPieces
             for m, r in rows.items():
                 x[m][i, :k] = r[:k]
                 lengths[m][i] = max(k, 1)
-        labels.append(_label(label, here))
+        labels.append(_label(label, here, budget))
+        if not isinstance(segment, (str, bytes, int, float, np.generic)):
+            raise DataError(f"{here}: 'segment' is a {type(segment).__name__}; expected the sample's name")
         names.append(segment.decode("utf-8", "replace") if isinstance(segment, bytes) else str(segment))
     if n == 0:
         raise DataError(f"{where}: the split is empty; every split needs at least one sample")
+    for m, (total, bad) in seen.items():
+        if total and bad == total:
+            raise DataError(f"{where}: every value of '{_FIELD_NAMES[plan.fields[m]]}' ({total:,}) is NaN or infinite; modality '{m}' has nothing to train on")
     widths = {len(y) for y in labels}
     if len(widths) > 1:
         raise DataError(f"{where}: labels have {sorted(widths)} values per sample; every example needs the same number")
@@ -184,11 +202,12 @@ def _split(blueprint, examples: Any, split: str, plan: _Plan, pieces: WordPieces
         tensors[plan.tokens] = torch.from_numpy(ids)
         tensors[f"{plan.tokens}_mask"] = torch.from_numpy(mask)
         tensors[f"{plan.tokens}_segment"] = torch.zeros((n, t), dtype=torch.long)
+    budget.take(n * len(labels[0]) * 8, f"{split}: {n} labels")
     tensors["label"] = _labels(where, {"label": np.stack(labels)}, "label", blueprint.task, n)
     return TensorSplit(tensors, names)
 
 
-def mag_splits(blueprint, data: Any, path: str | Path, *, vocab: str | None = None) -> DataSplits:
+def mag_splits(blueprint, data: Any, path: str | Path, *, vocab: str | None = None, budget: Budget | None = None) -> DataSplits:
     """The splits of an already unpickled MAG/MIB object read from ``path``."""
     path = str(path)
     if not is_mag_layout(data):
@@ -203,7 +222,7 @@ def mag_splits(blueprint, data: Any, path: str | Path, *, vocab: str | None = No
                 "to the vocab.txt of the BERT the text encoder uses"
             )
         pieces = WordPieces(vocab)
-    budget = Budget([path])
+    budget = budget if budget is not None else Budget([path])
     counts: dict[str, int] = {}
     splits = {s: _split(blueprint, data[s], s, plan, pieces, budget, counts, path) for s in SPLITS}
     total = sum(counts.values())
@@ -217,4 +236,5 @@ def mag_splits(blueprint, data: Any, path: str | Path, *, vocab: str | None = No
 
 def load_mag_pickle(blueprint, path: str | Path, *, vocab: str | None = None) -> DataSplits:
     """Read a MAG/MIB pickle for the blueprint's modalities and task (restricted unpickler)."""
-    return mag_splits(blueprint, read_pickle(path), path, vocab=vocab)
+    budget = Budget([path]) if Path(path).is_file() else None
+    return mag_splits(blueprint, read_pickle(path, budget), path, vocab=vocab, budget=budget)

@@ -41,10 +41,11 @@ import math
 import numpy as np
 import torch
 
-from composer.data.base import DataSplits, TensorSplit
+from composer.data.base import DataSplits, TensorSplit, check_label_range
+from composer.data.budget import Budget
 from composer.errors import DataError
 
-__all__ = ["synthetic_data", "latent_factors"]
+__all__ = ["synthetic_data", "latent_factors", "synthetic_bytes"]
 
 UNI_WEIGHT, BI_WEIGHT, TRI_WEIGHT = 1.0, 0.6, 0.4
 CLS, SEP, PAD = 101, 102, 0
@@ -178,11 +179,13 @@ def synthetic_data(
     seed = cfg.seed if seed is None else seed
     incongruent = cfg.incongruent if incongruent is None else incongruent
     names = list(blueprint.modalities)
+    check_label_range(blueprint.task)
+    total = sum(samples.values())
+    Budget(source="synthetic data").take(synthetic_bytes(blueprint, total), f"{total:,} samples of the blueprint's modalities (their `length` and `features`)")
     world_rng = np.random.default_rng([seed, 0])
     worlds = {name: _world(world_rng, m) for name, m in blueprint.modalities.items()}
     task = blueprint.task
 
-    total = sum(samples.values())
     rng = np.random.default_rng([seed, 1])
     lat = latent_factors(rng, total, len(names), incongruent)
     raw = _raw_labels(world_rng, lat, task.outputs if task.kind != "classification" else 1)
@@ -216,6 +219,21 @@ def synthetic_data(
         start += n
     note = f"synthetic data (seed {seed}, noise {noise}, incongruent {incongruent}): " + ", ".join(f"{k} {v}" for k, v in samples.items())
     return DataSplits(splits, notes=[note], source="synthetic")
+
+
+def synthetic_bytes(blueprint, samples: int) -> int:
+    """Memory the generator needs for ``samples`` samples: 24 bytes per float element (the float64
+    draw, the float32 result, one temporary, the split's copy); 33 per token step (draws, ids,
+    mask, segments, the split's copy); the labels."""
+    total = samples * 8 * max(blueprint.task.outputs, 1)
+    for m in blueprint.modalities.values():
+        if m.kind == "tokens":
+            total += samples * m.length * 33
+        elif m.kind == "sequence":
+            total += samples * m.length * m.features * 24
+        else:
+            total += samples * math.prod([m.features, *m.spatial]) * 24
+    return total
 
 
 def _labels(task, raw: np.ndarray) -> np.ndarray:

@@ -290,3 +290,15 @@ def test_a_full_disk_while_saving_the_best_model_names_it(tmp_path, monkeypatch)
     monkeypatch.setattr(ComposedModel, "save", _disk_fills)
     with pytest.raises(DiskFullError, match=r"while writing .*best.safetensors; kept: no best model yet"):
         composer.train(tiny(), out=tmp_path / "run", progress=False)
+
+
+def test_a_full_disk_while_writing_a_picture_or_the_summary_names_the_file(tmp_path, monkeypatch):
+    from composer.render import render_to_file
+    from composer.train.runlog import write_json
+
+    bp = composer.load_blueprint(tiny())
+    monkeypatch.setattr(Path, "write_text", _disk_fills)
+    with pytest.raises(DiskFullError, match=r"while writing .*bp.dot; kept: nothing of this picture"):
+        render_to_file(bp, tmp_path / "bp.dot")
+    with pytest.raises(DiskFullError, match=r"while writing .*summary.json; kept: the previous summary.json, if any, and last.ckpt"):
+        write_json(tmp_path / "summary.json", {"a": 1})

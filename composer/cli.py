@@ -46,12 +46,47 @@ def _options(
     """Declarative multimodal fusion models: validate, build, train, evaluate, search and render YAML blueprints."""
 
 
+#: The commands that read a blueprint (a file's, or a run's or weights file's saved one): each
+#: takes ``--allow-plugins``, the one way to let a blueprint's ``plugins:`` be imported.
+BLUEPRINT_COMMANDS = ("validate", "build", "render", "bench", "train", "evaluate", "export", "search", "reproduce", "robustness")
+PLUGINS_HELP = "Import the Python modules the blueprint lists under `plugins:` (a saved run's blueprint too; search workers inherit it). Never without this flag."
+
+
+def _with_plugins_flag(callback):
+    """The command with ``--allow-plugins``: it sets this process's plug-in policy
+    (:func:`composer.registry.allow_plugins`) before the command runs."""
+    import functools
+    import inspect
+
+    from composer.registry import allow_plugins
+
+    signature = inspect.signature(callback, eval_str=True)
+    declared = "allow_plugins" in signature.parameters
+
+    @functools.wraps(callback)
+    def run(*args, **kwargs):
+        allow_plugins(kwargs.get("allow_plugins", False) if declared else kwargs.pop("allow_plugins", False))
+        return callback(*args, **kwargs)
+
+    if not declared:
+        flag = inspect.Parameter("allow_plugins", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                                 default=typer.Option(False, "--allow-plugins", help=PLUGINS_HELP))
+        signature = signature.replace(parameters=[*signature.parameters.values(), flag])
+    run.__signature__ = signature
+    run.__annotations__ = {name: p.annotation for name, p in signature.parameters.items()}
+    return run
+
+
 def _register_commands() -> None:
     import composer.commands as pkg
 
     for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
         if not info.name.startswith("_"):
             importlib.import_module(f"{pkg.__name__}.{info.name}").register(app)
+    for command in app.registered_commands:
+        name = command.name or command.callback.__name__
+        if name in BLUEPRINT_COMMANDS:
+            command.callback = _with_plugins_flag(command.callback)
 
 
 _register_commands()

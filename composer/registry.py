@@ -40,6 +40,8 @@ __all__ = [
     "loss_type",
     "register_block",
     "register_loss",
+    "allow_plugins",
+    "plugins_allowed",
     "get_block",
     "get_loss",
     "list_blocks",
@@ -224,8 +226,23 @@ def block_adapter() -> TypeAdapter:
     return _UNION_CACHE[key]
 
 
+#: Whether this process may import the modules a blueprint lists under ``plugins:`` (the
+#: command line's ``--allow-plugins``; Python: :func:`allow_plugins` or ``allow_plugins=True``).
+_PLUGINS = {"allowed": False}
+
+
+def allow_plugins(allowed: bool = True) -> None:
+    """Let every blueprint loaded by this process (and the search workers it starts) import the
+    modules under its ``plugins:``; the command line's ``--allow-plugins`` calls it."""
+    _PLUGINS["allowed"] = bool(allowed)
+
+
+def plugins_allowed() -> bool:
+    return _PLUGINS["allowed"]
+
+
 def load_plugins(modules: list[str]) -> None:
-    """Import user modules that register blocks (only called when the user opts in)."""
+    """Import user modules that register blocks or losses (only called when the user opts in)."""
     for name in modules:
         try:
             importlib.import_module(name)

@@ -22,7 +22,7 @@ from composer.data import load_data
 from composer.data.csd import EPSILON
 from composer.data.folds import BUILTIN, read_split
 from composer.data.inspect import inspect_file
-from composer.errors import DataError
+from composer.errors import ComposerError, DataError
 
 try:
     import h5py
@@ -424,8 +424,8 @@ def test_malformed_csd_files_are_clear_data_errors(tmp_path, kind, message):
 def test_csd_configuration_mistakes_are_clear_data_errors(tmp_path, vocab):
     paths, split, _ = _sdk_files(tmp_path)
     mods = {"audio": {"features": 4, "length": 10}}
-    with pytest.raises(DataError, match=r"no .csd file for label"):
-        load_data(_bp(mods, {"source": "csd", "paths": {"audio": paths["audio"]}, "split": split}, bert=False))
+    with pytest.raises(ComposerError, match=r"source 'csd' needs a .csd file for 'label' under `paths`"):
+        _bp(mods, {"source": "csd", "paths": {"audio": paths["audio"]}, "split": split}, bert=False)  # refused by the check
     with pytest.raises(DataError, match="the file holds words; declare modality 'words' as kind: tokens"):
         load_data(_bp({"words": {"features": 1, "length": 4}}, {"source": "csd", "paths": {"words": paths["text"], "label": paths["label"]}, "split": split}, bert=False))
     with pytest.raises(DataError, match="no segment of the train fold"):

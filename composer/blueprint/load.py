@@ -15,7 +15,7 @@ from typing import Any, Iterable
 import yaml
 from pydantic import ValidationError
 
-from composer.registry import get_block, get_loss, list_blocks, list_losses, load_plugins
+from composer.registry import get_block, get_loss, list_blocks, list_losses, load_plugins, plugins_allowed
 from composer.blueprint._yaml import MAX_YAML_CHARS, SourceMap, parse_scalar, read_yaml
 from composer.errors import BlueprintError, ComposerError, Problem, did_you_mean
 from composer.ref import BATCH_REFS, Ref
@@ -248,7 +248,7 @@ def _raw_reference_problems(data: dict) -> list[Problem]:
     return problems
 
 
-def validate_data(data: Any, smap: SourceMap | None = None, *, allow_plugins: bool = False) -> CheckedBlueprint:
+def validate_data(data: Any, smap: SourceMap | None = None, *, allow_plugins: bool | None = None) -> CheckedBlueprint:
     """Imports, variables, templates and the schema on raw data, then every check
     (:func:`composer.blueprint.check.check`); returns the :class:`CheckedBlueprint`."""
     from composer.blueprint.schema import RESERVED_IDS, blueprint_model
@@ -256,7 +256,7 @@ def validate_data(data: Any, smap: SourceMap | None = None, *, allow_plugins: bo
     smap = smap or SourceMap()
     if not isinstance(data, dict):
         raise BlueprintError([smap.locate(Problem((), "a blueprint is a YAML mapping with `blueprint: 1`, `name`, `modalities`, `blocks`"))])
-    if allow_plugins and isinstance(data.get("plugins"), list):
+    if (plugins_allowed() if allow_plugins is None else allow_plugins) and isinstance(data.get("plugins"), list):
         load_plugins([str(p) for p in data["plugins"]])
     data = copy.deepcopy(data)
     smap = smap.copy()  # expansion adds the lines of expanded blocks to this call's map only
@@ -335,11 +335,13 @@ def load_blueprint(
     overrides: Iterable[str] = (),
     *,
     source: str | None = None,
-    allow_plugins: bool = False,
+    allow_plugins: bool | None = None,
     dataset: str | None = None,
 ) -> CheckedBlueprint:
     """Load and check a blueprint from a path, YAML text or a dict.
 
+    ``allow_plugins``: import the modules under the blueprint's ``plugins:`` (default: this
+    process's policy, :func:`composer.registry.allow_plugins`; never otherwise).
     ``dataset``: apply that entry of the blueprint's ``datasets:`` first (also chosen by an
     override ``dataset=NAME``, i.e. ``--dataset NAME``, or ``dataset: NAME`` in the file).
     ``overrides`` are ``path=value`` strings (values read as YAML), applied after it. Raises

@@ -29,7 +29,7 @@ def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, width=None if Console().is_terminal else 160, highlight=False, markup=False)
 
 
-def load(path: Path, overrides: list[str] | None, allow_plugins: bool = False):
+def load(path: Path, overrides: list[str] | None, allow_plugins: bool | None = None):
     from composer.blueprint.load import load_blueprint
 
     return load_blueprint(path, overrides or [], allow_plugins=allow_plugins)

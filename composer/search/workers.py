@@ -164,7 +164,10 @@ def _worker(args: dict, env: dict[str, str]) -> None:
     """A worker process: pin it to its device (before CUDA starts), then run trials."""
     import os
 
+    from composer.registry import allow_plugins
+
     os.environ.update(env)
+    allow_plugins(args.get("allow_plugins", False))  # a spawned process starts with the default policy
     optimize(args)
 
 def run_workers(args: dict, placement: list[dict[str, Any]]) -> None:
@@ -175,7 +178,10 @@ def run_workers(args: dict, placement: list[dict[str, Any]]) -> None:
     import os
     import sys
 
+    from composer.registry import plugins_allowed
+
     ctx = multiprocessing.get_context("spawn")
+    args = {**args, "allow_plugins": plugins_allowed()}  # --allow-plugins reaches every worker
     procs = [
         ctx.Process(target=_worker, args=({**args, "seed": args["seed"] + i, "parent": os.getpid(), "device": p["device"]}, p["env"]))
         for i, p in enumerate(placement)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
+import typing
 
 import typer
 
@@ -77,6 +78,35 @@ def _with_plugins_flag(callback):
     return run
 
 
+DATASET_HELP = "Apply this entry of the blueprint's `datasets:` (e.g. mosi, mosei, sims) before --set; same as --set dataset=NAME."
+
+
+def _with_dataset_flag(callback):
+    """A command that takes ``--set`` and not yet ``--dataset``, with ``--dataset NAME``: the
+    override ``dataset=NAME``, put before the other ``--set`` values."""
+    import functools
+    import inspect
+
+    signature = inspect.signature(callback, eval_str=True)
+    sets = [n for n, p in signature.parameters.items() if "--set" in (getattr(p.default, "param_decls", None) or ())]
+    if not sets or "dataset" in signature.parameters:
+        return callback
+    name = sets[0]
+
+    @functools.wraps(callback)
+    def run(*args, **kwargs):
+        dataset = kwargs.pop("dataset", None)
+        if dataset:
+            kwargs[name] = [f"dataset={dataset}", *(kwargs.get(name) or [])]
+        return callback(*args, **kwargs)
+
+    flag = inspect.Parameter("dataset", inspect.Parameter.KEYWORD_ONLY, annotation=typing.Optional[str],
+                             default=typer.Option(None, "--dataset", help=DATASET_HELP))
+    run.__signature__ = signature.replace(parameters=[*signature.parameters.values(), flag])
+    run.__annotations__ = {n: p.annotation for n, p in run.__signature__.parameters.items()}
+    return run
+
+
 def _register_commands() -> None:
     import composer.commands as pkg
 
@@ -86,7 +116,7 @@ def _register_commands() -> None:
     for command in app.registered_commands:
         name = command.name or command.callback.__name__
         if name in BLUEPRINT_COMMANDS:
-            command.callback = _with_plugins_flag(command.callback)
+            command.callback = _with_plugins_flag(_with_dataset_flag(command.callback))
 
 
 _register_commands()

@@ -204,3 +204,9 @@ def test_normalize_uses_train_statistics_over_valid_steps_and_leaves_padding():
     assert torch.equal(again["train"].tensors["audio"], train["audio"])  # normalised once
     with pytest.raises(composer.BlueprintError, match=r"training.data.normalize\[0\]: 'face' is not a sequence or vector modality"):
         _bp(data={"normalize": ["face"]})  # refused by the check, before any data is read
+
+
+def test_synthetic_data_does_not_depend_on_the_order_the_splits_are_written_in():
+    a = synthetic_data(_bp(data={"samples": {"train": 8, "valid": 4, "test": 4}}))
+    b = synthetic_data(_bp(data={"samples": {"test": 4, "train": 8, "valid": 4}}))
+    assert all(torch.equal(a[s].tensors["audio"], b[s].tensors["audio"]) for s in ("train", "valid", "test"))

@@ -174,7 +174,8 @@ def synthetic_data(
     ``incongruent``). The same arguments always give the same tensors.
     """
     cfg = blueprint.training.data
-    samples = dict(samples or cfg.samples)
+    given = dict(samples or cfg.samples)
+    samples = {s: given[s] for s in ("train", "valid", "test") if s in given}  # split order fixed: a YAML file and a dict give the same data
     noise = cfg.noise if noise is None else noise
     seed = cfg.seed if seed is None else seed
     incongruent = cfg.incongruent if incongruent is None else incongruent

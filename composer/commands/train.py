@@ -22,9 +22,13 @@ EVALUATE_HELP = """Evaluate a run folder, best.safetensors or last.ckpt on valid
 
 Scores the data the run was trained on (its data.json) unless --data names other data; a recorded file that is gone or changed is refused. The table names the data scored. With --missing-rates, the test inputs are masked at each rate (random temporal masking) and a table per rate plus the area under each metric's curve (AUILC) is printed; all numbers go to a new evaluation-<data>-<sha8>-<protocol>.json next to the checkpoint (earlier ones are kept).
 
+With --drop, the listed modalities are absent (zeroed, their steps dropped) in everything scored; --conditions all adds the missing-modality table of the literature (each single modality present, each pair, complete); --modalities limits the sweep to some modalities.
+
 Example:
 
     composer evaluate runs/late_fusion --missing-rates 0:1:0.1
+
+    composer evaluate runs/late_fusion --conditions all
 """
 
 
@@ -54,13 +58,19 @@ def register(app: typer.Typer) -> None:
         target: Path = typer.Argument(..., help="Run folder, best.safetensors or last.ckpt."),
         data: Optional[str] = typer.Option(None, "--data", help="'synthetic' or a feature pickle (default: the data the run was trained on)."),
         missing_rates: Optional[str] = typer.Option(None, "--missing-rates", help="start:stop:step (e.g. 0:1:0.1) or a comma list."),
-        split: str = typer.Option("test", "--split", help="Split of the missing-rate sweep."),
+        split: str = typer.Option("test", "--split", help="Split of the missing-rate sweep and the conditions."),
+        modalities: Optional[str] = typer.Option(None, "--modalities", help="Comma list: the modalities the missing-rate sweep masks (default: every sequence modality)."),
+        drop: Optional[str] = typer.Option(None, "--drop", help="Comma list of modalities absent in everything scored (e.g. audio)."),
+        conditions: Optional[str] = typer.Option(None, "--conditions", help="'all': the missing-modality table (every non-empty set of present modalities, complete first); or sets like 'text;text+audio'."),
         device: str = typer.Option("auto", "--device", help="auto (CUDA, then CPU), cpu, cuda or cuda:N."),
         seed: int = typer.Option(0, "--seed", help="Seed of the masks drawn for the sweep."),
     ) -> None:
         from composer.train.evaluation import evaluate
 
-        evaluate(target, data, missing_rates=missing_rates, sweep_split=split, device=device, seed=seed)
+        listed = lambda text: [m.strip() for m in text.split(",") if m.strip()] if text else None  # noqa: E731
+        sets = conditions if conditions in (None, "all") else [tuple(m.strip() for m in group.split("+") if m.strip()) for group in conditions.split(";") if group.strip()]
+        evaluate(target, data, missing_rates=missing_rates, sweep_split=split, sweep_modalities=listed(modalities), drop=listed(drop),
+                 conditions=sets, device=device, seed=seed)
 
 
 def _data_commands(app: typer.Typer) -> None:

@@ -188,6 +188,9 @@ class EvalResult:
     sweep_split: str | None = None
     sweep: dict[float, dict[str, float]] = field(default_factory=dict)
     auilc: dict[str, float] = field(default_factory=dict)
+    sweep_modalities: list[str] | None = None  # the modalities the sweep masks (None: every sequence modality)
+    #: missing-modality conditions on ``sweep_split``: the modalities present -> metrics
+    conditions: dict[tuple[str, ...], dict[str, float]] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)  # the record of the data scored
     written: Path | None = None  # the results file, when one was written
 
@@ -198,7 +201,9 @@ class EvalResult:
             "splits": self.splits,
             "sweep_split": self.sweep_split,
             "sweep": [{"rate": r, **m} for r, m in self.sweep.items()],
+            "sweep_modalities": self.sweep_modalities,
             "auilc": self.auilc,
+            "conditions": [{"present": list(p), **m} for p, m in self.conditions.items()],
         }
 
 
@@ -209,6 +214,9 @@ def evaluate(
     splits: tuple[str, ...] = ("valid", "test"),
     missing_rates: str | list[float] | None = None,
     sweep_split: str = "test",
+    sweep_modalities: list[str] | None = None,
+    drop: list[str] | None = None,
+    conditions: str | list[tuple[str, ...]] | None = None,
     batch_size: int | None = None,
     device: str | None = None,
     seed: int = 0,
@@ -217,16 +225,23 @@ def evaluate(
 ) -> EvalResult:
     """Evaluate a run folder or checkpoint; see the module docstring for the data and the sweep.
 
+    ``drop``: modalities absent in every split scored (:func:`~composer.train.views.drop_modalities`);
+    ``sweep_modalities``: the modalities the missing-rate sweep masks (default: every sequence
+    and token modality); ``conditions``: ``"all"`` for the literature's missing-modality table
+    on ``sweep_split`` (every non-empty set of present modalities, complete first) or a list of
+    present-modality tuples.
+
     ``data`` defaults to the data the run was trained on (:func:`run_data`). With ``write``,
     the results go to a new ``evaluation-<data>-<sha8>-<protocol>.json`` next to the
     checkpoint, written while holding the folder's lock (:class:`~composer.train.lock.RunLock`).
     """
     dev = select_device(device)
     model, path = load_trained(target, dev)
+    options = _MissingOptions.check(model.blueprint, sweep_modalities, drop, conditions)
     if not write:
-        return _evaluate(model, path, data, splits, missing_rates, sweep_split, batch_size, dev, seed, progress)
+        return _evaluate(model, path, data, splits, missing_rates, sweep_split, batch_size, dev, seed, progress, options)
     with RunLock(path.parent, f"composer evaluate ({path.name})"):
-        result = _evaluate(model, path, data, splits, missing_rates, sweep_split, batch_size, dev, seed, progress)
+        result = _evaluate(model, path, data, splits, missing_rates, sweep_split, batch_size, dev, seed, progress, options)
         result.written = path.parent / (unused_name(path.parent, f"evaluation-{data_label(result.data)}-{_protocol(result)}") + ".json")
         write_json(result.written, result.to_dict())
     if progress:
@@ -235,26 +250,77 @@ def evaluate(
 
 
 def _protocol(result: EvalResult) -> str:
-    return f"sweep-{result.sweep_split}" if result.sweep else "clean"
+    parts = [f"sweep-{result.sweep_split}"] if result.sweep else []
+    parts += [f"conditions-{result.sweep_split}"] if result.conditions else []
+    return "-".join(parts) or "clean"
 
 
-def _evaluate(model, path, data, splits, missing_rates, sweep_split, batch_size, dev, seed, progress) -> EvalResult:
+@dataclass(frozen=True)
+class _MissingOptions:
+    """What is missing at evaluation: the sweep's modalities, modalities dropped everywhere, the conditions."""
+
+    sweep_modalities: list[str] | None
+    drop: list[str]
+    conditions: list[tuple[str, ...]]
+
+    @staticmethod
+    def check(bp, sweep_modalities, drop, conditions) -> "_MissingOptions":
+        from composer.errors import did_you_mean
+        from composer.train.views import maskable_modalities, modality_conditions
+
+        names = list(bp.modalities)
+
+        def known(given, flag, allowed):
+            for m in given or []:
+                if m not in allowed:
+                    hint = did_you_mean(m, allowed)
+                    raise ComposerError(f"{flag}: '{m}' is not a modality of {bp.name} ({', '.join(allowed)})" + (f"; did you mean '{hint}'?" if hint else ""))
+            return list(given) if given is not None else None
+
+        sweep = known(sweep_modalities, "--modalities", maskable_modalities(bp))
+        dropped = known(drop, "--drop", names) or []
+        if len(dropped) == len(names):
+            raise ComposerError("--drop: every modality dropped; nothing would be left to predict from")
+        if conditions == "all":
+            chosen = modality_conditions([n for n in names if n not in dropped])
+        else:
+            chosen = [tuple(known(list(c), "--conditions", names)) for c in (conditions or [])]
+        return _MissingOptions(sweep, dropped, chosen)
+
+
+def _evaluate(model, path, data, splits, missing_rates, sweep_split, batch_size, dev, seed, progress, options: _MissingOptions) -> EvalResult:
+    from composer.train.views import drop_modalities
+
     bp = model.blueprint
     say = make_console().print if progress else (lambda text: None)
     data_splits, scored = run_data(bp, path.parent, data, say=say)
     bs = batch_size or bp.training.batch_size
     precision = Precision(bp.training.precision, dev)
-    result = EvalResult(path, {s: evaluate_split(model, data_splits[s], bs, dev, precision, seed=seed) for s in splits}, data=scored)
+    view = next(iter(bp.training.views.values()), None)
+    extra = {"unk_token": view.unk_token, "special_tokens": view.special_tokens} if view is not None else {}
+
+    def without(names, then=None):  # a transform that drops `names` (then applies `then`)
+        if not names:
+            return then
+        return lambda batch, gen: (then or (lambda b, g: b))(drop_modalities(batch, bp, list(names), **extra), gen)
+
+    base = without(options.drop)
+    if options.drop:
+        say(f"modalities dropped in every split scored: {', '.join(options.drop)}")
+    result = EvalResult(path, {s: evaluate_split(model, data_splits[s], bs, dev, precision, seed=seed, transform=base) for s in splits}, data=scored)
     if missing_rates is not None:
         rates = parse_rates(missing_rates) if isinstance(missing_rates, str) else sorted(float(r) for r in missing_rates)
-        result.sweep_split = sweep_split
-        view = next(iter(bp.training.views.values()), None)
-        extra = {"unk_token": view.unk_token, "special_tokens": view.special_tokens} if view is not None else {}
+        result.sweep_split, result.sweep_modalities = sweep_split, options.sweep_modalities
         for rate in rates:
-            mask = lambda batch, gen, rate=rate: temporal_mask(batch, bp, rate, gen, **extra)  # noqa: E731
-            result.sweep[rate] = evaluate_split(model, data_splits[sweep_split], bs, dev, precision, seed=seed, transform=mask)
+            mask = lambda batch, gen, rate=rate: temporal_mask(batch, bp, rate, gen, modalities=options.sweep_modalities, **extra)  # noqa: E731
+            result.sweep[rate] = evaluate_split(model, data_splits[sweep_split], bs, dev, precision, seed=seed, transform=without(options.drop, mask))
         names = [k for k in next(iter(result.sweep.values())) if not k.startswith("loss")]
         result.auilc = {k: auilc(rates, [result.sweep[r][k] for r in rates]) for k in names}
+    if options.conditions:
+        result.sweep_split = sweep_split
+        for present in options.conditions:
+            absent = [m for m in bp.modalities if m not in present]
+            result.conditions[present] = evaluate_split(model, data_splits[sweep_split], bs, dev, precision, seed=seed, transform=without(absent))
     if progress:
         print_evaluation(result)
     return result
@@ -274,6 +340,8 @@ def print_evaluation(result: EvalResult, console=None) -> None:
     for name in next(iter(result.splits.values())):
         table.add_row(name, *[f"{m[name]:.4f}" for m in result.splits.values()])
     console.print(table)
+    if result.conditions:
+        _print_conditions(result, console)
     if not result.sweep:
         return
     first = next(iter(result.sweep.values()))
@@ -287,3 +355,17 @@ def print_evaluation(result: EvalResult, console=None) -> None:
     sweep.add_section()
     sweep.add_row("AUILC", *[f"{result.auilc[c]:.4f}" for c in cols])
     console.print(sweep)
+
+
+def _print_conditions(result: EvalResult, console) -> None:
+    from rich.table import Table
+
+    first = next(iter(result.conditions.values()))
+    cols = [k for k in _KEY_METRICS if k in first] or [k for k in first if not k.startswith("loss")]
+    table = Table(title=f"missing-modality conditions on {result.sweep_split} of {describe_data(result.data) if result.data else 'the data'}")
+    table.add_column("present")
+    for c in cols:
+        table.add_column(c, justify="right")
+    for present, m in result.conditions.items():
+        table.add_row(" + ".join(present), *[f"{m[c]:.4f}" for c in cols])
+    console.print(table)

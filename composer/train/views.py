@@ -32,7 +32,7 @@ from composer.blueprint.check import maskable_modalities
 from composer.errors import ComposerError
 from composer.blueprint.training import ViewConfig
 
-__all__ = ["temporal_mask", "make_views", "maskable_modalities", "split_uniforms", "masked_modalities"]
+__all__ = ["temporal_mask", "drop_modalities", "modality_conditions", "make_views", "maskable_modalities", "split_uniforms", "masked_modalities"]
 
 
 def _valid_steps(batch: dict[str, Any], name: str, x: torch.Tensor) -> torch.Tensor:
@@ -83,6 +83,30 @@ def temporal_mask(
         masks[name] = dropped
     out["view_masks"] = masks
     return out
+
+
+def drop_modalities(batch: dict[str, Any], blueprint, names: list[str], *, unk_token: int = 100,
+                    special_tokens: tuple[int, ...] | list[int] = (101, 102, 0)) -> dict[str, Any]:
+    """A copy of ``batch`` without the modalities ``names``: every valid step of a sequence
+    dropped as :func:`temporal_mask` drops it at rate 1 (features zeroed, tokens ``[UNK]``,
+    special tokens and lengths kept), a vector or feature map zeroed. The missing-modality
+    conditions of the field's tables (a modality absent at test time) are this transform."""
+    timed = [n for n in names if n in maskable_modalities(blueprint)]
+    out = temporal_mask(batch, blueprint, 1.0, torch.Generator(), modalities=timed, unk_token=unk_token, special_tokens=special_tokens)
+    for name in names:
+        if name not in timed:
+            out[name] = torch.zeros_like(batch[name])
+    return out
+
+
+def modality_conditions(modalities: list[str]) -> list[tuple[str, ...]]:
+    """The conditions of the literature's missing-modality tables: the complete set, then each
+    single modality present, then each pair, ... (every non-empty subset, larger last before
+    complete): for text, audio, vision the seven rows {t,a,v}, {t}, {a}, {v}, {t,a}, {t,v}, {a,v}."""
+    from itertools import combinations
+
+    subsets = [c for k in range(1, len(modalities)) for c in combinations(modalities, k)]
+    return [tuple(modalities), *subsets]
 
 
 def _view_rate(view: ViewConfig, generator: torch.Generator) -> float | torch.Tensor:

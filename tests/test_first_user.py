@@ -54,3 +54,10 @@ def test_validate_prints_user_text_as_written(tmp_path, capsys):
     assert main(["validate", str(path), "--set", "training.monitor.metric=[red]m"]) == 1
     err = capsys.readouterr().err
     assert "[bold]x[red].yaml" in err and "'[red]m'" in err
+
+
+def test_training_prints_user_text_as_written(tmp_path, capsys):
+    out = tmp_path / "[red]run[bold]"
+    composer.train(ROOT / "blueprints/late_fusion.yaml", out=out, overrides=[
+        "training.epochs=1", "training.batch_size=8", "training.data.samples={train: 8, valid: 4, test: 4}"])
+    assert "[red]run[bold]" in capsys.readouterr().out

@@ -31,11 +31,13 @@ DATA_RECORD = "data.json"
 
 
 def make_console():
-    """A rich console; 150 columns wide when output is not a terminal, so metric tables fit."""
+    """A rich console; 150 columns wide when output is not a terminal, so metric tables fit. It
+    prints text as it is (no Rich markup): run folders, file names and block ids are user text
+    and may hold brackets; styles are given as ``rich.text.Text`` styles."""
     from rich.console import Console
 
-    console = Console(highlight=False)
-    return console if console.is_terminal else Console(highlight=False, width=150)
+    console = Console(highlight=False, markup=False)
+    return console if console.is_terminal else Console(highlight=False, width=150, markup=False)
 
 
 def _clean(value: Any) -> Any:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.text import Text
 from torch import nn
 
 from composer.blueprint.load import dump_blueprint, load_blueprint
@@ -203,9 +204,9 @@ class Trainer:
             return math.isfinite(value)
         return value < best if self.direction == "minimize" else value > best
 
-    def _log(self, text: str) -> None:
+    def _log(self, text: str, style: str | None = None) -> None:
         if self.progress:
-            self.console.print(text)
+            self.console.print(Text(text, style=style or ""))
 
     def _state(self, model, optimizer, scheduler, loop: LoopState, stage_opts=None) -> dict:
         """Everything ``last.ckpt`` holds: the loop state's fields, then the objects' states."""
@@ -260,7 +261,7 @@ class Trainer:
     def _note(self, text: str) -> None:
         """A line the user should see even without progress output (stderr then)."""
         if self.progress:
-            self.console.print(f"[yellow]{text}[/]")
+            self.console.print(Text(text, style="yellow"))
         else:
             print(text, file=sys.stderr)
 
@@ -315,7 +316,7 @@ class Trainer:
             self._check_same_data(state)
             loop = LoopState.from_checkpoint(state, ckpt_path)
         elif resume:
-            self._log(f"[yellow]no checkpoint in {self.run_dir}; starting a new run[/]")
+            self._log(f"no checkpoint in {self.run_dir}; starting a new run", style="yellow")
 
         seed_everything(cfg.seed)
         model = compile_blueprint(bp)
@@ -512,15 +513,12 @@ class Trainer:
         if first is not None and math.isfinite(row["loss"]) and abs(row["loss"]) > DIVERGENCE_FACTOR * max(abs(first), 1e-8):
             warning = (f"warning: the training loss grew from {first:.4g} to {row['loss']:.4g} "
                        f"(x{abs(row['loss']) / max(abs(first), 1e-8):.0f}); training may be diverging: lower training.lr or set training.grad_clip")
-            if self.progress:
-                self.console.print(f"[yellow]{warning}[/]")
-            else:
-                print(warning, file=sys.stderr)
+            self._note(warning)
 
     def _epoch_line(self, epoch: int, train_row: dict, valid: dict, improved: bool) -> str:
         keys = [k for k in ("mae", "corr", "acc2_nonzero", "f1_nonzero", "acc7", "acc", "f1_weighted") if k in valid]
         parts = " ".join(f"{k} {valid[k]:.4f}" for k in keys)
-        mark = " [green]*[/]" if improved else ""
+        mark = " *" if improved else ""  # an improved epoch
         return f"epoch {epoch:>3}  train loss {train_row['loss']:.4f}  valid loss {valid['loss']:.4f} {parts}{mark}"
 
     def _summary(self, log: RunLog, best, best_epoch, counts: dict[str, int], seconds: float) -> dict:

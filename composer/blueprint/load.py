@@ -12,17 +12,16 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
 from pydantic import ValidationError
 
 from composer.registry import get_block, get_loss, list_blocks, list_losses, load_plugins, plugins_allowed
-from composer.blueprint._yaml import MAX_YAML_CHARS, SourceMap, parse_scalar, read_yaml
+from composer.blueprint._yaml import MAX_YAML_CHARS, SourceMap, read_yaml
 from composer.errors import BlueprintError, ComposerError, Problem, did_you_mean
 from composer.ref import BATCH_REFS, Ref
 from composer.blueprint.expr import ExprError, substitute
-from composer.blueprint.check import SCHEMA_COMMENT, CheckedBlueprint, check
+from composer.blueprint.check import CheckedBlueprint, check
 from composer.blueprint.paths import apply_override, apply_setting, get_path, resolve_path, set_path, split_path
-from composer.blueprint.templates import TemplateUse, expand_templates, inline_imports
+from composer.blueprint.templates import expand_templates, inline_imports
 
 __all__ = ["load_blueprint", "read_blueprint_text", "resolve_path", "variable_values", "make_lookup", "validate_data", "apply_override", "dump_blueprint", "get_path", "set_path"]
 

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from composer.errors import BlueprintError, ComposerError
+from composer.errors import ComposerError
 
 SET_HELP = "Override a blueprint field, e.g. --set blocks.fusion.layers=4 (value read as YAML; repeatable; +path adds a named entry)."
 DATASET_HELP = "Apply this entry of the blueprint's `datasets:` (e.g. mosi, mosei, sims) before --set; same as --set dataset=NAME."
@@ -116,7 +116,7 @@ def build(
     sizes = model.parameter_summary()
     total, trainable = sizes["model"], sizes["trainable"]
     con.print(table)
-    con.print(f"outputs: " + ", ".join(f"{k} = {v} {model.plan.values[v]}" for k, v in model.plan.outputs.items()))
+    con.print("outputs: " + ", ".join(f"{k} = {v} {model.plan.values[v]}" for k, v in model.plan.outputs.items()))
     con.print(f"total parameters: {total:,}  (the model at inference; trainable {trainable:,})")
     if sizes["training_only"]:
         con.print(f"training-only parameters (loss networks and training-only blocks, not part of the model at inference): {sizes['training_only']:,}")

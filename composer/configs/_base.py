@@ -192,9 +192,10 @@ def shared_vector_width(inputs: dict[str, Spec], what: str = "inputs") -> int:
     return int(widths.pop())
 
 
-def last_axis_output(inputs: dict[str, Spec], width: int) -> dict[str, Spec]:
-    """Spec of a block mapping the last axis of one vector or sequence input to ``width``."""
+def last_axis_output(inputs: dict[str, Spec], width: int | None = None) -> dict[str, Spec]:
+    """Spec of a block mapping the last axis of one vector or sequence input to ``width``
+    (``None``: the same width, an elementwise function)."""
     expect_ports(inputs, exactly=1)
     (port, spec), = inputs.items()
     expect_kind(port, spec, "vector", "sequence")
-    return {"out": spec.with_features(width)}
+    return {"out": spec if width is None else spec.with_features(width)}

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from composer.configs._base import BlockConfig, Shapes, expect_kind, expect_ports
+from composer.configs._base import BlockConfig, Shapes, last_axis_output
 from composer.registry import block_type
 from composer.spec import Spec, sequence, vector
 
@@ -37,10 +37,7 @@ class SigmoidRangeConfig(BlockConfig):
         return self
 
     def infer(self, inputs: dict[str, Spec]) -> dict[str, Spec]:
-        expect_ports(inputs, exactly=1)
-        (port, spec), = inputs.items()
-        expect_kind(port, spec, "vector", "sequence")
-        return {"out": spec}
+        return last_axis_output(inputs)  # elementwise: the input's spec
 
     def parameter_shapes(self, inputs: dict[str, Spec]) -> Shapes:
         return {}

@@ -23,7 +23,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from composer.configs._base import BlockConfig, Shapes, SpecError, Width, expect_kind, expect_ports
+from composer.configs._base import BlockConfig, Shapes, SpecError, Width, expect_kind, last_axis_output
 from composer.configs._shapes import mlp, under
 from composer.configs.heads import Activation
 from composer.registry import block_type
@@ -58,10 +58,7 @@ class ActivationConfig(BlockConfig):
     temperature: float = Field(default=1.0, gt=0, description="τ: the input is divided by it first.")
 
     def infer(self, inputs: dict[str, Spec]) -> dict[str, Spec]:
-        expect_ports(inputs, exactly=1)
-        (port, spec), = inputs.items()
-        expect_kind(port, spec, "vector", "sequence")
-        return {"out": spec}
+        return last_axis_output(inputs)  # elementwise: the input's spec
 
     def parameter_shapes(self, inputs: dict[str, Spec]) -> Shapes:
         return {}

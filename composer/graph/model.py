@@ -9,7 +9,8 @@ hand-written model does as well.
 
 Batch layout (a dict): one tensor per modality (``(B, T, D)`` float, ``(B, T)`` token ids,
 ...), optionally ``<modality>_lengths`` ``(B,)`` or ``<modality>_mask`` ``(B, T)`` bool,
-``<modality>_segment`` ``(B, T)`` token type ids, and ``label`` for training.
+``<modality>_segment`` ``(B, T)`` token type ids, and ``label`` for training (with
+``label_<name>`` for each ``training.data.extra_labels`` entry, read by losses as ``label.<name>``).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from composer.blocks._base import Context, building_on_meta, length_mask
-from composer.errors import BlueprintError, ComposerError, DataError, Problem
+from composer.blocks._base import Context, length_mask
+from composer.errors import BlueprintError, ComposerError, Problem
 from composer.graph.size import share_problem, weight_mismatches
 from composer.ref import BATCH_REFS, MAIN_VIEW, SEPARATOR
 
@@ -208,8 +209,8 @@ class ComposedModel(nn.Module):
         return total, parts
 
     def _resolve(self, outputs: dict[str, Any], batch: dict[str, Any], name: str, port: str | None) -> torch.Tensor:
-        if name == "label":
-            return batch["label"]
+        if name == "label":  # label.<name>: an extra label (training.data.extra_labels)
+            return batch["label" if port is None else f"label_{port}"]
         if name == "mask":
             return batch["view_masks"][port]
         key = name if port is None else f"{name}.{port}"
@@ -247,6 +248,8 @@ class ComposedModel(nn.Module):
             low, high = task.label_range
             shape = (batch_size,) if task.outputs == 1 else (batch_size, task.outputs)
             batch["label"] = torch.rand(shape, generator=gen) * (high - low) + low
+        for extra in self.blueprint.training.data.extra_labels:  # label_<name>: a permutation of the label's values
+            batch[f"label_{extra}"] = batch["label"][torch.randperm(batch_size, generator=gen)]
         return {k: v.to(device) for k, v in batch.items()}
 
     def parameter_summary(self) -> dict[str, int]:

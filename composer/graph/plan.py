@@ -19,7 +19,7 @@ import networkx as nx
 from composer.configs._base import BlockConfig, SpecError
 from composer.registry import Entry, get_block, get_loss
 from composer.errors import BlueprintError, Problem, did_you_mean
-from composer.spec import Spec, labels, scalar
+from composer.spec import Spec, labels
 from composer.ref import BATCH_REFS, MAIN_VIEW, Ref
 
 __all__ = ["Ref", "Node", "LossNode", "Plan", "PlanContext", "PLAN_PASSES", "plan", "resolve_reference", "check_references"]
@@ -403,7 +403,11 @@ def _loss_names_and_groups(bp) -> list[Problem]:
 def _loss_value(ctx: PlanContext, ref: Ref, where: tuple) -> tuple[Spec | None, str | None, Problem | None]:
     """The spec a loss field reads (and its port), or the problem with it (None: reported elsewhere)."""
     bp = ctx.bp
-    if ref.source == "label":
+    if ref.source == "label":  # `label`, or `label.<name>` of training.data.extra_labels (the label's spec)
+        extra = list(bp.training.data.extra_labels)
+        if ref.port is not None and ref.port not in extra:
+            known = f"training.data.extra_labels names {', '.join(extra)}" if extra else "training.data.extra_labels names none"
+            return None, None, Problem(where, f"'label.{ref.port}' is not a label of the batch ({known})", did_you_mean(ref.port, extra))
         return bp.task.label_spec(), ref.port, None
     if ref.source == "mask":
         port = ref.port

@@ -12,7 +12,6 @@ as ``best.safetensors`` and the full state as ``last.ckpt``.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from contextlib import nullcontext
@@ -21,7 +20,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from rich.text import Text
 from torch import nn
@@ -29,7 +27,7 @@ from torch import nn
 from composer.blueprint.load import dump_blueprint, load_blueprint
 from composer.blueprint.weights import load_model
 from composer.data import DataSplits, TensorSplit, load_data
-from composer.errors import ComposerError, DataError, did_you_mean, disk_write
+from composer.errors import ComposerError, DataError, disk_write
 from composer.graph.model import ComposedModel, compile_blueprint
 from composer.metric_names import metric_names
 from composer.metrics import compute_metrics, metric_direction

@@ -29,7 +29,6 @@ import numpy as np
 import torch
 
 from composer.blueprint.check import maskable_modalities
-from composer.errors import ComposerError
 from composer.blueprint.training import ViewConfig
 
 __all__ = ["temporal_mask", "drop_modalities", "modality_conditions", "make_views", "maskable_modalities", "split_uniforms", "masked_modalities"]

@@ -61,3 +61,10 @@ def test_training_prints_user_text_as_written(tmp_path, capsys):
     composer.train(ROOT / "blueprints/late_fusion.yaml", out=out, overrides=[
         "training.epochs=1", "training.batch_size=8", "training.data.samples={train: 8, valid: 4, test: 4}"])
     assert "[red]run[bold]" in capsys.readouterr().out
+
+
+def test_a_forward_reference_in_vars_says_so():
+    data = {"blueprint": 1, "name": "fwd", "vars": {"a": "${b * 2}", "b": 4},
+            "modalities": {"x": {"kind": "vector", "features": 3}}, "blocks": {"head": {"type": "mlp", "in": "x", "out": "${a}"}}}
+    with pytest.raises(BlueprintError, match="uses 'b', which is defined after it"):
+        composer.load_blueprint(data)

@@ -150,18 +150,23 @@ def variable_values(data: dict) -> tuple[dict[str, Any], list[Problem]]:
     values: dict[str, Any] = {}
     problems: list[Problem] = []
     for name, value in raw.items():
-        values[name] = _substitute_tree(value, make_lookup(values), ("vars", name), problems)
+        later = [str(n) for n in list(raw)[list(raw).index(name):]]  # itself and the ones after it
+        values[name] = _substitute_tree(value, make_lookup(values, later=later), ("vars", name), problems)
     return values, problems
 
 
-def make_lookup(values: dict[str, Any], data: dict | None = None):
+def make_lookup(values: dict[str, Any], data: dict | None = None, later: list[str] | None = None):
     """Name lookup for expressions: variables by name (or ``vars.name``), and with ``data`` any
-    dotted blueprint path (``blocks.moe.experts``)."""
+    dotted blueprint path (``blocks.moe.experts``). ``later``: variables defined further down
+    (a variable may use only the ones above it)."""
 
     def lookup(name: str) -> Any:
         key = name.removeprefix("vars.")
         if key in values:
             return values[key]
+        if later and key in later:
+            where = "itself" if key == later[0] else f"'{key}', which is defined after it"
+            raise ExprError(f"a variable may use only the variables above it; this one uses {where} (move '{key}' up)")
         if data is not None and "." in name:
             try:
                 return get_path(data, resolve_path(data, split_path(name)))

@@ -264,7 +264,8 @@ def scheduler_pass(ctx: CheckContext) -> list[Problem]:
 
 
 def data_pass(ctx: CheckContext) -> list[Problem]:
-    """``training.data``: a file source names its files; normalised modalities exist and have features."""
+    """``training.data``: a file source names its files; extra labels come from a reader that gives
+    them; normalised modalities exist and have features."""
     bp = ctx.bp
     data = bp.training.data
     where = ("training", "data")
@@ -280,6 +281,11 @@ def data_pass(ctx: CheckContext) -> list[Problem]:
                 problems.append(_unknown(where + ("paths", name), "modality", name, list(bp.modalities) + ["label"]))
         if data.split is None:
             problems.append(Problem(where + ("split",), "source 'csd' needs `split`: 'cmu_mosi', a JSON split file or the SDK's *_std_folds.py"))
+    if data.extra_labels and data.source in ("mag_pickle", "csd"):
+        problems.append(Problem(where + ("extra_labels",), (
+            f"source '{data.source}' reads one label per sample; extra labels come from a standard-layout pickle "
+            "(source: pickle) or the synthetic set"
+        )))
     features = [n for n, m in bp.modalities.items() if m.kind in ("sequence", "vector")]
     for j, name in enumerate(data.normalize):
         if name not in features:

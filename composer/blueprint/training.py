@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 __all__ = ["TrainingConfig", "ReinitConfig", "ParamGroupConfig", "SchedulerConfig", "ViewConfig", "MonitorConfig", "DataConfig", "StageConfig"]
 
@@ -115,6 +115,10 @@ class ReinitConfig(_Strict):
     skip: list[str] = Field(default_factory=list, description="Block ids left as built (e.g. [text_bert]).")
 
 
+#: The name of an extra label: a loss reads it as ``label.<name>``, so no dots or colons.
+LabelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
+
+
 class DataConfig(_Strict):
     """Where batches come from: the built-in synthetic set (default) or files (docs/data.md).
 
@@ -154,6 +158,14 @@ class DataConfig(_Strict):
     )
     seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Synthetic: generator seed.")
     label_key: str = Field(default="regression_labels", description="Pickle: key of the labels.")
+    extra_labels: dict[LabelName, Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=dict,
+        description=(
+            "More labels per sample, name -> pickle key (CH-SIMS' unimodal labels: {text: regression_labels_T, audio: "
+            "regression_labels_A, vision: regression_labels_V}); each batch carries `label_<name>` and a loss reads it as "
+            "`label.<name>`. The synthetic set draws them (a modality's name: that modality's own cue)."
+        ),
+    )
 
 
 class TrainingConfig(_Strict):

@@ -2,7 +2,8 @@
 
 A *split* is a :class:`TensorSplit`: a dict of tensors that share their first dimension
 (one row per sample) in the batch layout of :class:`~composer.graph.model.ComposedModel`
-(modality tensors, ``<m>_lengths``, ``<m>_mask``, ``<m>_segment``, ``label``) plus optional
+(modality tensors, ``<m>_lengths``, ``<m>_mask``, ``<m>_segment``, ``label`` and a
+``label_<name>`` per ``training.data.extra_labels`` entry) plus optional
 sample ids. Data for a run is a :class:`DataSplits` mapping ``train`` / ``valid`` / ``test`` to
 splits, with a ``notes`` list of log lines (e.g. how many non-finite values were cleaned).
 
@@ -172,6 +173,16 @@ def check_split(blueprint, split: TensorSplit, name: str = "split") -> None:
     if len(split) == 0:
         raise DataError(f"{name}: the split is empty; every split needs at least one sample")
     check_labels(blueprint.task, split.tensors["label"], name)
+    for extra in blueprint.training.data.extra_labels:
+        key = f"label_{extra}"
+        if key not in split.tensors:
+            raise DataError(
+                f"{name}: no '{key}' tensor for training.data.extra_labels.{extra}; the standard pickle reader and the "
+                "synthetic set give it (other sources: add it to the batch layout)"
+            )
+        if split.tensors[key].shape != split.tensors["label"].shape:
+            raise DataError(f"{name}: '{key}' has shape {tuple(split.tensors[key].shape)}; an extra label has the label's shape {tuple(split.tensors['label'].shape)}")
+        check_labels(blueprint.task, split.tensors[key], f"{name}: '{key}'")
 
 
 def check_padding(tensors: dict[str, torch.Tensor], modality: str, time: int, name: str = "split") -> None:

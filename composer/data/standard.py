@@ -17,7 +17,8 @@ Each blueprint modality is read from the key of the same name; a ``tokens`` moda
 ``(N, 3, T)``. Aligned files have every sequence at the same T and usually no ``*_lengths``
 (all steps valid). Non-finite feature values (NaN, ±inf, found in some audio releases) are
 replaced by 0 and counted in :attr:`DataSplits.notes`. The label key is
-``training.data.label_key``; class labels may be indices ``(N,)``, one-hot ``(N, C)``, and
+``training.data.label_key``; each ``training.data.extra_labels`` entry ``name: key`` adds
+``label_<name>`` read from ``key`` the same way (CH-SIMS' unimodal ``regression_labels_T/A/V``); class labels may be indices ``(N,)``, one-hot ``(N, C)``, and
 multilabel ``(N, K)`` or ``(N, K, 2)`` (IEMOCAP: argmax of the last axis).
 
 The file is read with a restricted unpickler that only rebuilds NumPy arrays and plain
@@ -273,7 +274,22 @@ def standard_split(blueprint, d: dict, split: str, label_key: str, read: _Read, 
             times[symbol] = (name, t)
     _share_lengths(blueprint, tensors, read)
     tensors["label"] = _labels(here, d, label_key, blueprint.task, n, read.budget)
+    tensors.update(_extra_labels(here, d, blueprint, n, read.budget))
     return TensorSplit(tensors, _ids(d, n, here, split, read.budget))
+
+
+def _extra_labels(here: str, d: dict, blueprint, n: int, budget: Budget) -> dict[str, torch.Tensor]:
+    """``label_<name>`` for each ``training.data.extra_labels`` entry (CH-SIMS' ``regression_labels_T``
+    for ``text``), read and checked as the main label is: the task's label spec, ``(N,)`` for one output."""
+    out = {}
+    for name, key in blueprint.training.data.extra_labels.items():
+        if key not in d:
+            raise DataError(
+                f"{here}: no key '{key}' for training.data.extra_labels.{name} (keys: {shown(d)}); "
+                "name a key of the file or remove the entry (and the losses that read label." + name + ")"
+            )
+        out[f"label_{name}"] = _labels(here, d, key, blueprint.task, n, budget)
+    return out
 
 
 def load_standard_pickle(blueprint, path: str | Path, *, label_key: str | None = None) -> DataSplits:

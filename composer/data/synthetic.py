@@ -29,6 +29,10 @@ Observations, shaped by the blueprint's modalities:
 * ``vector (D)`` and ``map (C, *S)``: the same three directions plus noise (a map spreads
   them over a random spatial bump).
 
+Extra labels (``training.data.extra_labels``) come as ``label_<name>``: a modality's name gives
+that modality's unimodal label, its cue ``u[m]`` through the same mapping (what CH-SIMS'
+per-modality annotations are); another name a random mixture of the terms.
+
 The directions and word ids depend on the seed only, so all splits share one "world"; the
 whole set is generated in one vectorised pass (about 0.1 s for 768 MOSI-shaped samples).
 """
@@ -84,6 +88,19 @@ def _raw_labels(rng: np.random.Generator, lat: dict[str, np.ndarray], outputs: i
         w /= np.linalg.norm(w)
         s_bi, s_tri = rng.choice([-1.0, 1.0], size=2)
         cols.append(UNI_WEIGHT * lat["signed_u"] @ w + BI_WEIGHT * s_bi * lat["bi"] + TRI_WEIGHT * s_tri * lat["tri"])
+    return np.stack(cols, axis=1).astype(np.float32)
+
+
+def _extra_raw(rng: np.random.Generator, lat: dict[str, np.ndarray], index: int | None, outputs: int) -> np.ndarray:
+    """``(n, outputs)`` raw scores of an extra label: for a modality (``index``), what that modality
+    alone shows, its cue ``u[index]`` (a unimodal annotation, as CH-SIMS' ``regression_labels_T``);
+    otherwise, and for further outputs, a random mixture of the cues and the interaction terms."""
+    cols = [lat["u"][:, index]] if index is not None else []
+    m = lat["u"].shape[1]
+    while len(cols) < outputs:
+        w = rng.standard_normal(m)
+        w /= np.linalg.norm(w)
+        cols.append(UNI_WEIGHT * lat["signed_u"] @ w + BI_WEIGHT * rng.choice([-1.0, 1.0]) * lat["bi"])
     return np.stack(cols, axis=1).astype(np.float32)
 
 
@@ -191,6 +208,10 @@ def synthetic_data(
     lat = latent_factors(rng, total, len(names), incongruent)
     raw = _raw_labels(world_rng, lat, task.outputs if task.kind != "classification" else 1)
     tensors: dict[str, np.ndarray] = {"label": _labels(task, raw)}
+    extra_rng = np.random.default_rng([seed, 2])  # its own stream: the other tensors stay as they were
+    for label_name in cfg.extra_labels:
+        index = names.index(label_name) if label_name in names else None
+        tensors[f"label_{label_name}"] = _labels(task, _extra_raw(extra_rng, lat, index, raw.shape[1]))
 
     lengths_by_time: dict[str, np.ndarray] = {}
     for i, (name, m) in enumerate(blueprint.modalities.items()):
@@ -225,8 +246,8 @@ def synthetic_data(
 def synthetic_bytes(blueprint, samples: int) -> int:
     """Memory the generator needs for ``samples`` samples: 24 bytes per float element (the float64
     draw, the float32 result, one temporary, the split's copy); 33 per token step (draws, ids,
-    mask, segments, the split's copy); the labels."""
-    total = samples * 8 * max(blueprint.task.outputs, 1)
+    mask, segments, the split's copy); the labels, extra labels included."""
+    total = samples * 8 * max(blueprint.task.outputs, 1) * (1 + len(blueprint.training.data.extra_labels))
     for m in blueprint.modalities.values():
         if m.kind == "tokens":
             total += samples * m.length * 33

@@ -64,3 +64,9 @@ def test_an_exported_program_holds_no_training_only_weight():
     names = list(program.state_dict) + [s.target for s in program.graph_signature.input_specs if s.target]
     assert names and not any("decoder" in n for n in names)
     assert sum(t.numel() for t in program.state_dict.values()) == model.parameter_summary()["model"]
+
+
+def test_the_size_estimate_counts_training_only_blocks_apart_as_the_model_does():
+    bp = composer.load_blueprint(MISA_LIKE)
+    sizes = composer.compile_blueprint(bp).parameter_summary()
+    assert (bp.size.model_params, bp.size.training_params) == (sizes["model"], sizes["training_only"])

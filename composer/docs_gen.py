@@ -71,7 +71,9 @@ GALLERY_GROUPS = (
     ("Paper blueprints and baselines", "blueprints/*.yaml"),
     ("Searches", "blueprints/search/*.yaml"),
     ("Variants and ablations", "blueprints/variants/*.yaml"),
+    ("Model zoo: the field's baselines, equal to MMSA", "blueprints/zoo/*.yaml"),
     ("Hybrids (examples)", "examples/hybrids/*.yaml"),
+    ("Objectives (examples)", "examples/objectives/*.yaml"),
 )
 
 

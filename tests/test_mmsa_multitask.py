@@ -356,3 +356,9 @@ def test_mtfn_trains_on_an_mmsa_layout_pickle_with_unimodal_labels(tmp_path):
     sims_pickle(tmp_path / "sims.pkl", n=8)
     run = composer.train(small("mtfn", "training.batch_size=4"), tmp_path / "sims.pkl", out=tmp_path / "run", epochs=1, progress=False)
     assert "vision/mae" in str(run.summary)
+
+
+def test_validate_warns_of_an_extra_label_no_loss_reads():
+    warnings = [p.message for p in small("mlf_dnn", "losses.T.target=label").warnings]
+    assert any("no loss reads extra label 'text' (from 'regression_labels_T')" in w for w in warnings), warnings
+    assert not any("extra label" in p.message for p in small("mlf_dnn").warnings)

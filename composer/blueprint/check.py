@@ -29,7 +29,7 @@ from composer.errors import BlueprintError, Problem, did_you_mean
 from composer.graph.plan import Plan, plan
 from composer.graph.size import SizeEstimate, check_size
 from composer.metric_names import metric_names
-from composer.ref import MAIN_VIEW, SEPARATOR
+from composer.ref import MAIN_VIEW, SEPARATOR, Ref
 
 __all__ = ["CheckedBlueprint", "check", "BLUEPRINT_PASSES", "SCHEMA_COMMENT", "loss_term_names", "maskable_modalities"]
 
@@ -286,6 +286,12 @@ def data_pass(ctx: CheckContext) -> list[Problem]:
             f"source '{data.source}' reads one label per sample; extra labels come from a standard-layout pickle "
             "(source: pickle) or the synthetic set"
         )))
+    read = {Ref.parse(text).port for cfg in bp.losses for text in cfg.refs().values() if Ref.parse(text).source == "label"}
+    for name, key in data.extra_labels.items():
+        if name not in read:
+            problems.append(Problem(where + ("extra_labels", name), (
+                f"no loss reads extra label '{name}' (from '{key}'); a loss reads it as `target: label.{name}`"
+            ), severity="warning"))
     features = [n for n, m in bp.modalities.items() if m.kind in ("sequence", "vector")]
     for j, name in enumerate(data.normalize):
         if name not in features:

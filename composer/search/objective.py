@@ -17,7 +17,8 @@ from composer.blueprint._yaml import SourceMap, read_yaml
 from composer.blueprint.expr import REFERENCE, ExprError, evaluate, names_in
 from composer.blueprint.load import apply_override, make_lookup, read_blueprint_text, resolve_path, set_path, split_path, validate_data, variable_values
 from composer.errors import BlueprintError, ComposerError
-from composer.search.space import SpaceError, is_plain, suggest, grid
+from composer.search.sampler import make_sampler
+from composer.search.space import SpaceError, is_plain, suggest
 
 __all__ = ["read_raw", "make_sampler", "make_pruner", "decode_params", "apply_sample", "broken_constraints", "blueprint_for_params",
            "Objective", "model_figures", "with_training", "train_with_seeds"]
@@ -29,15 +30,6 @@ def read_raw(blueprint: str | Path, overrides: list[str]) -> tuple[dict, SourceM
     for item in overrides:
         apply_override(data, item)
     return data, smap
-
-def make_sampler(name: str, space: dict, seed: int):
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "grid":
-        return optuna.samplers.GridSampler(grid(space), seed=seed)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
 
 def make_pruner(name: str):
     return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1) if name == "median" else optuna.pruners.NopPruner()

@@ -105,7 +105,7 @@ def write_report(out_dir: str | Path) -> tuple[Path, Path]:
 
     plots = [name for name in ("history.png", "importance.png", "pareto.png") if (out_dir / name).exists()]
     md = [f"# Search report: {info['study']}", "", f"Blueprint: `{info['blueprint']}`  ", f"Storage: `{info.get('storage') or 'sqlite (search folder)'}`  ",
-          "Objectives: " + ", ".join(f"{o.label} ({o.direction})" for o in cfg.objectives), ""]
+          "Objectives: " + ", ".join(f"{o.label} ({o.direction})" for o in cfg.objectives) + "  ", _sampler_line(study), ""]
     counts: dict[str, int] = {}
     for t in study.trials:
         counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
@@ -148,6 +148,17 @@ def write_report(out_dir: str | Path) -> tuple[Path, Path]:
     html_path = write_text(out_dir / "report.html", f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(info['study'])}</title><style>{style}</style></head><body>"
                          + "\n".join(body) + "</body></html>\n", kept="report.md and the search folder as it was")
     return md_path, html_path
+
+
+def _sampler_line(study: optuna.Study) -> str:
+    """``Sampler: tpe (seed 0; ...), Optuna 5.1.0`` from the study's record (composer.search.sampler)."""
+    from composer.search.sampler import describe_sampler
+
+    record = study.user_attrs.get("sampler")
+    if not isinstance(record, dict):
+        return "Sampler: not recorded (a study begun by an older Composer)"
+    versions = study.user_attrs.get("optuna_versions") or [study.user_attrs.get("optuna_version", "?")]
+    return f"Sampler: `{describe_sampler(record)}`, Optuna {', '.join(map(str, versions))}"
 
 
 def _dashboard_url(info: dict, out_dir: Path) -> str:

@@ -31,9 +31,10 @@ import optuna
 
 from composer.blueprint.load import validate_data
 from composer.errors import ComposerError
-from composer.search.objective import (apply_sample, blueprint_for_params, broken_constraints, decode_params, make_pruner, make_sampler,
-                                       model_figures, read_raw, train_with_seeds, with_training)
+from composer.search.objective import (apply_sample, blueprint_for_params, broken_constraints, decode_params, make_pruner, model_figures,
+                                       read_raw, train_with_seeds, with_training)
 from composer.search.outputs import SEARCH_INFO, _params, no_trial_completed, write_outputs, write_rerun, write_text
+from composer.search.sampler import make_sampler, record_sampler, sampler_record
 from composer.search.storage import check_storage_url, describe_storage, make_storage, open_study, postgres_driver
 from composer.search.workers import optimize, requeue_interrupted, run_workers, tally, trial_note, worker_placement
 
@@ -99,23 +100,27 @@ def search(
     total = trials or cfg.trials
     if storage is not None:
         check_storage_url(storage)
-    write_text(out_dir / SEARCH_INFO, json.dumps({  # how to find the study again (search-report, --rerun-best)
-        "blueprint": str(Path(blueprint).resolve()), "overrides": overrides, "study": name, "storage": storage,
-    }, indent=2), kept="nothing yet: no trial has run")
+    sampler = sampler or cfg.sampler
+    record = sampler_record(sampler, seed)  # stated in full and kept in the study: see composer.search.sampler
     heartbeat = None if storage is not None and storage.startswith("journal:") else cfg.heartbeat
     study = optuna.create_study(
         study_name=name,
         storage=make_storage(storage, out_dir, heartbeat),
         directions=[o.direction for o in cfg.objectives],
-        sampler=make_sampler(sampler or cfg.sampler, cfg.space, seed),
+        sampler=make_sampler(sampler, cfg.space, seed),
         pruner=make_pruner(pruner or cfg.pruner),
         load_if_exists=True,
     )
+    record_sampler(study, record, describe_storage(storage, out_dir))
+    write_text(out_dir / SEARCH_INFO, json.dumps({  # how to find the study again (search-report, --rerun-best)
+        "blueprint": str(Path(blueprint).resolve()), "overrides": overrides, "study": name, "storage": storage,
+        "sampler": record, "optuna": optuna.__version__,
+    }, indent=2), kept="nothing yet: no trial has run")
     if workers == 1 and storage is None:
         requeue_interrupted(study)
     args = {
         "blueprint": str(blueprint), "overrides": overrides, "study_name": name, "storage": storage,
-        "out_dir": str(out_dir), "sampler": sampler or cfg.sampler, "pruner": pruner or cfg.pruner,
+        "out_dir": str(out_dir), "sampler": sampler, "pruner": pruner or cfg.pruner,
         "space": cfg.space, "seed": seed, "data": data, "epochs": epochs, "device": device,
         "trials": total, "timeout": timeout, "heartbeat": heartbeat, "parent": None,
     }

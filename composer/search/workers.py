@@ -15,7 +15,8 @@ import optuna
 
 from composer.blueprint.load import validate_data
 from composer.errors import ComposerError
-from composer.search.objective import Objective, make_pruner, make_sampler, read_raw
+from composer.search.objective import Objective, make_pruner, read_raw
+from composer.search.sampler import make_sampler
 from composer.search.storage import make_storage, open_study
 
 __all__ = ["tally", "trial_note", "worker_placement", "run_workers", "optimize", "requeue_interrupted", "FINISHED", "RETRY_OF"]

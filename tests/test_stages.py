@@ -33,14 +33,14 @@ def test_each_parameter_has_one_optimiser():
 
 def test_an_epoch_stage_updates_only_its_parameters():
     from composer.data import load_data
-    from composer.train.trainer import Trainer
+    from composer.train.trainer import Trainer, _Step
 
     trainer = Trainer(composer.load_blueprint(MMIM, TINY), progress=False)
     model = composer.compile_blueprint(trainer.bp)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     sums: dict[str, float] = {}
     model.train()
-    trainer._epoch_stages(model, model, build_stage_optimizers(model, trainer.cfg), load_data(trainer.bp, None)["train"], 1, sums)
+    trainer._epoch_stages(model, _Step(model, model), build_stage_optimizers(model, trainer.cfg), load_data(trainer.bp, None)["train"], 1, sums)
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed and all(n.startswith(("losses.4.", "losses.5.")) for n in changed)
     assert sums["stage/bound/loss"] != 0

@@ -16,6 +16,8 @@ Example:
     composer train blueprints/late_fusion.yaml --epochs 5 --set training.lr=3e-4
 
     composer train blueprints/late_fusion.yaml --data mosi_unaligned_50.pkl --resume
+
+    composer train blueprints/late_fusion.yaml --nproc 2    # data-parallel, 2 processes (torchrun)
 """
 
 EVALUATE_HELP = """Evaluate a run folder, best.safetensors or last.ckpt on valid and test.
@@ -46,11 +48,18 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in the folder (its history is deleted)."),
         device: str = typer.Option("auto", "--device", help="auto (CUDA, then CPU), cpu, cuda or cuda:N."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Override training.seed."),
+        nproc: int = typer.Option(1, "--nproc", min=1, help="Train data-parallel in N processes on this machine (torchrun; the global batch stays training.batch_size)."),
     ) -> None:
-        from composer.train.trainer import train
-
         if resume and overwrite:
             raise typer.BadParameter("--resume continues the run in the folder, --overwrite replaces it: give one", param_hint="--overwrite")
+        if nproc > 1:
+            from composer.train.distributed import launch
+
+            argv = _train_argv(blueprint, data, out, epochs, overrides, resume, overwrite, device, seed)
+            launch(nproc, argv, str(out / "last.ckpt") if out is not None else "the run folder's last.ckpt")
+            return
+        from composer.train.trainer import train
+
         train(blueprint, data, out, overrides=overrides, epochs=epochs, seed=seed, resume=resume, device=device, overwrite=overwrite)
 
     @app.command("evaluate", help=EVALUATE_HELP)
@@ -71,6 +80,21 @@ def register(app: typer.Typer) -> None:
         sets = conditions if conditions in (None, "all") else [tuple(m.strip() for m in group.split("+") if m.strip()) for group in conditions.split(";") if group.strip()]
         evaluate(target, data, missing_rates=missing_rates, sweep_split=split, sweep_modalities=listed(modalities), drop=listed(drop),
                  conditions=sets, device=device, seed=seed)
+
+
+def _train_argv(blueprint, data, out, epochs, overrides, resume, overwrite, device, seed) -> list[str]:
+    """The ``composer train`` arguments each process of ``--nproc`` gets: the same, without ``--nproc``
+    (``--dataset`` is already among the ``--set`` overrides; ``--allow-plugins`` is passed on)."""
+    from composer.registry import plugins_allowed
+
+    argv = ["train", str(blueprint), "--device", device]
+    for flag, value in (("--data", data), ("--out", out), ("--epochs", epochs), ("--seed", seed)):
+        if value is not None:
+            argv += [flag, str(value)]
+    for override in overrides:
+        argv += ["--set", override]
+    argv += ["--resume"] * resume + ["--overwrite"] * overwrite + ["--allow-plugins"] * plugins_allowed()
+    return argv
 
 
 def _data_commands(app: typer.Typer) -> None:

@@ -18,7 +18,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from rich.text import Text
@@ -33,6 +33,7 @@ from composer.metric_names import metric_names
 from composer.metrics import compute_metrics, metric_direction
 from composer.train.checkpoint import (LoopState, capture_rng, check_checkpoint_fields, check_resume_state, load_checkpoint, publish,
                                        restore_rng, save_checkpoint, seed_everything)
+from composer.train.distributed import World, join_world, local_share, sigterm_as_error, to_device
 from composer.train.optim import (STEP_SCHEDULERS, Precision, build_optimizer, build_scheduler, build_stage_optimizers, reinitialise, reset_optimizer,
                                   select_device, stage_terms)
 from composer.train.lock import RunLock
@@ -93,6 +94,36 @@ def _view_generator(seed: int, epoch: int, salt: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + epoch * 7_919 + salt) % (2**63 - 1))
 
 
+class _Step(nn.Module):
+    """One forward of a training step: every view through the model, then the loss (or an update
+    stage's ``terms``). Under several processes DDP wraps this module, so the views' passes and
+    the losses (their parameters too) are one forward for it."""
+
+    def __init__(self, model: ComposedModel, runner: nn.Module):
+        super().__init__()
+        self.model, self.runner = model, runner
+
+    def forward(self, batches: dict[str, dict], terms: set[str] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        outputs = {v: self.runner(b) for v, b in batches.items()}
+        return self.model.compute_loss(outputs, batches, terms=terms)
+
+
+def _global_batches(split: TensorSplit, batch_size: int, device: torch.device, world: World, **order) -> Iterator[dict]:
+    """The split's global batches: on ``device``, or on the CPU under several processes (each
+    takes its share after the views are drawn, see :func:`_share`)."""
+    return split.batches(batch_size, device=device if not world.active else "cpu", **order)
+
+
+def _share(batches: dict[str, dict], world: World, device: torch.device) -> tuple[dict[str, dict], int, int]:
+    """This process's part of the views of a global batch, the samples it counts for and the
+    global batch size (one process: the views as they are)."""
+    n = int(batches["main"]["label"].shape[0])
+    if not world.active:
+        return batches, n, n
+    part, count = world.share(n)
+    return {v: to_device(local_share(b, part, n), device) for v, b in batches.items()}, count, n
+
+
 @torch.no_grad()
 def evaluate_split(
     model: ComposedModel,
@@ -105,6 +136,7 @@ def evaluate_split(
     transform=None,
     view: str | None = None,
     runner=None,
+    world: World | None = None,
 ) -> dict[str, float]:
     """Loss, its terms (``loss/<name>``) and the task metrics of ``model`` on one split (eval
     mode, no gradients): of the prediction, and as ``<output>/<metric>`` of every other output
@@ -114,34 +146,55 @@ def evaluate_split(
     missing-rate sweep). Views for the loss are drawn from a generator seeded by ``seed`` so
     the value is reproducible; the metrics score the predictions of ``view`` (default:
     ``training.monitor.view``, the batch as given unless a blueprint says otherwise).
+
+    ``world``: under several processes each scores its share of every batch (masks drawn for
+    the whole batch); process 0 computes the row over the whole split and sends it to all.
     """
     model.eval()
     bp = model.blueprint
+    world = world or World()
     view = view or bp.training.monitor.view
     gen = _view_generator(seed, 0, 17)
     scored = model.plan.scored_outputs
     preds: dict[str, list[torch.Tensor]] = {o: [] for o in scored}
-    labels, n = [], 0
+    labels, index, n = [], [], 0
     sums: dict[str, float] = {}
-    for batch in split.batches(batch_size, device=device):
+    for batch in _global_batches(split, batch_size, device, world):
         if transform is not None:
             batch = transform(batch, gen)
-        batches = make_views(batch, bp, gen)
+        batches, size, _ = _share(make_views(batch, bp, gen), world, device)
+        if size == 0:  # a process with no sample of this batch
+            continue
         with precision.autocast() if precision is not None else nullcontext():
             outputs = {v: (runner if runner is not None else model)(b, training_branches=True) for v, b in batches.items()}
             total, parts = model.compute_loss(outputs, batches)
-        size = batch["label"].shape[0]
         for name, value in (("loss", total), *((f"loss/{k}", v) for k, v in parts.items())):
             sums[name] = sums.get(name, 0.0) + float(value) * size
         n += size
         for o in scored:
             preds[o].append(outputs[view][o].float().cpu())
-        labels.append(batch["label"].cpu())
-    label = torch.cat(labels).numpy()
+        labels.append(batches["main"]["label"].cpu())
+        index.append(batches["main"].get("index"))
+    shards = world.gather((sums, n, preds, labels, index))
+    return world.broadcast(_split_row(bp, scored, shards) if world.main else None)
+
+
+def _split_row(bp, scored: list[str], shards: list[tuple]) -> dict[str, float]:
+    """The row of :func:`evaluate_split` from every process's ``(loss sums, samples, predictions,
+    labels, indices)``: loss means over all samples, metrics over the predictions in split order."""
+    sums: dict[str, float] = {}
+    n = sum(shard[1] for shard in shards)
+    for shard in shards:
+        for k, v in shard[0].items():
+            sums[k] = sums.get(k, 0.0) + v
+    order = torch.argsort(torch.cat([i for shard in shards for i in shard[4]])) if len(shards) > 1 else None
+    pick = (lambda t: t) if order is None else (lambda t: t[order])  # noqa: E731
+    label = pick(torch.cat([y for shard in shards for y in shard[3]])).numpy()
     row = {k: v / max(1, n) for k, v in sums.items()}
     for o in scored:  # the prediction's metrics as they are, another output's as <output>/<metric>
         prefix = "" if o == "prediction" else f"{o}/"
-        row.update((prefix + k, v) for k, v in compute_metrics(bp.task, torch.cat(preds[o]).numpy(), label).items())
+        pred = pick(torch.cat([p for shard in shards for p in shard[2][o]])).numpy()
+        row.update((prefix + k, v) for k, v in compute_metrics(bp.task, pred, label).items())
     return row
 
 
@@ -176,11 +229,11 @@ class Trainer:
         self.overwrite = overwrite
         self.cfg = blueprint.training
         self.run_dir = Path(out) if out is not None else Path("runs") / blueprint.name
-        self.device = select_device(device)
+        self.world, self.device = join_world(select_device(device))  # one process unless under torchrun
         self.precision = Precision(self.cfg.precision, self.device)
         if self.device.type == "cpu" and self.cfg.cpu_threads is not None:
             torch.set_num_threads(self.cfg.cpu_threads)
-        self.progress = progress
+        self.progress = progress and self.world.main
         self.on_epoch_end = on_epoch_end
         self.console = console or make_console()
         self.monitor = self.cfg.monitor.metric  # a metric the run logs: checked with the blueprint (composer.blueprint.check)
@@ -218,7 +271,17 @@ class Trainer:
             "rng": capture_rng(),
             "blueprint": dump_blueprint(self.bp),
             "data": self.data.fingerprint(),
+            "world_size": self.world.size,
+            "rank_rng": self.world.gather(capture_rng()) if self.world.active else None,
         }
+
+    def _check_same_world(self, state: dict) -> None:
+        saved = state.get("world_size", 1)
+        if saved != self.world.size:
+            raise ComposerError(
+                f"{self.run_dir / 'last.ckpt'} was trained in {saved} process(es), this run has {self.world.size}: resume under "
+                f"{saved} (torchrun --nproc-per-node / composer train --nproc), or train into a new --out folder"
+            )
 
     def _check_resumable(self, state: dict) -> None:
         check_checkpoint_fields(state, self.run_dir / "last.ckpt")
@@ -299,28 +362,52 @@ class Trainer:
         """Train into the run folder, holding its lock (:class:`~composer.train.lock.RunLock`) throughout:
         another process that trains, resumes, overwrites or evaluates into it is refused meanwhile."""
         mode = " --resume" if resume else (" --overwrite" if self.overwrite else "")
-        with RunLock(self.run_dir, f"composer train{mode} ({self.bp.name})", log=self._note):
-            return self._fit(resume)
+        lock = RunLock(self.run_dir, f"composer train{mode} ({self.bp.name})", log=self._note) if self.world.main else nullcontext()
+        checkpoint = str(self.run_dir / "last.ckpt")
+        try:
+            with lock, sigterm_as_error(self.world, checkpoint):  # only process 0 touches the run folder
+                return self._fit(resume)
+        except RuntimeError as exc:  # DistError, or gloo's plain RuntimeError for a lost peer
+            lost = self.world.lost(exc, checkpoint)
+            if lost is None:
+                raise
+            raise lost from None
 
-    def _fit(self, resume: bool) -> TrainResult:
-        cfg, bp = self.cfg, self.bp
+    def _open_run(self, resume: bool) -> dict | None:
+        """Prepare the run folder (process 0): the checked state of ``last.ckpt`` when resuming, else None."""
         ckpt_path = self.run_dir / "last.ckpt"
         resuming = resume and ckpt_path.exists()
         self._prepare_run_dir(resuming, resume_asked=resume)
-        state = None
-        if resuming:
-            state = load_checkpoint(ckpt_path)
-            self._check_resumable(state)
-            self._check_same_data(state)
-            loop = LoopState.from_checkpoint(state, ckpt_path)
-        elif resume:
-            self._log(f"no checkpoint in {self.run_dir}; starting a new run", style="yellow")
+        if not resuming:
+            if resume:
+                self._log(f"no checkpoint in {self.run_dir}; starting a new run", style="yellow")
+            return None
+        state = load_checkpoint(ckpt_path)
+        self._check_resumable(state)
+        self._check_same_data(state)
+        self._check_same_world(state)
+        LoopState.from_checkpoint(state, ckpt_path)
+        return state
+
+    def _fit(self, resume: bool) -> TrainResult:
+        cfg, bp = self.cfg, self.bp
+        world = self.world
+        ckpt_path = self.run_dir / "last.ckpt"
+        state = world.on_main(lambda: self._open_run(resume))  # process 0's checked state, sent to all
 
         seed_everything(cfg.seed)
         model = compile_blueprint(bp)
         reinitialise(model, cfg)
         model = model.to(self.device)
+        if world.rank > 0:  # the same weights everywhere; each process its own dropout draws
+            seed_everything(cfg.seed + 7_919 * world.rank)
         runner = compiled(model, cfg)
+        stepper = _Step(model, runner)
+        if world.active:  # some parameters sit out some steps (stages, training-only branches): find them
+            from torch.nn.parallel import DistributedDataParallel
+
+            stepper = DistributedDataParallel(stepper, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                                              find_unused_parameters=True)
         optimizer = build_optimizer(model, cfg)
         stage_opts = build_stage_optimizers(model, cfg)
         train_split = self.data["train"]
@@ -330,6 +417,7 @@ class Trainer:
         if state is None:
             loop = LoopState()
         else:
+            loop = LoopState.from_checkpoint(state, ckpt_path)
             check_resume_state(state, ckpt_path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=self.precision.scaler, stages=stage_opts)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -339,17 +427,20 @@ class Trainer:
                 scheduler.load_state_dict(state["scheduler"])
             if self.precision.scaler is not None and state["scaler"] is not None:
                 self.precision.scaler.load_state_dict(state["scaler"])
-            restore_rng(state["rng"])
+            restore_rng(state["rng"] if world.rank == 0 or not state.get("rank_rng") else state["rank_rng"][world.rank])
             self._log(f"resuming {self.run_dir} after epoch {loop.epoch}")
-        log = RunLog(self.run_dir, resume_epoch=loop.epoch if state is not None else None)
-        (self.run_dir / "blueprint.yaml").write_text(dump_blueprint(bp), encoding="utf-8")
-        write_json(self.run_dir / DATA_RECORD, self.data_record)
+        log = None
+        if world.main:
+            log = RunLog(self.run_dir, resume_epoch=loop.epoch if state is not None else None)
+            (self.run_dir / "blueprint.yaml").write_text(dump_blueprint(bp), encoding="utf-8")
+            write_json(self.run_dir / DATA_RECORD, self.data_record)
         for note in self.data.notes:
             self._log(note)
         counts = model.parameter_summary()
         n_params = counts["model"]
         extra = f" (+ {counts['training_only']:,} training-only)" if counts["training_only"] else ""
-        self._log(f"{bp.name}: {n_params:,} parameters{extra} on {self.device} ({self.precision.name}), run folder {self.run_dir}")
+        processes = f" x {world.size} processes" if world.active else ""
+        self._log(f"{bp.name}: {n_params:,} parameters{extra} on {self.device}{processes} ({self.precision.name}), run folder {self.run_dir}")
 
         started = time.perf_counter()
         progress = self._progress()
@@ -359,16 +450,18 @@ class Trainer:
                     break
                 if cfg.reset_optimizer == "epoch" and epoch > 1:
                     optimizer = reset_optimizer(optimizer, model, cfg, scheduler)
-                train_row, loop.global_step = self._train_epoch(model, runner, optimizer, scheduler, train_split, epoch, loop.global_step, progress, stage_opts)
-                self._warn_if_diverging(log, train_row)
-                log.add_block_rows(self._run_hooks(model, epoch))
+                train_row, loop.global_step = self._train_epoch(model, stepper, optimizer, scheduler, train_split, epoch, loop.global_step, progress, stage_opts)
+                block_rows = self._run_hooks(model, epoch)
                 rows = [train_row]
-                valid = evaluate_split(model, self.data["valid"], cfg.batch_size, self.device, self.precision, seed=cfg.seed, runner=runner)
+                valid = evaluate_split(model, self.data["valid"], cfg.batch_size, self.device, self.precision, seed=cfg.seed, runner=runner, world=world)
                 rows.append({"epoch": epoch, "split": "valid", **valid})
                 if "test" in self.data:
-                    test = evaluate_split(model, self.data["test"], cfg.batch_size, self.device, self.precision, seed=cfg.seed, runner=runner)
+                    test = evaluate_split(model, self.data["test"], cfg.batch_size, self.device, self.precision, seed=cfg.seed, runner=runner, world=world)
                     rows.append({"epoch": epoch, "split": "test", **test})
-                log.add_metrics(rows)
+                if log is not None:
+                    self._warn_if_diverging(log, train_row)
+                    log.add_block_rows(block_rows)
+                    log.add_metrics(rows)
                 value = valid[self.monitor]
                 if scheduler is not None and cfg.scheduler.type == "plateau":
                     scheduler.step(value)
@@ -380,25 +473,32 @@ class Trainer:
                     loop.best, loop.best_epoch, loop.bad_epochs = float(value), epoch, 0
                 else:
                     loop.bad_epochs += 1
-                if improved or (cfg.monitor.keep == "last" and math.isfinite(value)):
+                if world.main and (improved or (cfg.monitor.keep == "last" and math.isfinite(value))):
                     self._save_best(model, {"composer.epoch": str(epoch), f"composer.valid.{self.monitor}": repr(value)})
                 if cfg.early_stop is not None and loop.bad_epochs >= cfg.early_stop:
                     loop.stopped = True
-                save_checkpoint(ckpt_path, self._state(model, optimizer, scheduler, loop, stage_opts))
+                ckpt_state = self._state(model, optimizer, scheduler, loop, stage_opts)  # every process: their RNG states
+                if world.main:
+                    save_checkpoint(ckpt_path, ckpt_state)
                 self._log(self._epoch_line(epoch, train_row, valid, improved))
                 if loop.stopped:
                     self._log(f"early stop: no better valid {self.monitor} for {cfg.early_stop} epochs")
                 if self.on_epoch_end is not None:
                     self.on_epoch_end(epoch, {r["split"]: r for r in rows})
-        summary = self._summary(log, loop.best, loop.best_epoch, counts, time.perf_counter() - started)
-        write_json(self.run_dir / "summary.json", summary)
-        if loop.best_epoch is None or not (self.run_dir / "best.safetensors").exists():
+        summary = None
+        if world.main:
+            summary = self._summary(log, loop.best, loop.best_epoch, counts, time.perf_counter() - started)
+            write_json(self.run_dir / "summary.json", summary)
+        summary = world.broadcast(summary)
+        if loop.best_epoch is None or (world.main and not (self.run_dir / "best.safetensors").exists()):
             raise ComposerError(
                 f"no epoch gave a finite valid {self.monitor}, so this run produced no best model "
                 f"(see {self.run_dir / 'metrics.csv'}); check the validation labels, training.lr and the loss"
             )
         if self.progress:
             self._print_summary(summary)
+        if not world.main:  # the run folder may sit on another node: the model as trained
+            return TrainResult(self.run_dir, summary, model)
         best_model = load_model(self.run_dir / "best.safetensors", map_location=self.device)
         return TrainResult(self.run_dir, summary, best_model)
 
@@ -417,27 +517,37 @@ class Trainer:
             disable=not self.progress,
         )
 
-    def _stage_step(self, model, runner, stage, opt, batches: dict, sums: dict[str, float]) -> None:
+    def _weighted(self, total: torch.Tensor, count: int, n: int) -> torch.Tensor:
+        """What backward takes from this process's loss over ``count`` of the batch's ``n`` samples:
+        under several processes ``total * W * count / n``, so the gradient DDP averages over the
+        ``W`` processes is the whole batch's (one process: ``total`` as it is)."""
+        return total if not self.world.active else total * (self.world.size * count / n)
+
+    def _sync(self, stepper, stepping: bool):
+        """DDP averages gradients in the backward before an optimiser step, not in those between
+        (``grad_accum``); one process: nothing to do."""
+        return stepper.no_sync() if self.world.active and not stepping else nullcontext()
+
+    def _stage_step(self, model, stepper, stage, opt, batches: dict, count: int, n: int, sums: dict[str, float]) -> None:
         """One update of a ``training.stages`` entry: its objective's terms, backward, clip over
         the model's parameters (as MMSA's MMIM trainer clips), its optimiser's step."""
         model.zero_grad(set_to_none=True)
         with self.precision.autocast():
-            outputs = {v: runner(b) for v, b in batches.items()}
-            total, _ = model.compute_loss(outputs, batches, terms=stage_terms(self.bp, stage))
-        if not torch.isfinite(total):
-            raise ComposerError(f"stage '{stage.name}': the loss is {float(total.detach())}; lower the stage's lr or set its grad_clip")
-        total.backward()
+            total, _ = stepper(batches, stage_terms(self.bp, stage))
+        (value,) = self.world.mean([float(total.detach())], count, n)
+        if not math.isfinite(value):
+            raise ComposerError(f"stage '{stage.name}': the loss is {value}; lower the stage's lr or set its grad_clip")
+        self._weighted(total, count, n).backward()
         clip = stage.grad_clip if stage.grad_clip is not None else self.cfg.grad_clip
         if clip is not None:
             nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
         model.zero_grad(set_to_none=True)
-        size = next(iter(batches.values()))["label"].shape[0]
         key = f"stage/{stage.name}/loss"
-        sums[key] = sums.get(key, 0.0) + float(total.detach()) * size
-        sums[f"{key}#n"] = sums.get(f"{key}#n", 0.0) + size
+        sums[key] = sums.get(key, 0.0) + value * n
+        sums[f"{key}#n"] = sums.get(f"{key}#n", 0.0) + n
 
-    def _epoch_stages(self, model, runner, stage_opts, split: TensorSplit, epoch: int, sums: dict[str, float]) -> None:
+    def _epoch_stages(self, model, stepper, stage_opts, split: TensorSplit, epoch: int, sums: dict[str, float]) -> None:
         """The ``every: epoch`` stages: each a pass over its fraction of the epoch's batches, in order."""
         cfg = self.cfg
         for k, stage in enumerate(cfg.stages):
@@ -445,12 +555,15 @@ class Trainer:
                 continue
             order_gen, view_gen = _view_generator(cfg.seed, epoch, 100 + 2 * k), _view_generator(cfg.seed, epoch, 101 + 2 * k)
             limit = math.ceil(stage.fraction * math.ceil(len(split) / cfg.batch_size))
-            for i, batch in enumerate(split.batches(cfg.batch_size, shuffle=True, generator=order_gen, device=self.device)):
+            for i, batch in enumerate(_global_batches(split, cfg.batch_size, self.device, self.world, shuffle=True, generator=order_gen)):
                 if i >= limit:
                     break
-                self._stage_step(model, runner, stage, stage_opts[stage.name], make_views(batch, self.bp, view_gen), sums)
+                batches, count, n = _share(make_views(batch, self.bp, view_gen), self.world, self.device)
+                self._stage_step(model, stepper, stage, stage_opts[stage.name], batches, count, n, sums)
 
-    def _train_epoch(self, model, runner, optimizer, scheduler, split: TensorSplit, epoch: int, step: int, progress, stage_opts=None):
+    def _train_epoch(self, model, stepper, optimizer, scheduler, split: TensorSplit, epoch: int, step: int, progress, stage_opts=None):
+        """One pass over the shuffled train split; ``stepper`` runs the views and the loss
+        (:class:`_Step`, under DDP when several processes share each global batch)."""
         cfg, bp = self.cfg, self.bp
         model.train()
         stage_opts = stage_opts or {}
@@ -462,22 +575,25 @@ class Trainer:
         sums: dict[str, float] = {}
         stage_sums: dict[str, float] = {}
         seen = 0
-        self._epoch_stages(model, runner, stage_opts, split, epoch, stage_sums)
+        self._epoch_stages(model, stepper, stage_opts, split, epoch, stage_sums)
         model.zero_grad(set_to_none=True)
         step_stages = [s for s in cfg.stages if s.every == "step"]
-        for i, batch in enumerate(split.batches(cfg.batch_size, shuffle=True, generator=order_gen, device=self.device)):
-            batches = make_views(batch, bp, view_gen)
+        for i, batch in enumerate(_global_batches(split, cfg.batch_size, self.device, self.world, shuffle=True, generator=order_gen)):
+            batches, count, size = _share(make_views(batch, bp, view_gen), self.world, self.device)  # views drawn for the global batch
             if step_stages and i % cfg.grad_accum == 0:
                 for stage in step_stages:  # before the main step, on the same batch
-                    self._stage_step(model, runner, stage, stage_opts[stage.name], batches, stage_sums)
-            with self.precision.autocast():
-                outputs = {v: runner(b) for v, b in batches.items()}
-                total, parts = model.compute_loss(outputs, batches)
-            if not torch.isfinite(total):
-                raise ComposerError(f"epoch {epoch}, batch {i}: the loss is {float(total.detach())}; lower training.lr or set training.grad_clip")
-            scaled = total / cfg.grad_accum if cfg.grad_accum_reduction == "mean" else total
-            (scaler.scale(scaled) if scaler is not None else scaled).backward()
-            if (i + 1) % cfg.grad_accum == 0 or i + 1 == n_batches:
+                    self._stage_step(model, stepper, stage, stage_opts[stage.name], batches, count, size, stage_sums)
+            stepping = (i + 1) % cfg.grad_accum == 0 or i + 1 == n_batches
+            with self._sync(stepper, stepping):
+                with self.precision.autocast():
+                    total, parts = stepper(batches)
+                loss, *values = self.world.mean([float(total.detach()), *(float(v) for v in parts.values())], count, size)
+                if not math.isfinite(loss):
+                    raise ComposerError(f"epoch {epoch}, batch {i}: the loss is {loss}; lower training.lr or set training.grad_clip")
+                weighted = self._weighted(total, count, size)
+                scaled = weighted / cfg.grad_accum if cfg.grad_accum_reduction == "mean" else weighted
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            if stepping:
                 if scaler is not None:
                     scaler.unscale_(optimizer)
                 if cfg.grad_clip_value is not None:
@@ -493,11 +609,10 @@ class Trainer:
                 step += 1
                 if scheduler is not None and cfg.scheduler.type in STEP_SCHEDULERS:
                     scheduler.step()
-            size = batch["label"].shape[0]
             seen += size
-            sums["loss"] = sums.get("loss", 0.0) + float(total.detach()) * size
-            for name, value in parts.items():
-                sums[f"loss/{name}"] = sums.get(f"loss/{name}", 0.0) + float(value) * size
+            sums["loss"] = sums.get("loss", 0.0) + loss * size
+            for name, value in zip(parts, values):
+                sums[f"loss/{name}"] = sums.get(f"loss/{name}", 0.0) + value * size
             progress.update(task, advance=1, loss=sums["loss"] / seen)
         progress.remove_task(task)
         row = {"epoch": epoch, "split": "train", **{k: v / max(1, seen) for k, v in sums.items()}}
@@ -591,6 +706,8 @@ def train(
     ``metrics.jsonl``); an exception it raises (e.g. a pruned search trial) ends training.
     A run folder that already holds a run is refused unless ``resume`` (continue it) or
     ``overwrite`` (replace it); a run that never gets a finite validation value raises.
+    Under ``torchrun`` (``WORLD_SIZE > 1``) the processes train one model data-parallel
+    (:mod:`composer.train.distributed`); process 0 alone writes the run folder.
     """
     overrides = list(overrides)
     if epochs is not None:
@@ -599,4 +716,7 @@ def train(
         overrides.append(f"training.seed={int(seed)}")
     bp = as_blueprint(blueprint, overrides)
     trainer = Trainer(bp, data, out, device=device, progress=progress, on_epoch_end=on_epoch_end, overwrite=overwrite)
-    return trainer.fit(resume=resume)
+    try:
+        return trainer.fit(resume=resume)
+    finally:
+        trainer.world.close()

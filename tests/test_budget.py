@@ -194,6 +194,11 @@ def test_widths_and_width_lists_are_bounded(monkeypatch):
         composer.load_blueprint(MULT)
 
 
+def test_task_outputs_are_bounded_before_per_output_metric_names_are_made():
+    message = refusal(lambda: composer.load_blueprint(small(), ["task.outputs=2097151"]), "COMPOSER_MAX_OUTPUTS", "task.outputs")
+    assert "above the limit of 10,000" in message
+
+
 def test_the_number_of_parameter_tensors_is_bounded(monkeypatch):
     monkeypatch.setenv("COMPOSER_MAX_TENSORS", "50")
     refusal(lambda: composer.load_blueprint(MULT), "COMPOSER_MAX_TENSORS")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -15,8 +16,9 @@ from hypothesis import strategies as st
 import composer
 from composer.cli import main
 from composer.errors import ComposerError
+from test_budget import bounded, laughs, nested_uses
 
-FUZZ = settings(max_examples=int(__import__("os").environ.get("COMPOSER_FUZZ_EXAMPLES", 150)), deadline=None, suppress_health_check=list(HealthCheck), derandomize="COMPOSER_FUZZ_RANDOM" not in __import__("os").environ)
+FUZZ = settings(max_examples=int(__import__("os").environ.get("COMPOSER_FUZZ_EXAMPLES", 100)), deadline=None, suppress_health_check=list(HealthCheck), derandomize="COMPOSER_FUZZ_RANDOM" not in __import__("os").environ)
 
 BASE = {
     "blueprint": 1,
@@ -137,3 +139,65 @@ def test_no_traceback_reaches_the_cli(tmp_path_factory, capsys, data):
     code = main(["validate", str(path)])
     assert code in (0, 1)
     assert "Traceback" not in capsys.readouterr().err
+
+
+# -- hostile growth: every input below is small; each must load or be refused within the budget --
+BASE_TEXT = yaml.safe_dump(BASE, sort_keys=False)
+SET_PATHS = [".".join(str(p) for p in path) for path in PATHS] + ["vars.x", "description", "blocks.text_enc.layers", "vars.a.b.c"]
+ALIAS_BOMB = "[" + ", ".join(["&a [x,x,x,x,x,x,x,x,x]"] + [f"&{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 9) + "]" for i in range(7)]) + "]"
+hostile_values = st.one_of(
+    st.sampled_from([ALIAS_BOMB, "[" * 200 + "]" * 200, "{a: " * 80 + "1" + "}" * 80, "9" * 5000, "1e999", "-.inf", ".nan",
+                     "10" + "0" * 40, "[" + ",".join(["4"] * 2000) + "]", "${2 ** 64}", "${(10.0 ** 15) ** 64}", "${x}" * 50,
+                     "[&x [1,2], *x, *x]", "!!python/object:os.system ls", "<<: *nope", "&a [*a]", "'${1e999}'"]),
+    st.integers(min_value=-(10**40), max_value=10**40).map(str),
+    st.text(max_size=40),
+)
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.sampled_from(SET_PATHS), hostile_values), min_size=1, max_size=3))
+def test_hostile_set_values_are_refused_within_the_budget(overrides):
+    with bounded(seconds=30, megabytes=300):
+        try:
+            composer.load_blueprint(BASE, [f"{path}={value}" for path, value in overrides])
+        except ComposerError:
+            pass
+
+
+@st.composite
+def hostile_blueprint_texts(draw):
+    """BASE as YAML text with one to three growth attacks spliced in: anchors and aliases, nested
+    template uses, interpolation chains, huge counts, imports out of the folder."""
+    data = copy.deepcopy(BASE)
+    head = []
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["aliases", "templates", "interpolation", "layers", "imports", "vars"]))
+        if kind == "aliases":
+            levels, name = draw(st.integers(2, 8)), f"z{len(head)}n"
+            head += laughs(levels, name)  # top-level anchors z<k>n0.. (unknown keys, once read)
+            data[draw(st.sampled_from(["description", "reported", "vars"]))] = f"ALIAS:{name}{levels - 1}"
+        elif kind == "templates":
+            return nested_uses(draw(st.integers(1, 8)), draw(st.integers(1, 6)))
+        elif kind == "interpolation":
+            n = draw(st.integers(1, 40))
+            data["vars"] = {"s0": "ab" * draw(st.integers(1, 50)), **{f"s{i}": f"${{s{i - 1}}}" * draw(st.integers(1, 4)) for i in range(1, n)}}
+            data[draw(st.sampled_from(["description", "name"]))] = f"${{s{n - 1}}}"
+        elif kind == "layers":
+            data["blocks"]["text_enc"][draw(st.sampled_from(["layers", "dim", "heads"]))] = draw(st.integers(-5, 10**40))
+        elif kind == "imports":
+            data["imports"] = [draw(st.sampled_from(["/etc/hosts.yaml", "../../x.yaml", "a/../../b.yaml", "x.yml", "/dev/zero.yaml"]))]
+        else:
+            data["vars"] = {"l0": list(range(10)), **{f"l{i}": [f"${{l{i - 1}}}"] * 10 for i in range(1, draw(st.integers(2, 12)))}}
+            data["blocks"]["head"]["hidden"] = f"${{l{len(data['vars']) - 1}}}"
+    text = re.sub(r"'?ALIAS:(\w+)'?", r"*\1", yaml.safe_dump(data, sort_keys=False))
+    return "".join(line + "\n" for line in head) + text
+
+
+@FUZZ
+@given(hostile_blueprint_texts())
+def test_hostile_blueprint_texts_are_refused_within_the_budget(text):
+    with bounded(seconds=30, megabytes=300):
+        try:
+            composer.load_blueprint(text)
+        except ComposerError:
+            pass

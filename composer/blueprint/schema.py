@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 import composer.configs  # noqa: F401  (registers the built-in blocks and losses)
+from composer.configs._limits import OUTPUTS
 from composer.ref import BATCH_REFS
 from composer.registry import _UNION_CACHE, block_union, loss_union
 from composer.blueprint.expr import REFERENCE
@@ -56,6 +57,8 @@ class TaskConfig(StrictModel):
     label_range: tuple[float, float] = Field(
         default=(-3.0, 3.0), description="Range of regression labels (sentiment intensity on MOSI/MOSEI: [-3, 3])."
     )
+
+    _outputs_within_budget = field_validator("outputs")(lambda cls, value: OUTPUTS.check(value))  # COMPOSER_MAX_OUTPUTS
 
     @model_validator(mode="after")
     def _classes_match(self) -> "TaskConfig":

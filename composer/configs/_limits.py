@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from composer.errors import ComposerError
 
 __all__ = [
-    "Limit", "LIMITS", "YAML_CHARS", "VALUES", "DEPTH", "TEXT_CHARS", "BLOCKS", "LAYERS", "WIDTH", "TENSORS",
+    "Limit", "LIMITS", "YAML_CHARS", "VALUES", "DEPTH", "TEXT_CHARS", "BLOCKS", "LAYERS", "WIDTH", "TENSORS", "OUTPUTS",
     "IMPORT_PATH", "ANY_IMPORT",
 ]
 
@@ -48,6 +48,13 @@ class Limit:
         return f"{shown}{' ' + self.unit if self.unit else ''} is above the limit of {self.value() if limit is None else limit:,} (set {self.env} to raise it)"
 
 
+    def check(self, value: int) -> int:
+        """``value`` when within the limit, else a ValueError (a Pydantic validator's) saying so."""
+        if value > self.value():
+            raise ValueError(self.exceeded(value))
+        return value
+
+
 #: Characters of one blueprint text (a file, a ``--set`` value, a stored blueprint) and of all its imported files together.
 YAML_CHARS = Limit("COMPOSER_MAX_YAML_CHARS", 1_000_000, "characters", "characters of a blueprint and its imported files together")
 #: Values (mappings, lists, scalars) after YAML aliases are expanded: the blueprint, its imports and ``--set`` values together.
@@ -65,7 +72,10 @@ WIDTH = Limit("COMPOSER_MAX_WIDTH", 2**31, "", "the value of any other integer f
 #: Parameter tensors listed for the size estimate, over all blocks and losses.
 TENSORS = Limit("COMPOSER_MAX_TENSORS", 200_000, "parameter tensors", "parameter tensors over the whole model")
 
-LIMITS = (YAML_CHARS, VALUES, DEPTH, TEXT_CHARS, BLOCKS, LAYERS, WIDTH, TENSORS)
+#: Regression outputs, classes or labels of the task (metrics are named and kept per output).
+OUTPUTS = Limit("COMPOSER_MAX_OUTPUTS", 10_000, "outputs", "regression outputs, classes or labels of the task")
+
+LIMITS = (YAML_CHARS, VALUES, DEPTH, TEXT_CHARS, BLOCKS, LAYERS, WIDTH, TENSORS, OUTPUTS)
 
 #: Folders (separated by ``os.pathsep``) besides the blueprint's own where ``imports:`` may read template files.
 IMPORT_PATH = "COMPOSER_IMPORT_PATH"

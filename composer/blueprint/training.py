@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-__all__ = ["TrainingConfig", "ReinitConfig", "ParamGroupConfig", "SchedulerConfig", "ViewConfig", "MonitorConfig", "DataConfig", "StageConfig"]
+__all__ = ["TrainingConfig", "ReinitConfig", "ParamGroupConfig", "SchedulerConfig", "ViewConfig", "MonitorConfig", "DataConfig", "StageConfig", "TrackingConfig", "MLflowConfig"]
 
 
 class _Strict(BaseModel):
@@ -168,6 +168,23 @@ class DataConfig(_Strict):
     )
 
 
+class MLflowConfig(_Strict):
+    """An MLflow tracking store and experiment (docs/training.md#tracking)."""
+
+    uri: str = Field(
+        min_length=1, description="Tracking URI: sqlite:///runs/mlflow.db, file:./mlruns, http://host:5000, ... (composer train --mlflow URI replaces it)."
+    )
+    experiment: str | None = Field(default=None, min_length=1, description="Experiment name (made when missing; default: the blueprint's name).")
+
+
+class TrackingConfig(_Strict):
+    """Experiment trackers every run of the blueprint reports to, besides the run folder's own
+    files (rank 0 only; the extra ``fusion-composer[tracking]`` installs both)."""
+
+    tensorboard: bool = Field(default=False, description="Event files in <run>/tensorboard/ (composer train --tensorboard turns it on too).")
+    mlflow: MLflowConfig | None = Field(default=None, description="An MLflow run per training run: parameters, per-epoch metrics, tags.")
+
+
 class TrainingConfig(_Strict):
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = Field(default=1e-3, gt=0)
@@ -216,6 +233,9 @@ class TrainingConfig(_Strict):
         description="Update stages with their own objective and optimiser, run in order before the main update (MMIM's bound first).",
     )
     data: DataConfig = Field(default_factory=DataConfig)
+    tracking: TrackingConfig = Field(
+        default_factory=TrackingConfig, description="Experiment tracking: TensorBoard and/or MLflow (docs/training.md#tracking)."
+    )
 
     @model_validator(mode="after")
     def _views_named(self) -> "TrainingConfig":

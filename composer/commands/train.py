@@ -9,13 +9,15 @@ import typer
 
 TRAIN_HELP = """Train a blueprint (built-in synthetic data unless --data names a file).
 
-Shows a progress bar, prints metrics per epoch and a summary table, and writes the run folder: metrics.jsonl, metrics.csv, block_logs.jsonl, last.ckpt (exact resume), best.safetensors (weights + blueprint), summary.json, data.json (the data: path, SHA-256, reader, splits). The folder is locked while training: a second train, resume, overwrite or evaluate into it is refused.
+Shows a progress bar, prints metrics per epoch and a summary table, and writes the run folder: metrics.jsonl, metrics.csv, block_logs.jsonl, last.ckpt (exact resume), best.safetensors (weights + blueprint), summary.json, data.json (the data: path, SHA-256, reader, splits), run.json (blueprint and its SHA-256, seed, versions, git commit). --tensorboard and --mlflow URI also log every epoch's metrics to TensorBoard and MLflow. The folder is locked while training: a second train, resume, overwrite or evaluate into it is refused.
 
 Example:
 
     composer train blueprints/late_fusion.yaml --epochs 5 --set training.lr=3e-4
 
     composer train blueprints/late_fusion.yaml --data mosi_unaligned_50.pkl --resume
+
+    composer train blueprints/late_fusion.yaml --tensorboard --mlflow sqlite:///runs/mlflow.db
 
     composer train blueprints/late_fusion.yaml --nproc 2    # data-parallel, 2 processes (torchrun)
 """
@@ -48,6 +50,8 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in the folder (its history is deleted)."),
         device: str = typer.Option("auto", "--device", help="auto (CUDA, then CPU), cpu, cuda or cuda:N."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Override training.seed."),
+        tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log to TensorBoard: event files in <out>/tensorboard/ (extra: fusion-composer[tracking])."),
+        mlflow: Optional[str] = typer.Option(None, "--mlflow", metavar="URI", help="Also log to MLflow at this tracking URI, e.g. sqlite:///runs/mlflow.db (replaces training.tracking.mlflow.uri)."),
         nproc: int = typer.Option(1, "--nproc", min=1, help="Train data-parallel in N processes on this machine (torchrun; the global batch stays training.batch_size)."),
     ) -> None:
         if resume and overwrite:
@@ -56,11 +60,14 @@ def register(app: typer.Typer) -> None:
             from composer.train.distributed import launch
 
             argv = _train_argv(blueprint, data, out, epochs, overrides, resume, overwrite, device, seed)
+            argv += ["--tensorboard"] * tensorboard + (["--mlflow", mlflow] if mlflow else [])  # rank 0 tracks
             launch(nproc, argv, str(out / "last.ckpt") if out is not None else "the run folder's last.ckpt")
             return
+        from composer.train.tracking import options
         from composer.train.trainer import train
 
-        train(blueprint, data, out, overrides=overrides, epochs=epochs, seed=seed, resume=resume, device=device, overwrite=overwrite)
+        with options(tensorboard=tensorboard, mlflow=mlflow):
+            train(blueprint, data, out, overrides=overrides, epochs=epochs, seed=seed, resume=resume, device=device, overwrite=overwrite)
 
     @app.command("evaluate", help=EVALUATE_HELP)
     def evaluate_command(

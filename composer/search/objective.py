@@ -101,6 +101,7 @@ class Objective:
         import os
 
         from composer.search.workers import _is_surplus
+        from composer.train.tracking import search_trial
 
         if _is_surplus(trial.study, trial.number, self.total):
             trial.set_user_attr("surplus", True)
@@ -152,7 +153,8 @@ class Objective:
         if trained:
             seeds = [bp.training.seed + i for i in range(self.base.search.seeds)]
             try:
-                means, stds, per_seed = train_with_seeds(bp, self.data, run_dir, self.device, seeds, trained, report)
+                with search_trial(trial.study.study_name, trial.number):  # every run records (and tags) its study and trial
+                    means, stds, per_seed = train_with_seeds(bp, self.data, run_dir, self.device, seeds, trained, report)
             except ComposerError as exc:  # a user-facing failure (a full disk, a NaN loss): recorded, no traceback
                 trial.set_user_attr("note", f"failed: {exc}")
                 return _failed(len(objectives))

@@ -10,21 +10,31 @@ interrupted epoch) are dropped so the files match an uninterrupted run.
 reader, every file it came from with the file's SHA-256, the split sizes and the SHA-256 over
 its tensors (:meth:`composer.data.DataSplits.fingerprint`). ``composer evaluate`` and the
 protocols read it back (:func:`read_data_record`) to score the same data.
+
+Given the blueprint, a run log also writes ``run.json`` (:func:`composer.train.tracking.run_record`:
+blueprint text and SHA-256, data record, seed, versions, git commit, search trial) and reports
+to the experiment trackers the blueprint and the command line ask for
+(:mod:`composer.train.tracking`), ended by :meth:`RunLog.tracked`; rank 0 only.
 """
 
 from __future__ import annotations
 
+import contextvars
 import csv
 import hashlib
 import json
 import math
 import os
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from composer.errors import disk_write
+from composer.errors import ComposerError, disk_write
+from composer.train import tracking
 
-__all__ = ["RunLog", "write_json", "make_console", "data_record", "read_data_record", "describe_data", "file_sha256", "DATA_RECORD"]
+__all__ = ["RunLog", "write_json", "make_console", "data_record", "read_data_record", "describe_data", "file_sha256", "DATA_RECORD",
+           "read_run_record"]
 
 #: The run folder's record of its data.
 DATA_RECORD = "data.json"
@@ -70,10 +80,28 @@ def _read_jsonl(path: Path, max_epoch: int) -> list[dict]:
     return rows
 
 
-class RunLog:
-    """Append-only metric and block logs in ``run_dir``; ``resume_epoch`` keeps rows up to that epoch."""
+#: The run logs made inside the innermost :meth:`RunLog.tracked` (None outside one).
+_OPEN: contextvars.ContextVar[list | None] = contextvars.ContextVar("composer_open_run_logs", default=None)
 
-    def __init__(self, run_dir: Path, resume_epoch: int | None = None):
+
+def _end_status(exc: BaseException | None) -> str:
+    """A tracker's end status for a run that ended with ``exc``: FINISHED (none), KILLED (an
+    interrupt or a pruned search trial) or FAILED."""
+    if exc is None:
+        return "FINISHED"
+    optuna = sys.modules.get("optuna")
+    pruned = optuna is not None and isinstance(exc, optuna.TrialPruned)
+    return "KILLED" if pruned or not isinstance(exc, Exception) else "FAILED"
+
+
+class RunLog:
+    """Append-only metric and block logs in ``run_dir``; ``resume_epoch`` keeps rows up to that epoch.
+
+    With ``blueprint`` (the checked blueprint trained) and ``data`` (its data record), rank 0
+    also writes ``run.json`` and starts the trackers (:func:`~composer.train.tracking.trackers_for`),
+    which receive every metric row; :meth:`end` (or leaving :meth:`tracked`) ends them."""
+
+    def __init__(self, run_dir: Path, resume_epoch: int | None = None, *, blueprint=None, data: dict[str, Any] | None = None):
         self.dir = run_dir
         self.metrics_path = run_dir / "metrics.jsonl"
         self.csv_path = run_dir / "metrics.csv"
@@ -84,6 +112,70 @@ class RunLog:
         self._rewrite(self.metrics_path, self.rows)
         self._rewrite(self.blocks_path, self.block_rows)
         self._write_csv()
+        self.trackers: list[tracking.Tracker] = []
+        self.record: dict[str, Any] | None = None
+        if blueprint is not None and tracking.is_rank_zero():
+            self._start_tracking(blueprint, data or {}, resume_epoch)
+
+    # -- run record and trackers ------------------------------------------------------
+    @property
+    def record_path(self) -> Path:
+        return self.dir / tracking.RUN_RECORD
+
+    def _start_tracking(self, blueprint, data: dict[str, Any], resume_epoch: int | None) -> None:
+        """Write ``run.json``, start the trackers and record where they report; an open
+        :meth:`tracked` block will end them."""
+        previous = read_run_record(self.dir) if resume_epoch is not None else None
+        self.record = tracking.run_record(blueprint, data, self.dir)
+        if resume_epoch is not None:
+            self.record["resumed_after_epoch"] = resume_epoch
+        self.trackers = tracking.trackers_for(blueprint, self.dir, resume_epoch=resume_epoch, previous=(previous or {}).get("trackers"))
+        self.record["status"] = "RUNNING"
+        opened = _OPEN.get()
+        if opened is not None:
+            opened.append(self)
+        for tracker in self.trackers:
+            tracker.start(self.record)
+        self._write_record(status="RUNNING")
+
+    def _write_record(self, status: str) -> None:
+        assert self.record is not None
+        self.record["status"] = status
+        self.record["trackers"] = {t.name: t.describe() for t in self.trackers}
+        write_json(self.record_path, self.record)
+
+    def end(self, status: str = "FINISHED") -> None:
+        """End the trackers with ``status`` (FINISHED, FAILED or KILLED) and record it in ``run.json``;
+        a second call does nothing."""
+        if self.record is None or self.record.get("status") != "RUNNING":
+            return
+        try:
+            for tracker in self.trackers:
+                tracker.end(status)
+        finally:
+            self._write_record(status)
+
+    @staticmethod
+    @contextmanager
+    def tracked():
+        """Ends the trackers of every run log made inside this block when it ends: FINISHED, or
+        FAILED / KILLED (an interrupt, a pruned trial) when it raises; a tracker's error while
+        ending a failed run does not hide the run's own error."""
+        logs: list[RunLog] = []
+        token = _OPEN.set(logs)
+        try:
+            yield
+        except BaseException as exc:
+            for log in logs:
+                try:
+                    log.end(_end_status(exc))
+                except ComposerError as err:
+                    print(f"warning: {err}", file=sys.stderr)
+            raise
+        finally:
+            _OPEN.reset(token)
+        for log in logs:
+            log.end(_end_status(None))
 
     @staticmethod
     def _rewrite(path: Path, rows: list[dict]) -> None:
@@ -99,6 +191,10 @@ class RunLog:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
         self._write_csv()
+        if rows and self.trackers:
+            step = max(int(r.get("epoch", 0)) for r in rows)
+            for tracker in self.trackers:
+                tracker.log_metrics(rows, step)
 
     def add_block_rows(self, rows: list[dict]) -> None:
         self.block_rows += rows
@@ -160,6 +256,17 @@ def data_record(splits, blueprint) -> dict[str, Any]:
         "splits": list(fp["sizes"]),
         "notes": list(splits.notes),
     }
+
+
+def read_run_record(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run record of a run folder (``run.json``, :func:`composer.train.tracking.run_record`),
+    or None when it has none or it cannot be read."""
+    path = Path(run_dir) / tracking.RUN_RECORD
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def read_data_record(run_dir: str | Path) -> dict[str, Any] | None:

@@ -365,7 +365,7 @@ class Trainer:
         lock = RunLock(self.run_dir, f"composer train{mode} ({self.bp.name})", log=self._note) if self.world.main else nullcontext()
         checkpoint = str(self.run_dir / "last.ckpt")
         try:
-            with lock, sigterm_as_error(self.world, checkpoint):  # only process 0 touches the run folder
+            with lock, sigterm_as_error(self.world, checkpoint), RunLog.tracked():  # only process 0 touches the run folder
                 return self._fit(resume)
         except RuntimeError as exc:  # DistError, or gloo's plain RuntimeError for a lost peer
             lost = self.world.lost(exc, checkpoint)
@@ -431,7 +431,7 @@ class Trainer:
             self._log(f"resuming {self.run_dir} after epoch {loop.epoch}")
         log = None
         if world.main:
-            log = RunLog(self.run_dir, resume_epoch=loop.epoch if state is not None else None)
+            log = RunLog(self.run_dir, resume_epoch=loop.epoch if state is not None else None, blueprint=bp, data=self.data_record)
             (self.run_dir / "blueprint.yaml").write_text(dump_blueprint(bp), encoding="utf-8")
             write_json(self.run_dir / DATA_RECORD, self.data_record)
         for note in self.data.notes:

@@ -68,3 +68,20 @@ def test_a_forward_reference_in_vars_says_so():
             "modalities": {"x": {"kind": "vector", "features": 3}}, "blocks": {"head": {"type": "mlp", "in": "x", "out": "${a}"}}}
     with pytest.raises(BlueprintError, match="uses 'b', which is defined after it"):
         composer.load_blueprint(data)
+
+
+@pytest.mark.parametrize("value", [".inf", ".nan", "-.inf"])
+def test_an_infinite_or_nan_setting_is_refused(value):
+    with pytest.raises(BlueprintError):
+        composer.load_blueprint(ROOT / "blueprints/late_fusion.yaml", [f"training.lr={value}"])
+    data = {"blueprint": 1, "name": "x", "modalities": {"x": {"kind": "vector", "features": 3}},
+            "blocks": {"head": {"type": "mlp", "in": "x", "out": 1}}, "training": {"lr": float(value.replace(".", "").replace("inf", "inf"))}}
+    with pytest.raises(BlueprintError, match="training.lr"):
+        composer.load_blueprint(data)
+
+
+def test_a_blueprint_whose_saved_copy_would_be_too_large_is_refused_before_it_trains(monkeypatch):
+    text = (ROOT / "blueprints/late_fusion.yaml").read_text()
+    monkeypatch.setenv("COMPOSER_MAX_YAML_CHARS", str(len(text) + 10))  # the file fits, its saved copy (all fields written) does not
+    with pytest.raises(BlueprintError, match="the blueprint as a run saves it .* set COMPOSER_MAX_YAML_CHARS"):
+        composer.load_blueprint(ROOT / "blueprints/late_fusion.yaml")

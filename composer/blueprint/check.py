@@ -335,4 +335,20 @@ def check(bp, smap: SourceMap, uses: Mapping[str, TemplateUse] | None = None, wr
         raise BlueprintError([smap.locate(p) for p in problems])
     for w in ctx.plan.warnings:
         smap.locate(w)
-    return CheckedBlueprint(bp, ctx.plan, ctx.size, smap, ctx.uses, written)
+    checked = CheckedBlueprint(bp, ctx.plan, ctx.size, smap, ctx.uses, written)
+    _saved_copy_fits(checked)
+    return checked
+
+
+def _saved_copy_fits(checked: CheckedBlueprint) -> None:
+    """Runs and weights files keep the blueprint as :meth:`CheckedBlueprint.text` writes it (imported
+    templates written in, aliases expanded); a copy above the character limit could be trained
+    but never evaluated or resumed, so it is refused now."""
+    from composer.configs._limits import YAML_CHARS
+
+    size, limit = len(checked.text()), YAML_CHARS.value()
+    if size > limit:
+        raise BlueprintError([Problem((), (
+            f"the blueprint as a run saves it (templates and imports written in) is {size:,} characters, above the limit of "
+            f"{limit:,} every saved copy is read back with; set {YAML_CHARS.env} to raise it"
+        ), file=checked.source_map.file)])

@@ -15,7 +15,8 @@ from typing import Any, Iterable
 from pydantic import ValidationError
 
 from composer.registry import get_block, get_loss, list_blocks, list_losses, load_plugins, plugins_allowed
-from composer.blueprint._yaml import MAX_YAML_CHARS, SourceMap, read_yaml
+from composer.blueprint._yaml import SourceMap, read_yaml
+from composer.configs._limits import YAML_CHARS
 from composer.errors import BlueprintError, ComposerError, Problem, did_you_mean
 from composer.ref import BATCH_REFS, Ref
 from composer.blueprint.expr import ExprError, substitute
@@ -416,12 +417,13 @@ def _read_source(blueprint: str | Path) -> tuple[str, str | None]:
 
 
 def read_blueprint_text(path: Path) -> str:
-    """A blueprint file's text: it must exist, be at most ``MAX_YAML_CHARS`` bytes and be UTF-8."""
+    """A blueprint file's text: it must exist, be within ``COMPOSER_MAX_YAML_CHARS`` bytes and be UTF-8."""
     if not path.is_file():
         raise ComposerError(f"blueprint file not found: {path}")
     size = path.stat().st_size
-    if size > MAX_YAML_CHARS:
-        raise ComposerError(f"{path}: {size:,} bytes is too large for a blueprint (at most {MAX_YAML_CHARS:,})")
+    limit = YAML_CHARS.value()
+    if size > limit:
+        raise ComposerError(f"{path}: {size:,} bytes is too large for a blueprint (at most {limit:,}; set {YAML_CHARS.env} to raise it)")
     raw = path.read_bytes()
     try:
         return raw.decode("utf-8")

@@ -40,7 +40,7 @@ RESERVED_IDS = {*BATCH_REFS, "main", "aux_losses", "outputs", "forward", "blocks
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)  # lr: .inf / nan are refused
 
 
 class TaskConfig(StrictModel):

@@ -10,7 +10,7 @@ __all__ = ["TrainingConfig", "ReinitConfig", "ParamGroupConfig", "SchedulerConfi
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)  # lr: .inf / nan are refused
 
 
 class ParamGroupConfig(_Strict):

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import graphviz
 
+from composer.ref import BATCH_REFS
 from composer.blueprint.load import get_path, split_path
 from composer.blueprint.templates import SEPARATOR
 from composer.graph.plan import Node, Plan
@@ -194,6 +195,11 @@ class _Builder:
                 else:
                     what = f"{m.kind} · {m.features} features"
                 rows = [_row(escape(name), size=11, align="CENTER", bold=True), _row(escape(what), colour=border, align="CENTER")]
+                sub.node(_node_id("m", name), _table(rows, fill, border))
+            # what training-only blocks read of the batch (label, index, split_size), drawn as inputs
+            read = sorted({ref.source for n in self.plan.nodes for ref in n.inputs.values() if ref.source in BATCH_REFS})
+            for name in read:
+                rows = [_row(escape(name), size=11, align="CENTER", bold=True), _row("batch · training only", colour=border, align="CENTER")]
                 sub.node(_node_id("m", name), _table(rows, fill, border))
 
     def _field_rows(self, node: Node, colour: str) -> list[str]:
@@ -396,7 +402,7 @@ class _Builder:
     # -- edges ------------------------------------------------------------------------
     def _source(self, name: str) -> tuple[str, dict[str, str]]:
         """Graphviz node id of a value's source and the edge attributes leaving it."""
-        if name in self.bp.modalities:
+        if name in self.bp.modalities or name in BATCH_REFS:
             return _node_id("m", name), {}
         if name in self.collapsed:
             return _node_id("b", self.collapsed[name]), {}

@@ -45,7 +45,9 @@ __all__ = ["Trainer", "TrainResult", "train", "evaluate_split", "as_blueprint", 
 EPOCH_HOOK = "composer_epoch_end"
 #: The files of a run folder; a new run refuses to start over them without ``overwrite``.
 RUN_FILES = ("metrics.jsonl", "metrics.csv", "block_logs.jsonl", "last.ckpt", "best.safetensors", "summary.json", "blueprint.yaml",
-             DATA_RECORD, "evaluation.json")
+             DATA_RECORD, "evaluation.json", "run.json")
+#: Folders a run writes (TensorBoard's event files); --overwrite removes them with the files.
+RUN_FOLDERS = ("tensorboard",)
 #: Files ``composer evaluate`` writes into a run folder (``evaluation-<data>-<sha8>-<protocol>[-N].json``).
 EVALUATION_GLOB = "evaluation-*.json"
 DIVERGENCE_FACTOR = 100.0
@@ -54,14 +56,20 @@ DIVERGENCE_FACTOR = 100.0
 def run_files(run_dir: Path) -> list[str]:
     """The names of the run files present in ``run_dir`` (:data:`RUN_FILES` and evaluations)."""
     present = [name for name in RUN_FILES if (run_dir / name).exists()]
+    present += [name for name in RUN_FOLDERS if (run_dir / name).is_dir()]
     return present + sorted(p.name for p in run_dir.glob(EVALUATION_GLOB))
 
 
 def remove_run_files(run_dir: Path) -> list[str]:
     """Delete a run's files from ``run_dir`` (nothing else there); returns their names."""
+    import shutil
+
     names = run_files(run_dir)
     for name in names:
-        (run_dir / name).unlink()
+        if name in RUN_FOLDERS:
+            shutil.rmtree(run_dir / name)
+        else:
+            (run_dir / name).unlink()
     return names
 
 

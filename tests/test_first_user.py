@@ -85,3 +85,15 @@ def test_a_blueprint_whose_saved_copy_would_be_too_large_is_refused_before_it_tr
     monkeypatch.setenv("COMPOSER_MAX_YAML_CHARS", str(len(text) + 10))  # the file fits, its saved copy (all fields written) does not
     with pytest.raises(BlueprintError, match="the blueprint as a run saves it .* set COMPOSER_MAX_YAML_CHARS"):
         composer.load_blueprint(ROOT / "blueprints/late_fusion.yaml")
+
+
+def test_a_width_mismatch_in_data_suggests_the_setting_that_fixes_it():
+    from composer.data import splits_from_arrays
+
+    bp = composer.load_blueprint(ROOT / "blueprints/late_fusion.yaml", ["modalities.text.length=4", "modalities.audio.length=4", "modalities.vision.length=4"])
+    import numpy as np
+
+    arrays = {"text": np.zeros((3, 4, 300), "float32"), "audio": np.zeros((3, 4, 74), "float32"), "vision": np.zeros((3, 4, 20), "float32"),
+              "label": np.zeros(3, "float32")}
+    with pytest.raises(composer.DataError, match=r"--set modalities.audio.features=74"):
+        splits_from_arrays(bp, {"train": arrays, "valid": arrays})

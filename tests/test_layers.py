@@ -18,7 +18,7 @@ LAYERS = [
     {"configs", "layers"},
     {"blocks", "losses"},
     {"blueprint", "graph", "data"},
-    {"train", "search", "render", "bench", "profiling", "export", "testing", "_callable"},
+    {"train", "search", "render", "bench", "profiling", "export", "testing", "_callable", "zoo_import"},
     {"commands", "cli", "__main__", "docs_gen"},
 ]
 
@@ -60,3 +60,12 @@ def test_every_module_has_a_layer():
         if path.name.startswith(".") or path.name == "__pycache__" or path.name == "__init__.py":
             continue
         layer(f"composer.{path.stem}")
+
+
+def test_the_graph_does_not_import_the_blueprint_language():
+    """One direction between the two halves of layer 3: ``blueprint/`` (loading, the check) runs
+    the graph's passes; ``graph/`` (plan, size, model) takes checked objects and never imports back."""
+    back = [f"{path.relative_to(PACKAGE.parent)}:{line}: imports {name}"
+            for path in sorted((PACKAGE / "graph").rglob("*.py")) for name, line in imports(path)
+            if name.startswith("composer.blueprint")]
+    assert not back, "\n".join(back)

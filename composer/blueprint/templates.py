@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from composer.configs._limits import ANY_IMPORT, BLOCKS, IMPORT_PATH, VALUES
 from composer.errors import BlueprintError, ComposerError, Problem, did_you_mean
-from composer.ref import SEPARATOR
+from composer.ref import SEPARATOR, Ref
 
 __all__ = ["TemplateConfig", "SEPARATOR", "TemplateUse", "inline_imports", "expand_templates", "expanded_block_path"]
 
@@ -414,9 +414,10 @@ class _Expander:
         return refs
 
     def inner_ref(self, text: str, use_id: str, inner_ids: set[str], t: TemplateConfig, in_map: dict, where: tuple) -> str:
-        source, dot, port = text.partition(".")
+        ref = Ref.parse(text)
+        source = ref.source
         if source in t.inputs:
-            if dot:
+            if ref.port is not None:
                 self.problems.append(Problem(where, f"'{text}': input '{source}' of the template has no ports"))
             return in_map.get(source, text)
         if source in inner_ids:
@@ -458,11 +459,12 @@ class _Expander:
     # references from outside a use ------------------------------------------------------
     def outer(self, text: str, where: tuple, depth: int = 0) -> str:
         """A reference that may name a template use (``pair``, ``pair.seq``) -> the block value it means."""
-        source, dot, port = text.partition(".")
+        ref = Ref.parse(text)
+        source, port = ref.source, ref.port
         if source not in self.uses or depth > MAX_NESTING:
             return text
         ports = self.use_outputs.get(source, {})
-        if not dot:
+        if port is None:
             port = self.use_main.get(source)
             if port is None:
                 self.problems.append(Problem(where, f"template use '{source}' has several outputs ({', '.join(ports)}); name one as '{source}.<port>'", f"{source}.{next(iter(ports), 'out')}"))
@@ -473,8 +475,9 @@ class _Expander:
         return self.outer(ports[port], where, depth + 1)
 
     def outer_loss_ref(self, text: str, where: tuple) -> str:
-        view, colon, rest = text.rpartition(":")
-        return f"{view}{colon}{self.outer(rest, where)}"
+        ref = Ref.parse(text)
+        inner = self.outer(ref.key, where)
+        return inner if ":" not in text else f"{ref.view}:{inner}"
 
     def rewrite_block(self, bid: str, cfg: Any) -> Any:
         if not isinstance(cfg, dict):

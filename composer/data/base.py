@@ -160,7 +160,10 @@ def check_split(blueprint, split: TensorSplit, name: str = "split") -> None:
         else:
             ok = tuple(x.shape[1:]) == (cfg.features, *cfg.spatial)
         if not ok:
-            raise DataError(f"{name}: '{m}' has shape {tuple(x.shape)}, expected {_expected(cfg)}")
+            fix = ""
+            if cfg.kind in ("sequence", "vector") and x.dim() == (3 if cfg.kind == "sequence" else 2):
+                fix = f"; if the file is right, set the blueprint's width: --set modalities.{m}.features={int(x.shape[-1])}"
+            raise DataError(f"{name}: '{m}' has shape {tuple(x.shape)}, expected {_expected(cfg)}{fix}")
         if cfg.kind == "tokens" and x.numel() and (int(x.min()) < 0 or int(x.max()) >= cfg.vocab):
             raise DataError(
                 f"{name}: '{m}' holds token ids from {int(x.min())} to {int(x.max())}, outside [0, {cfg.vocab}) "

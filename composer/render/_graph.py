@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import graphviz
 
-from composer.ref import BATCH_REFS
+from composer.ref import BATCH_REFS, Ref
 from composer.blueprint.load import get_path, split_path
 from composer.blueprint.templates import SEPARATOR
 from composer.graph.plan import Node, Plan
@@ -449,7 +449,8 @@ class _Builder:
         for name, key in self.plan.outputs.items():
             oid = _node_id("o", name)
             self.g.node(oid, f"<<B>{escape(name)}</B>>", shape="box", style="rounded", color="#333333", fontsize="10", margin="0.08,0.04", height="0.3")
-            source_name, _, port = key.partition(".")
+            ref = Ref.from_key(key)
+            source_name, port = ref.source, ref.port or ""
             if source_name in self.collapsed:
                 port = ""  # the use's output, drawn from the use
             source, attrs = self._source(source_name)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-__all__ = ["task_metric_names", "metric_names", "class_names", "is_sims_range"]
+__all__ = ["task_metric_names", "metric_names", "class_names", "is_sims_range", "in_percent", "shown"]
 
 MOSI_METRICS = ("mae", "corr", "acc2_haszero", "f1_haszero", "acc2_nonzero", "f1_nonzero", "acc5", "acc7")
 SIMS_METRICS = ("mae", "corr", "sims_acc2", "sims_acc3", "sims_acc5")
@@ -44,3 +44,15 @@ def metric_names(task, loss_terms: Sequence[str] = (), outputs: Sequence[str] = 
     task_names = task_metric_names(task)
     others = [f"{o}/{m}" for o in outputs if o != "prediction" for m in task_names]
     return ["loss"] + [f"loss/{t}" for t in loss_terms] + task_names + others
+
+
+def in_percent(metric: str) -> bool:
+    """Whether printed tables show a metric in percent, as papers do: accuracies and F1 (their
+    AUILC and means over rates too, ``auilc_acc7``, ``mean_f1_nonzero``). Files keep fractions."""
+    base = metric.split("/")[-1].removeprefix("auilc_").removeprefix("mean_")
+    return base.startswith(("acc", "f1", "sims_acc"))
+
+
+def shown(metric: str, value: float) -> str:
+    """A metric's value as printed tables show it: accuracies and F1 in percent (1 decimal), others 4 decimals."""
+    return f"{value * 100:.1f}" if in_percent(metric) else f"{value:.4f}"

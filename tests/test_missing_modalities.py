@@ -65,3 +65,13 @@ def test_the_command_line_takes_the_conditions(run, capsys):
     assert main(["evaluate", str(run), "--conditions", "text;text+audio", "--drop", "vision"]) == 0
     out = capsys.readouterr().out
     assert "missing-modality conditions" in out and "text + audio" in out
+
+
+def test_auilc_is_printed_in_the_unit_the_protocols_and_papers_use(run, capsys):
+    from composer.metric_names import in_percent, shown
+
+    result = composer.evaluate(run, missing_rates=[0.0, 0.5, 1.0], write=False)
+    out = capsys.readouterr().out
+    assert in_percent("auilc_acc7") and in_percent("mean_f1_nonzero") and not in_percent("auilc_mae")
+    assert shown("acc7", result.auilc["acc7"]) == f"{result.auilc['acc7'] * 100:.1f}" and shown("acc7", result.auilc["acc7"]) in out
+    assert f"{result.auilc['mae']:.4f}" in out

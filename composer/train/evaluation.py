@@ -28,6 +28,7 @@ from composer.data import DataSplits, load_data
 from composer.errors import ComposerError, DataError
 from composer.graph.finite import require_finite
 from composer.graph.model import ComposedModel
+from composer.metric_names import shown
 from composer.metrics import auilc
 from composer.train.checkpoint import load_checkpoint
 from composer.train.lock import RunLock
@@ -346,14 +347,15 @@ def print_evaluation(result: EvalResult, console=None) -> None:
         return
     first = next(iter(result.sweep.values()))
     cols = [k for k in _KEY_METRICS if k in first] or [k for k in first if k != "loss"]
-    sweep = Table(title=f"missing-rate sweep on {result.sweep_split} of {describe_data(result.data) if result.data else 'the data'}")
+    sweep = Table(title=f"missing-rate sweep on {result.sweep_split} of {describe_data(result.data) if result.data else 'the data'} "
+                        "(accuracies, F1 and their AUILC in %, as in composer robustness and the papers)")
     sweep.add_column("rate", justify="right")
     for c in cols:
         sweep.add_column(c, justify="right")
     for rate, m in result.sweep.items():
-        sweep.add_row(f"{rate:.2f}", *[f"{m[c]:.4f}" for c in cols])
+        sweep.add_row(f"{rate:.2f}", *[shown(c, m[c]) for c in cols])
     sweep.add_section()
-    sweep.add_row("AUILC", *[f"{result.auilc[c]:.4f}" for c in cols])
+    sweep.add_row("AUILC", *[shown(c, result.auilc[c]) for c in cols])
     console.print(sweep)
 
 

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from composer.errors import ComposerError
+from composer.metric_names import in_percent
 from composer.metrics import auilc
 
 __all__ = ["ProtocolResult", "run_protocol", "cell_key", "PROTOCOL_RATES", "PAPER_COLUMNS", "LNLN_SEEDS", "CELL_RECORD"]
@@ -171,9 +172,7 @@ class ProtocolResult:
         return out.getvalue()
 
 
-def _percent(metric: str) -> bool:
-    base = metric.removeprefix("auilc_").removeprefix("mean_")
-    return base.startswith(("acc", "f1"))
+_percent = in_percent  # one convention for every printed table (composer.metric_names)
 
 
 def _digits(metric: str) -> int:

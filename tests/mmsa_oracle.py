@@ -62,9 +62,9 @@ def load(*modules: str, exports: dict[str, tuple[str, ...]] | None = None) -> di
 
 
 def models() -> types.SimpleNamespace:
-    """MMSA's single-task model classes (TFN, LMF, LF_DNN, EF_LSTM), its ``AMIO`` wrapper's
-    aligner ``AlignSubNet``, and ``get_config_regression``."""
-    names = ["TFN", "LMF", "LF_DNN", "EF_LSTM"]
+    """MMSA's single-task model classes (TFN, LMF, LF_DNN, EF_LSTM, MFN, Graph_MFN), its ``AMIO``
+    wrapper's aligner ``AlignSubNet``, and ``get_config_regression``."""
+    names = ["TFN", "LMF", "LF_DNN", "EF_LSTM", "MFN", "Graph_MFN"]
     loaded = load(
         *[f"MMSA.models.singleTask.{n}" for n in names], "MMSA.models.subNets.AlignNets", "MMSA.config",
         exports={"MMSA.models.subNets": ("FeatureNets", "AlignNets")},

@@ -21,6 +21,7 @@ from torch import nn
 
 import composer
 from composer.testing import padded_batch
+from composer.zoo_import import NAME_MAPS, unregistered_vertices
 
 import mmsa_oracle
 
@@ -29,7 +30,9 @@ ZOO = ROOT / "blueprints" / "zoo"
 DATASETS = ["mosi", "mosei", "sims"]
 WIDTHS = {"text": 6, "audio": 3, "vision": 4}  # small features; MMSA's feature_dims order is (text, audio, vision)
 LENGTHS = {"text": 7, "audio": 9, "vision": 8}
-ALIGNED = 7  # EF-LSTM's one time axis (MMSA's aligned_50 at test size)
+ALIGNED = 7  # the one time axis of EF-LSTM and Graph-MFN (MMSA's aligned_50 at test size)
+ONE_TIME_AXIS = {"ef_lstm", "graph_mfn"}  # their modalities share `time: T`
+MODEL_ALIGNED = {"mfn", "graph_mfn"}  # need_model_aligned: AMIO's AlignSubNet (avg_pool) runs before the model
 TOLERANCE = 1e-5  # of the predictions; a negative control fails it
 
 
@@ -47,11 +50,28 @@ def mmsa_module(mmsa, name: str, dataset: str) -> nn.Module:
     config.feature_dims = [WIDTHS["text"], WIDTHS["audio"], WIDTHS["vision"]]
     config.train_mode = "regression"
     config.seq_lens = [LENGTHS[m] for m in ("text", "audio", "vision")]  # MMSA takes them from the data
+    config.device = "cpu"  # Graph_MFN moves its graph there
+    if name in ONE_TIME_AXIS:
+        config.seq_lens = [ALIGNED] * 3
+    if name in MODEL_ALIGNED:  # AMIO: the aligner, built before the model
+        config.aligner = mmsa.AlignSubNet(config, "avg_pool")
     if name == "ef_lstm":  # AMIO with need_model_aligned: seq_lens becomes AlignSubNet's (text) length
         config.seq_lens = ALIGNED
-    cls = {"tfn": mmsa.TFN, "lmf": mmsa.LMF, "lf_dnn": mmsa.LF_DNN, "ef_lstm": mmsa.EF_LSTM}[name]
     torch.manual_seed(1)
-    return with_running_statistics(cls(config))
+    module = with_running_statistics(mmsa_class(mmsa, name)(config))
+    module.aligner = config.get("aligner")  # not a submodule: no tensors (avg_pool)
+    return module
+
+
+def mmsa_class(mmsa, name: str) -> type:
+    return {"tfn": mmsa.TFN, "lmf": mmsa.LMF, "lf_dnn": mmsa.LF_DNN, "ef_lstm": mmsa.EF_LSTM, "mfn": mmsa.MFN, "graph_mfn": mmsa.Graph_MFN}[name]
+
+
+def mmsa_state(theirs: nn.Module) -> dict[str, torch.Tensor]:
+    """Every tensor of an MMSA module: its state dict, and for Graph_MFN the DFG vertex networks
+    it keeps outside it (composer.zoo_import.unregistered_vertices)."""
+    extra = unregistered_vertices(theirs) if hasattr(theirs, "graph_mfn") else {}
+    return {**theirs.state_dict(), **extra}
 
 
 def with_running_statistics(module: nn.Module) -> nn.Module:
@@ -71,8 +91,9 @@ def with_running_statistics(module: nn.Module) -> nn.Module:
 
 def composer_model(name: str, dataset: str, *overrides: str):
     sizes = [f"modalities.{m}.features={w}" for m, w in WIDTHS.items()]
-    if name == "ef_lstm":  # MMSA's seq_lens come from the data: the test's aligned length
-        sizes += [f"modalities.{m}.length={ALIGNED}" for m in WIDTHS] + [f"blocks.norm.steps={ALIGNED}"]
+    if name in ONE_TIME_AXIS:  # MMSA's seq_lens come from the data: the test's aligned length
+        sizes += [f"modalities.{m}.length={ALIGNED}" for m in WIDTHS]
+        sizes += [f"blocks.norm.steps={ALIGNED}"] if name == "ef_lstm" else []
     else:
         sizes += [f"modalities.{m}.length={n}" for m, n in LENGTHS.items()]
     torch.manual_seed(0)
@@ -87,7 +108,7 @@ def copy_weights(theirs: nn.Module, ours: nn.Module, names: dict[str, str]) -> N
     """Load MMSA's tensors into Composer's model through ``names`` (MMSA name -> Composer name, or
     None for MMSA's frozen constants that are config values in Composer); every tensor on both
     sides is named exactly once."""
-    source, target = theirs.state_dict(), ours.state_dict()
+    source, target = mmsa_state(theirs), ours.state_dict()
     assert sorted(names) == sorted(source), f"unmapped MMSA tensors: {sorted(set(source) ^ set(names))}"
     used = [v for v in names.values() if v is not None]
     assert sorted(used) == sorted(target), f"Composer tensors mapped 0 or 2 times: {sorted(set(target) ^ set(used))}"
@@ -104,20 +125,21 @@ def zero_padding(batch: dict) -> dict:
     return out
 
 
-def mmsa_inputs(batch: dict, normalized: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def mmsa_inputs(batch: dict, normalized: bool, aligner=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(text, audio, vision) as MMSA's data loader gives them: with ``need_normalized`` the audio and
-    vision sequences are averaged over every (padded) step, ``(B, 1, D)``."""
+    vision sequences are averaged over every (padded) step, ``(B, 1, D)``; then AMIO's aligner
+    (need_model_aligned) where the model has one."""
     text, audio, vision = batch["text"], batch["audio"], batch["vision"]
     if normalized:
         audio, vision = audio.mean(1, keepdim=True), vision.mean(1, keepdim=True)
-    return text, audio, vision
+    return aligner(text, audio, vision) if aligner is not None else (text, audio, vision)
 
 
 def assert_equal_to_mmsa(ours, theirs, names: dict[str, str], batch: dict, normalized: bool) -> None:
     """Equal predictions (1e-5) and equal gradients of every parameter, in eval mode."""
     ours.eval(), theirs.eval()
     prediction = ours(batch)["prediction"]
-    reference = theirs(*mmsa_inputs(batch, normalized))["M"]
+    reference = theirs(*mmsa_inputs(batch, normalized, theirs.aligner))["M"]
     assert prediction.shape == reference.shape == (len(batch["label"]), 1)
     torch.testing.assert_close(prediction, reference, atol=TOLERANCE, rtol=0)
     prediction.square().mean().backward()
@@ -125,7 +147,7 @@ def assert_equal_to_mmsa(ours, theirs, names: dict[str, str], batch: dict, norma
     twins = dict(theirs.named_parameters())
     for mmsa_name, name in names.items():
         if mmsa_name not in twins or name is None:
-            continue  # a buffer (BatchNorm running statistics)
+            continue  # a buffer (BatchNorm running statistics) or a tensor MMSA never trains (Graph_MFN's vertices)
         param = dict(ours.named_parameters())[name]
         assert param.grad is not None and param.grad.abs().sum() > 0, name
         torch.testing.assert_close(param.grad, twins[mmsa_name].grad, atol=1e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
@@ -134,78 +156,50 @@ def assert_equal_to_mmsa(ours, theirs, names: dict[str, str], batch: dict, norma
 def max_difference(ours, theirs, batch: dict, normalized: bool) -> float:
     ours.eval(), theirs.eval()
     with torch.no_grad():
-        return (ours(batch)["prediction"] - theirs(*mmsa_inputs(batch, normalized))["M"]).abs().max().item()
+        return (ours(batch)["prediction"] - theirs(*mmsa_inputs(batch, normalized, theirs.aligner))["M"]).abs().max().item()
 
 
-# -- name maps -----------------------------------------------------------------------------------
+# -- name maps: the ones `composer import-weights` uses (composer/zoo_import.py) ------------------
 
-
-def _batch_norm(mmsa_prefix: str, prefix: str) -> dict[str, str]:
-    return {f"{mmsa_prefix}.{k}": f"{prefix}.{k}" for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")}
-
-
-def _linear(mmsa_prefix: str, prefix: str) -> dict[str, str]:
-    return {f"{mmsa_prefix}.{k}": f"{prefix}.{k}" for k in ("weight", "bias")}
-
-
-def _lstm(mmsa_prefix: str, prefix: str, layers: int = 1) -> dict[str, str]:
-    return {f"{mmsa_prefix}.{k}_l{i}": f"{prefix}.{k}_l{i}" for i in range(layers) for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
-
-
-def subnet_names() -> dict[str, str]:
-    """MMSA's SubNet / TextSubNet (FeatureNets.py) -> the zoo's vector_subnet / text_subnet templates."""
-    names = {**_lstm("text_subnet.rnn", "text_net.lstm.rnn"), **_linear("text_subnet.linear_1", "text_net.proj.linear")}
-    for mmsa_m, m in (("audio", "audio"), ("video", "vision")):
-        names.update(_batch_norm(f"{mmsa_m}_subnet.norm", f"{m}_net.norm.norm"))
-        for i, index in ((1, 0), (2, 2), (3, 4)):
-            names.update(_linear(f"{mmsa_m}_subnet.linear_{i}", f"{m}_net.layers.net.{index}"))
-    return names
-
-
-def post_fusion_names(prefix: str = "post") -> dict[str, str]:
-    return {k: v for i, index in ((1, 0), (2, 2), (3, 4)) for k, v in _linear(f"post_fusion_layer_{i}", f"{prefix}.net.{index}").items()}
-
-
-def tfn_names(theirs: nn.Module) -> dict[str, str]:
-    # output_range (6) and output_shift (-3) are frozen constants: the config's high - low and low
-    return {**subnet_names(), **post_fusion_names(), "output_range": None, "output_shift": None}
-
-
-def lmf_names(theirs: nn.Module) -> dict[str, str]:
-    factors = {f"{mmsa_m}_factor": f"fusion.factors.{m}" for mmsa_m, m in (("audio", "audio"), ("video", "vision"), ("text", "text"))}
-    return {**subnet_names(), **factors, "fusion_weights": "fusion.weights", "fusion_bias": "fusion.bias"}
-
-
-def lf_dnn_names(theirs: nn.Module) -> dict[str, str]:
-    return {**subnet_names(), **post_fusion_names()}
-
-
-def ef_lstm_names(theirs: nn.Module) -> dict[str, str]:
-    layers = theirs.lstm.num_layers
-    return {**_batch_norm("norm", "norm.norm"), **_lstm("lstm", "lstm.rnn", layers), **_linear("linear", "head.net.0"), **_linear("out", "head.net.3")}
+NAMES = NAME_MAPS
 
 
 SUBNETS_AS_MMSA = ["blocks.audio_net.padding=include", "blocks.vision_net.padding=include", "blocks.text_net.packed=false"]
 MMSA_OPTIONS = {  # Composer reading padding as MMSA does
     "tfn": SUBNETS_AS_MMSA, "lmf": SUBNETS_AS_MMSA, "lf_dnn": SUBNETS_AS_MMSA,
     "ef_lstm": ["blocks.norm.padding=include", "blocks.lstm.packed=false"],
+    "mfn": ["blocks.audio_mean.padding=include", "blocks.vision_mean.padding=include", "blocks.memory.padding=include"],
+    "graph_mfn": ["blocks.memory.padding=include"],
 }
-NAMES = {"tfn": tfn_names, "lmf": lmf_names, "lf_dnn": lf_dnn_names, "ef_lstm": ef_lstm_names}
-NORMALIZED = {"tfn": True, "lmf": True, "lf_dnn": True, "ef_lstm": False}  # need_normalized: audio and vision averaged by the data loader
-DATASETS_OF = {"ef_lstm": ["mosi", "mosei"]}  # aligned data only (MMSA aligns SIMS by its own pooling: docs/zoo.md)
+NORMALIZED = {"tfn": True, "lmf": True, "lf_dnn": True, "ef_lstm": False, "mfn": True, "graph_mfn": False}  # need_normalized: audio and vision averaged by the data loader
+DATASETS_OF = {  # aligned data only (MMSA aligns SIMS by its own pooling: docs/zoo.md); MFN averages audio and vision first
+    "ef_lstm": ["mosi", "mosei"], "graph_mfn": ["mosi", "mosei"],
+}
 CONTROLS = {  # a setting that must break the equality
     "tfn": "blocks.fusion.one=last",
     "lmf": "blocks.fusion.one=last",
     "lf_dnn": "blocks.fusion.in=[vision_net, audio_net, text_net]",
     "ef_lstm": "blocks.joined.in=[audio, text, vision]",
+    # the same LSTMs, their states concatenated audio first (the hidden widths follow the ports)
+    "mfn": ["blocks.memory.in={audio: audio_mean, text: text, vision: vision_mean}", "blocks.memory.hidden=[32, 256, 256]"],
+    "graph_mfn": "edges",  # the DFG's edges in another order: see _pair
 }
 
 
 def _pair(mmsa, name: str, dataset: str, *overrides: str):
     theirs = mmsa_module(mmsa, name, dataset)
-    ours = composer_model(name, dataset, *overrides)
-    copy_weights(theirs, ours, NAMES[name](theirs))
+    ours = composer_model(name, dataset, *[o for o in overrides if o != "edges"])
+    copy_weights(theirs, ours, NAMES[name](ours))
+    if "edges" in overrides:  # Graph-MFN's control: the efficacies α read in reverse edge order
+        efficacy = ours.block("memory").graph.efficacy[2]
+        with torch.no_grad():
+            efficacy.weight.copy_(efficacy.weight.flip(0)), efficacy.bias.copy_(efficacy.bias.flip(0))
     return ours, theirs
+
+
+def _controls(name: str) -> list[str]:
+    control = CONTROLS[name]
+    return control if isinstance(control, list) else [control]
 
 
 def _frozen(theirs: nn.Module) -> int:
@@ -221,12 +215,12 @@ def test_mmsa_options_equal_mmsa_on_padded_batches(mmsa, name, dataset):
     assert trainable(ours) == trainable(theirs) == sum(p.numel() for p in theirs.parameters()) - _frozen(theirs)
     batch = zero_padding(padded_batch(ours, 4))
     assert (batch["audio_lengths"] < batch["audio"].shape[1]).any() and (batch["text_lengths"] < batch["text"].shape[1]).any()
-    assert_equal_to_mmsa(ours, theirs, NAMES[name](theirs), batch, NORMALIZED[name])
+    assert_equal_to_mmsa(ours, theirs, NAMES[name](ours), batch, NORMALIZED[name])
 
 
 @pytest.mark.parametrize("name", sorted(NAMES))
 def test_mmsa_negative_control_a_changed_setting_breaks_the_equality(mmsa, name):
-    ours, theirs = _pair(mmsa, name, "mosi", *MMSA_OPTIONS[name], CONTROLS[name])
+    ours, theirs = _pair(mmsa, name, "mosi", *MMSA_OPTIONS[name], *_controls(name))
     assert max_difference(ours, theirs, zero_padding(padded_batch(ours, 4)), NORMALIZED[name]) > TOLERANCE
 
 
@@ -250,8 +244,9 @@ def test_mmsa_full_size_parameter_counts_on_mosi(mmsa, name):
     """At MOSI's real widths (GloVe 300, COVAREP 5, FACET 20) the counts agree exactly."""
     config = mmsa.get_config_regression(name, "mosi")
     config.feature_dims, config.train_mode = [300, 5, 20], "regression"
-    config.seq_lens = 50 if name == "ef_lstm" else [50, 375, 500]
-    theirs = {"tfn": mmsa.TFN, "lmf": mmsa.LMF, "lf_dnn": mmsa.LF_DNN, "ef_lstm": mmsa.EF_LSTM}[name](config)
+    config.seq_lens = 50 if name == "ef_lstm" else [50, 50, 50] if name in MODEL_ALIGNED else [50, 375, 500]
+    config.device = "cpu"
+    theirs = mmsa_class(mmsa, name)(config)
     ours = composer.load_blueprint(ZOO / f"{name}.yaml", dataset="mosi")
     from composer.graph.size import estimate_size
 

@@ -49,7 +49,7 @@ def _options(
 
 #: The commands that read a blueprint (a file's, or a run's or weights file's saved one): each
 #: takes ``--allow-plugins``, the one way to let a blueprint's ``plugins:`` be imported.
-BLUEPRINT_COMMANDS = ("validate", "build", "render", "bench", "train", "evaluate", "predict", "compare", "export", "search", "reproduce", "robustness")
+BLUEPRINT_COMMANDS = ("validate", "build", "render", "bench", "train", "evaluate", "predict", "compare", "export", "search", "reproduce", "robustness", "import-weights")
 PLUGINS_HELP = "Import the Python modules the blueprint lists under `plugins:` (a saved run's blueprint too; search workers inherit it). Never without this flag."
 
 

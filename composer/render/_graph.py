@@ -517,7 +517,8 @@ class _Builder:
         if self.opt.title:
             title = f"<B>{escape(self.bp.name)}</B>"
             if self.counts:
-                title += f"  ·  {sum(self.counts.values()):,} parameters"
+                size = self.bp.size  # the check's estimate: the model, and what only training uses
+                title += f"  ·  {size.model_params:,} parameters" + (f" + {size.training_params:,} training-only" if size.training_params else "")
             rows.append(f'<TR><TD COLSPAN="20"><FONT POINT-SIZE="12">{title}</FONT></TD></TR>')
         if self.opt.legend:
             cells = []

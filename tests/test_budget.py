@@ -255,3 +255,24 @@ def test_an_import_symlink_loop_is_a_problem(tmp_path):
 def test_the_shipped_template_library_stays_importable_from_the_examples():
     with bounded(seconds=60, megabytes=600):
         assert composer.load_blueprint(ROOT / "examples" / "templates" / "mult_branches.yaml").blocks
+
+
+def test_a_rate_list_is_counted_before_it_is_built():
+    import tracemalloc
+
+    from composer.train.evaluation import parse_rates
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(ComposerError, match=r"1,000,000,001 rates is above the limit of 1,000 \(set COMPOSER_MAX_RATES"):
+            parse_rates("0:1:1e-9")
+        assert tracemalloc.get_traced_memory()[1] < 1_000_000
+    finally:
+        tracemalloc.stop()
+    assert len(parse_rates("0:1:0.1")) == 11
+
+
+@pytest.mark.parametrize("override", ["blocks.text_enc.hidden=true", "blocks.head.hidden=[yes]"])
+def test_a_boolean_is_not_read_as_a_number(override):
+    with pytest.raises(BlueprintError, match="expected a number, got"):
+        composer.load_blueprint(ROOT / "blueprints/late_fusion.yaml", [override])

@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from composer.configs._limits import LAYERS, WIDTH
 from composer.errors import ComposerError
@@ -109,6 +109,11 @@ class BlockConfig(BaseModel):
     def _within_budget(cls, value: Any, info: ValidationInfo) -> Any:
         return bounded_integers(info.field_name or "", value)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_are_not_booleans(cls, data: Any) -> Any:
+        return no_booleans_for_numbers(cls, data)
+
     #: Output ports that always hold scalar auxiliary losses (see :meth:`aux_ports`).
     aux_loss_ports: ClassVar[tuple[str, ...]] = ()
     #: The output a bare reference to a block with several outputs means (``fusion`` = ``fusion.out``),
@@ -162,6 +167,28 @@ class BlockConfig(BaseModel):
 
 
 # -- helpers shared by block configs ------------------------------------------------------
+
+
+def _admits_bool(annotation: Any) -> bool:
+    """Whether a field's type takes a boolean (``bool``, ``Any``, or a union/container holding one)."""
+    import typing
+
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_admits_bool(a) for a in typing.get_args(annotation) if not isinstance(a, (str, int, float)) or a is bool)
+
+
+def no_booleans_for_numbers(model: type[BaseModel], data: Any) -> Any:
+    """Pydantic reads ``true`` as 1 for a number; YAML reads ``true``, ``yes`` and ``on`` as booleans.
+    A boolean given for a field (or list item) that takes no boolean is refused instead."""
+    if not isinstance(data, dict):
+        return data
+    for name, info in model.model_fields.items():
+        value = data.get(info.alias or name, data.get(name))
+        items = value if isinstance(value, list) else [value]
+        if any(isinstance(v, bool) for v in items) and not _admits_bool(info.annotation):
+            raise ValueError(f"{info.alias or name}: expected a number, got {str(value).lower()} (a boolean; YAML reads true, yes and on as booleans)")
+    return data
 
 
 def port_names(inputs: dict[str, Spec]) -> list[str]:

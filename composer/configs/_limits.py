@@ -20,7 +20,7 @@ from composer.errors import ComposerError
 
 __all__ = [
     "Limit", "LIMITS", "YAML_CHARS", "VALUES", "DEPTH", "TEXT_CHARS", "BLOCKS", "LAYERS", "WIDTH", "TENSORS", "OUTPUTS",
-    "IMPORT_PATH", "ANY_IMPORT",
+    "IMPORT_PATH", "ANY_IMPORT", "RATES",
 ]
 
 
@@ -75,7 +75,10 @@ TENSORS = Limit("COMPOSER_MAX_TENSORS", 200_000, "parameter tensors", "parameter
 #: Regression outputs, classes or labels of the task (metrics are named and kept per output).
 OUTPUTS = Limit("COMPOSER_MAX_OUTPUTS", 10_000, "outputs", "regression outputs, classes or labels of the task")
 
-LIMITS = (YAML_CHARS, VALUES, DEPTH, TEXT_CHARS, BLOCKS, LAYERS, WIDTH, TENSORS, OUTPUTS)
+#: Missing rates of one sweep (``--missing-rates``, ``--rates``): each is a full pass over a split.
+RATES = Limit("COMPOSER_MAX_RATES", 1_000, "rates", "missing rates of one sweep")
+
+LIMITS = (YAML_CHARS, VALUES, DEPTH, TEXT_CHARS, BLOCKS, LAYERS, WIDTH, TENSORS, OUTPUTS, RATES)
 
 #: Folders (separated by ``os.pathsep``) besides the blueprint's own where ``imports:`` may read template files.
 IMPORT_PATH = "COMPOSER_IMPORT_PATH"

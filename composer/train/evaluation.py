@@ -17,6 +17,7 @@ an earlier file; the printed table's title names the data.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 
 from composer.blueprint.weights import load_model, model_for_weights
+from composer.configs._limits import RATES
 from composer.data import DataSplits, load_data
 from composer.errors import ComposerError, DataError
 from composer.graph.finite import require_finite
@@ -69,13 +71,17 @@ def parse_rates(text: str) -> list[float]:
     try:
         if ":" in text:
             start, stop, step = (float(x) for x in text.split(":"))
-            if step <= 0 or stop < start:
+            if not all(map(math.isfinite, (start, stop, step))) or step <= 0 or stop < start:
                 raise ValueError
-            count = int(round((stop - start) / step))
-            rates = [round(start + i * step, 10) for i in range(count + 1)]
+            count = int(round((stop - start) / step)) + 1
+            if count > RATES.value():  # counted before the list is built
+                raise ComposerError(f"--missing-rates '{text}': {RATES.exceeded(count)}")
+            rates = [round(start + i * step, 10) for i in range(count)]
         else:
             rates = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
+            if len(rates) > RATES.value():
+                raise ComposerError(f"--missing-rates: {RATES.exceeded(len(rates))}")
+    except (ValueError, OverflowError):
         raise ComposerError(f"--missing-rates '{text}': expected start:stop:step (e.g. 0:1:0.1) or a comma list") from None
     if not rates or any(r < 0 or r > 1 for r in rates):
         raise ComposerError(f"--missing-rates '{text}': rates must lie in [0, 1]")

@@ -61,3 +61,18 @@ def test_fusion_zoo_search_runs_end_to_end(tmp_path):
     result = search(ZOO, overrides=SMALL, out=tmp_path / "s", trials=3, sampler="random", seed=4)
     assert len(result.study.trials) == 3 and result.best_blueprint is not None
     composer.load_blueprint(result.best_blueprint)
+
+
+def test_report_md_shows_hostile_choice_values_as_text(tmp_path):
+    from tests_search_toy import TOY, toy_file
+
+    hostile = ["<script>alert(1)</script>", "[x](javascript:alert(1))"]
+    space = {**TOY["search"]["space"], "description": {"choice": hostile}}
+    search(toy_file(tmp_path, space=space), out=tmp_path / "s", trials=3)
+    assert main(["search-report", str(tmp_path / "s")]) == 0
+    import re
+
+    md = (tmp_path / "s" / "report.md").read_text()
+    outside_code = re.sub(r"`[^`]*`", "", md)  # a code span renders literally: neither HTML nor a link
+    assert "<script>" not in outside_code and "](javascript:" not in outside_code
+    assert "&lt;script&gt;" in md or "\\[x\\]\\(javascript" in md  # shown as text

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,18 @@ __all__ = ["write_report", "read_search_info", "SEARCH_INFO"]
 
 
 def _cell(value: Any) -> str:
+    """A value as Markdown text that renders as written: HTML escaped, and the characters of
+    links, emphasis and tables backslashed, so a choice value such as ``<script>`` or
+    ``[x](javascript:...)`` is shown, never run or linked."""
     if isinstance(value, float):
         return f"{value:.4g}"
-    return "" if value is None else str(value)
+    text = html.escape("" if value is None else str(value), quote=False)
+    return re.sub(r"([\\`*_\[\]()|!#])", r"\\\1", text)
+
+
+def _code(value: Any) -> str:
+    """A value in a Markdown code span (rendered literally); backticks inside are replaced."""
+    return "`" + str(value).replace("`", "'") + "`"
 
 
 def _base_value(raw: dict, path: str) -> Any:
@@ -104,7 +114,7 @@ def write_report(out_dir: str | Path) -> tuple[Path, Path]:
                 diff.append((path, base, value))
 
     plots = [name for name in ("history.png", "importance.png", "pareto.png") if (out_dir / name).exists()]
-    md = [f"# Search report: {info['study']}", "", f"Blueprint: `{info['blueprint']}`  ", f"Storage: `{info.get('storage') or 'sqlite (search folder)'}`  ",
+    md = [f"# Search report: {_cell(info['study'])}", "", f"Blueprint: {_code(info['blueprint'])}  ", f"Storage: {_code(info.get('storage') or 'sqlite (search folder)')}  ",
           "Objectives: " + ", ".join(f"{o.label} ({o.direction})" for o in cfg.objectives) + "  ", _sampler_line(study), ""]
     counts: dict[str, int] = {}
     for t in study.trials:
@@ -115,17 +125,17 @@ def write_report(out_dir: str | Path) -> tuple[Path, Path]:
         md += [f"## Best configuration (trial {chosen.number})", "", "| " + " | ".join(labels) + " |", "|" + "---|" * len(labels),
                "| " + " | ".join(_cell(v) for v in chosen.values) + " |", ""]
         if shown is not None:
-            md.append(f"Blueprint: `{shown.name}`" + (f" (Pareto front: {len(pareto)} blueprints in `pareto/`)" if pareto else ""))
+            md.append(f"Blueprint: {_code(shown.name)}" + (f" (Pareto front: {len(pareto)} blueprints in `pareto/`)" if pareto else ""))
             md.append("")
         md += ["Differences from the base blueprint:", "", "| path | base | best |", "|---|---|---|"]
-        md += [f"| `{p}` | `{json.dumps(b)}` | `{json.dumps(v)}` |" for p, b, v in diff] or ["| (none) | | |"]
+        md += [f"| {_code(p)} | {_code(json.dumps(b))} | {_code(json.dumps(v))} |" for p, b, v in diff] or ["| (none) | | |"]
         md.append("")
         if picture:
             md += [f"![best blueprint]({picture})", ""]
     for name in plots:
         md += [f"![{name[:-4]}]({name})", ""]
-    md += ["## Trials", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    md += ["| " + " | ".join(_cell(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    md += ["## Trials", "", "| " + " | ".join(_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
     md += ["", "Browse the study interactively: `optuna-dashboard " + _dashboard_url(info, out_dir) + "`", ""]
     md_path = write_text(out_dir / "report.md", "\n".join(md), kept=f"the search folder as it was ({SEARCH_INFO}, the study, trials.csv)")
 

@@ -64,7 +64,7 @@ def test_build_shows_model_and_training_only_parameters_apart(capsys):
     assert main(["build", "blueprints/emt_dlfr.yaml"]) == 0
     out = capsys.readouterr().out
     assert "total parameters: 110,243,778  (the model at inference" in out
-    assert "training-only parameters (loss networks, not part of the model): 1,583,017" in out
+    assert "training-only parameters (loss networks and training-only blocks, not part of the model at inference): 1,583,017" in out
     model = composer.compile_blueprint(composer.load_blueprint("blueprints/emt_dlfr.yaml"))
     sizes = model.parameter_summary()
     assert sizes["model"] == 110_243_778 and sizes["training_only"] == 1_583_017

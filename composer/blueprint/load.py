@@ -359,7 +359,7 @@ def load_blueprint(
         data, smap = read_yaml(text, source or name)
     overrides = list(overrides)
     chosen = dataset or next((o.partition("=")[2].strip() for o in reversed(overrides) if o.partition("=")[0].strip() == "dataset"), None)
-    problems = apply_dataset(data, chosen or data.get("dataset"))
+    problems = apply_dataset(data, chosen or data.get("dataset")) if isinstance(data, dict) else []
     if problems:
         raise BlueprintError([smap.locate(p) for p in problems])
     for item in overrides:

@@ -66,6 +66,8 @@ class TaskConfig(StrictModel):
             raise ValueError(f"classes lists {len(self.classes)} names but outputs is {self.outputs}")
         if self.kind == "classification" and self.outputs < 2:
             raise ValueError("a classification task needs outputs >= 2 classes")
+        if not self.label_range[0] < self.label_range[1]:
+            raise ValueError(f"label_range {list(self.label_range)}: the lower bound first (e.g. [-3, 3])")
         return self
 
     def label_spec(self) -> Spec:

@@ -123,9 +123,13 @@ class World:
             f"last finished epoch: continue with --resume under {self.size} processes"
         )
 
-    def close(self) -> None:
-        """End the process group this world started."""
+    def close(self, synchronise: bool = False) -> None:
+        """End the process group this world started. ``synchronise`` (after a run every process
+        finished): wait for all of them first, so no process tears its connections down while
+        another still uses them (gloo aborts a process whose peers vanish under it)."""
         if self.started and dist.is_initialized():
+            if synchronise:
+                dist.barrier()
             dist.destroy_process_group()
 
 

@@ -725,6 +725,8 @@ def train(
     bp = as_blueprint(blueprint, overrides)
     trainer = Trainer(bp, data, out, device=device, progress=progress, on_epoch_end=on_epoch_end, overwrite=overwrite)
     try:
-        return trainer.fit(resume=resume)
+        result = trainer.fit(resume=resume)
+        trainer.world.close(synchronise=True)
+        return result
     finally:
         trainer.world.close()

@@ -193,7 +193,7 @@ def hostile_blueprint_texts(draw):
     return "".join(line + "\n" for line in head) + text
 
 
-@FUZZ
+@settings(FUZZ, max_examples=int(__import__("os").environ.get("COMPOSER_FUZZ_EXAMPLES", 40)))  # each input builds a model's plan: fewer by default
 @given(hostile_blueprint_texts())
 def test_hostile_blueprint_texts_are_refused_within_the_budget(text):
     with bounded(seconds=30, megabytes=300):

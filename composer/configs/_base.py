@@ -219,6 +219,25 @@ def shared_vector_width(inputs: dict[str, Spec], what: str = "inputs") -> int:
     return int(widths.pop())
 
 
+def widths_per_port(hidden: int | list[int] | dict[str, int], ports: list[str], what: str = "hidden") -> dict[str, int]:
+    """One width per input port from a field that gives them as a list (in port order) or a
+    mapping by port (one recurrent cell per modality: RMFN's LSTHMs, MFN's LSTMs); a SpecError
+    naming the field when they do not cover the ports."""
+    if isinstance(hidden, list):
+        if len(hidden) != len(ports):
+            raise SpecError(f"{what} lists {len(hidden)} widths for {len(ports)} inputs", field=what)
+        return dict(zip(ports, hidden))
+    if set(hidden) != set(ports):
+        missing, extra = sorted(set(ports) - set(hidden)), sorted(set(hidden) - set(ports))
+        raise SpecError(
+            f"{what} must give one width per input ({', '.join(ports)})"
+            + (f"; missing {', '.join(missing)}" if missing else "")
+            + (f"; unknown {', '.join(extra)}" if extra else ""),
+            field=what,
+        )
+    return {p: hidden[p] for p in ports}
+
+
 def last_axis_output(inputs: dict[str, Spec], width: int | None = None) -> dict[str, Spec]:
     """Spec of a block mapping the last axis of one vector or sequence input to ``width``
     (``None``: the same width, an elementwise function)."""

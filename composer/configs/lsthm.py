@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_serializer
 
-from composer.configs._base import BlockConfig, Shapes, SpecError, Width, expect_kind, expect_ports
+from composer.configs._base import BlockConfig, Shapes, SpecError, Width, expect_kind, expect_ports, widths_per_port
 from composer.configs._nested import nested_block_config, wire_nested
 from composer.configs._shapes import linear, under
 from composer.registry import block_type
@@ -94,19 +94,7 @@ class LSTHMSystemConfig(BlockConfig):
 
     def port_widths(self, ports: list[str]) -> dict[str, int]:
         """LSTHM width per input port; raises SpecError when ``hidden`` does not cover the ports."""
-        if isinstance(self.hidden, list):
-            if len(self.hidden) != len(ports):
-                raise SpecError(f"hidden lists {len(self.hidden)} widths for {len(ports)} inputs", field="hidden")
-            return dict(zip(ports, self.hidden))
-        if set(self.hidden) != set(ports):
-            missing, extra = sorted(set(ports) - set(self.hidden)), sorted(set(self.hidden) - set(ports))
-            raise SpecError(
-                f"hidden must give one width per input ({', '.join(ports)})"
-                + (f"; missing {', '.join(missing)}" if missing else "")
-                + (f"; unknown {', '.join(extra)}" if extra else ""),
-                field="hidden",
-            )
-        return {p: self.hidden[p] for p in ports}
+        return widths_per_port(self.hidden, ports)
 
     def fusion_config(self, ports: list[str]) -> BlockConfig:
         """The nested fusion config, wired to one input per modality port."""

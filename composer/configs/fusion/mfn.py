@@ -28,7 +28,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from composer.configs._base import BlockConfig, Shapes, SpecError, Width, expect_kind, expect_ports
+from composer.configs._base import BlockConfig, Shapes, SpecError, Width, expect_kind, expect_ports, widths_per_port
 from composer.configs._shapes import linear, lstm_cell, under
 from composer.configs.fusion.dfg import dfg_shapes
 from composer.registry import block_type
@@ -89,13 +89,7 @@ class MFNConfig(BlockConfig):
 
     def port_widths(self, ports: list[str]) -> dict[str, int]:
         """LSTM width per input port; raises SpecError when ``hidden`` does not cover the ports."""
-        if isinstance(self.hidden, list):
-            if len(self.hidden) != len(ports):
-                raise SpecError(f"hidden lists {len(self.hidden)} widths for {len(ports)} inputs", field="hidden")
-            return dict(zip(ports, self.hidden))
-        if set(self.hidden) != set(ports):
-            raise SpecError(f"hidden must give one width per input ({', '.join(ports)}), got {sorted(self.hidden)}", field="hidden")
-        return {p: self.hidden[p] for p in ports}
+        return widths_per_port(self.hidden, ports)
 
     def code_width(self, widths: dict[str, int]) -> int:
         """Width of ĉ: ``2ΣH`` (delta) or ``node`` (graph)."""

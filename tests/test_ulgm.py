@@ -107,3 +107,32 @@ def test_ulgm_generates_the_labels_and_weights_of_mmsas_self_mm_trainer():
     for m in ("text", "audio", "vision"):
         assert torch.allclose(getattr(block, f"labels_{m}"), oracle.label_map[m], atol=1e-6)
         assert not torch.allclose(oracle.label_map[m], y)  # negative control: the labels did move
+
+
+def test_a_run_killed_with_sigkill_resumes_to_the_state_of_an_uninterrupted_run(tmp_path):
+    """SIGKILL while training (after the first checkpoint, inside a later epoch), then --resume:
+    the generated labels and every buffer equal an uninterrupted run's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    longer = TINY[:1] + ["vars.train_samples=96", "training.data.samples={train: 96, valid: 8, test: 8}", "training.batch_size=4"] + TINY[3:]
+    sets = [a for o in longer + ["training.epochs=4"] for a in ("--set", o)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "composer", "train", str(SELF_MM), "--out", str(run), *sets],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not (run / "last.ckpt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    resumed = subprocess.run([sys.executable, "-m", "composer", "train", str(SELF_MM), "--out", str(run), "--resume", *sets],
+                             env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    composer.train(SELF_MM, out=tmp_path / "whole", overrides=longer + ["training.epochs=4"], progress=False)
+    whole, again = _ulgm_state(tmp_path / "whole"), _ulgm_state(run)
+    assert int(again["ulgm.epoch"]) == 5 and all(torch.equal(whole[k], again[k]) for k in whole)

@@ -276,3 +276,8 @@ def test_a_rate_list_is_counted_before_it_is_built():
 def test_a_boolean_is_not_read_as_a_number(override):
     with pytest.raises(BlueprintError, match="expected a number, got"):
         composer.load_blueprint(ROOT / "blueprints/late_fusion.yaml", [override])
+
+
+def test_a_length_whose_synthetic_data_would_not_fit_is_refused_by_validate():
+    with pytest.raises(BlueprintError, match=r"training.data.samples: synthetic data: .* Set COMPOSER_MAX_DATA"):
+        composer.load_blueprint(ROOT / "blueprints/late_fusion.yaml", ["modalities.text.length=200000"])

@@ -25,7 +25,7 @@ import yaml
 from composer.blueprint._yaml import SourceMap
 from composer.blueprint.paths import resolve_path, split_path
 from composer.blueprint.templates import TemplateUse, expanded_block_path
-from composer.errors import BlueprintError, Problem, did_you_mean
+from composer.errors import BlueprintError, ComposerError, Problem, did_you_mean
 from composer.graph.plan import Plan, plan
 from composer.graph.size import SizeEstimate, check_size
 from composer.metric_names import metric_names
@@ -292,6 +292,15 @@ def data_pass(ctx: CheckContext) -> list[Problem]:
             problems.append(Problem(where + ("extra_labels", name), (
                 f"no loss reads extra label '{name}' (from '{key}'); a loss reads it as `target: label.{name}`"
             ), severity="warning"))
+    if data.source == "synthetic":  # its size is the blueprint's: refused here rather than when train builds it
+        from composer.data.budget import Budget
+        from composer.data.synthetic import synthetic_bytes
+
+        total = sum(data.samples.values())
+        try:
+            Budget(source="synthetic data").check(synthetic_bytes(bp, total), f"{total:,} synthetic samples of the modalities (their `length` and `features`)")
+        except ComposerError as exc:
+            problems.append(Problem(where + ("samples",), str(exc)))
     features = [n for n, m in bp.modalities.items() if m.kind in ("sequence", "vector")]
     for j, name in enumerate(data.normalize):
         if name not in features:

@@ -338,7 +338,7 @@ def check(bp, smap: SourceMap, uses: Mapping[str, TemplateUse] | None = None, wr
         problems += [p for p in found if p.severity != "warning"]
         if ctx.plan is not None:
             ctx.plan.warnings.extend(p for p in found if p.severity == "warning")
-    if ctx.plan is not None and not any(p.severity == "error" for p in problems):
+    if ctx.plan is not None:  # the size depends on the plan only: reported with the training section's problems
         problems += size_pass(ctx)
     if any(p.severity == "error" for p in problems):
         raise BlueprintError([smap.locate(p) for p in problems])

@@ -293,8 +293,7 @@ def data_pass(ctx: CheckContext) -> list[Problem]:
                 f"no loss reads extra label '{name}' (from '{key}'); a loss reads it as `target: label.{name}`"
             ), severity="warning"))
     if data.source == "synthetic":  # its size is the blueprint's: refused here rather than when train builds it
-        from composer.data.budget import Budget
-        from composer.data.synthetic import synthetic_bytes
+        from composer.data.budget import Budget, synthetic_bytes  # torch-free
 
         total = sum(data.samples.values())
         try:

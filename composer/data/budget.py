@@ -17,6 +17,7 @@ A refusal names the limit, the value and ``COMPOSER_MAX_DATA``.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -91,3 +92,18 @@ class Budget:
         """Count ``nbytes`` about to be allocated for ``what``; a :class:`DataError` past the limit."""
         self.check(nbytes, what)
         self.used += int(nbytes)
+
+
+def synthetic_bytes(blueprint, samples: int) -> int:
+    """Memory the generator needs for ``samples`` samples: 24 bytes per float element (the float64
+    draw, the float32 result, one temporary, the split's copy); 33 per token step (draws, ids,
+    mask, segments, the split's copy); the labels, extra labels included."""
+    total = samples * 8 * max(blueprint.task.outputs, 1) * (1 + len(blueprint.training.data.extra_labels))
+    for m in blueprint.modalities.values():
+        if m.kind == "tokens":
+            total += samples * m.length * 33
+        elif m.kind == "sequence":
+            total += samples * m.length * m.features * 24
+        else:
+            total += samples * math.prod([m.features, *m.spatial]) * 24
+    return total

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from composer.data.base import DataSplits, TensorSplit, check_label_range
-from composer.data.budget import Budget
+from composer.data.budget import Budget, synthetic_bytes
 from composer.errors import DataError
 
 __all__ = ["synthetic_data", "latent_factors", "synthetic_bytes"]
@@ -241,21 +241,6 @@ def synthetic_data(
         start += n
     note = f"synthetic data (seed {seed}, noise {noise}, incongruent {incongruent}): " + ", ".join(f"{k} {v}" for k, v in samples.items())
     return DataSplits(splits, notes=[note], source="synthetic")
-
-
-def synthetic_bytes(blueprint, samples: int) -> int:
-    """Memory the generator needs for ``samples`` samples: 24 bytes per float element (the float64
-    draw, the float32 result, one temporary, the split's copy); 33 per token step (draws, ids,
-    mask, segments, the split's copy); the labels, extra labels included."""
-    total = samples * 8 * max(blueprint.task.outputs, 1) * (1 + len(blueprint.training.data.extra_labels))
-    for m in blueprint.modalities.values():
-        if m.kind == "tokens":
-            total += samples * m.length * 33
-        elif m.kind == "sequence":
-            total += samples * m.length * m.features * 24
-        else:
-            total += samples * math.prod([m.features, *m.spatial]) * 24
-    return total
 
 
 def _labels(task, raw: np.ndarray) -> np.ndarray:

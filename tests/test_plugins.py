@@ -1,6 +1,6 @@
 """Plug-ins in every command: a blueprint's `plugins:` are imported with `--allow-plugins` only,
 the same flag on every command that reads a blueprint, search workers included; the loss
-plug-in protocol's worked example (examples/custom_loss/ccc.py) trains and searches."""
+plug-in protocol's worked example (examples/custom_block/ccc.py) trains and searches."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch
 from composer.cli import BLUEPRINT_COMMANDS, main
 from tests.shipped import ROOT
 
-EXAMPLE = ROOT / "examples/custom_loss"
+EXAMPLE = ROOT / "examples/custom_block"
 BLUEPRINT = EXAMPLE / "ccc.yaml"
 
 

@@ -6,7 +6,7 @@ coefficient to evaluate reproducibility", Biometrics 1989, eq. 2b, with populati
 the loss ``1 - ccc`` is 0 for perfect agreement, 1 for none, and at most 2. It is a statistic of
 the whole batch (not a mean over samples), so it sets no ``per_sample`` and refuses ``weight_from``.
 
-This file is the worked example of the loss plug-in protocol (docs/tutorials/custom-block.md,
+This file is the worked example of the loss plug-in protocol (docs/tutorials/custom-block.md, section 7,
 "A loss of your own"). List it under ``plugins:`` and pass ``--allow-plugins`` to any command,
 and ``type: ccc`` is a loss like any other.
 """

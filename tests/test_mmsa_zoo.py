@@ -255,7 +255,7 @@ def test_mmsa_full_size_parameter_counts_on_mosi(mmsa, name):
 
 @pytest.mark.parametrize("name", sorted(NAMES))
 def test_mmsa_zoo_reported_numbers_are_metrics_composer_computes(name):
-    from composer.train.trainer import metric_names
+    from composer.metric_names import metric_names
 
     bp = composer.load_blueprint(ZOO / f"{name}.yaml").blueprint
     assert bp.reported and "MMSA" in bp.reported[0].source

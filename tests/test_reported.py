@@ -40,7 +40,7 @@ from pathlib import Path
 import pytest
 
 from composer import load_blueprint
-from composer.train.trainer import metric_names
+from composer.metric_names import metric_names
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "blueprints").glob("*.yaml")) + sorted((ROOT / "blueprints" / "variants").glob("*.yaml"))

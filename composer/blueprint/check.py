@@ -17,6 +17,7 @@ is refused here first; those consumers take the checked object and never plan or
 from __future__ import annotations
 
 import copy
+from functools import cached_property
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -55,7 +56,7 @@ class CheckedBlueprint:
     written: dict | None = field(default=None, repr=False)
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("blueprint", "plan", "size", "source_map", "template_uses", "written"):
+        if name.startswith("__") or name in ("blueprint", "plan", "size", "source_map", "template_uses", "written", "_text"):
             raise AttributeError(name)
         return getattr(self.blueprint, name)
 
@@ -85,6 +86,10 @@ class CheckedBlueprint:
 
     def text(self) -> str:
         """YAML text that reloads to an equal blueprint (what run folders and weights files keep)."""
+        return self._text
+
+    @cached_property
+    def _text(self) -> str:  # made once: the check measures it, every checkpoint and weights file stores it
         return SCHEMA_COMMENT + "\n" + yaml.safe_dump(self.source_data(), sort_keys=False, default_flow_style=None, width=100)
 
 

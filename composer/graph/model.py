@@ -271,8 +271,7 @@ class ComposedModel(nn.Module):
     def training_only_prefixes(self) -> tuple[str, ...]:
         """State-dict name prefixes of what only training uses: the loss networks (``losses.``)
         and the modules of training-only blocks that no inference block shares."""
-        inference = {n.owner for n in self.plan.nodes if n.enabled and n.id not in self.plan.training_only}
-        owners = {n.owner for n in self.plan.nodes if n.id in self.plan.training_only} - inference
+        owners = {n.owner for n in self.plan.nodes if n.id in self.plan.training_only} - self.plan.inference_owners
         return ("losses.", *sorted(b.replace(SEPARATOR, ".") + "." for b in owners))
 
     def parameter_counts(self) -> dict[str, int]:

@@ -82,15 +82,17 @@ class Plan:
         return self.values[self.outputs["prediction"]]
 
     @property
+    def inference_owners(self) -> set[str]:
+        """Blocks whose weights the model uses when it predicts (the owners of every enabled block
+        that is not training-only); the weights of any other block are training-only."""
+        return {n.owner for n in self.nodes if n.enabled and n.id not in self.training_only}
+
+    @property
     def scored_outputs(self) -> list[str]:
         """The outputs the task's metrics score: ``prediction`` first, then every named output of
         the prediction's spec (a unimodal head); logs name their metrics ``<output>/<metric>``."""
         spec = self.prediction_spec
         return ["prediction"] + [o for o, key in self.outputs.items() if o != "prediction" and self.values[key] == spec]
-
-
-def _single_or_ports(specs: dict[str, Spec]) -> list[str]:
-    return list(specs)
 
 
 def resolve_reference(

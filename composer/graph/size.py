@@ -229,7 +229,7 @@ def estimate_size(the_plan) -> SizeEstimate:
     blocks, losses, problems = _shapes_of_plan(the_plan)
     if problems:
         raise BlueprintError(problems)
-    inference = {n.owner for n in the_plan.nodes if n.enabled and n.id not in the_plan.training_only}
+    inference = the_plan.inference_owners
     model_params = sum(count(shapes) for bid, shapes in blocks.items() if bid in inference)
     # loss networks, and training-only blocks no inference block shares (e.g. MISA's decoders)
     training_params = sum(count(shapes) for shapes in losses.values()) + sum(count(s) for bid, s in blocks.items() if bid not in inference)

@@ -29,7 +29,6 @@ from composer.blueprint.weights import load_model
 from composer.data import DataSplits, TensorSplit, load_data
 from composer.errors import ComposerError, DataError, disk_write
 from composer.graph.model import ComposedModel, compile_blueprint
-from composer.metric_names import metric_names
 from composer.metrics import compute_metrics, metric_direction
 from composer.train.checkpoint import (LoopState, capture_rng, check_checkpoint_fields, check_resume_state, load_checkpoint, publish,
                                        restore_rng, save_checkpoint, seed_everything)
@@ -40,7 +39,7 @@ from composer.train.lock import RunLock
 from composer.train.runlog import DATA_RECORD, RunLog, data_record, make_console, write_json
 from composer.train.views import make_views
 
-__all__ = ["Trainer", "TrainResult", "train", "evaluate_split", "as_blueprint", "metric_names", "remove_run_files", "run_files", "EPOCH_HOOK"]
+__all__ = ["Trainer", "TrainResult", "train", "evaluate_split", "as_blueprint", "remove_run_files", "run_files", "EPOCH_HOOK"]
 
 EPOCH_HOOK = "composer_epoch_end"
 #: The files of a run folder; a new run refuses to start over them without ``overwrite``.

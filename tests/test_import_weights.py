@@ -1,7 +1,7 @@
 """``composer import-weights``: a state dict saved by MMSA 2.2.1 becomes a Composer weights file.
 
 The file is what MMSA's trainers write (``torch.save(AMIO.state_dict())``: names under
-``Model.``); it goes through the zoo's name maps (composer/zoo_import.py), the very maps
+``Model.``); it goes through the zoo's name maps (composer/zoo_import/), the very maps
 tests/test_mmsa_zoo.py proves, and ``composer.load_model`` of the result predicts as MMSA's
 module does (1e-5). Anything that does not match exactly is refused, naming it, and the file is
 unpickled with ``weights_only``: an object other than a tensor never runs code.

@@ -21,7 +21,8 @@ from torch import nn
 
 import composer
 from composer.testing import padded_batch
-from composer.zoo_import import NAME_MAPS, unregistered_vertices
+from composer.zoo_import import NAME_MAPS
+from composer.zoo_import.classic import unregistered_vertices
 
 import mmsa_oracle
 
@@ -159,7 +160,7 @@ def max_difference(ours, theirs, batch: dict, normalized: bool) -> float:
         return (ours(batch)["prediction"] - theirs(*mmsa_inputs(batch, normalized, theirs.aligner))["M"]).abs().max().item()
 
 
-# -- name maps: the ones `composer import-weights` uses (composer/zoo_import.py) ------------------
+# -- name maps: the ones `composer import-weights` uses (composer/zoo_import/) ------------------
 
 NAMES = NAME_MAPS
 

@@ -20,7 +20,7 @@ def import_weights(
     """Convert weights saved by MMSA 2.2.1 for a zoo model into a Composer weights file.
 
     The file is read with torch.load(weights_only=True): tensors only, no code runs. Every tensor
-    goes through the model's name map (composer/zoo_import.py, the map tests/test_mmsa_zoo.py
+    goes through the model's name map (composer/zoo_import/, the map tests/test_mmsa_zoo.py
     proves); a tensor missing, one too many, a shape or a frozen constant that differs from the
     blueprint is refused, naming it. Give the dataset (and any --set) MMSA trained with.
     Graph-MFN files are refused: MMSA never saves its dynamic fusion graph's vertex networks.

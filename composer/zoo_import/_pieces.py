@@ -1,0 +1,58 @@
+"""Pieces of the MMSA -> Composer name maps: the tensor names of one layer on each side."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["NameMap", "linear", "batch_norm", "lstm", "lstm_cell", "mlp_linears", "subnets", "post_fusion", "mfn_memory"]
+
+NameMap = dict[str, "str | None"]
+
+
+def linear(mmsa_prefix: str, prefix: str) -> NameMap:
+    return {f"{mmsa_prefix}.{k}": f"{prefix}.{k}" for k in ("weight", "bias")}
+
+
+def batch_norm(mmsa_prefix: str, prefix: str) -> NameMap:
+    return {f"{mmsa_prefix}.{k}": f"{prefix}.{k}" for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")}
+
+
+def lstm(mmsa_prefix: str, prefix: str, layers: int = 1) -> NameMap:
+    return {f"{mmsa_prefix}.{k}_l{i}": f"{prefix}.{k}_l{i}" for i in range(layers) for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+
+
+def lstm_cell(mmsa_prefix: str, prefix: str) -> NameMap:
+    return {f"{mmsa_prefix}.{k}": f"{prefix}.{k}" for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+
+
+def mlp_linears(model, block: str) -> list[str]:
+    """The Linear layers of an ``mlp`` block in order (``head.net.0``, ``head.net.3``): their indices
+    depend on whether the block has dropout."""
+    net = model.block(block).net
+    return [f"{block}.net.{i}" for i, layer in enumerate(net) if isinstance(layer, torch.nn.Linear)]
+
+
+def subnets() -> NameMap:
+    """MMSA's SubNet / TextSubNet (FeatureNets.py) -> the zoo's vector_subnet / text_subnet templates."""
+    names = {**lstm("text_subnet.rnn", "text_net.lstm.rnn"), **linear("text_subnet.linear_1", "text_net.proj.linear")}
+    for mmsa_m, m in (("audio", "audio"), ("video", "vision")):
+        names.update(batch_norm(f"{mmsa_m}_subnet.norm", f"{m}_net.norm.norm"))
+        for i, index in ((1, 0), (2, 2), (3, 4)):
+            names.update(linear(f"{mmsa_m}_subnet.linear_{i}", f"{m}_net.layers.net.{index}"))
+    return names
+
+
+def post_fusion(prefix: str = "post") -> NameMap:
+    return {k: v for i, index in ((1, 0), (2, 2), (3, 4)) for k, v in linear(f"post_fusion_layer_{i}", f"{prefix}.net.{index}").items()}
+
+
+def mfn_memory(model) -> NameMap:
+    """MFN / Graph_MFN's LSTMCells, gated memory (att2 = D_u, gamma1, gamma2) and output layers."""
+    names: NameMap = {}
+    for mmsa_m, m in (("l", "text"), ("a", "audio"), ("v", "vision")):
+        names.update(lstm_cell(f"lstm_{mmsa_m}", f"memory.lstm.{m}"))
+    for mmsa_name, name in (("att2", "proposal"), ("gamma1", "retain"), ("gamma2", "update")):
+        names.update(linear(f"{mmsa_name}_fc1", f"memory.memory.{name}.0"))
+        names.update(linear(f"{mmsa_name}_fc2", f"memory.memory.{name}.3"))
+    first, second = mlp_linears(model, "head")
+    return {**names, **linear("out_fc1", first), **linear("out_fc2", second)}

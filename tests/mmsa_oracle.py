@@ -9,10 +9,13 @@ nothing of MMSA stays imported. Tests skip with the reason when MMSA is not inst
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import importlib
 import importlib.util
 import sys
 import types
+from unittest import mock
 
 import pytest
 
@@ -74,3 +77,39 @@ def models() -> types.SimpleNamespace:
         AlignSubNet=loaded["MMSA.models.subNets.AlignNets"].AlignSubNet,
         get_config_regression=loaded["MMSA.config"].get_config_regression,
     )
+
+
+#: A BERT small enough for CPU tests; MMSA's BERT models read only its sizes.
+TINY_BERT = {"vocab_size": 60, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "intermediate_size": 37, "max_position_embeddings": 64, "type_vocab_size": 2}
+
+
+@contextlib.contextmanager
+def offline_bert(**sizes):
+    """Build MMSA's BERT-based modules (MISA, MMIM, Self-MM, TFR-Net, BERT_MAG) offline.
+
+    MMSA calls ``from_pretrained("bert-base-uncased")`` for its encoders and tokenizers. Inside
+    this context, ``from_pretrained`` on any ``transformers`` model class builds the class from a
+    ``BertConfig`` of :data:`TINY_BERT` updated with ``sizes`` (random weights: the tests copy
+    weights across anyway), passing on the keyword arguments a subclass's ``__init__`` takes
+    (``BERT_MAG``'s ``args``); a tokenizer's ``from_pretrained`` returns a stand-in that MMSA only
+    stores. Nothing is downloaded; the patches are undone on exit. Yields the ``BertConfig``.
+    """
+    from transformers import BertConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+    config = BertConfig(**{**TINY_BERT, **sizes})
+
+    def model_from_pretrained(cls, name, *args, **kwargs):
+        kwargs.pop("config", None)
+        num_labels = kwargs.pop("num_labels", None)
+        built = copy.deepcopy(config)
+        if num_labels is not None:
+            built.num_labels = num_labels
+        return cls(built, *args, **kwargs)
+
+    def tokenizer_from_pretrained(cls, name, *args, **kwargs):
+        return types.SimpleNamespace(name_or_path=name)
+
+    with mock.patch.object(PreTrainedModel, "from_pretrained", classmethod(model_from_pretrained)), \
+            mock.patch.object(PreTrainedTokenizerBase, "from_pretrained", classmethod(tokenizer_from_pretrained)):
+        yield config

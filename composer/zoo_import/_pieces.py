@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["NameMap", "linear", "batch_norm", "lstm", "lstm_cell", "mlp_linears", "subnets", "post_fusion", "mfn_memory"]
+__all__ = ["NameMap", "linear", "batch_norm", "lstm", "lstm_cell", "mlp_linears", "subnets", "post_fusion", "mfn_memory", "bert"]
 
 NameMap = dict[str, "str | None"]
 
@@ -56,3 +56,12 @@ def mfn_memory(model) -> NameMap:
         names.update(linear(f"{mmsa_name}_fc2", f"memory.memory.{name}.3"))
     first, second = mlp_linears(model, "head")
     return {**names, **linear("out_fc1", first), **linear("out_fc2", second)}
+
+
+def bert(model, block: str, mmsa_prefix: str) -> NameMap:
+    """MMSA's ``BertTextEncoder`` (its ``transformers`` BertModel at ``mmsa_prefix``, e.g.
+    ``text_model.model``) -> the ``bert`` block ``block`` (``<block>.bert.*``): the same BertModel,
+    so every tensor keeps its name below the prefix. The names come from Composer's block, so a
+    blueprint without ``pooler: true`` leaves MMSA's (unused) pooler tensors unmapped, and the
+    import refuses them."""
+    return {f"{mmsa_prefix}.{k}": f"{block}.bert.{k}" for k in model.block(block).bert.state_dict()}

@@ -26,6 +26,7 @@ import composer
 from composer.data import load_data
 from composer.errors import BlueprintError, DataError
 from composer.testing import padded_batch
+from composer.zoo_import import NAME_MAPS, import_mmsa_weights
 
 import mmsa_oracle
 from test_mmsa_zoo import (
@@ -85,38 +86,9 @@ def composer_model(name: str, *overrides: str):
     return composer.compile_blueprint(composer.load_blueprint(ZOO / f"{name}.yaml", [*sizes, *overrides], dataset="sims"))
 
 
-def _linear(mmsa_prefix: str, prefix: str) -> dict[str, str]:
-    return {f"{mmsa_prefix}.{k}": f"{prefix}.{k}" for k in ("weight", "bias")}
-
-
-def subnet_names() -> dict[str, str]:
-    """MMSA's SubNet / TextSubNet (the copies in each multi-task model's file) -> the zoo's
-    vector_subnet / text_subnet templates."""
-    names = {f"text_subnet.rnn.{k}_l0": f"text_net.lstm.rnn.{k}_l0" for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
-    names.update(_linear("text_subnet.linear_1", "text_net.proj.linear"))
-    for mmsa_m, m in (("audio", "audio"), ("video", "vision")):
-        names.update({f"{mmsa_m}_subnet.norm.{k}": f"{m}_net.norm.norm.{k}" for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")})
-        for i, index in ((1, 0), (2, 2), (3, 4)):
-            names.update(_linear(f"{mmsa_m}_subnet.linear_{i}", f"{m}_net.layers.net.{index}"))
-    return names
-
-
-def head_names(mmsa_head: str, head: str) -> dict[str, str]:
-    """MMSA's ``<mmsa_head>_layer_1..3`` -> the ``dnn_head`` template's three linear layers."""
-    return {k: v for i, index in ((1, 0), (2, 2), (3, 4)) for k, v in _linear(f"{mmsa_head}_layer_{i}", f"{head}.layers.net.{index}").items()}
-
-
-def names_of(name: str) -> dict[str, str]:
-    names = {**subnet_names(), **head_names("post_text", "text_head"), **head_names("post_audio", "audio_head"),
-             **head_names("post_video", "vision_head")}
-    if name in ("mlf_dnn", "mtfn"):
-        names.update(head_names("post_fusion", "post"))
-    if name == "mtfn":  # frozen constants: the sigmoid_range block's high - low and low
-        names.update({"output_range": None, "output_shift": None})
-    if name == "mlmf":
-        names.update({f"{mmsa_m}_factor": f"fusion.factors.{m}" for mmsa_m, m in (("audio", "audio"), ("video", "vision"), ("text", "text"))})
-        names.update({"fusion_weights": "fusion.weights", "fusion_bias": "fusion.bias"})
-    return names
+def names_of(name: str) -> dict[str, str | None]:
+    """The name map `composer import-weights` uses (composer/zoo_import/multitask.py)."""
+    return NAME_MAPS[name](None)
 
 
 def pair(mmsa, name: str, *overrides: str):
@@ -194,6 +166,32 @@ def test_multitask_full_size_parameter_counts_on_sims(mmsa, name):
     from composer.graph.size import estimate_size
 
     assert estimate_size(composer.load_blueprint(ZOO / f"{name}.yaml", dataset="sims").plan).model_params == trainable(theirs)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_multitask_weights_saved_by_mmsa_import_and_predict_equally(mmsa, name, tmp_path):
+    """``composer import-weights`` reads the state dict MMSA's trainer saves (``Model.`` names) and
+    the imported model predicts all four outputs as MMSA's module does."""
+    theirs = mmsa_module(mmsa, name)
+    path = tmp_path / f"{name}-sims.pth"
+    torch.save({f"Model.{k}": v for k, v in theirs.state_dict().items()}, path)
+    sizes = [f"modalities.{m}.features={w}" for m, w in WIDTHS.items()] + [f"modalities.{m}.length={n}" for m, n in LENGTHS.items()]
+    overrides = [*sizes, *SMALLER.get(name, ({}, []))[1], *SUBNETS_AS_MMSA]
+    ours = composer.load_model(import_mmsa_weights(path, ZOO / f"{name}.yaml", tmp_path / "w.safetensors", dataset="sims", overrides=overrides))
+    ours.eval(), theirs.eval()
+    batch = a_batch(ours)
+    with torch.no_grad():
+        mine, reference = ours(batch), theirs(*mmsa_inputs(batch, normalized=True))
+    for output, key in HEADS.items():
+        torch.testing.assert_close(mine[output], reference[key], atol=TOLERANCE, rtol=0, msg=lambda m: f"{output}: {m}")
+
+
+def test_multitask_import_refuses_weights_of_another_model(mmsa, tmp_path):
+    """An MLMF file given for the MTFN blueprint is refused, naming the tensors that do not fit."""
+    path = tmp_path / "mlmf.pth"
+    torch.save(mmsa_module(mmsa, "mlmf").state_dict(), path)
+    with pytest.raises(DataError, match="fusion_weights"):
+        import_mmsa_weights(path, ZOO / "mtfn.yaml", tmp_path / "w.safetensors", dataset="sims")
 
 
 def test_multitask_mtfn_output_constants_are_the_configs_bounds(mmsa):

@@ -21,8 +21,7 @@ from torch import nn
 
 import composer
 from composer.testing import padded_batch
-from composer.zoo_import import NAME_MAPS
-from composer.zoo_import.classic import unregistered_vertices
+from composer.zoo_import.classic import NAME_MAPS, unregistered_vertices
 
 import mmsa_oracle
 
@@ -162,7 +161,7 @@ def max_difference(ours, theirs, batch: dict, normalized: bool) -> float:
 
 # -- name maps: the ones `composer import-weights` uses (composer/zoo_import/) ------------------
 
-NAMES = NAME_MAPS
+NAMES = NAME_MAPS  # the classic single-task models' maps (composer/zoo_import/classic.py)
 
 
 SUBNETS_AS_MMSA = ["blocks.audio_net.padding=include", "blocks.vision_net.padding=include", "blocks.text_net.packed=false"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["NameMap", "linear", "batch_norm", "lstm", "lstm_cell", "mlp_linears", "subnets", "post_fusion", "mfn_memory", "bert"]
+__all__ = ["NameMap", "linear", "batch_norm", "lstm", "lstm_cell", "mlp_linears", "subnets", "three_layers", "low_rank_factors", "post_fusion", "output_constants", "mfn_memory", "bert"]
 
 NameMap = dict[str, "str | None"]
 
@@ -42,8 +42,33 @@ def subnets() -> NameMap:
     return names
 
 
+def three_layers(mmsa_name: str, prefix: str) -> NameMap:
+    """MMSA's ``<mmsa_name>_layer_1..3`` (Linear, dropout/activation between) -> the Linear layers
+    ``<prefix>.0``, ``.2``, ``.4`` of a three-layer ``mlp`` (``post.net``) or ``dnn_head``
+    (``text_head.layers.net``)."""
+    return {k: v for i, index in ((1, 0), (2, 2), (3, 4)) for k, v in linear(f"{mmsa_name}_layer_{i}", f"{prefix}.{index}").items()}
+
+
+def low_rank_factors() -> NameMap:
+    """LMF's (and MLMF's) modality-specific factors, fusion weights and bias -> the ``low_rank_fusion``
+    block ``fusion``."""
+    factors = {f"{mmsa_m}_factor": f"fusion.factors.{m}" for mmsa_m, m in (("audio", "audio"), ("video", "vision"), ("text", "text"))}
+    return {**factors, "fusion_weights": "fusion.weights", "fusion_bias": "fusion.bias"}
+
+
 def post_fusion(prefix: str = "post") -> NameMap:
-    return {k: v for i, index in ((1, 0), (2, 2), (3, 4)) for k, v in linear(f"post_fusion_layer_{i}", f"{prefix}.net.{index}").items()}
+    return three_layers("post_fusion", f"{prefix}.net")
+
+
+def output_constants(block: str = "out") -> dict:
+    """MMSA's frozen ``output_range`` and ``output_shift`` (TFN, MTFN) -> the ``sigmoid_range``
+    block's ``high - low`` and ``low``, read from the blueprint (for ``CONSTANTS``)."""
+
+    def bounds(model):
+        out = model.blueprint.blocks[block]
+        return out.high - out.low, out.low
+
+    return {"output_range": lambda m: bounds(m)[0], "output_shift": lambda m: bounds(m)[1]}
 
 
 def mfn_memory(model) -> NameMap:

@@ -7,7 +7,9 @@ from typing import Any
 
 import torch
 
-from composer.zoo_import._pieces import NameMap, batch_norm, linear, lstm, mfn_memory, mlp_linears, post_fusion, subnets
+from composer.zoo_import._pieces import (
+    NameMap, batch_norm, linear, low_rank_factors, lstm, mfn_memory, mlp_linears, output_constants, post_fusion, subnets,
+)
 
 __all__ = ["NAME_MAPS", "CONSTANTS", "MISSING_NOTES", "VERTICES", "unregistered_vertices"]
 
@@ -18,8 +20,7 @@ def tfn_names(model) -> NameMap:
 
 
 def lmf_names(model) -> NameMap:
-    factors = {f"{mmsa_m}_factor": f"fusion.factors.{m}" for mmsa_m, m in (("audio", "audio"), ("video", "vision"), ("text", "text"))}
-    return {**subnets(), **factors, "fusion_weights": "fusion.weights", "fusion_bias": "fusion.bias"}
+    return {**subnets(), **low_rank_factors()}
 
 
 def lf_dnn_names(model) -> NameMap:
@@ -61,14 +62,9 @@ NAME_MAPS: dict[str, Callable[[Any], NameMap]] = {
 }
 
 
-def _sigmoid_range(model) -> tuple[float, float]:
-    out = model.blueprint.blocks["out"]
-    return out.high - out.low, out.low
-
-
 #: MMSA's frozen constants (mapped to None) -> their value in the blueprint.
 CONSTANTS: dict[str, dict[str, Callable[[Any], float]]] = {
-    "tfn": {"output_range": lambda m: _sigmoid_range(m)[0], "output_shift": lambda m: _sigmoid_range(m)[1]},
+    "tfn": output_constants(),
 }
 
 

@@ -42,7 +42,7 @@ from pydantic import BaseModel
 from composer.registry import FAMILIES, Entry, list_blocks, list_losses
 from composer.spec import Spec
 
-__all__ = ["ROOT", "REFERENCE", "generate", "write", "stale_pages", "gallery_paths", "main"]
+__all__ = ["ROOT", "REFERENCE", "generate", "write", "stale_pages", "gallery_paths", "figure_names", "main"]
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = Path("docs") / "reference"
@@ -471,12 +471,23 @@ def _schema_page() -> str:
 
 def gallery_paths() -> list[tuple[str, list[str]]]:
     """``(group title, [blueprint paths relative to the repository])`` in gallery order."""
-    groups = [(title, sorted(str(p.relative_to(ROOT)) for p in ROOT.glob(pattern))) for title, pattern in GALLERY_GROUPS]
-    stems = [Path(p).stem for _, paths in groups for p in paths]
-    duplicates = sorted({s for s in stems if stems.count(s) > 1})
-    if duplicates:
-        raise ValueError(f"gallery blueprints need distinct file names (their figures are docs/figures/<name>.svg): {duplicates}")
-    return groups
+    return [(title, sorted(str(p.relative_to(ROOT)) for p in ROOT.glob(pattern))) for title, pattern in GALLERY_GROUPS]
+
+
+def figure_names() -> dict[str, str]:
+    """Gallery path -> its figure's file name: ``<stem>.svg``, or ``<folder>_<stem>.svg`` for a
+    file name that several gallery blueprints share (``blueprints/zoo/mult.yaml`` beside
+    ``blueprints/mult.yaml`` draws ``zoo_mult.svg``); a top-level blueprint keeps its stem."""
+    paths = [p for _, group in gallery_paths() for p in group]
+    stems = [Path(p).stem for p in paths]
+    names = {}
+    for path in paths:
+        stem, folder = Path(path).stem, Path(path).parent
+        shared = stems.count(stem) > 1 and folder != Path("blueprints")
+        names[path] = f"{folder.name}_{stem}.svg" if shared else f"{stem}.svg"
+    if len(set(names.values())) != len(names):
+        raise ValueError(f"gallery figures would share a file name: {sorted(names.values())}")
+    return names
 
 
 _LOADED: dict[str, Any] = {}
@@ -495,7 +506,14 @@ def _gallery_blueprints() -> list[tuple[str, Any]]:
 
 
 def _figure(path: str) -> Path:
-    return ROOT / "docs" / "figures" / f"{Path(path).stem}.svg"
+    return ROOT / "docs" / "figures" / figure_names()[path]
+
+
+def _dataset_params(path: str, dataset: str) -> int:
+    """The inference parameter count of a gallery blueprint at one of its ``datasets:``."""
+    from composer.blueprint.load import load_blueprint
+
+    return load_blueprint(ROOT / path, dataset=dataset).size.model_params
 
 
 def _gallery_page() -> str:
@@ -516,6 +534,9 @@ def _gallery_page() -> str:
             lines += [f"### {bp.name}", "", f"`{path}` · {params} · {len(bp.plan.nodes)} blocks, {len(bp.losses)} "
                       f"loss{'es' if len(bp.losses) != 1 else ''} · {bp.task.kind} · modalities {mods}", "",
                       " ".join((bp.description or "(no description)").split()), ""]
+            if bp.datasets:
+                sizes = [f"{name} {_dataset_params(path, name):,}" for name in bp.datasets]
+                lines += [f"Datasets (`--dataset NAME`; parameters at each): {' · '.join(sizes)}", ""]
             if _figure(path).exists():
                 rel = f"../figures/{_figure(path).name}"
                 lines += [f"[![{bp.name}]({rel})]({rel})", ""]

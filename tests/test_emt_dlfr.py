@@ -328,11 +328,14 @@ def test_blueprint_switches_strategy_without_rewiring(strategy):
     assert out["values"]["emt.global"].shape == (2, 3 * 8) and out["prediction"].shape == (2, 1)
 
 
-@pytest.mark.parametrize("name", ["emt_dlfr_mosei.yaml", "emt_dlfr_sims.yaml", "emt_dlfr_complete.yaml"])
-def test_variants_validate(name):
-    bp = composer.load_blueprint(BLUEPRINTS / "variants" / name)
+@pytest.mark.parametrize("name,dataset", [("emt_dlfr.yaml", "mosei"), ("emt_dlfr.yaml", "sims"), ("variants/emt_dlfr_complete.yaml", None)])
+def test_datasets_and_variants_validate(name, dataset):
+    bp = composer.load_blueprint(BLUEPRINTS / name, dataset=dataset)
     assert bp.blocks["emt"].strategy == "oagl"
-    if name == "emt_dlfr_complete.yaml":
+    if dataset == "sims":  # Table 3: d = 32, L = 4, λ1 = λ2 = 0.5, bert-base-chinese
+        assert bp.blocks["text_proj"].out == 32 and bp.blocks["emt"].layers == 4 and bp.loss_groups["lambda1"] == 0.5
+        assert bp.modalities["text"].vocab == 21128 and bp.task.label_range == (-1.0, 1.0)
+    if name.endswith("emt_dlfr_complete.yaml"):
         assert not bp.training.views and [loss.type for loss in bp.losses] == ["l1"]
 
 

@@ -127,16 +127,16 @@ def test_moe_block_equals_the_reference_combination(combine, top_k):
 
 
 @pytest.mark.parametrize(
-    "path,figure",
+    "path,dataset,figure",
     [
-        ("glomo.yaml", 109_818_887),
-        ("variants/glomo_authors.yaml", 109_818_887),
-        ("variants/glomo_mosei.yaml", 115_949_447),
-        ("variants/glomo_authors_mosei.yaml", 115_949_447),
+        ("glomo.yaml", None, 109_818_887),
+        ("variants/glomo_authors.yaml", None, 109_818_887),
+        ("glomo.yaml", "mosei", 115_949_447),
+        ("variants/glomo_authors.yaml", "mosei", 115_949_447),
     ],
 )
-def test_bert_base_parameter_figures_of_blueprint_and_reference(path, figure):
-    bp = load_blueprint(BLUEPRINTS / path)
+def test_bert_base_parameter_figures_of_blueprint_and_reference(path, dataset, figure):
+    bp = load_blueprint(BLUEPRINTS / path, dataset=dataset)
     with torch.device("meta"):  # shapes only: BERT-base is never allocated
         model = compile_blueprint(bp)
         reference = build_reference(model.blueprint)

@@ -9,7 +9,8 @@ Where the paper texts are at hand (``/work/shared/papers`` or ``$COMPOSER_PAPERS
 numbers, written as the paper prints them, must all occur in one line (one table row) of the paper
 file its ``source`` names.
 
-Presets with a reported number: rmfn, rmfn_no_mfp, rmfn_iemocap, rmfn_pom, msaf, msaf_authors,
+Presets with a reported number (``<preset>_<dataset>``: the preset at ``--dataset <dataset>``,
+where its ``datasets:`` entry brings the dataset's own ``reported:``): rmfn, rmfn_no_mfp, rmfn_iemocap, rmfn_pom, msaf, msaf_authors,
 glomo, glomo_mosei, glomo_authors, glomo_authors_mosei, glomo_global_only, glomo_local_only,
 glomo_mlp_m, emt_dlfr, emt_dlfr_authors, emt_dlfr_authors_mosei, emt_dlfr_authors_sims, emt_dlfr_complete,
 emt_dlfr_mosei, emt_dlfr_sims, hct_mg, hct_mg_mosei, hct_mg_iemocap, mult.
@@ -57,7 +58,13 @@ ROBUSTNESS_PREFIXES = ("auilc_", "mean_")
 
 
 def _loaded():
-    return {path.stem: load_blueprint(path) for path in PRESETS}
+    """Every preset, and every dataset of its ``datasets:`` with settings of its own as
+    ``<preset>_<dataset>`` (``glomo_mosei``: ``glomo.yaml --dataset mosei``)."""
+    loaded = {}
+    for path in PRESETS:
+        base = loaded[path.stem] = load_blueprint(path)
+        loaded.update({f"{path.stem}_{name}": load_blueprint(path, dataset=name) for name, settings in base.datasets.items() if settings})
+    return loaded
 
 
 BLUEPRINTS = _loaded()

@@ -18,3 +18,13 @@ def _needs_plugins(path: Path) -> bool:
 #: Examples made of built-in blocks. An example that registers its own block (`plugins:`, the
 #: custom-block tutorial) is tested by its own test in a separate process (tests/test_docs.py).
 EXAMPLES = sorted(p for p in ROOT.glob("examples/**/*.yaml") if not _needs_plugins(p))
+
+
+def _datasets(path: Path) -> list[str]:
+    data = yaml.safe_load(path.read_text())
+    table = data.get("datasets") if isinstance(data, dict) else None
+    return [str(name) for name in table] if isinstance(table, dict) else []
+
+
+#: (preset, dataset) for every entry of every shipped preset's ``datasets:`` section.
+PRESET_DATASETS = [(path, name) for path in PRESETS for name in _datasets(path)]

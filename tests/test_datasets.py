@@ -8,7 +8,7 @@ import yaml
 import composer
 from composer.cli import main
 from composer.errors import BlueprintError
-from tests.shipped import ROOT
+from tests.shipped import PRESET_DATASETS, ROOT
 
 
 @pytest.fixture()
@@ -57,3 +57,11 @@ def test_validate_checks_every_datasets_settings_with_file_and_line(blueprint, c
 def test_the_dataset_flag_is_the_dataset_override(blueprint, capsys):
     assert main(["validate", str(blueprint), "--dataset", "sims"]) == 0
     assert "dataset sims" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("path,dataset", PRESET_DATASETS, ids=[f"{p.stem}-{d}" for p, d in PRESET_DATASETS])
+def test_every_shipped_dataset_entry_passes_the_whole_check(path, dataset):
+    """Each ``datasets:`` entry of a shipped preset makes a blueprint that passes every check
+    (plan, shapes, training section, size) and records the dataset it was made for."""
+    checked = composer.load_blueprint(path, dataset=dataset)
+    assert checked.dataset == dataset and checked.size.model_params > 0

@@ -26,7 +26,7 @@ from shipped import EXAMPLES, PRESETS, ROOT, SEARCHES
 BLUEPRINTS = sorted([*PRESETS, *SEARCHES, *EXAMPLES])
 
 #: Options that reproduce an author's padding-dependent behaviour on purpose (documented there).
-PADDING_DEPENDENT = {("bert", "layers_padding"): "include"}
+PADDING_DEPENDENT = {("bert", "layers_padding"): "include", ("almt_transformer", "padding"): "include"}
 
 
 def _padding_dependent(fields: dict, type_name: str) -> bool:

@@ -123,6 +123,9 @@ class BlockConfig(BaseModel):
     #: labels): the registry-wide backward and content-sensitivity checks expect no gradient; the
     #: block's own tests prove what its outputs depend on.
     targets_only: ClassVar[bool] = False
+    #: Input ports read for their shape and padding mask only, never their values (a decoder's
+    #: ``target``, whose length and width it generates): the content-sensitivity check skips them.
+    shape_only_ports: ClassVar[tuple[str, ...]] = ()
 
     def input_map(self) -> dict[str, str]:
         """Port -> reference, normalised from the three spellings of ``in``."""

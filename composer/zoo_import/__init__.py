@@ -13,8 +13,10 @@ unpickled, anything else is refused without running code. MMSA's trainers save
 
 The maps live one family a module in this package (``classic``, ...): each module that does not
 start with ``_`` exports ``NAME_MAPS`` (blueprint name -> map function) and, where it has them,
-``CONSTANTS`` (MMSA's frozen constants -> their value in the blueprint) and ``MISSING_NOTES``
-(blueprint name -> (tensor-name prefix, why MMSA's files lack such tensors)). This module
+``CONSTANTS`` (MMSA's frozen constants -> their value in the blueprint), ``MISSING_NOTES``
+(blueprint name -> (tensor-name prefix, why MMSA's files lack such tensors)) and ``UNUSED``
+(blueprint name -> prefixes of tensors, mapped to None, that MMSA saves but its forward never
+reads: MFM's unused MFN output layers; they must be in the file and are dropped). This module
 collects them; a blueprint name claimed twice is an error at import.
 """
 
@@ -32,14 +34,15 @@ import torch
 from composer.errors import ComposerError, DataError
 from composer.zoo_import._pieces import NameMap
 
-__all__ = ["NAME_MAPS", "CONSTANTS", "MISSING_NOTES", "import_mmsa_weights", "read_state_dict", "map_state_dict"]
+__all__ = ["NAME_MAPS", "CONSTANTS", "MISSING_NOTES", "UNUSED", "import_mmsa_weights", "read_state_dict", "map_state_dict"]
 
 
-def _collect() -> tuple[dict, dict, dict]:
-    """Every family module's maps, constants and notes, keyed by blueprint name."""
+def _collect() -> tuple[dict, dict, dict, dict]:
+    """Every family module's maps, constants, notes and unused tensors, keyed by blueprint name."""
     maps: dict[str, Callable[[Any], NameMap]] = {}
     constants: dict[str, dict[str, Callable[[Any], float]]] = {}
     notes: dict[str, tuple[str, str]] = {}
+    unused: dict[str, tuple[str, ...]] = {}
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
         if info.name.startswith("_"):
             continue
@@ -50,10 +53,11 @@ def _collect() -> tuple[dict, dict, dict]:
         maps.update(module.NAME_MAPS)
         constants.update(getattr(module, "CONSTANTS", {}))
         notes.update(getattr(module, "MISSING_NOTES", {}))
-    return maps, constants, notes
+        unused.update(getattr(module, "UNUSED", {}))
+    return maps, constants, notes, unused
 
 
-NAME_MAPS, CONSTANTS, MISSING_NOTES = _collect()
+NAME_MAPS, CONSTANTS, MISSING_NOTES, UNUSED = _collect()
 
 
 # -- reading and mapping -------------------------------------------------------------------------
@@ -109,6 +113,8 @@ def map_state_dict(state: Mapping[str, torch.Tensor], model, source: str = "the 
         if mmsa_name not in state:
             continue
         tensor = state[mmsa_name]
+        if ours is None and mmsa_name.startswith(UNUSED.get(name, ())):
+            continue  # saved by MMSA, never read by its forward: dropped
         if ours is None:
             expected = CONSTANTS[name][mmsa_name](model)
             if tensor.numel() != 1 or abs(float(tensor) - expected) > 1e-6:

@@ -1,0 +1,286 @@
+"""The zoo's generative baselines equal MMSA 2.2.1's: MFM (blueprints/zoo/mfm.yaml).
+
+MMSA's module is built from its own ``get_config_regression('mfm', dataset)`` (feature widths
+shrunk, every other setting as shipped, mosi and mosei at their real structure) and Composer's
+blueprint with ``--dataset``; every MMSA tensor is copied through the name map that
+``composer import-weights`` uses (composer/zoo_import/generative.py), each tensor on both sides
+used once. On a padded batch in evaluation mode: equal trainable parameter counts (MMSA's are
+larger by exactly its MFN's unused output layers), predictions within 1e-5, the total training
+loss of MMSA's trainer (L1 + the weighted reconstructions + λ_mmd · the four MMDs, the same
+prior samples from one seed) within 1e-5, and the gradient of every parameter within 1e-5.
+Composer masks padding where MMSA reads it, so the equality runs Composer's MMSA options
+(``packed: false`` encoders, ``padding: include`` MFN and decoders). Negative controls break it.
+"""
+
+from __future__ import annotations
+
+import pickle
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import composer
+from composer.zoo_import import UNUSED, import_mmsa_weights
+from composer.zoo_import.generative import NAME_MAPS
+
+import mmsa_oracle
+
+ROOT = Path(__file__).resolve().parents[1]
+ZOO = ROOT / "blueprints" / "zoo"
+WIDTHS = {"text": 6, "audio": 3, "vision": 4}  # MMSA's feature_dims order (text, audio, vision)
+STEPS = 5  # the one (aligned) time axis
+VALID = [5, 3, 4]  # valid steps per sample of the padded batch
+TOLERANCE = 1e-5
+MODALITIES = ("text", "audio", "vision")
+MFM_AS_MMSA = [  # Composer reading padding as MMSA does
+    *[f"blocks.{m}_factor.packed=false" for m in MODALITIES],
+    *[f"blocks.{m}_decoder.padding=include" for m in MODALITIES],
+    "blocks.memory.padding=include",
+]
+
+
+@pytest.fixture(scope="module")
+def mmsa():
+    loaded = mmsa_oracle.load("MMSA.models.singleTask.MFM", "MMSA.trains.singleTask.MFM", "MMSA.config")
+    return types.SimpleNamespace(
+        MFM=loaded["MMSA.models.singleTask.MFM"].MFM,
+        trainer=loaded["MMSA.trains.singleTask.MFM"],
+        config=loaded["MMSA.config"].get_config_regression,
+    )
+
+
+# -- building both sides -------------------------------------------------------------------------
+
+
+def mmsa_config(mmsa, dataset: str):
+    config = mmsa.config("mfm", dataset)
+    config.feature_dims = [WIDTHS[m] for m in MODALITIES]
+    config.seq_lens = [STEPS] * 3  # aligned: AMIO's avg_pool aligner is the identity at one length
+    config.train_mode, config.device = "regression", "cpu"
+    return config
+
+
+def mmsa_mfm(mmsa, dataset: str) -> nn.Module:
+    torch.manual_seed(1)
+    return mmsa.MFM(mmsa_config(mmsa, dataset))
+
+
+def composer_mfm(dataset: str, *overrides: str):
+    sizes = [f"modalities.{m}.features={w}" for m, w in WIDTHS.items()] + [f"modalities.{m}.length={STEPS}" for m in MODALITIES]
+    torch.manual_seed(0)
+    return composer.compile_blueprint(composer.load_blueprint(ZOO / "mfm.yaml", [*sizes, *overrides], dataset=dataset))
+
+
+def trainable(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def unused_count(theirs: nn.Module) -> int:
+    return sum(v.numel() for k, v in theirs.state_dict().items() if k.startswith(UNUSED["mfm"]))
+
+
+def copy_weights(theirs: nn.Module, ours, names: dict[str, str | None]) -> None:
+    """MMSA's tensors into Composer's model through ``names``; every tensor on both sides named once
+    (None: MMSA's unused MFN output layers, which have no Composer counterpart)."""
+    source, target = theirs.state_dict(), ours.state_dict()
+    assert sorted(names) == sorted(source), f"unmapped MMSA tensors: {sorted(set(source) ^ set(names))}"
+    assert all(k.startswith(UNUSED["mfm"]) for k, v in names.items() if v is None)
+    used = [v for v in names.values() if v is not None]
+    assert sorted(used) == sorted(target), f"Composer tensors mapped 0 or 2 times: {sorted(set(target) ^ set(used))}"
+    ours.load_state_dict({names[k]: v for k, v in source.items() if names[k] is not None})
+
+
+def pair(mmsa, dataset: str, *overrides: str):
+    theirs, ours = mmsa_mfm(mmsa, dataset), composer_mfm(dataset, *overrides)
+    copy_weights(theirs, ours, NAME_MAPS["mfm"](ours))
+    return ours.eval(), theirs.eval()
+
+
+def a_batch(valid=VALID, seed: int = 3) -> dict:
+    """Aligned sequences padded with zeros after each sample's valid steps (MMSA's pickles)."""
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor(valid)
+    mask = (torch.arange(STEPS)[None] < lengths[:, None])[..., None]
+    batch = {m: torch.randn(len(valid), STEPS, w, generator=gen) * mask for m, w in WIDTHS.items()}
+    batch.update({f"{m}_lengths": lengths for m in MODALITIES})
+    batch["label"] = torch.rand(len(valid), generator=gen) * 6 - 3
+    return batch
+
+
+def mmsa_loss(config, theirs: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """MMSA's trainer's step (trains/singleTask/MFM.py): ``disc_loss + gen_loss + lda_mmd · mmd_loss``."""
+    pred, gen_loss, mmd_loss, missing_loss = theirs(batch["text"], batch["audio"], batch["vision"])
+    pred = pred.squeeze(1)
+    loss = F.l1_loss(pred, batch["label"].view(-1, 1).squeeze()) + gen_loss + config.lda_mmd * mmd_loss + missing_loss
+    return pred, loss
+
+
+def our_loss(ours, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    outputs = ours(batch, training_branches=True)
+    total, _ = ours.compute_loss({"main": outputs}, {"main": batch})
+    return outputs["prediction"].squeeze(1), total
+
+
+def compare(mmsa, ours, theirs, dataset: str, batch: dict) -> tuple[float, float]:
+    """(max prediction difference, loss difference) with the same prior samples (one seed each)."""
+    torch.manual_seed(7)
+    reference, their_total = mmsa_loss(mmsa_config(mmsa, dataset), theirs, batch)
+    torch.manual_seed(7)
+    prediction, total = our_loss(ours, batch)
+    return (prediction - reference).abs().max().item(), (total - their_total).abs().item(), total, their_total
+
+
+# -- the tests -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dataset", ["mosi", "mosei"])
+def test_mfm_prediction_loss_and_gradients_equal_mmsa_on_padded_batches(mmsa, dataset):
+    ours, theirs = pair(mmsa, dataset, *MFM_AS_MMSA)
+    assert unused_count(theirs) > 0 and trainable(ours) == trainable(theirs) - unused_count(theirs)
+    prediction_gap, loss_gap, total, their_total = compare(mmsa, ours, theirs, dataset, a_batch())
+    assert prediction_gap < TOLERANCE and loss_gap < TOLERANCE, (prediction_gap, loss_gap)
+    total.backward(), their_total.backward()
+    twins, params = dict(theirs.named_parameters()), dict(ours.named_parameters())
+    for mmsa_name, name in NAME_MAPS["mfm"](ours).items():
+        if name is None:  # the MFN's output layers: never read, no gradient in MMSA either
+            assert twins[mmsa_name].grad is None
+            continue
+        assert params[name].grad is not None and params[name].grad.abs().sum() > 0, name
+        torch.testing.assert_close(params[name].grad, twins[mmsa_name].grad, atol=1e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+
+
+def test_mfm_negative_controls_break_the_equality(mmsa):
+    # the decoder's code read as [f_l; f_y] instead of [f_y; f_l]: same widths, other loss
+    swapped = "blocks.text_decoder.in={discriminative: text_factor, generative: discriminative, x: text}"
+    ours, theirs = pair(mmsa, "mosi", *MFM_AS_MMSA, swapped)
+    prediction_gap, loss_gap, *_ = compare(mmsa, ours, theirs, "mosi", a_batch())
+    assert prediction_gap < TOLERANCE and loss_gap > TOLERANCE
+    # one perturbed weight of the discriminative factor: another prediction
+    ours, theirs = pair(mmsa, "mosi", *MFM_AS_MMSA)
+    with torch.no_grad():
+        ours.block("discriminative/z").linear.weight[0, 0] += 0.5
+    prediction_gap, loss_gap, *_ = compare(mmsa, ours, theirs, "mosi", a_batch())
+    assert prediction_gap > TOLERANCE and loss_gap > TOLERANCE
+    # other prior samples: the MMD terms differ
+    ours, theirs = pair(mmsa, "mosi", *MFM_AS_MMSA)
+    torch.manual_seed(7)
+    _, their_total = mmsa_loss(mmsa_config(mmsa, "mosi"), theirs, a_batch())
+    torch.manual_seed(8)
+    assert (our_loss(ours, a_batch())[1] - their_total).abs() > TOLERANCE
+
+
+def test_mfm_default_masks_padding_and_equals_mmsa_without_padding(mmsa):
+    ours, theirs = pair(mmsa, "mosi")
+    full = a_batch(valid=[STEPS] * 3)
+    prediction_gap, loss_gap, *_ = compare(mmsa, ours, theirs, "mosi", full)
+    assert prediction_gap < TOLERANCE and loss_gap < TOLERANCE
+    prediction_gap, loss_gap, *_ = compare(mmsa, ours, theirs, "mosi", a_batch())
+    assert prediction_gap > TOLERANCE and loss_gap > TOLERANCE
+
+
+def test_mfm_full_size_parameter_counts(mmsa):
+    """At MOSI's and MOSEI's real widths the counts agree, MMSA's MFN output layers aside."""
+    from composer.graph.size import estimate_size
+
+    for dataset, widths in (("mosi", [300, 5, 20]), ("mosei", [300, 74, 35])):
+        config = mmsa.config("mfm", dataset)
+        config.feature_dims, config.train_mode, config.device = widths, "regression", "cpu"
+        with torch.device("meta"):
+            theirs = mmsa.MFM(config)
+        size = estimate_size(composer.load_blueprint(ZOO / "mfm.yaml", dataset=dataset).plan)
+        assert size.model_params + size.training_params == trainable(theirs) - unused_count(theirs), dataset
+
+
+def test_mfm_optimiser_settings_are_mmsas(mmsa, monkeypatch):
+    """MMSA's trainer: ``Adam(model.parameters(), weight_decay=...)``, its lr Adam's default 1e-3."""
+    from composer.train.optim import build_optimizer
+
+    class Built(Exception):
+        pass
+
+    seen = {}
+
+    def record(params, lr=1e-3, weight_decay=0.0):
+        seen.update((id(p), (lr, weight_decay)) for p in params)
+        raise Built
+
+    monkeypatch.setattr(mmsa.trainer, "optim", types.SimpleNamespace(Adam=record))
+    for dataset in ("mosi", "mosei"):
+        theirs, trainer = mmsa_mfm(mmsa, dataset), object.__new__(mmsa.trainer.MFM)
+        trainer.args = mmsa_config(mmsa, dataset)
+        with pytest.raises(Built):
+            trainer.do_train(theirs, {"train": []})
+        ours = composer_mfm(dataset)
+        optimizer = build_optimizer(ours, ours.blueprint.training)
+        mine = {id(p): (g["lr"], g["weight_decay"]) for g in optimizer.param_groups for p in g["params"]}
+        params, twins = dict(ours.named_parameters()), dict(theirs.named_parameters())
+        for mmsa_name, name in NAME_MAPS["mfm"](ours).items():
+            if name is not None:
+                assert mine[id(params[name])] == pytest.approx(seen[id(twins[mmsa_name])]), (dataset, name)
+
+
+class AMIO(nn.Module):
+    """MMSA's AMIO wrapper as its trainers save it: the model under ``Model``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.Model = model
+
+
+def test_mfm_weights_saved_by_mmsa_import_and_predict_equally(mmsa, tmp_path):
+    theirs = mmsa_mfm(mmsa, "mosei").eval()
+    torch.save(AMIO(theirs).state_dict(), tmp_path / "mfm-mosei.pth")
+    sizes = [f"modalities.{m}.features={w}" for m, w in WIDTHS.items()] + [f"modalities.{m}.length={STEPS}" for m in MODALITIES]
+    out = import_mmsa_weights(tmp_path / "mfm-mosei.pth", ZOO / "mfm.yaml", tmp_path / "w.safetensors", dataset="mosei",
+                              overrides=[*sizes, *MFM_AS_MMSA])
+    ours = composer.load_model(out).eval()
+    batch = a_batch()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(batch)["prediction"].squeeze(1), theirs(batch["text"], batch["audio"], batch["vision"])[0].squeeze(1),
+                                   atol=TOLERANCE, rtol=0)
+    # a file without the MFN's (unused) output layers is not a file MMSA writes: refused, naming them
+    state = {k: v for k, v in AMIO(theirs).state_dict().items() if "out_fc1" not in k}
+    torch.save(state, tmp_path / "cut.pth")
+    with pytest.raises(composer.errors.DataError, match=r"missing 2 tensor\(s\).*mfn_encoder.out_fc1.bias"):
+        import_mmsa_weights(tmp_path / "cut.pth", ZOO / "mfm.yaml", tmp_path / "x.safetensors", dataset="mosei",
+                            overrides=[*sizes, *MFM_AS_MMSA])
+
+
+# -- training ------------------------------------------------------------------------------------
+
+
+def small(*overrides: str):
+    sizes = [f"modalities.{m}.features={w}" for m, w in WIDTHS.items()] + [f"modalities.{m}.length={STEPS}" for m in MODALITIES]
+    tiny = ["blocks.memory.hidden=[8, 4, 8]", "blocks.memory.memory=8", "vars.fy=8", "blocks.discriminative.code=8",
+            *[f"blocks.{m}_factor.code=8" for m in MODALITIES], "training.batch_size=4"]
+    return composer.load_blueprint(ZOO / "mfm.yaml", [*sizes, *tiny, *overrides])
+
+
+def aligned_pickle(path: Path, n: int = 8, seed: int = 0) -> None:
+    """An MMSA-layout aligned pickle (MOSI's aligned_50 at test size): one length for every modality."""
+    rng = np.random.default_rng(seed)
+    data = {}
+    for split in ("train", "valid", "test"):
+        d = {m: rng.standard_normal((n, STEPS, w)).astype(np.float32) for m, w in WIDTHS.items()}
+        lengths = rng.integers(2, STEPS + 1, size=n)
+        for m in ("text", "audio", "vision"):
+            d[m][np.arange(STEPS)[None] >= lengths[:, None]] = 0.0
+        d["audio_lengths"] = lengths.tolist()
+        d["vision_lengths"] = lengths.tolist()
+        d["regression_labels"] = np.round(rng.uniform(-3, 3, size=n), 1).astype(np.float32)
+        d["id"] = np.array([f"{split}_{i}" for i in range(n)])
+        data[split] = d
+    path.write_bytes(pickle.dumps(data))
+
+
+def test_mfm_trains_on_synthetic_data_and_on_an_mmsa_layout_pickle(tmp_path):
+    run = composer.train(small("training.data.samples={train: 8, valid: 4, test: 4}"), out=tmp_path / "synthetic", epochs=1, progress=False)
+    assert "loss/mmd_y" in str(run.summary) and "loss/recon_audio" in str(run.summary), str(run.summary)[:400]
+    aligned_pickle(tmp_path / "aligned.pkl")
+    run = composer.train(small(), tmp_path / "aligned.pkl", out=tmp_path / "pickle", epochs=1, progress=False)
+    assert np.isfinite(run.summary["test"]["mae"]) if isinstance(run.summary.get("test"), dict) else run.summary

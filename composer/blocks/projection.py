@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from composer.blocks._base import Block, Context
+from composer.blocks._base import Block, Context, length_mask
 from composer.blocks.heads import ACTIVATIONS
 from composer.configs.projection import Conv1dConfig, LinearConfig
 from composer.spec import Spec
@@ -60,4 +60,9 @@ class Conv1dProjection(Block):
             x = x.masked_fill(~mask[..., None], 0.0)
         left, right = self._pads(x.shape[1])
         h = F.pad(x.transpose(1, 2), (left, right))  # (B, D, T) -> (B, D, left + T + right)
-        return self.conv(h).transpose(1, 2)  # (B, d, T') -> (B, T', d)
+        out = self.conv(h).transpose(1, 2)  # (B, d, T') -> (B, T', d)
+        new_time = self.out_specs["out"].time
+        if mask is not None and new_time != self._spec.time:  # a symbol T±n: L±n valid steps (at least 1)
+            shift = out.shape[1] - x.shape[1]
+            ctx.masks[new_time] = length_mask((mask.sum(1) + shift).clamp(min=1), out.shape[1])
+        return out

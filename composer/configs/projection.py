@@ -18,7 +18,7 @@ from composer.configs.heads import Activation
 from composer.registry import block_type
 from composer.spec import Dim, Spec, sequence, vector
 
-__all__ = ["LinearConfig", "Conv1dConfig", "conv_output_time", "Padding"]
+__all__ = ["LinearConfig", "Conv1dConfig", "conv_output_time", "shifted_time", "Padding"]
 
 MODULES = "composer.blocks.projection"
 
@@ -67,10 +67,14 @@ def conv_output_time(time: Dim, kernel: int, stride: int, dilation: int, padding
 
     * ``same``: ``T' = ceil(T / s)``; ``T`` itself at stride 1.
     * ``valid`` / int ``p``: ``T' = floor((T + 2p - dil·(k-1) - 1) / s) + 1``; ``T`` itself
-      when ``s = 1`` and ``2p = dil·(k-1)``.
+      when ``s = 1`` and ``2p = dil·(k-1)``; at ``s = 1`` on a symbol ``T`` otherwise a new symbol
+      ``T-n`` (``n = dil·(k-1) - 2p`` steps fewer; ``T+n`` when longer, see :func:`shifted_time`)
+      whose mask the block sets: a sample with ``L`` valid steps has ``L - n`` valid outputs
+      (at least 1), each computed from valid steps and the convolution's own zero padding only
+      (MulT as MMSA runs it: ``Conv1d(kernel_size=5, padding=0)`` shortens every sequence by 4).
 
-    Raises :class:`SpecError` when ``T`` is a symbol and the length would change (the new
-    length depends on each batch, so no spec could describe it).
+    Raises :class:`SpecError` when ``T`` is a symbol and the length would change at a stride
+    above 1 (the new length depends on each batch in a way no prefix mask describes).
     """
     span = dilation * (kernel - 1)
     if padding == "same":
@@ -82,6 +86,8 @@ def conv_output_time(time: Dim, kernel: int, stride: int, dilation: int, padding
         pad = 0 if padding == "valid" else int(padding)
         if stride == 1 and 2 * pad == span:
             return time
+        if stride == 1 and isinstance(time, str):
+            return shifted_time(time, 2 * pad - span)
         if isinstance(time, int):
             out = (time + 2 * pad - span - 1) // stride + 1
             if out < 1:
@@ -99,13 +105,19 @@ def conv_output_time(time: Dim, kernel: int, stride: int, dilation: int, padding
     )
 
 
+def shifted_time(time: str, shift: int) -> str:
+    """The symbol of a padded time axis ``shift`` steps longer (``T_text-4``, ``T_text+2``)."""
+    return f"{time}{shift:+d}"
+
+
 @block_type("projection", implementation=f"{MODULES}:Conv1dProjection")
 class Conv1dConfig(BlockConfig):
     """1-D convolution over time: ``sequence (B, T, D) -> (B, T', d)``.
 
     Runs ``Conv1d(D, d, kernel, stride, dilation)`` on ``(B, D, T)``. ``T'`` follows
     :func:`conv_output_time`: the time symbol (and so the padding mask) is kept when the
-    length is preserved, an int is computed for an int ``T``, anything else is a SpecError.
+    length is preserved, an int is computed for an int ``T``, a stride-1 length change of a
+    symbol gives the symbol ``T±n`` with its own mask (``L ± n`` valid steps), anything else is a SpecError.
     Padded steps are zeroed before the convolution, so valid outputs equal those of the
     unpadded sequence with zero padding. ``same`` pads ``P = max((T'-1)·s + dil·(k-1) + 1 - T, 0)``
     zeros, ``⌊P/2⌋`` on the left and the rest on the right (TensorFlow's convention; at
@@ -147,4 +159,5 @@ class Conv1dConfig(BlockConfig):
             ({"out": 2, "kernel": 3, "stride": 2, "padding": "valid"}, {"in": sequence(9, 3)}),
             ({"out": 2, "kernel": 2, "stride": 3, "padding": "same"}, {"in": sequence(7, 3)}),
             ({"out": 2, "kernel": 5, "dilation": 2, "padding": 4}, {"in": sequence("T_x", 3)}),
+            ({"out": 3, "kernel": 3, "padding": "valid", "bias": False}, {"in": sequence("T_x", 2)}),
         ]

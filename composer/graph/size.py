@@ -86,6 +86,9 @@ def _dim_size(dim, sizes: dict[str, int]) -> int:
     base, _, times = dim.rpartition("_x")  # a joined axis such as T_text_x2
     if base in sizes and times.isdigit():
         return sizes[base] * int(times)
+    shifted = re.fullmatch(r"(.+)([+-]\d+)", dim)  # a convolved axis such as T_text-4 (conv1d, padding valid)
+    if shifted:
+        return max(_dim_size(shifted.group(1), sizes) + int(shifted.group(2)), 1)
     return max(sizes.values(), default=1)
 
 

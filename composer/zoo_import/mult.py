@@ -1,0 +1,56 @@
+"""Name map of MMSA's MulT (``models/singleTask/MULT.py`` with ``subNets/transformers_encoder``) onto
+the zoo's ``mult`` blueprint (blueprints/zoo/mult.yaml: three uses of the ``mult_branch`` template)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from composer.zoo_import._pieces import NameMap, linear
+
+__all__ = ["NAME_MAPS", "CONSTANTS", "BRANCHES"]
+
+#: MMSA's transformers per target modality (l, a, v) -> the zoo's branch and its template ports:
+#: ``trans_<x>_with_<s1>`` is the branch's ``cm1``, ``trans_<x>_with_<s2>`` its ``cm2``, ``trans_<x>_mem`` its ``memory``.
+BRANCHES = {"l": ("branch_t", "a", "v"), "a": ("branch_a", "l", "v"), "v": ("branch_v", "l", "a")}
+
+
+def _encoder(mmsa_prefix: str, prefix: str, layers: int) -> NameMap:
+    """MMSA's ``TransformerEncoder`` -> a ``crossmodal`` / ``transformer`` block's ``MulTEncoder``;
+    its ``version`` buffer (always 2, never read) is a constant (:data:`CONSTANTS`)."""
+    names: NameMap = {f"{mmsa_prefix}.version": None, **linear(f"{mmsa_prefix}.layer_norm", f"{prefix}.norm")}
+    for i in range(layers):
+        mmsa_layer, layer = f"{mmsa_prefix}.layers.{i}", f"{prefix}.layers.{i}"
+        names[f"{mmsa_layer}.self_attn.in_proj_weight"] = f"{layer}.attn.in_proj_weight"
+        names[f"{mmsa_layer}.self_attn.in_proj_bias"] = f"{layer}.attn.in_proj_bias"
+        names.update(linear(f"{mmsa_layer}.self_attn.out_proj", f"{layer}.attn.out_proj"))
+        names.update({**linear(f"{mmsa_layer}.fc1", f"{layer}.fc1"), **linear(f"{mmsa_layer}.fc2", f"{layer}.fc2")})
+        for j in (0, 1):
+            names.update(linear(f"{mmsa_layer}.layer_norms.{j}", f"{layer}.norms.{j}"))
+    return names
+
+
+def mult_names(model) -> NameMap:
+    """Conv1d projections, six crossmodal and three memory transformers, the residual head."""
+    names: NameMap = {f"proj_{m}.weight": f"proj_{c}.conv.weight" for m, c in (("l", "t"), ("a", "a"), ("v", "v"))}
+    for target, (branch, first, second) in BRANCHES.items():
+        for mmsa_name, part in ((f"trans_{target}_with_{first}", "cm1"), (f"trans_{target}_with_{second}", "cm2"), (f"trans_{target}_mem", "memory")):
+            layers = len(model.block(f"{branch}.{part}").encoder.layers)
+            names.update(_encoder(mmsa_name, f"{branch}.{part}.encoder", layers))
+    head = model.block("head").residual  # Linear, ReLU, [Dropout], Linear: proj1 and proj2
+    proj1, proj2 = (f"head.residual.{i}" for i, layer in enumerate(head) if isinstance(layer, torch.nn.Linear))
+    return {**names, **linear("proj1", proj1), **linear("proj2", proj2), **linear("out_layer", "head.out")}
+
+
+NAME_MAPS: dict[str, Callable[[Any], NameMap]] = {"mult": mult_names}
+
+#: MMSA's constant ``version`` buffers (fairseq's, value 2 in every TransformerEncoder) -> their value.
+CONSTANTS: dict[str, dict[str, Callable[[Any], float]]] = {
+    "mult": {
+        f"{name}.version": (lambda model: 2.0)
+        for target, (_, first, second) in BRANCHES.items()
+        for name in (f"trans_{target}_with_{first}", f"trans_{target}_with_{second}", f"trans_{target}_mem")
+    }
+}

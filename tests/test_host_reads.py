@@ -6,7 +6,8 @@ Two reads are known and kept: HCT-MG's gated, unfrozen modality gate reads which
 primary (one number per step: the branch that runs depends on it, the roles' inputs having
 their own time axes; a fixed or frozen gate reads nothing), and the text encoder checks token
 ids against its vocabulary when the ids are on the host (on a device the check was made once,
-when the data was loaded)."""
+when the data was loaded), and Self-MM's ``ulgm`` checks sample indices against its state's rows
+when they are on the host (free there; it skips the check on a device)."""
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ from composer.testing import HostReads
 from composer.train.views import make_views
 
 from shipped import PRESETS as PAPERS, ROOT
-HOST_SIDE = ("text.py",)  # the vocabulary check of ids that are on the host
+HOST_SIDE = ("text.py", "ulgm.py")  # the vocabulary check of ids, the index check of ULGM: both on the host only
 
 
 def _tiny(path, device="cpu"):

@@ -38,10 +38,16 @@ class ULGM(Block):
         return getattr(self, f"features_{port}")
 
     def _centres(self, port: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean stored representation of the samples with positive / negative stored labels (update_centers)."""
+        """Mean stored representation of the samples with positive / negative stored labels
+        (update_centers), as masked sums: no boolean indexing, so no read back from the device
+        (an empty class gives NaN, as the mean of nothing does)."""
         y, f = self._labels(port), self._features(port)
         positive = y > 0 if self.config.exclude_zero else y >= 0
-        return f[positive].mean(dim=0), f[y < 0].mean(dim=0)
+        centres = []
+        for chosen in (positive, y < 0):
+            weight = chosen.to(f.dtype)  # (N,)
+            centres.append((weight @ f) / weight.sum())  # (D,)
+        return centres[0], centres[1]
 
     def _relative_distance(self, x: torch.Tensor, port: str) -> torch.Tensor:
         """``δ = (d_n - d_p) / (d_p + ε)`` of each sample to its port's class centres."""
@@ -58,14 +64,16 @@ class ULGM(Block):
                 out[m], out[f"weight_{m}"] = y_f, torch.zeros_like(y_f)
             return out
         index = inputs["index"].reshape(-1).to(y_f.device).long()
-        if int(index.max()) >= self.config.samples:
+        if index.device.type == "cpu" and int(index.max()) >= self.config.samples:  # free on the host; on a device
+            # an index past the state fails in index_put, and the train split's size is known when it loads
             raise DataError(f"ulgm: sample index {int(index.max())} is outside its {self.config.samples} rows; "
                              "set the block's `samples` to the train split's size")
-        n = int(self.epoch)
+        # the epoch stays a tensor: both branches are computed and selected, so a step reads nothing back
+        n = self.epoch.to(y_f.dtype)
+        first, later = self.epoch == 1, self.epoch > 1
         with torch.no_grad():
-            if n == 1:  # init_labels: every label starts as the multimodal one
-                for port in ["fusion", *self.modalities]:
-                    self._labels(port)[index] = y_f
+            for port in ["fusion", *self.modalities]:  # init_labels (epoch 1): every label starts as the multimodal one
+                self._labels(port)[index] = torch.where(first, y_f, self._labels(port)[index])
             stored_f = self._labels("fusion")[index]
             out = {"fusion": stored_f.clone()}
             for m in self.modalities:
@@ -73,14 +81,15 @@ class ULGM(Block):
                 out[m] = stored.clone()
                 out[f"weight_{m}"] = torch.tanh(torch.abs(stored - stored_f))
             feats = {port: inputs[port].detach().float() for port in ["fusion", *self.modalities]}
-            if n > 1:  # update_labels, with the centres of the stored state
-                delta_f = self._relative_distance(feats["fusion"], "fusion")
-                for m in self.modalities:
-                    delta_s = self._relative_distance(feats[m], m)
-                    alpha = delta_s / (delta_f + EPS)
-                    new = 0.5 * alpha * stored_f + 0.5 * (stored_f + delta_s - delta_f)
-                    new = torch.clamp(new, min=-self.config.bound, max=self.config.bound)
-                    self._labels(m)[index] = (n - 1) / (n + 1) * self._labels(m)[index] + 2 / (n + 1) * new
+            # update_labels (from epoch 2), with the centres of the stored state
+            delta_f = self._relative_distance(feats["fusion"], "fusion")
+            for m in self.modalities:
+                delta_s = self._relative_distance(feats[m], m)
+                alpha = delta_s / (delta_f + EPS)
+                new = 0.5 * alpha * stored_f + 0.5 * (stored_f + delta_s - delta_f)
+                new = torch.clamp(new, min=-self.config.bound, max=self.config.bound)
+                old = self._labels(m)[index]
+                self._labels(m)[index] = torch.where(later, (n - 1) / (n + 1) * old + 2 / (n + 1) * new, old)
             for port, f in feats.items():  # update_features
                 self._features(port)[index] = f
         return out

@@ -34,7 +34,7 @@ import torch
 from composer.errors import ComposerError, DataError
 from composer.zoo_import._pieces import NameMap
 
-__all__ = ["NAME_MAPS", "CONSTANTS", "MISSING_NOTES", "UNUSED", "import_mmsa_weights", "read_state_dict", "map_state_dict"]
+__all__ = ["NAME_MAPS", "CONSTANTS", "MISSING_NOTES", "UNUSED", "import_mmsa_weights", "read_state_dict", "map_state_dict", "trainer_state"]
 
 
 def _collect() -> tuple[dict, dict, dict, dict]:
@@ -129,6 +129,14 @@ def map_state_dict(state: Mapping[str, torch.Tensor], model, source: str = "the 
     return {ours: state[k].to(target[ours].dtype) for k, ours in names.items() if ours is not None}
 
 
+def trainer_state(model) -> dict[str, torch.Tensor]:
+    """The buffers of the model's training-only blocks, as built: state MMSA's trainers keep outside
+    the module (Self-MM's generated labels), so no MMSA file holds it."""
+    owners = tuple(f"{bid.replace('/', '.')}." for bid in model.plan.training_only)
+    parameters = {n for n, _ in model.named_parameters()}
+    return {k: v for k, v in model.state_dict().items() if k.startswith(owners) and k not in parameters}
+
+
 def import_mmsa_weights(
     state_path: str | Path, blueprint: str | Path, output: str | Path, *, dataset: str | None = None, overrides: list[str] | None = None
 ) -> Path:
@@ -139,5 +147,8 @@ def import_mmsa_weights(
 
     state = read_state_dict(state_path)
     model = compile_blueprint(load_blueprint(Path(blueprint), list(overrides or []), dataset=dataset))
-    model.load_state_dict(map_state_dict(state, model, str(state_path)), strict=True)
+    # buffers of training-only blocks (Self-MM's ulgm: its labels and features) are trainer state
+    # that MMSA keeps outside the model and never saves: they stay as built
+    mapped = {**trainer_state(model), **map_state_dict(state, model, str(state_path))}
+    model.load_state_dict(mapped, strict=True)
     return model.save(output, extra={"composer.imported_from": f"MMSA 2.2.1 state dict {Path(state_path).name}"})

@@ -17,12 +17,15 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
-def make_mlp(in_features: int, hidden: list[int], out: int, activation: Activation = "relu", dropout: float = 0.0, *, bias: bool = True) -> nn.Sequential:
-    """``in -> [Linear -> act -> Dropout] * len(hidden) -> Linear -> out`` as one Sequential."""
+def make_mlp(in_features: int, hidden: list[int], out: int, activation: Activation = "relu", dropout: float = 0.0, *, bias: bool = True,
+             negative_slope: float = 0.01) -> nn.Sequential:
+    """``in -> [Linear -> act -> Dropout] * len(hidden) -> Linear -> out`` as one Sequential
+    (``negative_slope``: the leaky ReLU's, PyTorch's default 0.01)."""
     layers: list[nn.Module] = []
     width = in_features
     for h in hidden:
-        layers += [nn.Linear(width, h, bias=bias), ACTIVATIONS[activation]()]
+        act = nn.LeakyReLU(negative_slope) if activation == "leaky_relu" else ACTIVATIONS[activation]()
+        layers += [nn.Linear(width, h, bias=bias), act]
         if dropout:
             layers.append(nn.Dropout(dropout))
         width = h
@@ -37,10 +40,10 @@ class MLP(Block):
         super().__init__(config, inputs)
         width = next(iter(inputs.values())).features
         if config.residual:
-            self.residual = make_mlp(width, config.hidden, width, config.activation, config.dropout)
+            self.residual = make_mlp(width, config.hidden, width, config.activation, config.dropout, negative_slope=config.negative_slope)
             self.out = nn.Linear(width, config.out)
         else:
-            self.net = make_mlp(width, config.hidden, config.out, config.activation, config.dropout)
+            self.net = make_mlp(width, config.hidden, config.out, config.activation, config.dropout, negative_slope=config.negative_slope)
 
     def forward(self, inputs: dict[str, torch.Tensor], ctx: Context) -> torch.Tensor:
         (x,) = inputs.values()

@@ -36,6 +36,7 @@ class MLPConfig(BlockConfig):
     hidden: list[Width] = Field(default_factory=list, description="Widths of the hidden layers.")
     out: int = Field(ge=1, description="Output width (e.g. 1 for regression, number of classes).")
     activation: Activation = "relu"
+    negative_slope: float = Field(default=0.01, ge=0.0, description="leaky_relu only: the slope below zero (LNLN's discriminator: 0.1).")
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     residual: bool = Field(default=False, description="MulT head: out(x + MLP(x)) with the MLP mapping back to the input width.")
 

@@ -30,6 +30,7 @@ import torch
 
 from composer.blueprint.check import maskable_modalities
 from composer.blueprint.training import ViewConfig
+from composer.layers.missing import drop_steps
 
 __all__ = ["temporal_mask", "drop_modalities", "modality_conditions", "make_views", "maskable_modalities", "split_uniforms", "masked_modalities"]
 
@@ -70,16 +71,9 @@ def temporal_mask(
             draw = uniforms[name].to(x.device) <= rate  # (B, T)
         else:
             draw = torch.rand(x.shape[:2], generator=generator).to(x.device) < rate  # (B, T)
-        if blueprint.modalities[name].kind == "tokens":
-            special = torch.zeros_like(draw)
-            for tok in special_tokens:
-                special |= x == tok
-            dropped = draw & _valid_steps(batch, name, x) & ~special
-            out[name] = x.masked_fill(dropped, unk_token)
-        else:
-            dropped = draw & _valid_steps(batch, name, x)
-            out[name] = x.masked_fill(dropped[..., None], 0.0)  # (B, T, D), dropped steps -> 0
-        masks[name] = dropped
+        tokens = blueprint.modalities[name].kind == "tokens"
+        out[name], masks[name] = drop_steps(x, draw, _valid_steps(batch, name, x), tokens=tokens, unk_token=unk_token,
+                                            special_tokens=special_tokens)
     out["view_masks"] = masks
     return out
 

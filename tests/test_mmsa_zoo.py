@@ -30,9 +30,9 @@ ZOO = ROOT / "blueprints" / "zoo"
 DATASETS = ["mosi", "mosei", "sims"]
 WIDTHS = {"text": 6, "audio": 3, "vision": 4}  # small features; MMSA's feature_dims order is (text, audio, vision)
 LENGTHS = {"text": 7, "audio": 9, "vision": 8}
-ALIGNED = 7  # the one time axis of EF-LSTM and Graph-MFN (MMSA's aligned_50 at test size)
-ONE_TIME_AXIS = {"ef_lstm", "graph_mfn"}  # their modalities share `time: T`
-MODEL_ALIGNED = {"mfn", "graph_mfn"}  # need_model_aligned: AMIO's AlignSubNet (avg_pool) runs before the model
+ALIGNED = 7  # the one time axis of EF-LSTM and Graph-MFN (MMSA's aligned_50 at test size; the text's length)
+ONE_TIME_AXIS = {"ef_lstm", "graph_mfn"}  # their modalities share `time: T`, except on CH-SIMS (unaligned only)
+MODEL_ALIGNED = {"ef_lstm", "mfn", "graph_mfn"}  # need_model_aligned: AMIO's AlignSubNet (avg_pool) runs before the model
 TOLERANCE = 1e-5  # of the predictions; a negative control fails it
 
 
@@ -51,7 +51,7 @@ def mmsa_module(mmsa, name: str, dataset: str) -> nn.Module:
     config.train_mode = "regression"
     config.seq_lens = [LENGTHS[m] for m in ("text", "audio", "vision")]  # MMSA takes them from the data
     config.device = "cpu"  # Graph_MFN moves its graph there
-    if name in ONE_TIME_AXIS:
+    if one_time_axis(name, dataset):
         config.seq_lens = [ALIGNED] * 3
     if name in MODEL_ALIGNED:  # AMIO: the aligner, built before the model
         config.aligner = mmsa.AlignSubNet(config, "avg_pool")
@@ -89,13 +89,18 @@ def with_running_statistics(module: nn.Module) -> nn.Module:
     return module
 
 
+def one_time_axis(name: str, dataset: str) -> bool:
+    """Aligned data: EF-LSTM and Graph-MFN on MOSI and MOSEI (CH-SIMS has no aligned release)."""
+    return name in ONE_TIME_AXIS and dataset != "sims"
+
+
 def composer_model(name: str, dataset: str, *overrides: str):
     sizes = [f"modalities.{m}.features={w}" for m, w in WIDTHS.items()]
-    if name in ONE_TIME_AXIS:  # MMSA's seq_lens come from the data: the test's aligned length
+    if one_time_axis(name, dataset):  # MMSA's seq_lens come from the data: the test's aligned length
         sizes += [f"modalities.{m}.length={ALIGNED}" for m in WIDTHS]
-        sizes += [f"blocks.norm.steps={ALIGNED}"] if name == "ef_lstm" else []
     else:
         sizes += [f"modalities.{m}.length={n}" for m, n in LENGTHS.items()]
+    sizes += [f"blocks.norm.steps={ALIGNED}"] if name == "ef_lstm" else []  # the text's length, AlignSubNet's
     torch.manual_seed(0)
     return composer.compile_blueprint(composer.load_blueprint(ZOO / f"{name}.yaml", [*sizes, *overrides], dataset=dataset))
 
@@ -165,16 +170,14 @@ NAMES = NAME_MAPS  # the classic single-task models' maps (composer/zoo_import/c
 
 
 SUBNETS_AS_MMSA = ["blocks.audio_net.padding=include", "blocks.vision_net.padding=include", "blocks.text_net.packed=false"]
+ALIGNERS_AS_MMSA = ["blocks.align_audio.padding=include", "blocks.align_vision.padding=include"]  # AlignSubNet on padded lengths
 MMSA_OPTIONS = {  # Composer reading padding as MMSA does
     "tfn": SUBNETS_AS_MMSA, "lmf": SUBNETS_AS_MMSA, "lf_dnn": SUBNETS_AS_MMSA,
-    "ef_lstm": ["blocks.norm.padding=include", "blocks.lstm.packed=false"],
+    "ef_lstm": [*ALIGNERS_AS_MMSA, "blocks.norm.padding=include", "blocks.lstm.packed=false"],
     "mfn": ["blocks.audio_mean.padding=include", "blocks.vision_mean.padding=include", "blocks.memory.padding=include"],
-    "graph_mfn": ["blocks.memory.padding=include"],
+    "graph_mfn": [*ALIGNERS_AS_MMSA, "blocks.memory.padding=include"],
 }
 NORMALIZED = {"tfn": True, "lmf": True, "lf_dnn": True, "ef_lstm": False, "mfn": True, "graph_mfn": False}  # need_normalized: audio and vision averaged by the data loader
-DATASETS_OF = {  # aligned data only (MMSA aligns SIMS by its own pooling: docs/zoo.md); MFN averages audio and vision first
-    "ef_lstm": ["mosi", "mosei"], "graph_mfn": ["mosi", "mosei"],
-}
 CONTROLS = {  # a setting that must break the equality
     "tfn": "blocks.fusion.one=last",
     "lmf": "blocks.fusion.one=last",
@@ -209,7 +212,7 @@ def _frozen(theirs: nn.Module) -> int:
 # -- the tests -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name,dataset", [(n, d) for n in sorted(NAMES) for d in DATASETS_OF.get(n, DATASETS)])
+@pytest.mark.parametrize("name,dataset", [(n, d) for n in sorted(NAMES) for d in DATASETS])
 def test_mmsa_options_equal_mmsa_on_padded_batches(mmsa, name, dataset):
     ours, theirs = _pair(mmsa, name, dataset, *MMSA_OPTIONS[name])
     assert trainable(ours) == trainable(theirs) == sum(p.numel() for p in theirs.parameters()) - _frozen(theirs)
@@ -230,6 +233,18 @@ def test_mmsa_default_masks_padding_and_equals_mmsa_without_padding(mmsa, name):
     ours, theirs = _pair(mmsa, name, "mosi")
     full = {k: v for k, v in padded_batch(ours, 4).items() if not k.endswith("_lengths")}
     assert max_difference(ours, theirs, full, NORMALIZED[name]) < TOLERANCE
+    assert max_difference(ours, theirs, zero_padding(padded_batch(ours, 4)), NORMALIZED[name]) > TOLERANCE
+
+
+@pytest.mark.parametrize("name", sorted(ONE_TIME_AXIS))
+def test_mmsa_sims_aligner_default_equals_mmsa_without_padding_and_include_matters(mmsa, name):
+    """On CH-SIMS the `align` blocks are AMIO's AlignSubNet: the masked default (each sample's own
+    lengths) equals MMSA on full-length samples; on padded ones only `padding: include` does."""
+    ours, theirs = _pair(mmsa, name, "sims")
+    full = {k: v for k, v in padded_batch(ours, 4).items() if not k.endswith("_lengths")}
+    assert max_difference(ours, theirs, full, NORMALIZED[name]) < TOLERANCE
+    others = [o for o in MMSA_OPTIONS[name] if o not in ALIGNERS_AS_MMSA]
+    ours, theirs = _pair(mmsa, name, "sims", *others)  # the aligners masked, everything else as MMSA
     assert max_difference(ours, theirs, zero_padding(padded_batch(ours, 4)), NORMALIZED[name]) > TOLERANCE
 
 
@@ -263,3 +278,134 @@ def test_mmsa_zoo_reported_numbers_are_metrics_composer_computes(name):
         assert set(entry.metrics) <= set(metric_names(bp.task)) - {"loss"}
         for metric, value in entry.metrics.items():
             assert (0 <= value <= 1.5) if metric in ("mae", "corr") else (1 < value <= 100), (metric, value)
+
+
+@pytest.mark.parametrize("name", sorted(ONE_TIME_AXIS))
+def test_mmsa_full_size_parameter_counts_on_sims(mmsa, name):
+    """At CH-SIMS' real widths (768 / 33 / 709, aligned to the text's 39 steps) the counts agree exactly."""
+    from composer.graph.size import estimate_size
+
+    config = mmsa.get_config_regression(name, "sims")
+    config.feature_dims, config.train_mode, config.device = [768, 33, 709], "regression", "cpu"
+    config.seq_lens = 39 if name == "ef_lstm" else [39, 39, 39]  # AMIO: AlignSubNet's length
+    theirs = mmsa_class(mmsa, name)(config)
+    ours = composer.load_blueprint(ZOO / f"{name}.yaml", dataset="sims")
+    assert estimate_size(ours.plan).model_params == trainable(theirs) == {"ef_lstm": 215_695, "graph_mfn": 2_724_860}[name]
+
+
+# -- the aligner on its own: the `align` block against MMSA's AlignSubNet ----------------------------
+
+
+def align_block(inputs: dict, **fields):
+    from composer.registry import get_block
+    from composer.testing import make_config
+
+    torch.manual_seed(3)
+    return get_block("align").impl(make_config("align", fields, list(inputs)), inputs).eval()
+
+
+def alignsubnet(mmsa, lengths: tuple[int, int, int], mode: str = "avg_pool", widths=(3, 4, 5)):
+    import easydict
+
+    torch.manual_seed(4)
+    return mmsa.AlignSubNet(easydict.EasyDict(feature_dims=list(widths), seq_lens=list(lengths)), mode)
+
+
+@pytest.mark.parametrize("lengths", [(7, 9, 8), (39, 400, 55), (5, 15, 3), (6, 6, 6)])  # CH-SIMS' own: 39 / 400 / 55
+def test_align_include_equals_alignsubnet_avg_pool(mmsa, lengths):
+    from composer.blocks._base import Context
+    from composer.spec import sequence
+
+    gen = torch.Generator().manual_seed(5)
+    text, audio, vision = (torch.randn(2, n, w, generator=gen) for n, w in zip(lengths, (3, 4, 5)))
+    _, ref_audio, ref_vision = alignsubnet(mmsa, lengths)(text, audio, vision)
+    for source, reference in ((audio, ref_audio), (vision, ref_vision)):
+        block = align_block({"target": sequence("T_t", 3), "source": sequence("T_s", source.shape[2])}, padding="include")
+        out = block({"target": text, "source": source}, Context())
+        torch.testing.assert_close(out, reference, atol=1e-6, rtol=0)
+        if source.shape[1] > 2 * lengths[0]:  # negative control: contiguous windows are not MMSA's interleaved rows
+            rows = -(-source.shape[1] // lengths[0])
+            padded = torch.cat([source, source[:, -1:].expand(-1, rows * lengths[0] - source.shape[1], -1)], 1)
+            contiguous = padded.view(2, lengths[0], rows, -1).mean(2)
+            assert (contiguous - reference).abs().max() > 1e-3
+
+
+def test_align_default_aligns_each_sample_by_its_own_lengths(mmsa):
+    """Masked (the default): a padded sample's valid outputs are AlignSubNet's on the sample cut to
+    its own lengths; its padded target steps are zero."""
+    from composer.blocks._base import Context, length_mask
+    from composer.spec import sequence
+
+    gen = torch.Generator().manual_seed(6)
+    text, audio = torch.randn(3, 7, 3, generator=gen), torch.randn(3, 20, 4, generator=gen)
+    text_len, audio_len = torch.tensor([7, 5, 3]), torch.tensor([20, 11, 3])
+    ctx = Context(masks={"T_t": length_mask(text_len, 7), "T_s": length_mask(audio_len, 20)})
+    out = align_block({"target": sequence("T_t", 3), "source": sequence("T_s", 4)})({"target": text, "source": audio}, ctx)
+    for b, (n_t, n_a) in enumerate(zip(text_len.tolist(), audio_len.tolist())):
+        vision = torch.zeros(1, 2, 5)
+        _, expected, _ = alignsubnet(mmsa, (n_t, n_a, 2))(text[b:b + 1, :n_t], audio[b:b + 1, :n_a], vision)
+        torch.testing.assert_close(out[b:b + 1, :n_t], expected, atol=1e-6, rtol=0)
+        assert not out[b, n_t:].any()
+
+
+def test_align_ctc_equals_mults_ctc_module(mmsa):
+    """Mode ctc is AlignNets.CTCModule (MulT's): the same LSTM weights give the same alignment; padded
+    source steps (masked) add nothing."""
+    from composer.blocks._base import Context, length_mask
+    from composer.spec import sequence
+
+    net = alignsubnet(mmsa, (5, 9, 8), "ctc")
+    block = align_block({"target": sequence("T_t", 3), "source": sequence("T_s", 4)}, mode="ctc", steps=5)
+    assert trainable(block) == trainable(net.ctc_a)
+    block.ctc.load_state_dict(net.ctc_a.pred_output_position_inclu_blank.state_dict())
+    gen = torch.Generator().manual_seed(7)
+    text, audio = torch.randn(2, 5, 3, generator=gen), torch.randn(2, 9, 4, generator=gen)
+    torch.testing.assert_close(block({"target": text, "source": audio}, Context()), net.ctc_a(audio), atol=1e-6, rtol=0)
+    ctx = Context(masks={"T_t": torch.ones(2, 5, dtype=torch.bool), "T_s": length_mask(torch.tensor([9, 6]), 9)})
+    masked = block({"target": text, "source": audio}, ctx)
+    torch.testing.assert_close(masked[1:], net.ctc_a(audio[1:, :6]), atol=1e-6, rtol=0)
+    from composer.errors import DataError
+
+    with pytest.raises(DataError, match="the target has 6 padded steps, but the block was built for 5"):
+        block({"target": torch.randn(2, 6, 3), "source": audio}, Context())
+
+
+def test_align_conv1d_is_alignsubnets_map_over_positions(mmsa):
+    """Mode conv1d is AlignSubNet's ``conv1d_A`` applied to the audio (MMSA 2.2.1 applies it to the
+    text, which fails unless the lengths agree; AMIO never selects the mode)."""
+    from composer.blocks._base import Context
+    from composer.spec import sequence
+
+    net = alignsubnet(mmsa, (5, 9, 8), "conv1d")
+    block = align_block({"target": sequence(5, 3), "source": sequence(9, 4)}, mode="conv1d", steps=5, source_steps=9)
+    assert trainable(block) == trainable(net.conv1d_A)
+    block.conv.load_state_dict(net.conv1d_A.state_dict())
+    audio = torch.randn(2, 9, 4, generator=torch.Generator().manual_seed(8))
+    torch.testing.assert_close(block({"target": torch.randn(2, 5, 3), "source": audio}, Context()), net.conv1d_A(audio), atol=1e-6, rtol=0)
+    with pytest.raises(RuntimeError):
+        net(torch.randn(2, 5, 3), audio, torch.randn(2, 8, 5))  # MMSA's own conv1d mode: conv1d_A(text_x)
+
+
+@pytest.mark.parametrize("name", sorted(ONE_TIME_AXIS))
+def test_mmsa_sims_variants_train_on_synthetic_data_and_an_unaligned_pickle(name, tmp_path):
+    """EF-LSTM and Graph-MFN on CH-SIMS read unaligned data (each modality its own length)."""
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    data = {}
+    for split in ("train", "valid", "test"):
+        d = {m: rng.standard_normal((4, LENGTHS[m], WIDTHS[m])).astype(np.float32) for m in WIDTHS}
+        for m in ("audio", "vision"):
+            d[f"{m}_lengths"] = rng.integers(2, LENGTHS[m] + 1, size=4).tolist()
+        d["regression_labels"] = np.round(rng.uniform(-1, 1, size=4), 1).astype(np.float32)
+        d["id"] = np.array([f"{split}_{i}" for i in range(4)])
+        data[split] = d
+    (tmp_path / "sims.pkl").write_bytes(pickle.dumps(data))
+    sizes = [*(f"modalities.{m}.features={w}" for m, w in WIDTHS.items()), *(f"modalities.{m}.length={n}" for m, n in LENGTHS.items()),
+             "training.batch_size=4", *([f"blocks.norm.steps={ALIGNED}"] if name == "ef_lstm" else [])]
+    bp = composer.load_blueprint(ZOO / f"{name}.yaml", [*sizes, "training.data.samples={train: 8, valid: 4, test: 4}"], dataset="sims")
+    assert "mae" in str(composer.train(bp, out=tmp_path / "synthetic", epochs=1, progress=False).summary)
+    bp = composer.load_blueprint(ZOO / f"{name}.yaml", sizes, dataset="sims")
+    assert "mae" in str(composer.train(bp, tmp_path / "sims.pkl", out=tmp_path / "pickle", epochs=1, progress=False).summary)

@@ -94,7 +94,7 @@ class InputSpec:
 def _segment_keys(model: ComposedModel) -> set[str]:
     """Batch keys of token type ids read by the model's enabled text encoders."""
     return {n.config.segment_key for n in model.plan.nodes
-            if n.enabled and n.config.type == "bert" and n.config.segment_key is not None}
+            if n.enabled and getattr(n.config, "segment_key", None) is not None}  # bert and mag_bert
 
 
 def input_specs(model: ComposedModel) -> list[InputSpec]:

@@ -91,7 +91,7 @@ def _small(path: Path):
         if m.get("kind", "sequence") in ("sequence", "tokens") and m.get("length", 50) > 12:
             overrides.append(f"modalities.{name}.length=12")
     for bid, cfg in raw["blocks"].items():
-        if cfg.get("type") == "bert":
+        if cfg.get("type") in ("bert", "mag_bert"):
             overrides += [f"blocks.{bid}.{k}={v}" for k, v in
                           {"hidden_size": 16, "num_layers": 2, "num_heads": 2, "intermediate_size": 32}.items()]
     return composer.load_blueprint(path, overrides)
@@ -149,12 +149,18 @@ def test_every_modality_and_joined_layer_influences_the_prediction(path):
                 states = list(result.hidden_states) if result.hidden_states is not None else None
                 leaves = []
                 for i in config.hidden_layers or [-1]:
-                    leaf = (states[i] if states else result.last_hidden_state).detach().requires_grad_(True)
+                    state = states[i] if states else result.last_hidden_state
+                    leaf = state.detach().requires_grad_(True)
                     leaves.append(leaf)
+                    # the same values; the gradient reaches the leaf and, through `state`, what BERT read
+                    # (mag_bert's nonverbal inputs enter inside BERT)
+                    passed = leaf + (state - state.detach())
                     if states:
-                        states[i] = leaf
+                        states[i] = passed
                     if states is None or i % len(states) == len(states) - 1:
-                        result.last_hidden_state = leaf
+                        result.last_hidden_state = passed
+                        if _bert.pooler is not None:  # `pooled` reads the last layer through BERT's pooler
+                            result.pooler_output = _bert.pooler(passed)
                 if states:
                     result.hidden_states = tuple(states)
                 captured[bid] = leaves
@@ -174,7 +180,7 @@ def test_every_modality_and_joined_layer_influences_the_prediction(path):
             per_sample = (per_sample * valid).sum(1)
         assert (per_sample.reshape(per_sample.shape[0], -1).sum(1) > 0).all(), f"modality '{m}' has no influence for some sample"
     for bid, layers in captured.items():
-        tokens = model.plan.node(bid).inputs["in"].source
+        tokens = model.plan.node(bid).inputs[model.block(bid)._port].source  # the encoder's tokens input (mag_bert has others)
         valid = batch[f"{tokens}_mask"]
         for i, h in enumerate(layers):
             influence = (h.grad.abs().sum(-1) * valid).sum(1)  # (B,)

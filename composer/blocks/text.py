@@ -84,7 +84,9 @@ class TextEncoder(Block):
         super().__init__(config, inputs)
         from transformers import BertModel
 
-        (self._spec,) = inputs.values()
+        # the one tokens input (a subclass such as ``mag_bert`` takes other inputs beside it)
+        self._port = next(port for port, spec in inputs.items() if spec.kind == "tokens")
+        self._spec = inputs[self._port]
         bert_config = resolve_text_config(config)
         self.vocab_size = bert_config.vocab_size
         self.bert = BertModel(bert_config, add_pooling_layer=config.pooler)
@@ -102,8 +104,12 @@ class TextEncoder(Block):
             self.bert.eval()  # a frozen encoder keeps its dropout off
         return self
 
+    def tracks_gradients(self) -> bool:
+        """Whether the BERT call records gradients (not for a frozen encoder)."""
+        return not self.config.freeze
+
     def forward(self, inputs: dict[str, torch.Tensor], ctx: Context) -> dict[str, torch.Tensor]:
-        (ids,) = inputs.values()  # (B, T) long
+        ids = inputs[self._port]  # (B, T) long
         # checked here for ids on the host (free); ids on a device were checked when the data was
         # loaded (composer.data checks every tokens modality against its `vocab`), so no sync per step
         if ids.device.type == "cpu" and not torch.compiler.is_compiling() and ids.numel() and int(ids.max()) >= self.vocab_size:
@@ -113,7 +119,7 @@ class TextEncoder(Block):
             )
         valid = ctx.mask(self._spec)  # (B, T) True = real token, or None
         segments = ctx.batch.get(self.config.segment_key) if self.config.segment_key else None
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.tracks_gradients()):
             result = self.bert(
                 input_ids=ids,
                 attention_mask=None if valid is None else valid.long(),

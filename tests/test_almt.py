@@ -108,15 +108,15 @@ _LAYER = [
 ]
 
 
-def composer_name(name: str) -> str:
-    """The Composer parameter a reference parameter is."""
-    for pattern, replacement in _RULES:
+def composer_name(name: str, rules=tuple(_RULES)) -> str:
+    """The Composer parameter a reference parameter is (``rules``: pattern -> replacement, first match)."""
+    for pattern, replacement in rules:
         if re.search(pattern, name):
             name = re.sub(pattern, replacement, name)
             break
     else:
         raise KeyError(f"no rule for {name}")
-    if ".layers." in name and not name.startswith(("text_enc.", "ahl.hyper_layers.")):
+    if ".layers." in name and not name.startswith(("text_enc.", "ahl.hyper_layers.")):  # an encoder layer
         for pattern, replacement in _LAYER:
             name = re.sub(pattern, replacement, name)
     return name

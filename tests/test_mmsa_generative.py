@@ -1,4 +1,5 @@
-"""The zoo's generative baselines equal MMSA 2.2.1's: MFM (blueprints/zoo/mfm.yaml).
+"""The zoo's generative and translation baselines equal MMSA 2.2.1's: MFM (blueprints/zoo/mfm.yaml)
+and MCTN (blueprints/zoo/mctn.yaml, at the end of this file).
 
 MMSA's module is built from its own ``get_config_regression('mfm', dataset)`` (feature widths
 shrunk, every other setting as shipped, mosi and mosei at their real structure) and Composer's
@@ -27,6 +28,7 @@ from torch.nn import functional as F
 import composer
 from composer.zoo_import import UNUSED, import_mmsa_weights
 from composer.zoo_import.generative import NAME_MAPS
+from composer.graph.size import estimate_size
 
 import mmsa_oracle
 
@@ -46,9 +48,10 @@ MFM_AS_MMSA = [  # Composer reading padding as MMSA does
 
 @pytest.fixture(scope="module")
 def mmsa():
-    loaded = mmsa_oracle.load("MMSA.models.singleTask.MFM", "MMSA.trains.singleTask.MFM", "MMSA.config")
+    loaded = mmsa_oracle.load("MMSA.models.singleTask.MFM", "MMSA.trains.singleTask.MFM", "MMSA.models.singleTask.MCTN", "MMSA.config")
     return types.SimpleNamespace(
         MFM=loaded["MMSA.models.singleTask.MFM"].MFM,
+        MCTN=loaded["MMSA.models.singleTask.MCTN"].MCTN,
         trainer=loaded["MMSA.trains.singleTask.MFM"],
         config=loaded["MMSA.config"].get_config_regression,
     )
@@ -185,8 +188,6 @@ def test_mfm_default_masks_padding_and_equals_mmsa_without_padding(mmsa):
 
 def test_mfm_full_size_parameter_counts(mmsa):
     """At MOSI's and MOSEI's real widths the counts agree, MMSA's MFN output layers aside."""
-    from composer.graph.size import estimate_size
-
     for dataset, widths in (("mosi", [300, 5, 20]), ("mosei", [300, 74, 35])):
         config = mmsa.config("mfm", dataset)
         config.feature_dims, config.train_mode, config.device = widths, "regression", "cpu"
@@ -261,12 +262,12 @@ def small(*overrides: str):
     return composer.load_blueprint(ZOO / "mfm.yaml", [*sizes, *tiny, *overrides])
 
 
-def aligned_pickle(path: Path, n: int = 8, seed: int = 0) -> None:
+def aligned_pickle(path: Path, n: int = 8, seed: int = 0, widths: dict[str, int] = WIDTHS) -> None:
     """An MMSA-layout aligned pickle (MOSI's aligned_50 at test size): one length for every modality."""
     rng = np.random.default_rng(seed)
     data = {}
     for split in ("train", "valid", "test"):
-        d = {m: rng.standard_normal((n, STEPS, w)).astype(np.float32) for m, w in WIDTHS.items()}
+        d = {m: rng.standard_normal((n, STEPS, w)).astype(np.float32) for m, w in widths.items()}
         lengths = rng.integers(2, STEPS + 1, size=n)
         for m in ("text", "audio", "vision"):
             d[m][np.arange(STEPS)[None] >= lengths[:, None]] = 0.0
@@ -282,5 +283,146 @@ def test_mfm_trains_on_synthetic_data_and_on_an_mmsa_layout_pickle(tmp_path):
     run = composer.train(small("training.data.samples={train: 8, valid: 4, test: 4}"), out=tmp_path / "synthetic", epochs=1, progress=False)
     assert "loss/mmd_y" in str(run.summary) and "loss/recon_audio" in str(run.summary), str(run.summary)[:400]
     aligned_pickle(tmp_path / "aligned.pkl")
-    run = composer.train(small(), tmp_path / "aligned.pkl", out=tmp_path / "pickle", epochs=1, progress=False)
-    assert np.isfinite(run.summary["test"]["mae"]) if isinstance(run.summary.get("test"), dict) else run.summary
+    run = composer.train(small(*MFM_AS_MMSA), tmp_path / "aligned.pkl", out=tmp_path / "pickle", epochs=1, progress=False)
+    assert "loss/mmd_text" in str(run.summary)
+
+
+# -- MCTN ----------------------------------------------------------------------------------------
+# MMSA configures MCTN for mosi only. Its translations need the text's width on every side
+# (output_dim): the test's text is 8 wide and audio and vision are padded to 8.
+
+TEXT = 8
+MCTN_SIZES = [f"modalities.text.features={TEXT}", f"modalities.audio.features={WIDTHS['audio']}",
+              f"modalities.vision.features={WIDTHS['vision']}", *[f"modalities.{m}.length={STEPS}" for m in MODALITIES],
+              f"blocks.vision_wide.width={TEXT}", f"blocks.audio_wide.width={TEXT}"]
+MCTN_AS_MMSA = [f"blocks.{b}.recur_over=batch" for b in ("cycle", "second", "head")]
+
+
+def mmsa_mctn(mmsa, widths=(TEXT, WIDTHS["audio"], WIDTHS["vision"]), meta: bool = False) -> nn.Module:
+    config = mmsa.config("mctn", "mosi")
+    config.feature_dims, config.output_dim, config.train_mode, config.device = list(widths), widths[0], "regression", "cpu"
+    torch.manual_seed(1)
+    with torch.device("meta" if meta else "cpu"):
+        theirs = mmsa.MCTN(config)
+    theirs.seq2seq1.device = theirs.seq2seq2.device = "cpu"  # MMSA hard-codes 'cuda' for its output buffers
+    return theirs
+
+
+def composer_mctn(*overrides: str):
+    torch.manual_seed(0)
+    return composer.compile_blueprint(composer.load_blueprint(ZOO / "mctn.yaml", [*MCTN_SIZES, *overrides]))
+
+
+def mctn_pair(mmsa, *overrides: str):
+    theirs, ours = mmsa_mctn(mmsa), composer_mctn(*overrides)
+    names = NAME_MAPS["mctn"](ours)
+    assert sorted(names) == sorted(theirs.state_dict()), "every MMSA tensor name (aliases included) is mapped"
+    canonical = {k: names[k] for k, _ in theirs.named_parameters()}  # each tensor once
+    assert sorted(canonical.values()) == sorted(ours.state_dict()), "every Composer tensor mapped exactly once"
+    ours.load_state_dict({v: theirs.state_dict()[k] for k, v in canonical.items()})
+    return ours.eval(), theirs.eval(), canonical
+
+
+def mctn_batch(batch_size: int = 3, seed: int = 3) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor(VALID[:batch_size] if batch_size <= 3 else [STEPS] * batch_size)
+    mask = (torch.arange(STEPS)[None] < lengths[:, None])[..., None]
+    widths = {"text": TEXT, "audio": WIDTHS["audio"], "vision": WIDTHS["vision"]}
+    batch = {m: torch.randn(batch_size, STEPS, w, generator=gen) * mask for m, w in widths.items()}
+    batch.update({f"{m}_lengths": lengths for m in MODALITIES})
+    batch["label"] = torch.rand(batch_size, generator=gen) * 6 - 3
+    return batch
+
+
+def mctn_compare(ours, theirs, batch: dict):
+    """MMSA's forward returns the trainer's loss itself (``loss_all``) and the prediction."""
+    their_total, reference = theirs(batch["text"], batch["audio"], batch["vision"], batch["label"].view(-1, 1), lengths=None)
+    prediction, total = our_loss(ours, batch)
+    return (prediction - reference.squeeze(1)).abs().max().item(), (total - their_total).abs().item(), total, their_total
+
+
+def test_mctn_prediction_loss_and_gradients_equal_mmsa_on_padded_batches(mmsa):
+    ours, theirs, canonical = mctn_pair(mmsa, *MCTN_AS_MMSA)
+    assert trainable(ours) == trainable(theirs)
+    prediction_gap, loss_gap, total, their_total = mctn_compare(ours, theirs, mctn_batch())
+    assert prediction_gap < TOLERANCE and loss_gap < TOLERANCE, (prediction_gap, loss_gap)
+    total.backward(), their_total.backward()
+    params = dict(ours.named_parameters())
+    for (mmsa_name, param), name in zip(theirs.named_parameters(), canonical.values()):
+        # the decoder runs each step from a zero state (MMSA's Decoder): its W_hh never acts, in both
+        never_acts = ".decoder.rnn.weight_hh_l0" in name
+        assert params[name].grad is not None and (params[name].grad.abs().sum() > 0) != never_acts, name
+        torch.testing.assert_close(params[name].grad, param.grad, atol=1e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+
+
+def test_mctn_negative_controls_break_the_equality(mmsa):
+    # one perturbed output bias of the cycle's decoder (training-only): other translations, the same prediction
+    ours, theirs, _ = mctn_pair(mmsa, *MCTN_AS_MMSA)
+    with torch.no_grad():
+        ours.block("cycle/there/decoder").out.bias[0] += 0.5  # the translations, not the prediction
+    prediction_gap, loss_gap, *_ = mctn_compare(ours, theirs, mctn_batch())
+    assert prediction_gap < TOLERANCE and loss_gap > TOLERANCE
+    ours, theirs, _ = mctn_pair(mmsa, *MCTN_AS_MMSA)
+    # one perturbed weight of the regression's LSTM: another prediction
+    with torch.no_grad():
+        ours.block("head").rnn.weight_ih_l0[:8] += 1.0  # the input gates of 8 units
+    prediction_gap, loss_gap, *_ = mctn_compare(ours, theirs, mctn_batch())
+    assert prediction_gap > TOLERANCE and loss_gap > TOLERANCE
+
+
+def test_mctn_default_recurs_over_time_and_mmsa_over_the_batch(mmsa):
+    """MMSA's LSTMs read the batch axis as time: a sample's prediction changes with another sample
+    of its batch. The default (the paper's recurrence over time) does not, nor with its padding."""
+    ours, theirs, _ = mctn_pair(mmsa)
+    batch, other = mctn_batch(), mctn_batch()
+    other["text"] = other["text"].clone()
+    other["text"][2] += 1.0  # only the last sample changes
+    with torch.no_grad():
+        assert torch.allclose(ours(batch)["prediction"][:2], ours(other)["prediction"][:2], atol=1e-6)
+        mine = theirs(batch["text"], batch["audio"], batch["vision"], batch["label"].view(-1, 1), None)[1]
+        changed = theirs(other["text"], other["audio"], other["vision"], other["label"].view(-1, 1), None)[1]
+    assert (mine[:2] - changed[:2]).abs().max() > TOLERANCE
+    assert mctn_compare(ours, theirs, batch)[0] > TOLERANCE
+
+
+def test_mctn_full_size_parameter_count_on_mosi(mmsa):
+    theirs = mmsa_mctn(mmsa, widths=(768, 5, 20), meta=True)
+    size = estimate_size(composer.load_blueprint(ZOO / "mctn.yaml", dataset="mosi").plan)
+    assert size.model_params + size.training_params == trainable(theirs)
+
+
+def test_mctn_optimiser_and_clipping_are_mmsas(mmsa):
+    """MMSA's trainer: ``Adam(trainable parameters, lr=init_lr)`` (no weight decay) and
+    ``clip_grad_norm_(parameters, grad_clip)`` before every step."""
+    from composer.train.optim import build_optimizer
+
+    config = mmsa.config("mctn", "mosi")
+    ours = composer_mctn()
+    optimizer = build_optimizer(ours, ours.blueprint.training)
+    assert {(g["lr"], g["weight_decay"]) for g in optimizer.param_groups} == {(config.init_lr, 0.0)}
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(ours.parameters()))
+    assert ours.blueprint.training.grad_clip == config.grad_clip and ours.blueprint.training.batch_size == config.batch_size
+
+
+def test_mctn_weights_saved_by_mmsa_import_and_predict_equally(mmsa, tmp_path):
+    theirs = mmsa_mctn(mmsa).eval()
+    torch.save(AMIO(theirs).state_dict(), tmp_path / "mctn-mosi.pth")  # every alias of every tensor, as MMSA saves it
+    out = import_mmsa_weights(tmp_path / "mctn-mosi.pth", ZOO / "mctn.yaml", tmp_path / "w.safetensors", dataset="mosi",
+                              overrides=[*MCTN_SIZES, *MCTN_AS_MMSA])
+    ours = composer.load_model(out).eval()
+    batch = mctn_batch()
+    with torch.no_grad():
+        reference = theirs(batch["text"], batch["audio"], batch["vision"], batch["label"].view(-1, 1), None)[1]
+        torch.testing.assert_close(ours(batch)["prediction"], reference, atol=TOLERANCE, rtol=0)
+
+
+def test_mctn_trains_on_synthetic_data_and_on_an_mmsa_layout_pickle(tmp_path):
+    def small(*overrides):
+        tiny = [*MCTN_SIZES, "blocks.cycle.hidden=4", "blocks.second.hidden=4", "training.batch_size=4"]
+        return composer.load_blueprint(ZOO / "mctn.yaml", [*tiny, *overrides])
+
+    run = composer.train(small("training.data.samples={train: 8, valid: 4, test: 4}"), out=tmp_path / "synthetic", epochs=1, progress=False)
+    assert "loss/cycle_text" in str(run.summary), str(run.summary)[:400]
+    aligned_pickle(tmp_path / "aligned.pkl", widths={"text": TEXT, "audio": WIDTHS["audio"], "vision": WIDTHS["vision"]})
+    run = composer.train(small(*MCTN_AS_MMSA), tmp_path / "aligned.pkl", out=tmp_path / "pickle", epochs=1, progress=False)
+    assert "loss/translation_audio" in str(run.summary)

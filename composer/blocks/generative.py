@@ -1,4 +1,4 @@
-"""MFM's modality decoder ``F_m`` (Tsai et al., ICLR 2019, §3; config, equations and shapes:
+"""MFM's modality decoder ``F_m`` (Tsai et al., ICLR 2019; config, equations and shapes:
 :mod:`composer.configs.generative`)."""
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Decoders of generative multimodal models: MFM's modality decoders.
 
 ``lstm_decoder`` is the decoder ``F_m`` of the Multimodal Factorization Model (Tsai, Liang,
-Zadeh, Morency, Salakhutdinov, "Learning Factorized Multimodal Representations", ICLR 2019,
-§3 and Figure 2), as MMSA 2.2.1 writes it (``MMSA/models/singleTask/MFM.py``, ``decoderLSTM``).
+Zadeh, Morency, Salakhutdinov, "Learning Factorized Multimodal Representations", ICLR 2019),
+as MMSA 2.2.1 writes it (``MMSA/models/singleTask/MFM.py``, ``decoderLSTM``).
 MFM factorises a sample into a multimodal discriminative factor ``Z_y`` and one
 modality-specific generative factor ``Z_{a_m}`` per modality; the decoder of modality ``m``
 generates the whole sequence from the two, ``X̂_m = F_m(f_y(Z_y), f_{a_m}(Z_{a_m}))``,
@@ -39,7 +39,7 @@ MODULES = "composer.blocks.generative"
 
 @block_type("head", implementation=f"{MODULES}:LSTMDecoder")
 class LSTMDecoderConfig(BlockConfig):
-    """MFM's modality decoder ``F_m`` (Tsai et al., ICLR 2019, §3): a sequence generated from one code.
+    """MFM's modality decoder ``F_m`` (Tsai et al., ICLR 2019): a sequence generated from one code.
 
     Inputs (a mapping): ``code`` ``vector (B, C)`` (MFM: ``[f_y(Z_y); f_{a_m}(Z_{a_m})]``) and
     ``target`` ``sequence (B, T, D)`` (the sequence to reconstruct: its length, width and mask).

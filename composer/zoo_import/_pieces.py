@@ -17,8 +17,10 @@ def batch_norm(mmsa_prefix: str, prefix: str) -> NameMap:
     return {f"{mmsa_prefix}.{k}": f"{prefix}.{k}" for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")}
 
 
-def lstm(mmsa_prefix: str, prefix: str, layers: int = 1) -> NameMap:
-    return {f"{mmsa_prefix}.{k}_l{i}": f"{prefix}.{k}_l{i}" for i in range(layers) for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+def lstm(mmsa_prefix: str, prefix: str, layers: int = 1, bidirectional: bool = False) -> NameMap:
+    directions = ("", "_reverse") if bidirectional else ("",)
+    return {f"{mmsa_prefix}.{k}_l{i}{d}": f"{prefix}.{k}_l{i}{d}" for i in range(layers) for d in directions
+            for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
 
 
 def lstm_cell(mmsa_prefix: str, prefix: str) -> NameMap:

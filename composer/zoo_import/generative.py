@@ -1,4 +1,4 @@
-"""Name maps of MMSA's generative / translation baselines (MFM, MCTN: ``models/singleTask``).
+"""Name maps of MMSA's generative and translation baselines (MFM, MCTN: ``models/singleTask``).
 
 MFM keeps a whole MFN (``mfn_encoder``) and reads only its last state ``'L'``: the MFN's own output
 layers (``mfn_encoder.out_fc1``, ``out_fc2``) are built, counted and saved by MMSA but never read
@@ -8,10 +8,10 @@ by ``MFM.forward``, so they get no gradient and nothing in Composer corresponds 
 
 from __future__ import annotations
 
-from composer.zoo_import._pieces import NameMap, linear, lstm_cell, mlp_linears
+from composer.zoo_import._pieces import NameMap, linear, lstm, lstm_cell, mlp_linears
 from composer.zoo_import.classic import mfn_names
 
-__all__ = ["NAME_MAPS", "UNUSED", "mfm_names"]
+__all__ = ["NAME_MAPS", "UNUSED", "mfm_names", "mctn_names"]
 
 _MODALITIES = (("l", "text"), ("a", "audio"), ("v", "vision"))
 
@@ -40,7 +40,33 @@ def mfm_names(model) -> NameMap:
     return {**names, **linear("fy_to_y_fc1", first), **linear("fy_to_y_fc2", second)}
 
 
-NAME_MAPS = {"mfm": mfm_names}
-
 #: MMSA tensors (mapped to None) that MMSA saves but its forward never reads: present in every file, dropped.
 UNUSED = {"mfm": ("mfn_encoder.out_fc1.", "mfn_encoder.out_fc2.")}
+
+
+def _translation(encoder: str, decoder: str, attention: str, use: str) -> NameMap:
+    """MCTN's ``Encoder``, ``Decoder`` and ``Attention`` -> the ``translation`` template ``use``
+    (its ``encoder`` and ``decoder`` blocks; the encoder's ``fc``, W_s, is the decoder's ``state``)."""
+    return {
+        **lstm(f"{encoder}.rnn", f"{use}.encoder.rnn", bidirectional=True), f"{encoder}.fc.weight": f"{use}.decoder.state.weight",
+        **lstm(f"{decoder}.rnn", f"{use}.decoder.rnn", bidirectional=True), **linear(f"{decoder}.fc_out", f"{use}.decoder.out"),
+        **{f"{attention}.{k}.weight": f"{use}.decoder.attention.{k}.weight" for k in ("attn", "v")},
+    }
+
+
+def mctn_names(model) -> NameMap:
+    """MMSA's module holds each translation three times over (``encoder1``; ``decoder1`` with its
+    ``attention``, which is ``attn1``; ``seq2seq1`` holding both): ``state_dict()`` lists every
+    alias, ``parameters()`` each tensor once; every alias maps to the one Composer tensor. The
+    cycle's second use (``cycle.back``) shares ``cycle.there``'s tensors."""
+    names: NameMap = {}
+    for i, use in ((1, "cycle.there"), (2, "second")):
+        for encoder, decoder, attention in ((f"encoder{i}", f"decoder{i}", f"attn{i}"),
+                                            (f"encoder{i}", f"decoder{i}", f"decoder{i}.attention"),
+                                            (f"seq2seq{i}.encoder", f"seq2seq{i}.decoder", f"seq2seq{i}.decoder.attention")):
+            names.update(_translation(encoder, decoder, attention, use))
+    regression = {**lstm("regression.rnn", "head.rnn"), **linear("regression.linear", "head.score"), **linear("regression.linear2", "head.out")}
+    return {**names, **regression}
+
+
+NAME_MAPS = {"mfm": mfm_names, "mctn": mctn_names}

@@ -1,4 +1,4 @@
-"""Config of the MMD prior penalty of MFM (Tsai et al., ICLR 2019, §3; the Wasserstein
+"""Config of the MMD prior penalty of MFM (Tsai et al., ICLR 2019; the Wasserstein
 autoencoder's MMD term, Tolstikhin et al., ICLR 2018).
 
 ``mmd``: the maximum mean discrepancy between a batch of codes ``z (B, D)`` and as many samples

@@ -1,0 +1,387 @@
+"""The zoo's TFR-Net (blueprints/zoo/tfr_net.yaml) equals MMSA 2.2.1's (models/missingTask/TFR_NET,
+trains/missingTask/TFR_NET.py).
+
+MMSA's module is built from its own ``get_config_regression('tfr_net', 'mosi')`` (widths, lengths and
+heads shrunk, structure kept: three crossmodal layers, three-layer memories and temporal transformers,
+three-layer GRUs) with a tiny offline BERT, Composer's from the blueprint with the same sizes; every
+tensor is copied through the name map of ``composer/zoo_import/tfr_net.py`` (each used once). The masks
+come from MMSA's own data loader (``MMDataset.generate_m``, rate 0.2, seed 1111) and must equal the
+blueprint's ``missing`` view. On a padded batch in evaluation mode, with the options that read padding
+as MMSA does: equal parameter counts, the prediction on the masked inputs, each modality's
+reconstruction loss (``RECLoss``), the trainer's total loss (``pred_loss + gen_loss``) and the gradient
+of every parameter, all within 1e-5. Negative controls break each equality.
+"""
+
+from __future__ import annotations
+
+import pickle
+import types
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import composer
+from composer.errors import BlueprintError
+from composer.graph.size import estimate_size
+from composer.train.views import make_views
+from composer.zoo_import import NAME_MAPS, import_mmsa_weights
+
+import mmsa_oracle
+from test_mmsa_zoo import TOLERANCE, copy_weights, trainable, with_running_statistics
+
+ROOT = Path(__file__).resolve().parents[1]
+BLUEPRINT = ROOT / "blueprints" / "zoo" / "tfr_net.yaml"
+SUFFIX = {"text": "t", "audio": "a", "vision": "v"}
+BERT_SIZES = {"vocab_size": 128, "max_position_embeddings": 512}  # tiny BERT (mmsa_oracle.TINY_BERT), ids up to 127
+WIDTHS = {"text": 32, "audio": 3, "vision": 5}  # BERT's hidden size, then MMSA's feature_dims
+LENGTHS = {"text": 6, "audio": 8, "vision": 4}  # seq_lens: the temporal transformers' embedding widths
+D, HEADS, TEMPORAL_HEADS = 4, 2, 2
+HIDDEN = {"text": 5, "audio": 3, "vision": 4}  # fusion_t_hid, fusion_a_hid, fusion_v_hid
+CLS = 6  # cls_hidden_dim
+BATCH = 3
+AS_MMSA = ["blocks.align.padding=include"] + [f"blocks.{b}_{s}.padding=include" for s in SUFFIX.values() for b in ("recon", "fuse")]
+#: Stand-ins for the packages TFR-Net's modules and trainer import from (see mmsa_oracle.load).
+PACKAGES = {
+    "MMSA.models.missingTask": ("models/missingTask", {}),
+    "MMSA.trains.missingTask": ("trains/missingTask", {}),
+    "MMSA.utils.functions": (None, {"dict_to_str": None}),
+    "MMSA.utils.metricsTop": (None, {"MetricsTop": None}),
+}
+
+
+@pytest.fixture(scope="module")
+def mmsa():
+    with mock.patch.dict(mmsa_oracle._PACKAGES, PACKAGES):
+        loaded = mmsa_oracle.load(
+            "MMSA.models.missingTask.TFR_NET.model", "MMSA.trains.missingTask.TFR_NET", "MMSA.data_loader", "MMSA.config"
+        )
+    return types.SimpleNamespace(
+        model=loaded["MMSA.models.missingTask.TFR_NET.model"].TFR_NET,
+        trainer=loaded["MMSA.trains.missingTask.TFR_NET"],
+        generate_m=loaded["MMSA.data_loader"].MMDataset.generate_m,
+        config=loaded["MMSA.config"].get_config_regression,
+    )
+
+
+# -- building both sides -------------------------------------------------------------------------
+
+
+def mmsa_config(mmsa, dataset: str = "mosi"):
+    config = mmsa.config("tfr_net", dataset)
+    config.update(
+        feature_dims=[WIDTHS["text"], WIDTHS["audio"], WIDTHS["vision"]], seq_lens=[LENGTHS[m] for m in SUFFIX],
+        dst_feature_dim_nheads=[D, HEADS], num_temporal_head=TEMPORAL_HEADS, cls_hidden_dim=CLS,
+        fusion_t_hid=HIDDEN["text"], fusion_a_hid=HIDDEN["audio"], fusion_v_hid=HIDDEN["vision"],
+        device=torch.device("cpu"), train_mode="regression",
+    )
+    return config
+
+
+def mmsa_module(mmsa, dataset: str = "mosi") -> nn.Module:
+    torch.manual_seed(1)
+    with mmsa_oracle.offline_bert(**BERT_SIZES):
+        return with_running_statistics(mmsa.model(mmsa_config(mmsa, dataset)))
+
+
+def sizes() -> list[str]:
+    bert = mmsa_oracle.TINY_BERT
+    out = [f"modalities.text.length={LENGTHS['text']}", f"modalities.text.vocab={BERT_SIZES['vocab_size']}",
+           f"blocks.text_enc.hidden_size={bert['hidden_size']}", f"blocks.text_enc.num_layers={bert['num_hidden_layers']}",
+           f"blocks.text_enc.num_heads={bert['num_attention_heads']}", f"blocks.text_enc.intermediate_size={bert['intermediate_size']}",
+           f"blocks.text_enc.vocab_size={BERT_SIZES['vocab_size']}", f"blocks.align.dim={D}", f"blocks.align.heads={HEADS}",
+           f"blocks.head.hidden=[{CLS}]"]
+    for m, s in SUFFIX.items():
+        out += [f"blocks.recon_{s}.length={LENGTHS[m]}", f"blocks.recon_{s}.heads={TEMPORAL_HEADS}",
+                f"blocks.gen_{s}.out={WIDTHS[m]}", f"blocks.fuse_{s}.hidden={HIDDEN[m]}"]
+        if m != "text":
+            out += [f"modalities.{m}.features={WIDTHS[m]}", f"modalities.{m}.length={LENGTHS[m]}"]
+    return out
+
+
+def composer_model(*overrides: str, dataset: str = "mosi"):
+    torch.manual_seed(0)
+    return composer.compile_blueprint(composer.load_blueprint(BLUEPRINT, [*sizes(), *overrides], dataset=dataset))
+
+
+def pair(mmsa, *overrides: str, dataset: str = "mosi"):
+    theirs, ours = mmsa_module(mmsa, dataset), composer_model(*overrides, dataset=dataset)
+    copy_weights(theirs, ours, NAME_MAPS["tfr_net"](ours))
+    return ours.eval(), theirs.eval()
+
+
+def a_batch(padded: bool = True, text_padded: bool = False, seed: int = 0) -> dict:
+    """Token ids as BERT's tokenizer lays them out ([CLS] 101 first, [SEP] 102 last, [PAD] 0 after,
+    ordinary ids in between), features zero on padded steps as MMSA's pickles store them."""
+    gen = torch.Generator().manual_seed(seed)
+    t = LENGTHS["text"]
+    text_lengths = torch.tensor([t, t - 2, t - 3] if text_padded else [t] * BATCH)
+    ids = torch.randint(1, 100, (BATCH, t), generator=gen)
+    ids[:, 0] = 101
+    ids[torch.arange(BATCH), text_lengths - 1] = 102
+    text_mask = torch.arange(t)[None] < text_lengths[:, None]
+    batch = {"text": ids.masked_fill(~text_mask, 0), "text_mask": text_mask, "text_segment": torch.zeros(BATCH, t, dtype=torch.long),
+             "label": torch.tensor([1.2, -0.4, 2.6])}
+    for m in ("audio", "vision"):
+        steps = LENGTHS[m]
+        lengths = torch.tensor([steps, steps - 3, 2] if padded else [steps] * BATCH)
+        valid = torch.arange(steps)[None] < lengths[:, None]
+        batch[m] = torch.randn(BATCH, steps, WIDTHS[m], generator=gen) * valid[..., None]
+        batch[f"{m}_lengths"] = lengths
+    return batch
+
+
+def mmsa_inputs(mmsa, batch: dict) -> tuple:
+    """TFR_NET.forward's three tuples, masked by MMSA's own data loader (``generate_m``, the
+    configuration's missing_rate 0.2 and missing_seed 1111 for every modality), in the batch's float dtype."""
+    dtype = batch["audio"].dtype
+    ids, mask, segment = batch["text"].numpy().astype(np.float32), batch["text_mask"].numpy().astype(np.float32), batch["text_segment"].numpy()
+    ids_m, _, _, text_kept = mmsa.generate_m(None, ids, mask, None, 0.2, 1111, mode="text")
+    text = torch.from_numpy(np.stack([ids, mask, segment], axis=1)).to(dtype)  # (B, 3, T): ids, attention mask, segments
+    text_m = torch.from_numpy(np.stack([ids_m, mask, segment], axis=1)).to(dtype)
+    out = [(text, text_m, torch.from_numpy(text_kept).to(dtype))]
+    for m in ("audio", "vision"):
+        x_m, _, valid, kept = mmsa.generate_m(None, batch[m].numpy(), None, batch[f"{m}_lengths"].tolist(), 0.2, 1111, mode=m)
+        out.append((batch[m], torch.from_numpy(x_m).to(dtype), torch.from_numpy(valid).to(dtype), torch.from_numpy(kept).to(dtype)))
+    return tuple(out)
+
+
+def run_both(mmsa, ours, theirs, batch: dict):
+    """Composer's views, outputs, total loss and terms; MMSA's prediction, gen_loss, the trainer's loss
+    (``pred_loss + gen_loss``, epochs > 1) and each modality's ``RECLoss`` (from hooks on the generators
+    and on the text encoder's second call, BERT on the complete tokens)."""
+    batches = make_views(batch, ours.blueprint, torch.Generator().manual_seed(0))
+    mine = {view: ours(b, training_branches=True) for view, b in batches.items()}
+    total, parts = ours.compute_loss(mine, batches)
+    inputs = mmsa_inputs(mmsa, batch)
+    seen = {}
+    hooks = [getattr(theirs, f"generator_{s}").register_forward_hook(lambda mod, a, out, s=s: seen.__setitem__(s, out)) for s in "tav"]
+    hooks.append(theirs.text_model.register_forward_hook(lambda mod, a, out: seen.setdefault("bert", []).append(out)))
+    try:
+        prediction, gen_loss = theirs(*inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    label = batch["label"].view(-1, 1)
+    expected = nn.L1Loss()(prediction, label) + gen_loss  # TFR_NET.do_train: loss = pred_loss + gen_loss
+    (text, _, text_kept), (audio, _, audio_valid, audio_kept), (vision, _, vision_valid, vision_kept) = inputs
+    rec = {
+        "text": theirs.gen_loss(seen["t"], seen["bert"][1], text[:, 1] - text_kept),
+        "audio": theirs.gen_loss(seen["a"], audio, audio_valid - audio_kept),
+        "vision": theirs.gen_loss(seen["v"], vision, vision_valid - vision_kept),
+    }
+    return types.SimpleNamespace(batches=batches, mine=mine, total=total, parts=parts, prediction=prediction, gen_loss=gen_loss,
+                                 expected=expected.squeeze(), rec=rec, inputs=inputs)
+
+
+# -- equality ------------------------------------------------------------------------------------
+
+
+def test_tfr_net_views_are_mmsas_missing_masks(mmsa):
+    """The ``missing`` view (rates 0.2, resample: split, seeds 1111) drops exactly the steps MMSA's
+    data loader drops on a split of the same samples: ids -> [UNK], features -> 0, [CLS]/[SEP] kept."""
+    ours = composer_model()
+    batch = a_batch(text_padded=True)
+    view = make_views(batch, ours.blueprint, torch.Generator())["missing"]
+    (_, text_m, text_kept), *features = mmsa_inputs(mmsa, batch)
+    assert torch.equal(view["text"], text_m[:, 0].long())
+    assert torch.equal(view["view_masks"]["text"], batch["text_mask"] & (text_kept == 0))
+    for m, (_, x_m, valid, kept) in zip(("audio", "vision"), features):
+        assert torch.equal(view[m], x_m)
+        assert torch.equal(view["view_masks"][m], (valid - kept).bool())
+    assert sum(int(v.sum()) for v in view["view_masks"].values()) > 0
+
+
+def in_float64(ours, theirs, batch: dict) -> dict:
+    """Both models and the batch in float64 (MMSA's ``RECLoss.eps`` too, a float32 tensor it keeps)."""
+    ours.double(), theirs.double()
+    theirs.gen_loss.eps = theirs.gen_loss.eps.double()
+    return {k: v.double() if v.is_floating_point() else v for k, v in batch.items()}
+
+
+def test_tfr_net_equals_mmsa_on_padded_batches(mmsa):
+    """float32: parameter counts, the prediction, each reconstruction loss and the total within 1e-5.
+    Gradients in float64: MMSA's loss divides CMDs of a few dropped steps by small counts and weighs
+    them up to 20 × 5, so its gradients reach 1e4 and float32 rounding alone moves them by 1e-3 of
+    their scale; in float64 every parameter's gradient agrees within 1e-3 of its tensor's largest
+    (measured: 1.5e-4; without the reconstruction terms 2e-6)."""
+    ours, theirs = pair(mmsa, *AS_MMSA)
+    assert trainable(ours) == trainable(theirs)
+    with torch.no_grad():
+        r = run_both(mmsa, ours, theirs, a_batch())
+    torch.testing.assert_close(r.mine["missing"]["prediction"], r.prediction, atol=TOLERANCE, rtol=0)
+    for m in SUFFIX:
+        assert r.rec[m].item() > 0, m
+        torch.testing.assert_close(r.parts[f"rec_{m}"], r.rec[m].squeeze(), atol=TOLERANCE, rtol=1e-5, msg=lambda e: f"rec_{m}: {e}")
+    torch.testing.assert_close(r.total, r.expected, atol=TOLERANCE, rtol=1e-5)
+
+    r = run_both(mmsa, ours, theirs, in_float64(ours, theirs, a_batch()))
+    r.total.backward()
+    r.expected.backward()
+    params, twins = dict(ours.named_parameters()), dict(theirs.named_parameters())
+    compared = 0
+    for mmsa_name, mine_name in NAME_MAPS["tfr_net"](ours).items():
+        if mine_name is None or mmsa_name not in twins:
+            continue  # fairseq's buffers, BatchNorm statistics
+        grad, reference = params[mine_name].grad, twins[mmsa_name].grad
+        if reference is None:  # BERT's pooler: computed, never used, on both sides
+            assert grad is None or not grad.any(), mine_name
+            continue
+        scale = reference.abs().max().item()  # a BERT key bias has none: softmax ignores it (rounding, 1e-20)
+        torch.testing.assert_close(grad, reference, atol=1e-3 * scale + 1e-10, rtol=0, msg=lambda e: f"{mine_name}: {e}")
+        compared += 1
+    assert compared == len([n for n, _ in ours.named_parameters() if "pooler" not in n])
+
+
+def test_tfr_net_negative_controls_break_each_equality(mmsa):
+    """A perturbed weight (the classifier's hidden layer) breaks the prediction; the paper's token reading of the temporal
+    transformer breaks the reconstruction loss; a detached BERT target breaks BERT's gradients."""
+    ours, theirs = pair(mmsa, *AS_MMSA)
+    with torch.no_grad():
+        ours.block("head").net[0].weight.add_(0.1)
+        r = run_both(mmsa, ours, theirs, a_batch())
+    assert (r.mine["missing"]["prediction"] - r.prediction).abs().max() > TOLERANCE
+
+    ours, theirs = pair(mmsa, *AS_MMSA, "blocks.recon_t.tokens=features")
+    with torch.no_grad():
+        r = run_both(mmsa, ours, theirs, a_batch())
+    torch.testing.assert_close(r.mine["missing"]["prediction"], r.prediction, atol=TOLERANCE, rtol=0)
+    assert (r.parts["rec_text"] - r.rec["text"].squeeze()).abs() > TOLERANCE
+
+    ours, theirs = pair(mmsa, *AS_MMSA, "losses.rec_text.detach_target=true")
+    r = run_both(mmsa, ours, theirs, a_batch())
+    r.total.backward()
+    r.expected.backward()
+    name = "embeddings.word_embeddings.weight"
+    difference = dict(ours.named_parameters())[f"text_enc.bert.{name}"].grad - dict(theirs.named_parameters())[f"text_model.model.{name}"].grad
+    assert difference.abs().max() > 1e-5
+
+
+def test_tfr_net_default_masks_padding_and_equals_mmsa_without_padding(mmsa):
+    """Composer's defaults (padding masked) compute MMSA's prediction and losses on unpadded
+    batches and differ on padded ones."""
+    ours, theirs = pair(mmsa)
+    with torch.no_grad():
+        r = run_both(mmsa, ours, theirs, a_batch(padded=False))
+        torch.testing.assert_close(r.mine["missing"]["prediction"], r.prediction, atol=TOLERANCE, rtol=0)
+        torch.testing.assert_close(r.total, r.expected, atol=TOLERANCE, rtol=1e-5)
+        padded = run_both(mmsa, ours, theirs, a_batch())
+    assert (padded.mine["missing"]["prediction"] - padded.prediction).abs().max() > TOLERANCE
+
+
+def test_tfr_net_full_size_parameter_counts(mmsa):
+    """At MOSI's and MOSEI's real widths and lengths with BERT-base, Composer's count (the model plus
+    the training-only reconstruction branch) is MMSA's (built on the meta device)."""
+    base = {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+            "intermediate_size": 3072, "max_position_embeddings": 512}
+    for dataset, (audio, vision), lengths in (("mosi", (5, 20), [50, 375, 500]), ("mosei", (74, 35), [50, 500, 375])):
+        config = mmsa.config("tfr_net", dataset)
+        config.update(feature_dims=[768, audio, vision], seq_lens=lengths, device=torch.device("meta"), train_mode="regression")
+        with torch.device("meta"), mmsa_oracle.offline_bert(**base):
+            theirs = mmsa.model(config)
+        size = estimate_size(composer.load_blueprint(BLUEPRINT, dataset=dataset).plan)
+        assert size.model_params + size.training_params == trainable(theirs), dataset
+        recon = sum(p.numel() for n, p in theirs.named_parameters() if n.startswith(("align_subnet.Model.trans_l_final", "align_subnet.Model.trans_a_final", "align_subnet.Model.trans_v_final", "generator_")))
+        assert size.training_params == recon, dataset
+
+
+def test_tfr_net_sims_cannot_be_built_by_mmsa_and_is_refused_with_the_reason(mmsa):
+    """MMSA's CH-SIMS lengths (39 words, 55 frames) are not multiples of num_temporal_head (25):
+    MMSA's MultiheadAttention asserts, and Composer's validate names the block and the rule."""
+    config = mmsa.config("tfr_net", "sims")
+    config.update(feature_dims=[768, 33, 709], seq_lens=[39, 400, 55], device=torch.device("meta"), train_mode="regression")
+    with torch.device("meta"), mmsa_oracle.offline_bert(), pytest.raises(AssertionError, match="divisible"):
+        mmsa.model(config)
+    with pytest.raises(BlueprintError, match=r"blocks.recon_t.*length 39.*not divisible by heads=25"):
+        composer.load_blueprint(BLUEPRINT, ["modalities.text.length=39", "blocks.recon_t.length=39"])
+
+
+def test_tfr_net_optimiser_settings_of_every_parameter_are_mmsas(mmsa, monkeypatch):
+    """MMSA's three Adam groups (BERT with decay, BERT's biases and LayerNorms without, the rest):
+    every parameter's learning rate and weight decay, from the optimiser ``do_train`` builds."""
+    from composer.train.optim import build_optimizer
+
+    class Built(Exception):
+        pass
+
+    seen = {}
+
+    def record(groups, *args, **kwargs):
+        for group in groups:
+            for p in group["params"]:
+                assert id(p) not in seen
+                seen[id(p)] = (group["lr"], group["weight_decay"])
+        raise Built
+
+    theirs = mmsa_module(mmsa)
+    monkeypatch.setattr(mmsa.trainer, "optim", types.SimpleNamespace(Adam=record))
+    trainer = object.__new__(mmsa.trainer.TFR_NET)  # its __init__ builds MMSA's metrics, which the oracle leaves out
+    trainer.args = mmsa_config(mmsa)
+    with pytest.raises(Built):
+        trainer.do_train(types.SimpleNamespace(Model=theirs, named_parameters=theirs.named_parameters), {"train": []})
+    ours = composer_model()
+    optimizer = build_optimizer(ours, ours.blueprint.training)
+    mine = {id(p): (g["lr"], g["weight_decay"]) for g in optimizer.param_groups for p in g["params"]}
+    params, twins = dict(ours.named_parameters()), dict(theirs.named_parameters())
+    for mmsa_name, mine_name in NAME_MAPS["tfr_net"](ours).items():
+        if mmsa_name in twins:
+            assert mine[id(params[mine_name])] == pytest.approx(seen[id(twins[mmsa_name])]), mine_name
+    assert len(seen) == len(twins) == len(mine)
+
+
+# -- import, data and training -------------------------------------------------------------------
+
+
+def test_tfr_net_weights_saved_by_mmsa_import_and_predict_equally(mmsa, tmp_path):
+    theirs = mmsa_module(mmsa)
+    path = tmp_path / "tfr_net-mosi.pth"
+    torch.save({f"Model.{k}": v for k, v in theirs.state_dict().items()}, path)
+    ours = composer.load_model(import_mmsa_weights(path, BLUEPRINT, tmp_path / "w.safetensors", dataset="mosi", overrides=[*sizes(), *AS_MMSA]))
+    ours.eval(), theirs.eval()
+    batch = a_batch()
+    with torch.no_grad():
+        mine = ours(make_views(batch, ours.blueprint, torch.Generator())["missing"])["prediction"]
+        reference, _ = theirs(*mmsa_inputs(mmsa, batch))
+    torch.testing.assert_close(mine, reference, atol=TOLERANCE, rtol=0)
+
+
+def mosi_pickle(path: Path, n: int = 6, seed: int = 0) -> None:
+    """An MMSA-layout unaligned pickle at test sizes: text_bert (ids, mask, segments), padded features."""
+    rng = np.random.default_rng(seed)
+    data = {}
+    for split in ("train", "valid", "test"):
+        t = LENGTHS["text"]
+        lengths = rng.integers(3, t + 1, size=n)
+        ids = rng.integers(1, 100, size=(n, t))
+        ids[:, 0] = 101
+        ids[np.arange(n), lengths - 1] = 102
+        mask = (np.arange(t)[None] < lengths[:, None]).astype(np.float32)
+        d = {"text_bert": np.stack([ids * mask, mask, np.zeros((n, t))], axis=1).astype(np.float32)}
+        for m in ("audio", "vision"):
+            steps = LENGTHS[m]
+            d[f"{m}_lengths"] = rng.integers(2, steps + 1, size=n).tolist()
+            valid = np.arange(steps)[None] < np.array(d[f"{m}_lengths"])[:, None]
+            d[m] = (rng.standard_normal((n, steps, WIDTHS[m])) * valid[..., None]).astype(np.float32)
+        d["regression_labels"] = np.round(rng.uniform(-3, 3, size=n), 1).astype(np.float32)
+        d["id"] = np.array([f"{split}_{i}" for i in range(n)])
+        data[split] = d
+    path.write_bytes(pickle.dumps(data))
+
+
+def small(*overrides: str):
+    return composer.load_blueprint(BLUEPRINT, [*sizes(), "training.batch_size=3", *overrides])
+
+
+def test_tfr_net_trains_on_synthetic_data(tmp_path):
+    run = composer.train(small("training.data.samples={train: 6, valid: 3, test: 3}"), out=tmp_path / "run", epochs=1, progress=False)
+    text = str(run.summary)
+    assert all(f"loss/rec_{m}" in text for m in SUFFIX) and "loss/task" in text, text[:400]
+
+
+def test_tfr_net_trains_on_an_mmsa_layout_pickle(tmp_path):
+    mosi_pickle(tmp_path / "mosi.pkl")
+    run = composer.train(small(*AS_MMSA), tmp_path / "mosi.pkl", out=tmp_path / "run", epochs=1, progress=False)
+    assert "loss/rec_vision" in str(run.summary)

@@ -41,11 +41,16 @@ def validate(
     allow_plugins: bool = typer.Option(False, "--allow-plugins", help="Import the Python modules listed under `plugins:`."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print problems only."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help=DATASET_HELP + " Without it, every dataset's settings are checked."),
+    memory: bool = typer.Option(False, "--memory", help=(
+        "Trace one training step with fake tensors (imports PyTorch; seconds, no memory) and print its peak memory, "
+        "refused above COMPOSER_MAX_MEMORY.")),
 ) -> None:
     """Check blueprints (schema, graph, shapes, size) without allocating a tensor; report every problem.
 
-    The size estimate (parameters, training memory) is refused above the memory budget
-    (COMPOSER_MAX_MEMORY, default 75% of this machine's memory).
+    The size estimate (parameters and a floor of training memory) is refused above the memory
+    budget (COMPOSER_MAX_MEMORY, default 75% of this machine's memory). With --memory, one
+    training step at training.batch_size is traced (fake tensors) and its peak is printed and
+    held against the budget: the figure to plan with (docs/performance.md, "Training memory").
 
     Example: composer validate blueprints/glomo.yaml --set blocks.moe_text.experts=4
     """
@@ -64,6 +69,11 @@ def validate(
             variants = [] if dataset else dataset_names(path)
             for name in variants:  # every dataset's settings, so `--dataset NAME` never fails later
                 load(path, with_dataset(set_, name), allow_plugins)
+            size = bp.size.describe()
+            if memory:
+                from composer.graph.memory import check_training_memory
+
+                size = f"{bp.size.describe_parameters()}; {check_training_memory(bp).describe()}"
         except ComposerError as exc:  # every problem the check found, located
             failed += 1
             err.print(Text(f"{path}", style="bold red") + Text(f": {exc}"), soft_wrap=True)
@@ -73,7 +83,7 @@ def validate(
         if not quiet:
             n = len(bp.plan.nodes)
             chosen = f"; dataset {bp.dataset}" if bp.dataset else (f"; datasets {', '.join(variants)} checked" if variants else "")
-            out.print(Text(f"ok  {path}  ({bp.name}: {n} blocks, {len(bp.losses)} losses; {bp.size.describe()}{chosen})"), soft_wrap=True)
+            out.print(Text(f"ok  {path}  ({bp.name}: {n} blocks, {len(bp.losses)} losses; {size}{chosen})"), soft_wrap=True)
     if failed:
         raise typer.Exit(1)
 

@@ -51,9 +51,13 @@ class SizeEstimate:
     def train_bytes(self) -> int:
         return (self.model_params + self.training_params) * BYTES_PER_TRAINED_PARAM + self.activation_bytes
 
-    def describe(self) -> str:
+    def describe_parameters(self) -> str:
         extra = f" + {self.training_params:,} training-only" if self.training_params else ""
-        return f"{self.model_params:,} parameters{extra}; training needs at least {format_bytes(self.train_bytes)} at batch {self.batch_size}"
+        return f"{self.model_params:,} parameters{extra}"
+
+    def describe(self) -> str:
+        return (f"{self.describe_parameters()}; training needs at least {format_bytes(self.train_bytes)} at batch {self.batch_size} "
+                "(a floor; `composer validate --memory` traces the step)")
 
 
 def format_bytes(n: float) -> str:

@@ -1,0 +1,245 @@
+"""Training memory of one step, traced with fake tensors (issue #26): the figure to plan with.
+
+:func:`trace_training_memory` builds the model on PyTorch's ``meta`` device (no weights read,
+no memory), gives it fake storage under :class:`~torch._subclasses.fake_tensor.FakeTensorMode`
+and runs one training step exactly as :func:`training_step` runs it for real: every view of
+one batch of ``training.batch_size`` samples through the model, the loss, the backward pass and
+the optimiser's step, with the optimiser's state already made (Adam's two moments, as from the
+second step on). A dispatch mode (:class:`LiveBytes`) counts the bytes of every storage the step
+allocates and frees them when the storage dies; the estimate is the peak of those live bytes plus
+the batch itself. Nothing is allocated: a BERT-base model at batch 32 traces in seconds.
+
+What the estimate is of, and what it leaves out:
+
+* every sample at its modality's full ``length`` (the largest batch the blueprint allows; a
+  real batch with shorter sequences packs them and needs less);
+* PyTorch's own kernels on CPU (the math attention path, cuDNN-free RNNs), float32;
+* not the data set (the trainer holds it in memory besides: see ``docs/performance.md``), the
+  Python interpreter, the libraries' code or the allocator's slack.
+
+A value a kernel reads back to Python (``.item()``, ``bool(tensor)``) has no data in the trace:
+it reads as its constant where PyTorch tracked one, else as 1 (Adam's first step count, an
+all-ones padding mask on a full batch, a token id inside the vocabulary). The traced step is
+the one the measurement (``scripts/measure_memory.py``) runs for real, so the two agree by
+construction on what runs; they differ by what PyTorch's CPU allocator keeps besides live tensors.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from composer.errors import BlueprintError, Problem
+from composer.graph.size import format_bytes, memory_budget
+
+__all__ = ["MemoryEstimate", "LiveBytes", "trace_training_memory", "check_training_memory", "step_batches", "training_step", "prime_optimizers"]
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """One traced training step. ``peak_bytes``: live tensor bytes at the step's peak
+    (parameters, gradients, optimiser state, activations kept for backward, temporaries) plus
+    the batch; ``state_bytes``: parameters and optimiser state between steps; ``batch_bytes``:
+    the batch of every view; ``reads``: values the step read back to Python (answered without data)."""
+
+    peak_bytes: int
+    state_bytes: int
+    batch_bytes: int
+    batch_size: int
+    reads: int = 0
+
+    @property
+    def activation_bytes(self) -> int:
+        """What the step needs on top of the parameters and optimiser state."""
+        return self.peak_bytes - self.state_bytes
+
+    def describe(self) -> str:
+        return f"training needs about {format_bytes(self.peak_bytes)} at batch {self.batch_size} (peak of one step, estimated)"
+
+
+class LiveBytes(TorchDispatchMode):
+    """Counts the bytes of live tensor storage: each storage an operation returns is added once
+    (views share their base's) and subtracted when it is freed; ``peak`` is the most at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self.reads = 0
+        self._storages: set[int] = set()
+
+    def reset_peak(self) -> None:
+        self.peak = self.live
+
+    def _track(self, t: torch.Tensor) -> None:
+        storage = t.untyped_storage()
+        key = storage._cdata
+        if key in self._storages:
+            return
+        n = storage.nbytes()
+        self._storages.add(key)
+        self.live += n
+        self.peak = max(self.peak, self.live)
+        weakref.finalize(storage, self._free, key, n)
+
+    def _free(self, key: int, n: int) -> None:
+        if key in self._storages:
+            self._storages.discard(key)
+            self.live -= n
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:  # a value read to Python: no data here
+            self.reads += 1
+            constant = getattr(args[0], "constant", None)
+            return constant.item() if constant is not None else 1
+        out = func(*args, **(kwargs or {}))
+        if func is torch.ops.aten.mkldnn_rnn_layer.default and _is_fake(out[3]):
+            out = (*out[:3], out[3].new_empty(_rnn_workspace_bytes(args)))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                self._track(t)
+        return out
+
+
+def _is_fake(t: torch.Tensor) -> bool:
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    return isinstance(t, FakeTensor)
+
+
+_WORKSPACES: dict[tuple, int] = {}
+_PROBE_BATCH = 16
+_PAGE = 4096
+
+
+def _written_bytes(workspace: torch.Tensor) -> int:
+    """Bytes of the 4 KiB pages of a byte tensor that hold anything but zeros (the pages written)."""
+    flat = torch.cat([workspace, workspace.new_zeros((-workspace.numel()) % _PAGE)])
+    return int((flat.view(-1, _PAGE) != 0).any(1).sum()) * _PAGE
+
+
+def _rnn_workspace_bytes(args: tuple) -> int:
+    """The resident bytes of oneDNN's workspace for one RNN layer, which PyTorch's shape-only
+    kernel gives as empty. oneDNN sizes the workspace for every use (the gates and states of
+    each step, the backward's difference states), each section padded, and writes only part of
+    it: on CPU the pages written, not the size, take memory. So the real kernel runs forward and
+    backward on random data at the layer's shapes (at most :data:`_PROBE_BATCH` samples, scaled
+    to the batch), and the pages it wrote are counted; cached per shape."""
+    inp, *weights, hx, cx = args[:7]
+    batch = inp.shape[1]  # the layer runs time-major: (T, B, D), whatever the module's batch_first
+    assert batch == hx.shape[0], f"mkldnn_rnn_layer input {tuple(inp.shape)} vs state {tuple(hx.shape)}"
+    flags = tuple(tuple(a) if isinstance(a, list) else a for a in args[7:])
+    key = (tuple(inp.shape), *(tuple(t.shape) for t in weights), tuple(hx.shape), tuple(cx.shape), flags)
+    if key not in _WORKSPACES:
+        from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+        reverse, batch_sizes, mode, hidden, layers, has_biases, bidirectional, batch_first, train = args[7:16]
+        b = min(batch, _PROBE_BATCH)
+        gen = torch.Generator().manual_seed(0)
+        with unset_fake_temporarily():  # (not under no_grad: the kernel then keeps no workspace)
+            real = [torch.randn((inp.shape[0], b, *inp.shape[2:]), generator=gen)]
+            real += [torch.randn(t.shape, generator=gen) * 0.1 for t in weights]
+            real += [torch.randn((b, *t.shape[1:]), generator=gen) for t in (hx, cx)]
+            out, hy, cy, workspace = torch.ops.aten.mkldnn_rnn_layer.default(*real, *args[7:16])
+            grads = [torch.randn(t.shape, generator=gen) for t in (out, hy, cy)]
+            torch.ops.aten.mkldnn_rnn_layer_backward.default(
+                *real, out, hy, cy, *grads, reverse, mode, hidden, layers, has_biases, train, bidirectional, batch_sizes, batch_first, workspace)
+            _WORKSPACES[key] = _written_bytes(workspace) * batch // b
+    return _WORKSPACES[key]
+
+
+def step_batches(model, batch_size: int, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """One training batch of ``batch_size`` random samples, every sequence at its full length
+    (with its lengths as Python ints, as Composer's loaders give them), and every view of it
+    the blueprint trains on (``{"main": batch, view: masked batch, ...}``)."""
+    from composer.train.views import make_views
+
+    batch = model.example_inputs(batch_size, seed=seed)
+    host = {}
+    for key in [k for k in batch if k.endswith("_lengths")]:
+        name = key[: -len("_lengths")]
+        batch[key] = torch.full_like(batch[key], batch[name].shape[1])
+        host[name] = batch[key].tolist()
+    batch["host_lengths"] = host
+    return make_views(batch, model.blueprint, torch.Generator().manual_seed(seed))
+
+
+def _optimizers(model) -> list[torch.optim.Optimizer]:
+    from composer.train.optim import build_optimizer, build_stage_optimizers
+
+    cfg = model.blueprint.training
+    return [build_optimizer(model, cfg), *(build_stage_optimizers(model, cfg).values() if cfg.stages else ())]
+
+
+def prime_optimizers(model, optimizers: list[torch.optim.Optimizer]) -> None:
+    """Make each optimiser's state (Adam's moments) with one step on zero gradients, as it
+    stands from the second training step on; the gradients are then dropped."""
+    for p in model.parameters():
+        if p.requires_grad:
+            p.grad = torch.zeros_like(p)
+    for opt in optimizers:
+        opt.step()
+    model.zero_grad(set_to_none=True)
+
+
+def training_step(model, batches: dict[str, dict[str, Any]], optimizers: list[torch.optim.Optimizer]) -> None:
+    """The trainer's step on one batch: every view through the model, the loss, backward, the
+    optimisers' steps, the gradients dropped."""
+    outputs = {view: model(b) for view, b in batches.items()}
+    total, _ = model.compute_loss(outputs, batches)
+    del outputs
+    total.backward()
+    del total
+    for opt in optimizers:
+        opt.step()
+    model.zero_grad(set_to_none=True)
+
+
+def _batch_bytes(batches: dict[str, dict[str, Any]]) -> int:
+    seen: dict[int, int] = {}
+    for t in tree_flatten(batches)[0]:
+        if isinstance(t, torch.Tensor):
+            seen[t.untyped_storage()._cdata] = t.untyped_storage().nbytes()
+    return sum(seen.values())
+
+
+def trace_training_memory(checked, batch_size: int | None = None) -> MemoryEstimate:
+    """Peak memory of one training step of a checked blueprint's model at ``batch_size``
+    (``training.batch_size`` by default), traced with fake tensors: nothing is allocated."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from composer.graph.model import compile_blueprint
+
+    batch_size = batch_size or checked.training.batch_size
+    with torch.device("meta"):
+        model = compile_blueprint(checked)  # shapes only: no weights read or initialised
+    model.train()
+    batches = step_batches(model, batch_size)  # real and small: the batch is counted apart
+    batch_bytes = _batch_bytes(batches)
+    live = LiveBytes()
+    with FakeTensorMode(allow_non_fake_inputs=True), live:
+        model.to_empty(device="cpu")
+        optimizers = _optimizers(model)
+        prime_optimizers(model, optimizers)
+        state = live.live
+        live.reset_peak()
+        training_step(model, batches, optimizers)
+    return MemoryEstimate(live.peak + batch_bytes, state, batch_bytes, batch_size, live.reads)
+
+
+def check_training_memory(checked, budget: int | None = None) -> MemoryEstimate:
+    """:func:`trace_training_memory`, refusing a step above the memory budget
+    (``COMPOSER_MAX_MEMORY``, by default 75% of this machine's memory) with a clear error."""
+    budget = memory_budget() if budget is None else budget
+    estimate = trace_training_memory(checked)
+    if estimate.peak_bytes > budget:
+        raise BlueprintError([Problem(("training", "batch_size"), (
+            f"the model is too large to train here: {estimate.describe()}, above the budget of {format_bytes(budget)} "
+            f"(lower training.batch_size or set COMPOSER_MAX_MEMORY to raise it, e.g. COMPOSER_MAX_MEMORY=64GB)"
+        ))])
+    return estimate

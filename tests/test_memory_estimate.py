@@ -1,0 +1,126 @@
+"""The training-memory estimate (issue #26): one step traced with fake tensors
+(:mod:`composer.graph.memory`) against the same step run for real, and the budget it enforces.
+
+The real runs here count live tensor bytes (:class:`LiveBytes` on real tensors), which is exact
+for tiny models; process RSS (what ``scripts/measure_memory.py`` measures on the paper
+blueprints) is dominated by fixed costs at these sizes."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import yaml
+
+import composer
+from composer.cli import main
+from composer.errors import BlueprintError
+from composer.graph import memory
+from composer.graph.memory import LiveBytes, check_training_memory, trace_training_memory
+from composer.graph.model import compile_blueprint
+
+# attention-heavy: 48 steps, 4 heads, two layers, so the (B, heads, T, T) weights dominate
+ATTENTION = {
+    "blueprint": 1, "name": "attention_heavy",
+    "task": {"kind": "regression", "outputs": 1},
+    "modalities": {"text": {"features": 8, "length": 48}},
+    "blocks": {
+        "enc": {"type": "transformer", "in": "text", "dim": 16, "heads": 4, "layers": 2},
+        "pool": {"type": "pool", "in": "enc"},
+        "head": {"type": "mlp", "in": "pool", "hidden": [8], "out": 1},
+    },
+    "outputs": {"prediction": "head"},
+    "losses": [{"type": "l1", "pred": "head"}],
+    "training": {"batch_size": 6, "epochs": 1},
+}
+
+
+# activation-heavy beyond the old floor: the MLP's hidden activations at batch 2048, which the
+# floor (parameters x 16 and block outputs) leaves out
+WIDE_MLP = {
+    "blueprint": 1, "name": "wide_mlp",
+    "task": {"kind": "regression", "outputs": 1},
+    "modalities": {"x": {"kind": "vector", "features": 64}},
+    "blocks": {"head": {"type": "mlp", "in": "x", "hidden": [512, 512], "out": 1}},
+    "outputs": {"prediction": "head"},
+    "losses": [{"type": "l1", "pred": "head"}],
+    "training": {"batch_size": 2048, "epochs": 1},
+}
+
+
+def blueprint(data: dict, **training):
+    data = copy.deepcopy(data)
+    data["training"].update(training)
+    return composer.load_blueprint(yaml.safe_dump(data))
+
+
+def real_peak(bp, batch_size: int) -> tuple[int, int]:
+    """The same step as the trace, on real tensors: (peak live bytes + batch, bytes of the state)."""
+    torch.manual_seed(0)
+    model = compile_blueprint(bp)
+    model.train()
+    batches = memory.step_batches(model, batch_size)
+    live = LiveBytes()
+    with live:
+        model.to_empty(device="cpu")  # counted as the trace counts them
+        optimizers = memory._optimizers(model)
+        memory.prime_optimizers(model, optimizers)
+        state = live.live
+        live.reset_peak()
+        memory.training_step(model, batches, optimizers)
+    return live.peak + memory._batch_bytes(batches), state
+
+
+def test_trace_equals_the_real_step_of_an_attention_heavy_model():
+    bp = blueprint(ATTENTION)
+    est = trace_training_memory(bp)
+    measured, state = real_peak(bp, 6)
+    assert est.state_bytes == state  # parameters and Adam's two moments, byte for byte
+    assert abs(est.peak_bytes / measured - 1) < 0.05, (est.peak_bytes, measured)
+    assert est.activation_bytes > 4 * est.state_bytes  # the activations, not the weights, decide it
+
+
+def test_the_estimate_grows_linearly_with_the_batch_and_the_length():
+    """A known case: PyTorch's fused CPU attention keeps ``(B, heads, T)`` log-sum-exps for the
+    backward pass, not the ``(B, heads, T, T)`` weights, so every saved tensor is linear in B and T."""
+    small, double_batch = trace_training_memory(blueprint(ATTENTION)), trace_training_memory(blueprint(ATTENTION), 12)
+    assert 1.9 < double_batch.activation_bytes / small.activation_bytes < 2.1
+    long = copy.deepcopy(ATTENTION)
+    long["modalities"]["text"]["length"] = 96
+    assert 1.9 < trace_training_memory(blueprint(long)).activation_bytes / small.activation_bytes < 2.1
+
+
+def test_rnn_workspace_counts_the_pages_onednn_writes():
+    """PyTorch's shape-only LSTM kernel keeps no workspace; the real one keeps oneDNN's, of which
+    it writes part: the trace counts the written pages, between the outputs and the full size."""
+    t, b, d, h = 40, 20, 6, 8  # batch above the probe's 16: scaled
+    args = (torch.randn(t, b, d), torch.randn(4 * h, d), torch.randn(4 * h, h), torch.randn(4 * h), torch.randn(4 * h),
+            torch.randn(b, h), torch.randn(b, h), False, [], 2, h, 1, True, False, True, True)
+    real = torch.ops.aten.mkldnn_rnn_layer.default(*args)[3].numel()
+    counted = memory._rnn_workspace_bytes(args)
+    assert t * b * 4 * h * 4 < counted <= real * 1.05, (counted, real)
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        assert torch.ops.aten.mkldnn_rnn_layer.default(*args)[3].numel() == 0  # what the trace would see without it
+
+
+def test_validate_memory_prints_the_traced_peak_and_refuses_above_the_budget(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "wide.yaml"
+    path.write_text(yaml.safe_dump(WIDE_MLP))
+    est = trace_training_memory(blueprint(WIDE_MLP))
+    floor = blueprint(WIDE_MLP).size.train_bytes
+    assert est.peak_bytes > 2 * floor
+    budget = (floor + est.peak_bytes) // 2  # above the old floor, below the traced peak
+    monkeypatch.setenv("COMPOSER_MAX_MEMORY", str(budget))
+    assert main(["validate", str(path)]) == 0  # the floor alone lets it through
+    assert "training needs at least" in capsys.readouterr().out
+    assert main(["validate", "--memory", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "too large to train here: training needs about" in err and "training.batch_size" in err, err
+    with pytest.raises(BlueprintError, match="above the budget"):
+        check_training_memory(blueprint(WIDE_MLP))
+    monkeypatch.setenv("COMPOSER_MAX_MEMORY", str(est.peak_bytes * 2))
+    assert main(["validate", "--memory", str(path)]) == 0
+    assert "training needs about" in capsys.readouterr().out

@@ -123,8 +123,9 @@ class BlockConfig(BaseModel):
     #: labels): the registry-wide backward and content-sensitivity checks expect no gradient; the
     #: block's own tests prove what its outputs depend on.
     targets_only: ClassVar[bool] = False
-    #: Input ports read for their shape and padding mask only, never their values (a decoder's
-    #: ``target``, whose length and width it generates): the content-sensitivity check skips them.
+    #: Input ports read for their shape and padding mask only (a decoder's ``target``, whose length
+    #: and width it generates), or at most as a teacher-forced decoder's previous steps (never the
+    #: last one): the content-sensitivity check skips them.
     shape_only_ports: ClassVar[tuple[str, ...]] = ()
 
     def input_map(self) -> dict[str, str]:

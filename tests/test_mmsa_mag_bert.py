@@ -42,13 +42,17 @@ import mmsa_oracle
 
 ROOT = Path(__file__).resolve().parents[1]
 BLUEPRINT = ROOT / "blueprints" / "zoo" / "mag_bert.yaml"
-DATASETS = {"mosi": (5, 20), "mosei": (74, 35)}  # MMSA's (audio, vision) feature_dims of aligned_50
+DATASETS = {"mosi": (5, 20), "mosei": (74, 35), "sims": (33, 709)}  # MMSA's (audio, vision) feature_dims
 #: the oracle's BERT: TINY_BERT at BERT-base's 512 positions (Composer's size fields leave them) and
 #: 128 token ids (the synthetic set writes [CLS] = 101 and [SEP] = 102)
 BERT = {**mmsa_oracle.TINY_BERT, "max_position_embeddings": 512, "vocab_size": 128}
 SIZES = {"hidden_size": "hidden_size", "num_layers": "num_hidden_layers", "num_heads": "num_attention_heads",
          "intermediate_size": "intermediate_size", "vocab_size": "vocab_size"}
-T = 6
+T = 6  # the words' steps
+#: test lengths (text, audio, vision): aligned_50 on MOSI / MOSEI, CH-SIMS unaligned (MMSA: 39 / 400 / 55)
+LENGTHS = {"mosi": (T, T, T), "mosei": (T, T, T), "sims": (T, 9, 8)}
+#: MMSA's AlignSubNet reads every padded step of CH-SIMS' audio and vision: the align blocks' option
+AS_MMSA = {"sims": ["blocks.align_audio.padding=include", "blocks.align_vision.padding=include"]}
 TOLERANCE = 1e-5
 
 
@@ -74,12 +78,12 @@ def _head_mask(self, head_mask, num_hidden_layers):
 
 @pytest.fixture(scope="module")
 def mmsa():
-    loaded = mmsa_oracle.load("MMSA.models.singleTask.BERT_MAG", "MMSA.trains.singleTask.BERT_MAG", "MMSA.config")
+    loaded = mmsa_oracle.load("MMSA.models.singleTask.BERT_MAG", "MMSA.trains.singleTask.BERT_MAG", "MMSA.models.subNets.AlignNets", "MMSA.config")
     module = loaded["MMSA.models.singleTask.BERT_MAG"]
     module.MAG_BertModel.get_extended_attention_mask = _extended_attention_mask
     module.MAG_BertModel.get_head_mask = _head_mask
     return types.SimpleNamespace(
-        module=module, trainer_module=loaded["MMSA.trains.singleTask.BERT_MAG"],
+        module=module, trainer_module=loaded["MMSA.trains.singleTask.BERT_MAG"], AlignSubNet=loaded["MMSA.models.subNets.AlignNets"].AlignSubNet,
         config=loaded["MMSA.config"].get_config_regression,
     )
 
@@ -88,6 +92,7 @@ def mmsa_config(mmsa, dataset: str, hidden: int = BERT["hidden_size"]):
     config = mmsa.config("bert_mag", dataset)
     config.feature_dims = [hidden, *DATASETS[dataset]]  # MAG's text width is BERT's hidden size
     config.train_mode, config.device = "regression", "cpu"
+    config.seq_lens = list(LENGTHS[dataset])  # MMSA takes them from the data
     return config
 
 
@@ -96,8 +101,10 @@ def mmsa_module(mmsa, dataset: str, **bert) -> nn.Module:
     patches = [mock.patch.object(cls, "init_weights", _init_weights)
                for cls in (mmsa.module.MAG_BertModel, mmsa.module.MAG_BertForSequenceClassification)]
     torch.manual_seed(1)
+    config = mmsa_config(mmsa, dataset, sizes["hidden_size"])
     with mmsa_oracle.offline_bert(**sizes), patches[0], patches[1]:
-        module = mmsa.module.BERT_MAG(mmsa_config(mmsa, dataset, sizes["hidden_size"]))
+        module = mmsa.module.BERT_MAG(config)
+    module.aligner = mmsa.AlignSubNet(config, "avg_pool")  # AMIO (need_model_aligned) runs it first; no tensors
     return module if next(module.parameters()).is_meta else spread(module)
 
 
@@ -118,8 +125,8 @@ def spread(module: nn.Module) -> nn.Module:
 def overrides(dataset: str) -> list[str]:
     """The blueprint at the oracle's BERT sizes and the test's length (the dataset's own widths)."""
     sets = [f"blocks.text_enc.{field}={BERT[attr]}" for field, attr in SIZES.items()]
-    sets += [f"modalities.text.vocab={BERT['vocab_size']}"] + [f"modalities.{m}.length={T}" for m in ("text", "audio", "vision")]
-    return sets
+    sets += [f"modalities.text.vocab={BERT['vocab_size']}"]
+    return sets + [f"modalities.{m}.length={n}" for m, n in zip(("text", "audio", "vision"), LENGTHS[dataset])]
 
 
 def composer_model(dataset: str, *extra: str):
@@ -139,25 +146,31 @@ def copy_weights(theirs: nn.Module, ours, names: dict[str, str]) -> None:
     ours.load_state_dict({names[k]: v for k, v in source.items()})
 
 
-def pair(mmsa, dataset: str, *extra: str):
-    theirs, ours = mmsa_module(mmsa, dataset), composer_model(dataset, *extra)
+def pair(mmsa, dataset: str, *extra: str, as_mmsa: bool = True):
+    theirs, ours = mmsa_module(mmsa, dataset), composer_model(dataset, *(AS_MMSA.get(dataset, []) if as_mmsa else []), *extra)
     copy_weights(theirs, ours, NAME_MAPS["mag_bert"](ours))
     ours.eval(), theirs.eval()
     return ours, theirs
 
 
-def a_batch(dataset: str, batch_size: int = 3, seed: int = 0) -> dict:
-    """Sentences of 6, 4 and 3 tokens (ids 0 and mask False after them), random segments, aligned
-    audio and vision with noise in the padded steps (BERT's attention mask must keep it out)."""
+def a_batch(dataset: str, batch_size: int = 3, seed: int = 0, padded: bool = True) -> dict:
+    """Sentences of 6, 4 and 3 tokens (ids 0 and mask False after them), random segments; audio and
+    vision aligned with the words (MOSI, MOSEI) or of their own lengths (CH-SIMS), with noise in
+    the padded steps (BERT's attention mask must keep the words' padding out)."""
     gen = torch.Generator().manual_seed(seed)
-    lengths = torch.tensor([T, 4, 3][:batch_size])
-    mask = torch.arange(T)[None] < lengths[:, None]  # (B, T)
-    ids = torch.randint(1, BERT["vocab_size"], (batch_size, T), generator=gen).masked_fill(~mask, 0)
-    audio, vision = DATASETS[dataset]
+    (t, t_audio, t_vision), (audio, vision) = LENGTHS[dataset], DATASETS[dataset]
+    aligned = t_audio == t
+
+    def lengths(n: int, *rest: int) -> torch.Tensor:
+        return torch.tensor([n, *rest][:batch_size] if padded else [n] * batch_size)
+
+    words = lengths(t, 4, 3)
+    mask = torch.arange(t)[None] < words[:, None]  # (B, T)
     return {
-        "text": ids, "text_mask": mask, "text_segment": torch.randint(0, 2, (batch_size, T), generator=gen),
-        "audio": torch.randn(batch_size, T, audio, generator=gen), "audio_lengths": lengths,
-        "vision": torch.randn(batch_size, T, vision, generator=gen), "vision_lengths": lengths,
+        "text": torch.randint(1, BERT["vocab_size"], (batch_size, t), generator=gen).masked_fill(~mask, 0), "text_mask": mask,
+        "text_segment": torch.randint(0, 2, (batch_size, t), generator=gen),
+        "audio": torch.randn(batch_size, t_audio, audio, generator=gen), "audio_lengths": words if aligned else lengths(t_audio, 5, 7),
+        "vision": torch.randn(batch_size, t_vision, vision, generator=gen), "vision_lengths": words if aligned else lengths(t_vision, 3, 6),
         "label": torch.rand(batch_size, generator=gen) * 6 - 3,
     }
 
@@ -168,9 +181,15 @@ def mmsa_inputs(batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return text, batch["audio"], batch["vision"]
 
 
+def mmsa_predict(theirs, batch: dict) -> torch.Tensor:
+    """AMIO's forward: the aligner, then BERT_MAG (the aligner leaves aligned audio and vision, and
+    the rows of ``text_bert``, as they are)."""
+    return theirs(*theirs.aligner(*mmsa_inputs(batch)))["M"]
+
+
 def difference(ours, theirs, batch: dict) -> float:
     with torch.no_grad():
-        return (ours(batch)["prediction"] - theirs(*mmsa_inputs(batch))["M"]).abs().max().item()
+        return (ours(batch)["prediction"] - mmsa_predict(theirs, batch)).abs().max().item()
 
 
 # -- equality ----------------------------------------------------------------------------------------
@@ -184,7 +203,7 @@ def test_mag_bert_outputs_and_gradients_equal_mmsa_on_padded_batches(mmsa, datas
     assert block.gate.beta_shift == config.beta_shift and block.gate.dropout.p == config.dropout_prob
     assert ours.block("drop").config.p == theirs.model.dropout.p  # hidden_dropout_prob before the classifier
     batch = a_batch(dataset)
-    prediction, reference = ours(batch)["prediction"], theirs(*mmsa_inputs(batch))["M"]
+    prediction, reference = ours(batch)["prediction"], mmsa_predict(theirs, batch)
     assert prediction.shape == reference.shape == (3, 1)
     torch.testing.assert_close(prediction, reference, atol=TOLERANCE, rtol=0)
     prediction.square().mean().backward()
@@ -211,7 +230,11 @@ def test_mag_bert_padding_is_read_by_neither(mmsa):
         longer[m] = torch.cat([batch[m], 5 * torch.randn(3, pad, batch[m].shape[-1])], 1)
     with torch.no_grad():
         torch.testing.assert_close(ours(longer)["prediction"], ours(batch)["prediction"], atol=TOLERANCE, rtol=0)
-        torch.testing.assert_close(theirs(*mmsa_inputs(longer))["M"], theirs(*mmsa_inputs(batch))["M"], atol=TOLERANCE, rtol=0)
+        shorter = mmsa_predict(theirs, batch)
+        config = mmsa_config(mmsa, "mosi")
+        config.seq_lens = [T + pad] * 3  # MMSA's seq_lens are the file's padded length
+        theirs.aligner = mmsa.AlignSubNet(config, "avg_pool")
+        torch.testing.assert_close(mmsa_predict(theirs, longer), shorter, atol=TOLERANCE, rtol=0)
     assert difference(ours, theirs, longer) < TOLERANCE
 
 
@@ -252,14 +275,23 @@ def test_the_gate_equals_mmsas_mag_where_the_shift_is_clipped_or_zero(mmsa):
 
 @pytest.mark.parametrize("dataset", sorted(DATASETS))
 def test_mag_bert_full_size_parameter_counts(mmsa, dataset):
-    """At BERT-base (MMSA's bert-base-uncased) and the datasets' real widths the counts agree exactly;
-    MOSI's 110,705,665 is also the MAGBERT count in GLoMo's Table 5."""
-    base = {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
-            "intermediate_size": 3072, "max_position_embeddings": 512}
+    """At BERT-base (MMSA's bert-base-uncased; bert-base-chinese, 21,128 word pieces, for CH-SIMS) and
+    the datasets' real widths the counts agree exactly; MOSI's 110,705,665 is also the MAGBERT count
+    in GLoMo's Table 5."""
+    base = {"vocab_size": 21128 if dataset == "sims" else 30522, "hidden_size": 768, "num_hidden_layers": 12,
+            "num_attention_heads": 12, "intermediate_size": 3072, "max_position_embeddings": 512}
     with torch.device("meta"):
         theirs = mmsa_module(mmsa, dataset, **base)
     ours = estimate_size(composer.load_blueprint(BLUEPRINT, dataset=dataset).plan).model_params
-    assert ours == trainable(theirs) == {"mosi": 110_705_665, "mosei": 110_834_689}[dataset]
+    assert ours == trainable(theirs) == {"mosi": 110_705_665, "mosei": 110_834_689, "sims": 104_592_385}[dataset]
+
+
+def test_mag_bert_sims_default_masks_padding_and_equals_mmsa_without_padding(mmsa):
+    """CH-SIMS' aligners by default average each sample's valid steps: equal to MMSA on full-length
+    samples, different once audio and vision are padded (MMSA averages the padding in)."""
+    ours, theirs = pair(mmsa, "sims", as_mmsa=False)
+    assert difference(ours, theirs, a_batch("sims", padded=False)) < TOLERANCE
+    assert difference(ours, theirs, a_batch("sims")) > TOLERANCE
 
 
 # -- the recipe and the weights ------------------------------------------------------------------------
@@ -319,25 +351,29 @@ def test_mag_bert_import_refuses_weights_of_another_dataset(mmsa, tmp_path):
 # -- training ------------------------------------------------------------------------------------------
 
 
-def mmsa_pickle(path: Path, n: int = 6, seed: int = 0) -> None:
-    """An MMSA-layout aligned pickle at test size: ``text_bert`` (N, 3, T) ids / mask / segments with
-    [CLS] first and padding after, BERT features in ``text``, aligned audio and vision, no lengths."""
+def mmsa_pickle(path: Path, dataset: str, n: int = 6, seed: int = 0) -> None:
+    """An MMSA-layout pickle at test size: ``text_bert`` (N, 3, T) ids / mask / segments with [CLS]
+    first and padding after, BERT features in ``text``; audio and vision aligned with the words and
+    without lengths (aligned_50: the loader takes the words' mask), or unaligned with
+    ``audio_lengths`` / ``vision_lengths`` (CH-SIMS' unaligned_39)."""
     rng = np.random.default_rng(seed)
-    audio, vision = DATASETS["mosi"]
+    (t, t_audio, t_vision), (audio, vision) = LENGTHS[dataset], DATASETS[dataset]
     data = {}
     for split in ("train", "valid", "test"):
-        lengths = rng.integers(3, T + 1, size=n)
-        mask = (np.arange(T)[None] < lengths[:, None]).astype(np.float32)
-        ids = rng.integers(1, BERT["vocab_size"], size=(n, T)) * mask
+        lengths = rng.integers(3, t + 1, size=n)
+        mask = (np.arange(t)[None] < lengths[:, None]).astype(np.float32)
+        ids = rng.integers(1, BERT["vocab_size"], size=(n, t)) * mask
         ids[:, 0] = 2  # the test vocabulary's [CLS]
-        data[split] = {
-            "text_bert": np.stack([ids, mask, np.zeros((n, T))], axis=1).astype(np.float32),
-            "text": rng.standard_normal((n, T, 8)).astype(np.float32),
-            "audio": (rng.standard_normal((n, T, audio)) * mask[..., None]).astype(np.float32),
-            "vision": (rng.standard_normal((n, T, vision)) * mask[..., None]).astype(np.float32),
-            "regression_labels": np.round(rng.uniform(-3, 3, size=n), 1).astype(np.float32),
-            "id": np.array([f"{split}_{i}" for i in range(n)]),
-        }
+        d = {"text_bert": np.stack([ids, mask, np.zeros((n, t))], axis=1).astype(np.float32),
+             "text": rng.standard_normal((n, t, 8)).astype(np.float32)}
+        for m, steps, width in (("audio", t_audio, audio), ("vision", t_vision, vision)):
+            valid = mask if steps == t else (np.arange(steps)[None] < rng.integers(2, steps + 1, size=n)[:, None]).astype(np.float32)
+            d[m] = (rng.standard_normal((n, steps, width)) * valid[..., None]).astype(np.float32)
+            if steps != t:
+                d[f"{m}_lengths"] = valid.sum(1).astype(int).tolist()
+        d["regression_labels"] = np.round(rng.uniform(-3, 3, size=n), 1).astype(np.float32)
+        d["id"] = np.array([f"{split}_{i}" for i in range(n)])
+        data[split] = d
     path.write_bytes(pickle.dumps(data))
 
 
@@ -347,12 +383,90 @@ def test_mag_bert_trains_on_synthetic_data(tmp_path):
     assert "mae" in str(run.summary)
 
 
-def test_mag_bert_trains_on_an_mmsa_layout_pickle_with_bert_text(tmp_path):
-    mmsa_pickle(tmp_path / "mosi.pkl")
-    bp = composer.load_blueprint(BLUEPRINT, [*overrides("mosi"), "training.batch_size=3"])
+@pytest.mark.parametrize("dataset", ["mosi", "sims"])
+def test_mag_bert_trains_on_an_mmsa_layout_pickle_with_bert_text(tmp_path, dataset):
+    mmsa_pickle(tmp_path / f"{dataset}.pkl", dataset)
+    bp = composer.load_blueprint(BLUEPRINT, [*overrides(dataset), "training.batch_size=3"], dataset=dataset)
     from composer.data import load_data
 
-    train = load_data(bp, tmp_path / "mosi.pkl")["train"].tensors
+    train = load_data(bp, tmp_path / f"{dataset}.pkl")["train"].tensors
     assert train["text"].dtype == torch.long and train["text_mask"].dtype == torch.bool and "text_segment" in train
-    run = composer.train(bp, tmp_path / "mosi.pkl", out=tmp_path / "run", epochs=1, progress=False)
+    run = composer.train(bp, tmp_path / f"{dataset}.pkl", out=tmp_path / "run", epochs=1, progress=False)
     assert "mae" in str(run.summary)
+
+
+# -- the block on its own --------------------------------------------------------------------------
+
+TINY = {"init": "random", "hidden_size": 8, "num_layers": 2, "num_heads": 2, "intermediate_size": 16, "vocab_size": 64}
+PORTS = {"text": "tokens", "audio": 3, "vision": 5}
+
+
+def mag_block(**fields):
+    from composer.registry import get_block
+    from composer.spec import sequence, tokens
+    from composer.testing import make_config
+
+    specs = {"text": tokens("T"), "audio": sequence("T", 3), "vision": sequence("T", 5)}
+    torch.manual_seed(0)
+    return get_block("mag_bert").impl(make_config("mag_bert", {**TINY, **fields}, list(specs)), specs).eval()
+
+
+def block_inputs(seed: int = 0) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return {"text": torch.randint(1, 64, (2, 5), generator=gen), "audio": torch.randn(2, 5, 3, generator=gen), "vision": torch.randn(2, 5, 5, generator=gen)}
+
+
+@pytest.mark.parametrize("k", [0, 1, 2])
+def test_mag_bert_shifts_the_hidden_state_after_layer_k(k):
+    """The block equals BERT run by hand with the gate applied to hidden state k (0 = embeddings)."""
+    from composer.blocks._base import Context
+
+    block, inputs = mag_block(injection_index=k, hidden_layers=[k, -1]), block_inputs()
+    out = block(inputs, Context())
+    bert = block.bert
+    with torch.no_grad():
+        h = bert.embeddings.forward(input_ids=inputs["text"])  # .forward: without the block's hook
+        states = [h]
+        for i, layer in enumerate(bert.encoder.layer):
+            if i == k:
+                states[-1] = h = block.gate(h, {"audio": inputs["audio"], "vision": inputs["vision"]})
+            h = layer.forward(h)
+            h = h[0] if isinstance(h, tuple) else h
+            states.append(h)
+        if k == len(bert.encoder.layer):
+            states[-1] = h = block.gate(h, {"audio": inputs["audio"], "vision": inputs["vision"]})
+    torch.testing.assert_close(out["seq"], h, atol=1e-6, rtol=0)
+    torch.testing.assert_close(out["layers"], torch.cat([states[k], h], dim=1), atol=1e-6, rtol=0)  # hidden_layers see the shifted state
+
+
+def test_mag_bert_frozen_encoder_still_trains_the_gate():
+    from composer.blocks._base import Context
+
+    block = mag_block(freeze=True).train()
+    block(block_inputs(), Context())["cls"].square().sum().backward()
+    assert all(p.grad is None for p in block.bert.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in block.gate.parameters() if p.dim() > 1)
+
+
+@pytest.mark.parametrize("fields,specs,message", [
+    ({}, {"audio": ("T", 3), "vision": ("T", 5)}, "expected exactly one tokens input"),
+    ({}, {"text": "T", "audio": ("T_audio", 3)}, "input 'audio' is on time axis T_audio, the words on T"),
+    ({"injection_index": 3}, {"text": "T", "audio": ("T", 3)}, "injection_index 3 is beyond the encoder's 2 layers"),
+])
+def test_mag_bert_refuses_inputs_it_cannot_gate(fields, specs, message):
+    from composer.configs._base import SpecError
+    from composer.spec import sequence, tokens
+    from composer.testing import make_config
+
+    built = {p: tokens(s) if isinstance(s, str) else sequence(*s) for p, s in specs.items()}
+    with pytest.raises(SpecError, match=message):
+        make_config("mag_bert", {**TINY, **fields}, list(built)).infer(built)
+
+
+def test_mag_bert_needs_a_mapping_with_a_nonverbal_input():
+    from pydantic import ValidationError
+
+    from composer.testing import make_config
+
+    with pytest.raises(ValidationError, match="needs the tokens and at least one nonverbal sequence"):
+        make_config("mag_bert", TINY, ["in"])

@@ -24,7 +24,7 @@ MODULES = "composer.blocks.align"
 class AlignConfig(BlockConfig):
     """Align ``source (B, T_s, D)`` to ``target``'s time axis: ``-> (B, T_t, D)`` (target's mask).
 
-    The target is read for its time axis (length and mask) only. With ``S`` source and ``L``
+    The target (a sequence, or tokens) is read for its time axis (length and mask) only. With ``S`` source and ``L``
     target steps (each sample's valid lengths; with ``padding: include`` the padded ``T_s``, ``T_t``):
 
     * ``avg_pool`` (MMSA's only mode in use): ``P = ⌈S / L⌉``; the source is extended to ``P·L``
@@ -61,8 +61,8 @@ class AlignConfig(BlockConfig):
     def infer(self, inputs: dict[str, Spec]) -> dict[str, Spec]:
         if set(inputs) != {"target", "source"}:
             raise SpecError(f"align takes a mapping with ports 'target' and 'source', got {sorted(inputs)}", field="in")
-        for port in ("target", "source"):
-            expect_kind(port, inputs[port], "sequence")
+        expect_kind("target", inputs["target"], "sequence", "tokens")  # its time axis only: words may be the target (MAG-BERT)
+        expect_kind("source", inputs["source"], "sequence")
         target, source = inputs["target"], inputs["source"]
         if self.mode == "avg_pool":
             for field in ("steps", "source_steps"):

@@ -17,13 +17,12 @@ MMSA                   Composer                        MAG (Rahman et al. 2020)
 ``classifier``         ``head.linear``                 the output layer
 =====================  ==============================  ===========================================
 
-The ports are found by the modality that feeds them (``vision``, ``audio``), so a blueprint that
-names its ports otherwise maps the same way.
+MMSA's gate knows its two inputs as visual and acoustic; the zoo's block names those ports
+``vision`` and ``audio`` (a hybrid with other port names passes them to :func:`mag_gate`).
 """
 
 from __future__ import annotations
 
-from composer.errors import ComposerError
 from composer.zoo_import._pieces import NameMap, bert, linear
 
 __all__ = ["NAME_MAPS", "mag_gate"]
@@ -31,18 +30,9 @@ __all__ = ["NAME_MAPS", "mag_gate"]
 ENCODER = "text_enc"
 
 
-def _port_of(model, block: str, modality: str) -> str:
-    """The input port of ``block`` that reads ``modality`` (MMSA's gate knows its inputs as visual and acoustic)."""
-    ports = model.blueprint.blocks[block].input_map()
-    found = [port for port, ref in ports.items() if ref.split(".")[0] == modality]
-    if len(found) != 1:
-        raise ComposerError(f"block '{block}' must read modality '{modality}' through exactly one port to take MMSA's gate, got {ports}")
-    return found[0]
-
-
-def mag_gate(model, block: str, mmsa_prefix: str) -> NameMap:
-    """MMSA's ``MAG`` at ``mmsa_prefix`` (e.g. ``model.bert.MAG``) -> the gate of the ``mag_bert`` block ``block``."""
-    vision, audio = _port_of(model, block, "vision"), _port_of(model, block, "audio")
+def mag_gate(block: str, mmsa_prefix: str, vision: str = "vision", audio: str = "audio") -> NameMap:
+    """MMSA's ``MAG`` at ``mmsa_prefix`` (e.g. ``model.bert.MAG``) -> the gate of the ``mag_bert`` block
+    ``block`` whose visual and acoustic inputs are the ports ``vision`` and ``audio``."""
     gate = f"{block}.gate"
     return {
         **linear(f"{mmsa_prefix}.W_hv", f"{gate}.gates.{vision}"),
@@ -54,7 +44,7 @@ def mag_gate(model, block: str, mmsa_prefix: str) -> NameMap:
 
 
 def mag_bert_names(model) -> NameMap:
-    return {**bert(model, ENCODER, "model.bert"), **mag_gate(model, ENCODER, "model.bert.MAG"), **linear("model.classifier", "head.linear")}
+    return {**bert(model, ENCODER, "model.bert"), **mag_gate(ENCODER, "model.bert.MAG"), **linear("model.classifier", "head.linear")}
 
 
 NAME_MAPS = {"mag_bert": mag_bert_names}

@@ -54,6 +54,9 @@ class TensorSplit:
         ``index`` (on the CPU) and ``split_size`` say which samples of the split these are."""
         out: dict[str, Any] = {k: v[index].to(device, non_blocking=True) for k, v in self.tensors.items()}
         out["host_lengths"] = {k[: -len("_lengths")]: v[index].tolist() for k, v in self.tensors.items() if k.endswith("_lengths")}
+        for k, v in self.tensors.items():  # a token modality's lengths: its attention mask's, counted here on the host
+            if k.endswith("_mask") and v.dim() == 2 and k[: -len("_mask")] not in out["host_lengths"]:
+                out["host_lengths"][k[: -len("_mask")]] = v[index].sum(1).tolist()
         if self.ids is not None:
             out["id"] = [self.ids[i] for i in index.tolist()]
         out["index"], out["split_size"] = index.cpu(), len(self)  # where the samples sit in their split (fixed view masks)

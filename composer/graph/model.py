@@ -37,15 +37,17 @@ def build_context(batch: dict[str, Any], modality_times: dict[str, str]) -> Cont
         if symbol in ctx.masks:
             continue
         mask = batch.get(f"{name}_mask")
+        host = batch.get("host_lengths", {}).get(name)
         if mask is None:
             lengths = batch.get(f"{name}_lengths")
             x = batch.get(name)
             if lengths is not None and x is not None:
                 mask = length_mask(lengths.to(x.device), x.shape[1])
                 ctx.lengths[symbol] = lengths
-                host = batch.get("host_lengths", {}).get(name)
                 if host is not None:
                     ctx.host_lengths[symbol] = host
+        elif host is not None:  # a token modality's mask, its lengths counted by the loader on the host
+            ctx.host_lengths[symbol] = host
         if mask is not None:
             ctx.masks[symbol] = mask.bool()
     return ctx

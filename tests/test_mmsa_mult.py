@@ -141,6 +141,28 @@ def test_mult_settings_per_dataset_are_mmsas(mmsa):
         assert ours.block("branch_a.cm1").encoder.layers[0].attn.dropout == theirs.attn_dropout  # text attended
 
 
+def test_valid_convolution_on_a_padded_axis_shortens_the_mask_by_the_kernel_span():
+    """MMSA's Conv1d(padding=0) as `conv1d` with `padding: valid`: `T_text` becomes `T_text-4`,
+    a sample with L valid steps has L - 4 valid outputs (at least 1), each the convolution of
+    valid steps only (equal to the same sample without padding)."""
+    from composer.blocks._base import length_mask
+    from composer.registry import get_block
+    from composer.spec import sequence
+    from composer.testing import make_config
+
+    inputs = {"in": sequence("T_text", 3)}
+    config = make_config("conv1d", {"out": 2, "kernel": 5, "padding": "valid", "bias": False}, ["in"])
+    block = get_block("conv1d").impl(config, inputs)
+    assert block.out_specs["out"].time == "T_text-4"
+    x, lengths = torch.randn(3, 9, 3), torch.tensor([9, 6, 2])
+    ctx = Context(masks={"T_text": length_mask(lengths, 9)})
+    with torch.no_grad():
+        out = block({"in": x}, ctx)
+        assert out.shape == (3, 5, 2) and ctx.masks["T_text-4"].sum(1).tolist() == [5, 2, 1]
+        alone = block({"in": x[1:2, :6]}, Context())  # the 6-step sample, unpadded
+    torch.testing.assert_close(out[1:2, :2], alone, atol=1e-6, rtol=0)
+
+
 @pytest.mark.parametrize("control", [
     "blocks.branch_t.positions=true",  # the authors' sinusoidal positions, which MMSA's copy leaves out
     "blocks.branch_t.in={target: proj_t, source1: proj_v, source2: proj_a}",  # text attended by vision first
@@ -184,6 +206,16 @@ def test_mult_weights_saved_by_mmsa_import_and_predict_equally(mmsa, tmp_path):
     assert max_difference(ours, theirs, without_lengths(zero_padded(ours))) < TOLERANCE
     with pytest.raises(DataError, match="does not match blueprint 'mult'"):  # MOSI's kernels and levels
         import_mmsa_weights(tmp_path / "mult-sims.pth", BLUEPRINT, tmp_path / "x.safetensors", dataset="mosi", overrides=sizes)
+
+
+def test_mult_import_refuses_the_authors_blueprint_of_the_same_name(mmsa, tmp_path):
+    from composer.errors import ComposerError
+
+    wrapper = nn.Module()
+    wrapper.Model = mmsa_module(mmsa, "mosi")
+    torch.save(wrapper.state_dict(), tmp_path / "mult-mosi.pth")
+    with pytest.raises(ComposerError, match="map onto blueprints/zoo/mult.yaml .* no block branch_a, branch_t, branch_v"):
+        import_mmsa_weights(tmp_path / "mult-mosi.pth", ROOT / "blueprints" / "mult.yaml", tmp_path / "x.safetensors")
 
 
 def test_mult_reported_numbers_are_metrics_composer_computes():

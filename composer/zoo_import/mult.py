@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from composer.errors import ComposerError
 from composer.zoo_import._pieces import NameMap, linear
 
 __all__ = ["NAME_MAPS", "CONSTANTS", "BRANCHES"]
@@ -33,7 +34,17 @@ def _encoder(mmsa_prefix: str, prefix: str, layers: int) -> NameMap:
 
 
 def mult_names(model) -> NameMap:
-    """Conv1d projections, six crossmodal and three memory transformers, the residual head."""
+    """Conv1d projections, six crossmodal and three memory transformers, the residual head.
+
+    The authors' blueprint (blueprints/mult.yaml) is also named ``mult``; it has no branches and
+    is refused with a :class:`ComposerError` that names the zoo's."""
+    parts = [f"{b}/{part}" for b, _, _ in BRANCHES.values() for part in ("cm1", "cm2", "memory")]  # the template's blocks
+    missing = sorted({p.split("/")[0] for p in parts if p not in model.blueprint.blocks})
+    if missing:
+        raise ComposerError(
+            f"MMSA's MulT weights map onto blueprints/zoo/mult.yaml (blocks branch_t, branch_a, branch_v); this "
+            f"'mult' blueprint has no block {', '.join(missing)} (the authors' blueprints/mult.yaml is not MMSA's layout)"
+        )
     names: NameMap = {f"proj_{m}.weight": f"proj_{c}.conv.weight" for m, c in (("l", "t"), ("a", "a"), ("v", "v"))}
     for target, (branch, first, second) in BRANCHES.items():
         for mmsa_name, part in ((f"trans_{target}_with_{first}", "cm1"), (f"trans_{target}_with_{second}", "cm2"), (f"trans_{target}_mem", "memory")):

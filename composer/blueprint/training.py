@@ -42,6 +42,9 @@ class StageConfig(_Strict):
     lr: float | None = Field(default=None, gt=0, description="Default: training.lr.")
     weight_decay: float | None = Field(default=None, ge=0, description="Default: training.weight_decay.")
     grad_clip: float | None = Field(default=None, gt=0, description="Clip the stage's gradient norm (default: training.grad_clip).")
+    weight: float = Field(
+        default=1.0, gt=0, description="Multiplier of the stage's objective (its terms keep their weights; MMIM's bound stage: 1/beta, so it minimises -lld itself)."
+    )
 
 
 class SchedulerConfig(_Strict):

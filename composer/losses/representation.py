@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from composer.blocks._base import Context
-from composer.configs.losses.representation import CPCConfig, GaussianBAConfig
+from composer.configs.losses.representation import CPCConfig, GaussianBAConfig, GaussianEntropyConfig
 from composer.losses._base import Loss
 from composer.spec import Spec
 
@@ -32,6 +32,8 @@ __all__ = [
     "CosineLoss",
     "CPCLoss",
     "GaussianBALoss",
+    "GaussianEntropyLoss",
+    "gaussian_entropy",
 ]
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
@@ -218,3 +220,54 @@ class GaussianBALoss(Loss):
         x, y = values["x"], values["y"]
         mu, logvar = self.mlp_mu(x), self.mlp_logvar(x)  # (B, D_y) each
         return ((mu - y).pow(2) / 2.0 / logvar.exp()).sum(dim=-1)
+
+
+def _covariance(z: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``Σ = Σ_i w_i (z_i - μ)(z_i - μ)ᵀ / Σ_i w_i`` with ``μ`` the weighted mean: the covariance
+    (divided by n) of the rows with weight 1, without indexing by a mask (no read back)."""
+    weight = weight.to(z.dtype)
+    total = weight.sum()
+    centred = z - (weight @ z) / total  # (N, k)
+    return (centred * weight[:, None]).t() @ centred / total  # (k, k)
+
+
+def gaussian_entropy(z: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    """``¼ (log det Σ_pos + log det Σ_neg)`` of the codes ``z (N, k)`` split by two masks (MMIM's ``H``)."""
+    return 0.25 * (torch.logdet(_covariance(z, positive)) + torch.logdet(_covariance(z, negative)))
+
+
+class GaussianEntropyLoss(Loss):
+    """MMIM's entropy estimate with a memory, negated (:class:`~composer.configs.losses.representation.GaussianEntropyConfig`).
+
+    The memory holds the detached codes and masks of the last ``memory`` training batches of the
+    epoch; it is not saved (it is emptied at every epoch's end, where checkpoints are written)."""
+
+    def __init__(self, config: GaussianEntropyConfig, specs: dict[str, Spec]):
+        super().__init__(config, specs)
+        d = int(specs["y"].features)
+        self.projection = nn.Sequential(nn.Linear(d, d // 4), nn.Tanh())
+        self._memory: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._step = 0
+
+    def forward(self, values: dict[str, torch.Tensor], ctx: Context) -> torch.Tensor:
+        if not self.training:
+            return values["y"].new_zeros(())
+        z = self.projection(values["y"])  # (B, D/4)
+        label = values["label"].reshape(-1)
+        positive, negative = label > 0, label < 0
+        step, self._step = self._step, self._step + 1
+        value = z.new_zeros(())
+        if step > self.config.memory:  # MMSA: the memory is full from batch mem_size; -beta*H is added after it
+            past = list(zip(*self._memory))
+            value = -gaussian_entropy(torch.cat([*past[0], z]), torch.cat([*past[1], positive]), torch.cat([*past[2], negative]))
+        entry = (z.detach(), positive, negative)
+        if len(self._memory) < self.config.memory:
+            self._memory.append(entry)
+        else:  # the oldest replaced by the newest
+            self._memory[step % self.config.memory] = entry
+        return value
+
+    def composer_epoch_end(self, epoch: int) -> None:
+        """MMSA's trainer starts every epoch with an empty memory."""
+        self._memory, self._step = [], 0
+        return None

@@ -541,6 +541,7 @@ class Trainer:
         model.zero_grad(set_to_none=True)
         with self.precision.autocast():
             total, _ = stepper(batches, stage_terms(self.bp, stage))
+            total = total * stage.weight
         (value,) = self.world.mean([float(total.detach())], count, n)
         if not math.isfinite(value):
             raise ComposerError(f"stage '{stage.name}': the loss is {value}; lower the stage's lr or set its grad_clip")

@@ -40,4 +40,35 @@ def self_mm_names(model) -> NameMap:
     return names
 
 
-NAME_MAPS: dict[str, Callable[[Any], NameMap]] = {"self_mm": self_mm_names}
+def loss_prefix(model, name: str) -> str:
+    """The parameter prefix of the loss named ``name`` (its networks: ``losses.<index>``)."""
+    (index,) = [node.index for node in model.plan.losses if node.name == name]
+    return f"losses.{index}"
+
+
+#: MMIM's MMILB and CPC modules -> the zoo's losses (by name) that hold their networks.
+MMIM_BOUNDS = {"mi_tv": ("lld_tv", "entropy_tv"), "mi_ta": ("lld_ta", "entropy_ta")}
+MMIM_CPC = {"cpc_zt": "nce_text", "cpc_zv": "nce_vision", "cpc_za": "nce_audio"}
+
+
+def mmim_names(model) -> NameMap:
+    """MMSA's MMIM: BertTextEncoder, the two bidirectional RNNEncoders, the fusion network, and
+    the networks of its bounds (MMILB's μ, log σ² and entropy projection; CPC's predictors)."""
+    names = bert(model, "text_bert", "bertmodel.model")
+    for mmsa_m, m in (("acoustic_enc", "audio"), ("visual_enc", "vision")):
+        rnn = model.block(f"{m}_net/rnn").rnn
+        names.update(lstm(f"{mmsa_m}.rnn", f"{m}_net.rnn.rnn", rnn.num_layers, rnn.bidirectional))
+        names.update(linear(f"{mmsa_m}.linear_1", f"{m}_net.linear_1.linear"))
+    names.update({**linear("fusion_prj.linear_1", "fusion_prj.layers.net.0"), **linear("fusion_prj.linear_2", "fusion_prj.layers.net.2"),
+                  **linear("fusion_prj.linear_3", "fusion_prj.linear_3.linear")})
+    for mmsa_name, (lld, entropy) in MMIM_BOUNDS.items():
+        for net in ("mlp_mu", "mlp_logvar"):
+            for i in (0, 2):
+                names.update(linear(f"{mmsa_name}.{net}.{i}", f"{loss_prefix(model, lld)}.{net}.{i}"))
+        names.update(linear(f"{mmsa_name}.entropy_prj.0", f"{loss_prefix(model, entropy)}.projection.0"))
+    for mmsa_name, nce in MMIM_CPC.items():
+        names.update(linear(f"{mmsa_name}.net", f"{loss_prefix(model, nce)}.net"))
+    return names
+
+
+NAME_MAPS: dict[str, Callable[[Any], NameMap]] = {"self_mm": self_mm_names, "mmim": mmim_names}

@@ -31,7 +31,12 @@ All compare codes ``vector (B, D)`` (predictions for ``kl``/``js``); the modules
   modalities (§3.2; MMSA 2.2.1 ``MMILB``): ``q(y|x) = N(μ(x), σ²(x))`` with ``μ`` and ``log σ²``
   each ``Linear(D_x → D_y) → ReLU → Linear(D_y → D_y)``; the loss is the negative
   log-likelihood up to constants, ``ℓ_i = Σ_d (μ_d(x_i) - y_id)² / (2 σ_d²(x_i))``, i.e. ``-lld``.
-  MMIM's entropy term (a memory of past batches split by label sign) is not included.
+  MMIM's entropy term is the ``gaussian_entropy`` loss below.
+* ``gaussian_entropy`` — MMIM's entropy estimate of a modality (§3.2, "entropy estimation" with
+  a history memory; MMSA 2.2.1 ``MMILB``, its ``H``): the codes ``ỹ = tanh(W y + b)``
+  (``D → D/4``) of the samples with positive and with negative labels, over this batch and the
+  ``memory`` batches before it (detached), are taken as Gaussian, ``Σ = mean (ỹ - μ)(ỹ - μ)ᵀ``,
+  and ``H = ¼ (log det Σ_pos + log det Σ_neg)``; the loss is ``-H`` (maximising the entropy).
 
 The estimator networks of ``cpc`` and ``gaussian_ba`` belong to the loss: they are
 training-only parameters (``parameter_summary()["training_only"]``), unused at inference.
@@ -253,3 +258,37 @@ class GaussianBAConfig(LossConfig):
             out.update(under(f"{net}.0", linear(d_x, d_y)))
             out.update(under(f"{net}.2", linear(d_y, d_y)))
         return out
+
+
+@loss_type(implementation=f"{MODULES}:GaussianEntropyLoss")
+class GaussianEntropyConfig(LossConfig):
+    """MMIM's entropy estimate of a modality with a memory of past batches, negated (Han et al.
+    2021, §3.2; MMSA 2.2.1 ``MMILB``'s ``H`` and its trainer's memory ``mem_size``).
+
+    ``y: vector (B, D)`` (the modality: vision for the t-v bound, audio for t-a), ``label: labels
+    (B,)``. ``ỹ = tanh(Linear(D → D/4)(y))``; the positive (``label > 0``) and negative
+    (``label < 0``) codes of this batch and of the ``memory`` batches before it in the epoch
+    (stored detached, the oldest replaced first) give ``Σ_± = mean (ỹ - μ_±)(ỹ - μ_±)ᵀ`` and
+    ``H = ¼ (log det Σ_+ + log det Σ_-)``; the loss is ``-H`` from the ``memory + 2``-th training
+    batch of each epoch on, 0 before it and out of training (MMSA's trainer adds ``-β H`` once
+    ``i_batch > mem_size``; its validation loss is the task loss alone). The memory is emptied at
+    every epoch's end (``composer_epoch_end``). Parameters (training-only): ``D·D/4 + D/4``.
+    """
+
+    type: Literal["gaussian_entropy"] = "gaussian_entropy"
+    y: str = Field(description="The modality whose entropy is estimated, e.g. `vision_enc` (MMIM: vision, audio).")
+    label: str = Field(default="label", description="The labels whose sign splits the samples (default: the batch label).")
+    memory: int = Field(default=1, ge=1, le=1000, description="Past batches kept (MMIM: mem_size = 1).")
+
+    ref_fields: ClassVar[tuple[str, ...]] = ("y", "label")
+
+    def check(self, specs: dict[str, Spec]) -> None:
+        _vectors(specs, "y")
+        if int(specs["y"].features) < 4:
+            raise SpecError(f"y must be at least 4 wide (its code is D/4 wide), got {specs['y']}", field="y")
+        if specs["label"].kind != "labels" or specs["label"].dtype != "float":
+            raise SpecError(f"label must be regression labels (B,) (their sign splits the samples), got {specs['label']}", field="label")
+
+    def parameter_shapes(self, specs: dict[str, Spec]) -> Shapes:
+        d = int(specs["y"].features)
+        return under("projection.0", linear(d, d // 4))

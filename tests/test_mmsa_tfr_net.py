@@ -96,7 +96,7 @@ def sizes() -> list[str]:
            f"blocks.head.hidden=[{CLS}]"]
     for m, s in SUFFIX.items():
         out += [f"blocks.recon_{s}.length={LENGTHS[m]}", f"blocks.recon_{s}.heads={TEMPORAL_HEADS}",
-                f"blocks.gen_{s}.out={WIDTHS[m]}", f"blocks.fuse_{s}.hidden={HIDDEN[m]}"]
+                f"blocks.fuse_{s}.hidden={HIDDEN[m]}"]
         if m != "text":
             out += [f"modalities.{m}.features={WIDTHS[m]}", f"modalities.{m}.length={LENGTHS[m]}"]
     return out

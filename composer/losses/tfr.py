@@ -5,8 +5,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from torch import nn
+
 from composer.blocks._base import Context
+from composer.configs.losses.tfr import TFRReconstructionConfig
 from composer.losses._base import Loss
+from composer.spec import Spec
 from composer.losses.representation import central_moment_discrepancy
 
 __all__ = ["TFRReconstructionLoss"]
@@ -15,9 +19,14 @@ __all__ = ["TFRReconstructionLoss"]
 class TFRReconstructionLoss(Loss):
     """Masked smooth-L1 + λ_sim · CMD over ``N·D + ε`` (:class:`~composer.configs.losses.tfr.TFRReconstructionConfig`)."""
 
+    def __init__(self, config: TFRReconstructionConfig, specs: dict[str, Spec]):
+        super().__init__(config, specs)
+        width, target = int(specs["pred"].features), int(specs["target"].features)
+        self.generator = nn.Linear(width, target) if config.generator == "linear" else nn.Identity()
+
     def forward(self, values: dict[str, torch.Tensor], ctx: Context) -> torch.Tensor:
         c = self.config
-        pred = values["pred"]  # (B, T, D)
+        pred = self.generator(values["pred"])  # (B, T, d) -> (B, T, D)
         target = values["target"].to(pred.dtype)
         if c.detach_target:
             target = target.detach()

@@ -46,12 +46,14 @@ def _align_transformers() -> list[tuple[str, str, str, bool]]:
 
 
 def tfr_net_names(model) -> NameMap:
-    """BERT, the three projections, the 12 transformers, the generators and GATE_F."""
+    """BERT, the three projections, the 12 transformers, the generators (owned by the losses
+    ``rec_text``, ``rec_audio``, ``rec_vision``) and GATE_F."""
     names: NameMap = dict(bert(model, "text_enc", "text_model.model"))
     for m, (port, suffix) in MODALITIES.items():
         if f"align.project.{port}.weight" in model.state_dict():  # MMSA skips the projection at d = D_m
             names[f"{_ALIGN}.proj_{m}.weight"] = f"align.project.{port}.weight"
-        names.update(linear(f"generator_{suffix}.Model.linear", f"gen_{suffix}.linear"))
+        loss = [node.name for node in model.plan.losses].index(f"rec_{port}")  # the loss owning the generator
+        names.update(linear(f"generator_{suffix}.Model.linear", f"losses.{loss}.generator"))
         encoder, block = f"fusion_subnet.Model.{_GATE_F[m]}", f"fuse_{suffix}"
         names.update({f"{encoder}.gru.gru.{k}": f"{block}.gru.rnn.{k}" for k in model.block(block).gru.rnn.state_dict()})
         names.update({**linear(f"{encoder}.cnn", f"{block}.gate"), **linear(f"{encoder}.fc", f"{block}.fc")})

@@ -186,7 +186,9 @@ def test_every_modality_and_joined_layer_influences_the_prediction(path):
             per_sample = (per_sample * valid).sum(1)
         assert (per_sample.reshape(per_sample.shape[0], -1).sum(1) > 0).all(), f"modality '{m}' has no influence for some sample"
     for bid, layers in captured.items():
-        tokens = model.plan.node(bid).inputs[model.block(bid)._port].source  # the encoder's tokens input (mag_bert has others)
+        # the encoder's tokens (mag_bert has other inputs; LNLN's BERT reads tokens a block dropped): their modality's mask
+        symbol = model.block(bid)._spec.time
+        tokens = next(m for m, cfg in model.blueprint.modalities.items() if cfg.kind == "tokens" and cfg.time_symbol(m) == symbol)
         valid = batch[f"{tokens}_mask"]
         for i, h in enumerate(layers):
             influence = (h.grad.abs().sum(-1) * valid).sum(1)  # (B,)

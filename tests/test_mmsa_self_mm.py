@@ -296,7 +296,7 @@ def mmsa_run(mmsa, data: dict, monkeypatch) -> dict:
     return {"start": start, "terms": terms, "labels": labels, "weights": dict(theirs.named_parameters())}
 
 
-def composer_run(mmsa, data: dict, start: dict, *overrides: str) -> dict:
+def composer_run(mmsa, data: dict, start: dict, *overrides: str, epochs: int = EPOCHS) -> dict:
     """Composer's model, loss terms and optimiser (``build_optimizer``, stepped every ``grad_accum``
     batches on the summed losses) on the same batches, with ``composer_epoch_end`` after each epoch."""
     from composer.train.optim import build_optimizer
@@ -311,7 +311,7 @@ def composer_run(mmsa, data: dict, start: dict, *overrides: str) -> dict:
     optimizer = build_optimizer(ours, cfg)
     terms, labels = [], []
     ours.train()
-    for epoch in range(1, EPOCHS + 1):
+    for epoch in range(1, epochs + 1):
         optimizer.zero_grad()
         for i, batch in enumerate(batches(data, epoch)):
             total, parts = ours.compute_loss({"main": ours(batch)}, {"main": batch})
@@ -357,14 +357,14 @@ def test_self_mm_training_equals_mmsas_trainer_loss_terms_generated_labels_and_w
 
 def test_self_mm_negative_control_zero_labels_in_the_positive_centre_change_the_generated_labels(mmsa, mmsa_training):
     data, reference = mmsa_training
-    mine = composer_run(mmsa, data, reference["start"], "blocks.ulgm.exclude_zero=false")
-    assert not torch.allclose(mine["labels"][-1]["text"], reference["labels"][-1]["text"], atol=1e-4)
+    mine = composer_run(mmsa, data, reference["start"], "blocks.ulgm.exclude_zero=false", epochs=2)  # labels move from epoch 2
+    assert not torch.allclose(mine["labels"][-1]["text"], reference["labels"][1]["text"], atol=1e-4)
 
 
 # -- running it ----------------------------------------------------------------------------------
 
 
-RUN = [*TINY, "training.data.samples={train: 12, valid: 6, test: 6}", "training.batch_size=4", "blocks.ulgm.samples=12"]
+RUN = [*TINY, "training.data.samples={train: 12, valid: 4, test: 4}", "training.batch_size=4", "blocks.ulgm.samples=12"]
 
 
 def test_self_mm_trains_on_synthetic_data_and_a_resumed_run_generates_the_same_labels(tmp_path):

@@ -278,7 +278,8 @@ def test_misa_training_settings_are_mmsas(mmsa):
         t = bp.training
         assert (t.batch_size, t.lr, t.grad_clip_value, t.grad_accum, t.grad_accum_reduction, t.early_stop) == (
             args.batch_size, args.learning_rate, args.grad_clip, args.update_epochs, "sum", args.early_stop)
-        assert t.grad_clip is None and t.monitor.metric == "loss" and args.KeyEval == "Loss"
+        assert t.grad_clip is None and t.weight_decay == 0 and args.KeyEval == "Loss"
+        assert (t.monitor.metric, t.monitor.direction) == ("loss/task", "minimize")  # do_test's loss: the criterion alone
         assert bp.loss_groups == {"similarity": args.sim_weight, "difference": args.diff_weight, "reconstruction": args.recon_weight}
         assert bp.blocks["head"].dropout == args.dropout and args.hidden_size == bp.vars["d"]
 

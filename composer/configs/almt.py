@@ -151,7 +151,7 @@ class ALMTTransformerConfig(ALMTLayerSettings):
     output depends on padded steps; ``include`` attends to every step as the authors' code does
     (MMSA-style zero padding is then read, and BERT's states at padded positions too).
     Parameters: ``D·d + d`` (projection, if ``dim`` differs from D) ``+ (frames + n)·d + n·d +
-    layers·(9d + 3d·h·e + h·e·d + 2d·m + m)``.
+    layers·(10d + 3d·h·e + h·e·d + 2d·m + m)`` (one head of width d: no ``to_out``, ``h·e·d + d`` less).
     """
 
     type: Literal["almt_transformer"] = "almt_transformer"

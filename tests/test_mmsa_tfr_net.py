@@ -109,6 +109,7 @@ def composer_model(*overrides: str, dataset: str = "mosi"):
 
 def pair(mmsa, *overrides: str, dataset: str = "mosi"):
     theirs, ours = mmsa_module(mmsa, dataset), composer_model(*overrides, dataset=dataset)
+    assert theirs.args.weight_gen_loss == [ours.blueprint.losses[i].weight for i in (1, 2, 3)]  # weight_gen_loss
     copy_weights(theirs, ours, NAME_MAPS["tfr_net"](ours))
     return ours.eval(), theirs.eval()
 
@@ -202,13 +203,14 @@ def in_float64(ours, theirs, batch: dict) -> dict:
     return {k: v.double() if v.is_floating_point() else v for k, v in batch.items()}
 
 
-def test_tfr_net_equals_mmsa_on_padded_batches(mmsa):
+@pytest.mark.parametrize("dataset", ["mosi", "mosei"])
+def test_tfr_net_equals_mmsa_on_padded_batches(mmsa, dataset):
     """float32: parameter counts, the prediction, each reconstruction loss and the total within 1e-5.
     Gradients in float64: MMSA's loss divides CMDs of a few dropped steps by small counts and weighs
     them up to 20 × 5, so its gradients reach 1e4 and float32 rounding alone moves them by 1e-3 of
     their scale; in float64 every parameter's gradient agrees within 1e-3 of its tensor's largest
     (measured: 1.5e-4; without the reconstruction terms 2e-6)."""
-    ours, theirs = pair(mmsa, *AS_MMSA)
+    ours, theirs = pair(mmsa, *AS_MMSA, dataset=dataset)
     assert trainable(ours) == trainable(theirs)
     with torch.no_grad():
         r = run_both(mmsa, ours, theirs, a_batch())

@@ -6,7 +6,9 @@ the audio and visual sequences with the *text's* lengths (the sum of BERT's atte
 audio and vision have hundreds of steps of their own. This block says that reading in a graph:
 its output is the input ``x`` on a new time axis whose valid steps are the first
 ``min(L_by, L_x)`` (``padding: exclude``) or ``min(L_by, T_x)`` (``padding: include``: MMSA's,
-which reads ``x``'s padded steps when the text is longer than ``x``). Module:
+which reads ``x``'s padded steps when the text is longer than ``x``). MISA (Hazarika et al. 2020)
+§3.2 takes the utterance vectors ``u_a``, ``u_v`` from the final states of these LSTMs, on
+word-aligned data where the text's lengths are the audio's and the vision's. Module:
 :mod:`composer.blocks.lengths`.
 """
 

@@ -67,3 +67,43 @@ def test_an_unknown_type_of_a_blueprint_with_plugins_says_how_to_import_them():
             "blocks": {"f": {"type": "film", "in": "a"}}}
     with pytest.raises(BlueprintError, match="plugins \\(film\\) registers it, pass --allow-plugins"):
         composer.load_blueprint(data)
+
+
+def _module_attributes() -> set[str]:
+    """Every non-dunder attribute of a compiled model and of a template's module, but its blocks."""
+    from composer.graph.model import TemplateModules
+
+    model = composer.compile_blueprint(composer.load_blueprint(Path(__file__).parents[1] / "blueprints/late_fusion.yaml"))
+    names = (set(dir(model)) | set(dir(TemplateModules()))) - set(model._modules) - set(model._parameters) - set(model._buffers)
+    return {n for n in names if not (n.startswith("__") and n.endswith("__"))}
+
+
+def test_the_torch_free_list_holds_every_public_attribute_of_the_compiled_module():
+    from composer.blueprint.schema import MODULE_ATTRIBUTES
+
+    public = {n for n in _module_attributes() if not n.startswith("_")}
+    assert public <= MODULE_ATTRIBUTES, f"add to MODULE_ATTRIBUTES: {sorted(public - MODULE_ATTRIBUTES)}"
+
+
+@pytest.mark.parametrize("name", ["train", "to", "state_dict", "parameters", "_modules", "compute_loss", "size"])
+def test_a_block_named_like_a_module_attribute_is_refused_by_validate_not_by_the_build(name):
+    """``validate`` said ok to a block named ``train`` and building the model raised KeyError."""
+    text = (
+        "blueprint: 1\nname: t\ntask: {kind: regression, outputs: 1}\nmodalities: {x: {kind: vector, features: 4}}\n"
+        f"blocks:\n  {name}: {{type: mlp, in: x, hidden: [4], out: 4}}\n  head: {{type: mlp, in: {name}, hidden: [4], out: 1}}\n"
+        "losses: [{type: l1, pred: head}]\n"
+    )
+    with pytest.raises(BlueprintError, match=f"'{name}' cannot name a block"):
+        composer.load_blueprint(text)
+
+
+def test_a_template_block_named_like_a_module_attribute_is_refused():
+    text = (
+        "blueprint: 1\nname: t\ntask: {kind: regression, outputs: 1}\nmodalities: {x: {kind: vector, features: 4}}\n"
+        "templates:\n  pair:\n    inputs: [x]\n    blocks:\n      forward: {type: mlp, in: x, hidden: [4], out: 4}\n"
+        "    outputs: {out: forward}\n"
+        "blocks:\n  p: {type: pair, in: {x: x}}\n  head: {type: mlp, in: p, hidden: [4], out: 1}\n"
+        "losses: [{type: l1, pred: head}]\n"
+    )
+    with pytest.raises(BlueprintError, match="'forward' cannot name a block"):
+        composer.load_blueprint(text)

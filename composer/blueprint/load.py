@@ -256,7 +256,7 @@ def _raw_reference_problems(data: dict) -> list[Problem]:
 def validate_data(data: Any, smap: SourceMap | None = None, *, allow_plugins: bool | None = None) -> CheckedBlueprint:
     """Imports, variables, templates and the schema on raw data, then every check
     (:func:`composer.blueprint.check.check`); returns the :class:`CheckedBlueprint`."""
-    from composer.blueprint.schema import RESERVED_IDS, blueprint_model
+    from composer.blueprint.schema import RESERVED_IDS, block_id_clash, blueprint_model
 
     smap = smap or SourceMap()
     if not isinstance(data, dict):
@@ -280,6 +280,11 @@ def validate_data(data: Any, smap: SourceMap | None = None, *, allow_plugins: bo
     for bid in blocks:
         if not BLOCK_ID_RE.match(str(bid)) or bid in RESERVED_IDS:
             problems.append(Problem(("blocks", bid), f"'{bid}' cannot be a block id (letters, digits and '_'; not a reserved word: {', '.join(sorted(RESERVED_IDS))})"))
+        elif (clash := block_id_clash(bid)) is not None:
+            problems.append(Problem(("blocks", bid), (
+                f"'{clash}' cannot name a block: the compiled model is a torch.nn.Module and has an attribute "
+                f"'{clash}' (names starting with '_' are its machinery's too); rename it, e.g. '{clash.strip('_')}_block'"
+            )))
         if isinstance(data.get("modalities"), dict) and bid in data["modalities"]:
             problems.append(Problem(("blocks", bid), f"'{bid}' is both a modality and a block id"))
     try:

@@ -33,10 +33,39 @@ __all__ = [
     "BlueprintBase",
     "blueprint_model",
     "RESERVED_IDS",
+    "MODULE_ATTRIBUTES",
+    "block_id_clash",
 ]
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_IDS = {*BATCH_REFS, "main", "aux_losses", "outputs", "forward", "blocks", "losses", "blueprint", "training", "shared_uses", "vars"}
+
+#: The public attributes of the compiled model (a ``torch.nn.Module``) and of a template's module:
+#: a block is registered under its id (a template's blocks under each part of ``use/inner``), so
+#: one of these names would collide with the module's own attribute when the model is built.
+#: Kept here, torch-free, so ``validate`` refuses them; tests/test_blueprint_errors.py checks the
+#: list against the installed torch. Names starting with ``_`` are the module machinery's too.
+MODULE_ATTRIBUTES = frozenset({
+    "T_destination", "add_module", "apply", "bfloat16", "block", "blueprint", "buffers", "call_super_init", "children",
+    "compile", "compute_loss", "cpu", "cuda", "double", "dump_patches", "eval", "example_inputs", "extra_repr", "float",
+    "forward", "get_buffer", "get_extra_state", "get_parameter", "get_submodule", "half", "ipu", "load_state_dict",
+    "modules", "mtia", "named_buffers", "named_children", "named_modules", "named_parameters", "parameter_counts",
+    "parameter_summary", "parameters", "plan", "register_backward_hook", "register_buffer", "register_forward_hook",
+    "register_forward_pre_hook", "register_full_backward_hook", "register_full_backward_pre_hook",
+    "register_load_state_dict_post_hook", "register_load_state_dict_pre_hook", "register_module", "register_parameter",
+    "register_state_dict_post_hook", "register_state_dict_pre_hook", "requires_grad_", "save", "set_extra_state",
+    "set_submodule", "share_memory", "size", "state_dict", "to", "to_empty", "train", "training",
+    "training_only_prefixes", "type", "xpu", "zero_grad",
+})
+
+
+def block_id_clash(block_id: str) -> str | None:
+    """The part of a block id (``use/inner``: each part) that would collide with an attribute of
+    the compiled module, or None."""
+    for part in str(block_id).split("/"):
+        if part in MODULE_ATTRIBUTES or part.startswith("_"):
+            return part
+    return None
 
 
 class StrictModel(BaseModel):

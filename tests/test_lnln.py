@@ -8,7 +8,8 @@ the completeness labels, and the reference gets the same complete and incomplete
 (dropout off on both sides: BERT's would draw differently). Checked: parameter counts (and at full
 size, exactly, for the three datasets), the prediction, the completeness scores, every loss term
 of eq. 10 and the total, and the gradient of every parameter within 1e-5, on padded audio and
-vision read as the authors read them (``padding: include``); negative controls; the missing-data
+vision read as the authors read them (``padding: include``), and Composer's masked default on padded text,
+audio and vision against the reference run sample by sample; negative controls; the missing-data
 rule; training on the synthetic data and on an MMSA-layout pickle.
 """
 
@@ -128,30 +129,39 @@ def text3(ids, batch):
     return torch.stack([ids.float(), batch["text_mask"].float(), batch["text_segment"].float()], dim=1)
 
 
-def one_step(ours, theirs, batch, args, seed: int = 5):
-    """Composer's forward and loss terms in training mode, and the reference's on the same inputs."""
+def sample(inputs, i: int, batch: dict):
+    """Sample ``i`` of ``(vision, audio, text (B, 3, T))`` alone, cut to its own lengths."""
+    vision, audio, text = inputs
+    nv, na, nt = int(batch["vision_lengths"][i]), int(batch["audio_lengths"][i]), int(batch["text_mask"][i].sum())
+    return vision[i : i + 1, :nv], audio[i : i + 1, :na], text[i : i + 1, :, :nt]
+
+
+def one_step(ours, theirs, batch, args, seed: int = 5, *, per_sample: bool = False):
+    """Composer's forward and loss terms in training mode, and the reference's on the same inputs
+    (with ``per_sample``: each sample alone at its own lengths, the outputs joined along the batch)."""
     torch.manual_seed(seed)
     out = ours(batch)
     total, parts = ours.compute_loss({"main": out}, {"main": batch})
     values = out["values"]
     complete = (batch["vision"], batch["audio"], text3(batch["text"], batch))
     incomplete = (values["drop_vision.out"], values["drop_audio.out"], text3(values["drop_text.out"], batch))
-    expected = theirs(complete, incomplete)
+    B = len(batch["label"])
+    if per_sample:
+        alone = [theirs(sample(complete, i, batch), sample(incomplete, i, batch)) for i in range(B)]
+        expected = {key: torch.cat([a[key] for a in alone]) for key in alone[0]}
+        classes = torch.cat([reference.effectiveness_labels(1, N) for _ in range(B)])  # each sample's rows: its H_d, then its complete H_l
+    else:
+        expected = theirs(complete, incomplete)
+        classes = reference.effectiveness_labels(B, N)
     labels = {"sentiment_labels": batch["label"].view(-1, 1), "completeness_labels": values["drop_text.completeness"],
-              "effectiveness_labels": reference.effectiveness_labels(len(batch["label"]), N)}
+              "effectiveness_labels": classes}
     return out, total, parts, expected, reference.multimodal_loss(args, expected, labels)
 
 
-@pytest.mark.parametrize("dataset", ["mosi", "sims"])
-def test_lnln_training_step_equals_the_reference(dataset):
-    ours, theirs, names = pair(dataset, *AUTHORS_PADDING)
-    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
-    batch = a_batch(ours, text_padding=False)
-    out, total, parts, expected, loss = one_step(ours, theirs, batch, reference_config(dataset))
-    values = out["values"]
-    assert not torch.equal(values["drop_audio.out"], batch["audio"]) or not torch.equal(values["drop_text.out"], batch["text"])  # something dropped
+def assert_step_equal(ours, theirs, names, out, total, parts, expected, loss) -> None:
+    """The prediction, the completeness scores, every term of eq. 10, the total and every gradient within 1e-5."""
     torch.testing.assert_close(out["prediction"], expected["sentiment_preds"], atol=TOLERANCE, rtol=0)
-    torch.testing.assert_close(values["dmc.completeness"], expected["w"], atol=TOLERANCE, rtol=0)
+    torch.testing.assert_close(out["values"]["dmc.completeness"], expected["w"], atol=TOLERANCE, rtol=0)
     torch.testing.assert_close(parts["sentiment"], loss["l_sp"], atol=TOLERANCE, rtol=0)
     torch.testing.assert_close(parts["completeness"], loss["l_cc"], atol=TOLERANCE, rtol=0)
     torch.testing.assert_close(parts["adversarial"], loss["l_adv"], atol=TOLERANCE, rtol=0)
@@ -166,6 +176,25 @@ def test_lnln_training_step_equals_the_reference(dataset):
             assert grad is None or grad.abs().max() == 0, their_name
             continue
         torch.testing.assert_close(grad, param.grad, atol=TOLERANCE, rtol=1e-4, msg=lambda m: f"{their_name}: {m}")
+
+
+@pytest.mark.parametrize("dataset", ["mosi", "sims"])
+def test_lnln_training_step_equals_the_reference(dataset):
+    ours, theirs, names = pair(dataset, *AUTHORS_PADDING)
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
+    batch = a_batch(ours, text_padding=False)
+    out, total, parts, expected, loss = one_step(ours, theirs, batch, reference_config(dataset))
+    values = out["values"]
+    assert not torch.equal(values["drop_audio.out"], batch["audio"]) or not torch.equal(values["drop_text.out"], batch["text"])  # something dropped
+    assert_step_equal(ours, theirs, names, out, total, parts, expected, loss)
+
+
+def test_lnln_default_masks_padding_and_equals_the_reference_sample_by_sample():
+    """Composer's default on a batch with padded text, audio and vision equals the reference run on
+    each sample alone at its own lengths (the same incomplete inputs and labels)."""
+    ours, theirs, names = pair("mosei")
+    batch = a_batch(ours, text_padding=True)
+    assert_step_equal(ours, theirs, names, *one_step(ours, theirs, batch, reference_config("mosei"), per_sample=True))
 
 
 def test_lnln_negative_controls_break_the_equality():

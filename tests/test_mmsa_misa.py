@@ -42,8 +42,8 @@ LENGTHS = {"text": 6, "audio": 8, "vision": 7}
 BERT_SIZES = {"hidden_size": 768, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 37,
               "vocab_size": 60, "max_position_embeddings": 512}  # 512: BertConfig's default, as Composer's `bert` builds
 TINY = [
-    "blocks.text_enc.hidden_size=768", "blocks.text_enc.num_layers=1", "blocks.text_enc.num_heads=2",
-    "blocks.text_enc.intermediate_size=37", "blocks.text_enc.vocab_size=60", "modalities.text.vocab=60",
+    "blocks.text_bert.hidden_size=768", "blocks.text_bert.num_layers=1", "blocks.text_bert.num_heads=2",
+    "blocks.text_bert.intermediate_size=37", "blocks.text_bert.vocab_size=60", "modalities.text.vocab=60",
     *(f"modalities.{m}.features={w}" for m, w in WIDTHS.items()), *(f"modalities.{m}.length={n}" for m, n in LENGTHS.items()),
     *(f"blocks.{m}_rnn.hidden={w}" for m, w in WIDTHS.items()),  # MMSA: hidden_sizes = feature_dims
 ]
@@ -324,7 +324,7 @@ def misa_pickle(path: Path, n: int = 6, seed: int = 0) -> None:
 
 def small(*overrides: str):
     """At test size; a vocabulary of 200 holds the synthetic set's [CLS] (101) and [SEP] (102)."""
-    sizes = ["vars.d=8", "blocks.transformer.ff_dim=16", "blocks.text_enc.vocab_size=200", "modalities.text.vocab=200"]
+    sizes = ["vars.d=8", "blocks.transformer.ff_dim=16", "blocks.text_bert.vocab_size=200", "modalities.text.vocab=200"]
     return composer.load_blueprint(BLUEPRINT, [*TINY, *sizes, *overrides])
 
 

@@ -30,7 +30,7 @@ def _same_names(model, block: str, mmsa_prefix: str) -> NameMap:
 
 
 def misa_names(model) -> NameMap:
-    names = bert(model, "text_enc", "bertmodel.model")
+    names = bert(model, "text_bert", "bertmodel.model")
     for mmsa_m, m in (("a", "audio"), ("v", "vision")):  # extract_features: rnn1, layer norm, rnn2
         names.update(_same_names(model, f"{m}_rnn/rnn1/rnn", f"{mmsa_m}rnn1"))
         names.update(_same_names(model, f"{m}_rnn/rnn2/rnn", f"{mmsa_m}rnn2"))

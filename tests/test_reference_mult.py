@@ -1,9 +1,9 @@
 """MulT: the compiled blueprints equal the plain-PyTorch reference (tests/reference/mult.py).
 
 For ``blueprints/mult.yaml`` with the future mask (its default, the public code's) and without it
-(the paper's equations), and for MMSA's configuration (``blueprints/variants/mult_mmsa.yaml``),
-built tiny: equal parameter counts, equal eval-mode predictions on a padded batch, equal
-gradients of every weight. Plus the full-size counts (1,071,211 and MMSA's 2,571,551).
+(the paper's equations), built tiny: equal parameter counts, equal eval-mode predictions on a
+padded batch, equal gradients of every weight. Plus the full-size count (1,071,211). MulT as MMSA
+runs it is ``blueprints/zoo/mult.yaml``, proven equal to MMSA's own module (tests/test_mmsa_mult.py).
 """
 
 from pathlib import Path
@@ -19,7 +19,6 @@ from reference.mult import copy_weights, reference_for
 
 ROOT = Path(__file__).resolve().parents[1]
 MULT = ROOT / "blueprints/mult.yaml"
-MMSA = ROOT / "blueprints/variants/mult_mmsa.yaml"
 TRANSFORMERS = ["cm_t_a", "cm_t_v", "cm_a_t", "cm_a_v", "cm_v_t", "cm_v_a", "mem_t", "mem_a", "mem_v"]
 LENGTHS = {"text": [5, 3, 4], "audio": [7, 2, 5], "vision": [6, 6, 1]}  # every modality padded somewhere
 
@@ -65,21 +64,6 @@ def test_future_mask_changes_the_prediction():
     plain.load_state_dict(causal.state_dict())
     batch = padded_batch(causal)
     assert (causal(batch)["prediction"] - plain(batch)["prediction"]).abs().max() > 1e-3
-
-
-def test_mmsa_configuration_equals_reference():
-    """Kernel-5 projections, text dropout, MMSA's dropouts (off in eval) and head dropout."""
-    model = tiny(MMSA, "blocks.head.hidden=[10]")
-    assert model.blueprint.blocks["proj_t"].kernel == 5 and model.blueprint.blocks["text_drop"].p == 0.5
-    assert_equivalent(model)
-
-
-def test_mmsa_configuration_has_2571551_parameters():
-    bp = load_blueprint(MMSA)
-    assert estimate_size(plan(bp)).model_params == 2_571_551  # MMSA's MulT on MOSI (d=50, 4 levels)
-    blocks = bp.blocks
-    assert (blocks["proj_t"].out, blocks["cm_t_a"].heads, blocks["cm_t_a"].layers, blocks["mem_t"].layers) == (50, 10, 4, 4)
-    assert [bp.modalities[m].features for m in ("text", "audio", "vision")] == [768, 5, 20]
 
 
 def test_full_size_reference_has_the_blueprint_counts():

@@ -23,10 +23,6 @@ Presets without one, and why:
   exist for the early / intermediate / late positions.
 * ``rmfn_classification``: RMFN's MOSI A2 / F1 come from its regression model (L1 loss) read as a
   sign; the paper trains no cross-entropy classifier.
-* ``mult_mmsa``: MMSA's MulT configuration (d = 50, 10 heads, BERT features). HCT-MG's MulT*
-  row was produced with the official MulT code (the configuration of ``mult.yaml``); the MulT
-  paper itself is not among the papers, and EMT-DLFR's reproduced MuT rows do not say which
-  configuration they ran.
 * EMT-DLFR's complete-setting MOSEI and CH-SIMS rows (Tables 4 and 5) are EMT trained without
   DLFR, which only ``emt_dlfr_complete`` (MOSI) trains; the MOSEI and CH-SIMS presets train with
   DLFR, so they carry their incomplete-setting AUILC only.
@@ -53,7 +49,7 @@ WITH_REPORTED = {
     "emt_dlfr", "emt_dlfr_authors", "emt_dlfr_authors_mosei", "emt_dlfr_authors_sims", "emt_dlfr_complete", "emt_dlfr_mosei", "emt_dlfr_sims",
     "hct_mg", "hct_mg_mosei", "hct_mg_iemocap", "mult",
 }
-WITHOUT_REPORTED = {"early_fusion", "late_fusion", "msaf_placements", "rmfn_classification", "mult_mmsa"}
+WITHOUT_REPORTED = {"early_fusion", "late_fusion", "msaf_placements", "rmfn_classification"}
 ROBUSTNESS_PREFIXES = ("auilc_", "mean_")
 
 

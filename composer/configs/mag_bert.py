@@ -2,28 +2,9 @@
 
 Block ``mag_bert``: ``{tokens (B, T), m_1 (B, T, D_1), ..., m_k (B, T, D_k)} -> cls (B, H), seq (B, T, H) [, pooled (B, H)]``.
 
-The ``bert`` block (:mod:`composer.configs.text`: the same ``model``, ``init``, ``weights``,
-sizes, ``pooler``, ``segment_key``, ...) with the Multimodal Adaptation Gate acting on the
-hidden state after layer ``injection_index`` (0 = the embedding output, as in MAG-BERT and
-MMSA's ``BERT_MAG``; k = the output of layer k). The gate reads every other input, word-aligned
-nonverbal sequences on the tokens' time axis, and shifts each word's hidden state ``Z_i``:
-
-* eq. (1)-(2), a gate per nonverbal modality m: ``g_m = ReLU(W_gm [X_m,i ; Z_i] + b_gm)``
-  (``gates.<m>``: ``Linear(D_m + H, H)``; the modality's features first, then ``Z_i``, as in the
-  authors' and MMSA's code);
-* eq. (3), the displacement vector: ``H_i = Σ_m g_m ⊙ (W_m X_m,i + b_m)`` (``shifts.<m>``:
-  ``Linear(D_m, H)``; MMSA's code gives each modality's projection a bias where the paper has
-  one ``b_H``);
-* eq. (5), the scaling: ``α_i = min(β · ‖Z_i‖₂ / (‖H_i‖₂ + ε), 1)`` with ``β`` = ``beta_shift``
-  and ε = 1e-6 (a zero ``‖H_i‖`` is read as 1);
-* eq. (4), then layer norm and dropout (§3, after eq. 5): ``Z̄_i = Dropout(LayerNorm(Z_i + α_i H_i))``
-  (``norm``: ``nn.LayerNorm(H)``, ε = 1e-5; ``gate_dropout``), which the layers above read in
-  place of ``Z_i``.
-
-The paper writes the gate for acoustic and visual inputs; here it takes any number (one or
-more) of sequence inputs, named by their ports. Padded steps are shifted too, but BERT's
-attention mask keeps every layer above from reading them, so the outputs do not depend on
-padding (``seq`` is zero there, as for ``bert``).
+The ``bert`` block (:mod:`composer.configs.text`) with the Multimodal Adaptation Gate inside:
+the fields, the equations and the shapes are in :class:`MAGBertConfig`'s docstring (``composer
+blocks``, the reference pages); the module is :mod:`composer.blocks.mag_bert`.
 """
 
 from __future__ import annotations
@@ -56,12 +37,31 @@ def gate_shapes(hidden: int, widths: dict[str, int]) -> Shapes:
 class MAGBertConfig(TextEncoderConfig):
     """BERT with the Multimodal Adaptation Gate after layer ``injection_index`` (MAG-BERT, §3 eqs. 1-5).
 
-    ``in:`` a mapping with one tokens port (the words) and one or more word-aligned sequence
-    ports on the tokens' time axis (e.g. ``{text: text, audio: audio, vision: vision}``). Every
-    field of ``bert`` applies to the encoder; outputs as ``bert`` (``cls``, ``seq``, ``layers``
-    with ``hidden_layers``, ``pooled`` with ``pooler: true``), computed with the gate inside.
-    ``freeze: true`` fixes BERT's weights but not the gate's, which still learns through the
-    frozen layers above it. See :mod:`composer.configs.mag_bert` for the equations.
+    ``{tokens (B, T), m_1 (B, T, D_1), ..., m_k (B, T, D_k)} -> cls (B, H), seq (B, T, H)
+    [, layers (B, k·T, H)] [, pooled (B, H)]``: the ``bert`` block (the same ``model``, ``init``,
+    ``weights``, sizes, ``pooler``, ``segment_key``, ``hidden_layers``, ...) with the gate on the
+    hidden state after layer ``injection_index`` (0 = the embedding output, as in MAG-BERT and
+    MMSA's ``BERT_MAG``; k = the output of layer k). ``in:`` maps one tokens port (the words) and
+    one or more sequence ports on the words' time axis (e.g. ``{text: text, audio: audio, vision:
+    vision}``). The gate shifts each word's hidden state ``Z_i`` by its nonverbal steps ``X_m,i``:
+
+    * eq. (1)-(2), a gate per nonverbal modality m: ``g_m = ReLU(W_gm [X_m,i ; Z_i] + b_gm)``
+      (``gates.<m>``: ``Linear(D_m + H, H)``; the modality's features first, then ``Z_i``, as in the
+      authors' and MMSA's code);
+    * eq. (3), the displacement vector: ``H_i = Σ_m g_m ⊙ (W_m X_m,i + b_m)`` (``shifts.<m>``:
+      ``Linear(D_m, H)``; MMSA's code gives each modality's projection a bias where the paper has
+      one ``b_H``);
+    * eq. (5), the scaling: ``α_i = min(β · ‖Z_i‖₂ / (‖H_i‖₂ + ε), 1)`` with ``β`` = ``beta_shift``
+      and ε = 1e-6 (a zero ``‖H_i‖`` is read as 1);
+    * eq. (4), then layer norm and dropout (§3, after eq. 5): ``Z̄_i = Dropout(LayerNorm(Z_i + α_i H_i))``
+      (``norm``: ``nn.LayerNorm(H)``, ε = 1e-5; ``gate_dropout``), which the layers above read in
+      place of ``Z_i``.
+
+    The paper writes the gate for acoustic and visual inputs; here it takes any number of sequence
+    inputs, named by their ports. Padded steps are shifted too, but BERT's attention mask keeps
+    every layer above from reading them, so the outputs do not depend on padding (``seq`` is zero
+    there, as for ``bert``). ``hidden_layers`` read the shifted states; ``freeze: true`` fixes
+    BERT's weights but not the gate's, which still learns through the frozen layers above it.
     """
 
     type: Literal["mag_bert"] = "mag_bert"  # type: ignore[assignment]

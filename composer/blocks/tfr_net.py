@@ -92,14 +92,15 @@ class TransposedTransformer(Block):
     def forward(self, inputs: dict[str, torch.Tensor], ctx: Context) -> torch.Tensor:
         (x,) = inputs.values()  # (B, T, D)
         steps, length = x.shape[1], self.config.length
-        valid = ctx.mask(self._spec) if self.config.padding == "mask" else None
+        valid = ctx.mask(self._spec) if self.config.padding == "exclude" else None
         if valid is not None:
             x = x.masked_fill(~valid[..., None], 0.0)
-        if steps > length:
-            if valid is not None and bool(valid[:, length:].any()):
-                raise DataError(f"transposed_transformer: a sample has valid steps beyond length={length} (the input has {steps})")
-            if valid is None and self.config.padding == "mask" and steps != length:
-                raise DataError(f"transposed_transformer: the input has {steps} steps, length={length}")
+        if steps > length:  # only padding may be cut, and only when padding is excluded
+            if valid is None or bool(valid[:, length:].any()):
+                raise DataError(
+                    f"transposed_transformer: the input has {steps} steps, more than length={length} (its embedding width)"
+                    + (", and some are valid" if valid is not None else "; set `length` to the data's padded length")
+                )
             x = x[:, :length]
         elif steps < length:
             x = F.pad(x, (0, 0, 0, length - steps))  # zero steps after the last

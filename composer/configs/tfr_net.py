@@ -30,9 +30,9 @@ __all__ = ["TFRAlignmentConfig", "TransposedTransformerConfig", "CGateConfig"]
 
 MODULES = "composer.blocks.tfr_net"
 
-PaddingMode = Literal["mask", "include"]
+PaddingMode = Literal["exclude", "include"]
 PADDING_HELP = (
-    "mask: padded steps are never attended to and padded outputs are zero (a sample's result does not "
+    "exclude: padded steps are never attended to and padded outputs are zero (a sample's result does not "
     "depend on its padding); include: MMSA 2.2.1's behaviour: padded steps are attended like real ones, a "
     "step whose first input channel is exactly 0 gets no position embedding (fairseq's make_positions with "
     "padding index 0), padded outputs are kept. Depends on padding."
@@ -71,7 +71,7 @@ class TFRAlignmentConfig(BlockConfig):
     res_dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on each residual branch (res_dropout).")
     embed_dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on the scaled, position-encoded inputs (embed_dropout).")
     causal: bool = Field(default=True, description="MulT's future mask (attn_mask): step i attends source steps j <= i + |T_src - T_tgt|.")
-    padding: PaddingMode = Field(default="mask", description=PADDING_HELP)
+    padding: PaddingMode = Field(default="exclude", description=PADDING_HELP)
 
     @model_validator(mode="after")
     def _odd_kernels(self) -> "TFRAlignmentConfig":
@@ -141,7 +141,7 @@ class TransposedTransformerConfig(MulTLayerSettings):
 
     The time axis must have exactly ``length`` steps (MMSA's ``seq_lens``, the pickle's padded
     length): padding beyond it is cut, shorter inputs are zero-padded to it (an error if a valid
-    step would be cut). ``padding: mask`` zeroes padded steps first (and in the output), so a sample
+    step would be cut). ``padding: exclude`` zeroes padded steps first (and in the output), so a sample
     does not depend on its padding; ``include`` reads them as MMSA does. Parameters:
     ``layers·(12T² + 13T) + 2T`` at ``T = length``.
     """
@@ -153,8 +153,8 @@ class TransposedTransformerConfig(MulTLayerSettings):
         description="features: a sample's feature channels attend to each other; samples: MMSA 2.2.1: the batch's samples attend to each other per channel.",
     )
     positions: bool = Field(default=False, description="Add sinusoidal position embeddings over the tokens (MMSA: none).")
-    padding: Literal["mask", "include"] = Field(
-        default="mask", description="mask: padded steps are zeroed before and after; include: read as they are (MMSA)."
+    padding: Literal["exclude", "include"] = Field(
+        default="exclude", description="exclude: padded steps are zeroed before and after; include: read as they are (MMSA)."
     )
 
     def infer(self, inputs: dict[str, Spec]) -> dict[str, Spec]:

@@ -575,3 +575,26 @@ def test_a_blueprint_bomb_in_checkpoint_metadata_is_refused(tmp_path):
     torch.save(state, run / "bomb.ckpt")
     with pytest.raises(BlueprintError, match="expands to more than"):
         load_trained(run / "bomb.ckpt")
+
+
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_queued_again(tmp_path):
+    """A worker killed between ``study.ask`` and its heartbeat thread's first beat leaves a
+    RUNNING trial with no heartbeat: Optuna's own stale check skips it for ever and a resumed
+    search waits on it (the rare hang of the killed-search rerun). The storage counts it stale
+    once the grace period (3 heartbeats) has passed."""
+    import time
+
+    import optuna
+
+    from composer.search.storage import make_storage
+
+    storage = make_storage(None, tmp_path, heartbeat=1)
+    study = optuna.create_study(study_name="s", storage=storage)
+    orphan = study.ask()  # RUNNING, and no heartbeat thread ever started for it
+    optuna.storages.fail_stale_trials(study)
+    assert study.trials[orphan.number].state == optuna.trial.TrialState.RUNNING  # within the grace period: alive
+    time.sleep(3.3)
+    optuna.storages.fail_stale_trials(study)
+    states = [t.state for t in study.trials]
+    assert states[orphan.number] == optuna.trial.TrialState.FAIL
+    assert states.count(optuna.trial.TrialState.WAITING) == 1  # queued again for any worker

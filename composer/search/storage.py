@@ -14,7 +14,7 @@ import optuna
 
 from composer.errors import ComposerError
 
-__all__ = ["make_storage", "postgres_driver", "check_storage_url", "open_study", "describe_storage", "STORAGE_FORMS"]
+__all__ = ["HeartbeatStorage", "make_storage", "postgres_driver", "check_storage_url", "open_study", "describe_storage", "STORAGE_FORMS"]
 
 STORAGE_FORMS = "postgresql://USER@HOST/DB, sqlite:///PATH, another SQLAlchemy URL, or journal:PATH"
 
@@ -77,12 +77,42 @@ def _open_storage(storage: str | None, out_dir: Path, heartbeat: int | None):
         out_dir.mkdir(parents=True, exist_ok=True)
         storage = f"sqlite:///{(out_dir / 'study.db').resolve()}"
     storage = postgres_driver(storage)
-    return _with_retries(lambda: optuna.storages.RDBStorage(
+    return _with_retries(lambda: HeartbeatStorage(
         storage,
         heartbeat_interval=heartbeat,
         grace_period=None if heartbeat is None else 3 * heartbeat,
         heartbeat_stale_trial_callback=None if heartbeat is None else optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
     ))
+
+
+class HeartbeatStorage(optuna.storages.RDBStorage):
+    """Optuna's SQL storage whose stale-trial check also sees a trial that never beat.
+
+    Optuna counts a RUNNING trial as stale only once its last heartbeat is older than the grace
+    period; a trial with no heartbeat at all is skipped forever. A worker killed between creating
+    its trial (``study.ask``) and its heartbeat thread's first beat (SIGKILL, or the exit when the
+    search that started it dies) leaves exactly such a trial: RUNNING for ever, so a resumed
+    search waits on it and never reaches its total. Here a RUNNING trial started longer than the
+    grace period ago with no heartbeat row is stale too, and is failed and queued again like any
+    other (``RetryHeartbeatStaleTrialCallback``). Reads Optuna's own ``trial_heartbeats`` table.
+    """
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        import datetime
+
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        stale = super()._get_stale_trial_ids(study_id)
+        grace = self.grace_period if self.grace_period is not None else 2 * self.heartbeat_interval
+        now = datetime.datetime.now()  # Optuna writes datetime_start from the worker's local clock
+        old = [t._trial_id for t in self.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+               if t._trial_id not in stale and t.datetime_start is not None and (now - t.datetime_start).total_seconds() > grace]
+        if not old:
+            return stale
+        with _create_scoped_session(self.scoped_session) as session:
+            beating = {row[0] for row in session.query(models.TrialHeartbeatModel.trial_id).filter(models.TrialHeartbeatModel.trial_id.in_(old))}
+        return stale + [trial_id for trial_id in old if trial_id not in beating]
 
 
 def _with_retries(make, attempts: int = 5):

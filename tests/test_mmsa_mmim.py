@@ -372,3 +372,17 @@ def test_gaussian_entropy_refuses_a_code_narrower_than_four_and_class_labels():
         composer.load_blueprint(BLUEPRINT, [*TINY, "blocks.vision_net.out=3"])
     with pytest.raises(composer.BlueprintError, match=r"label must be regression labels"):
         composer.load_blueprint(BLUEPRINT, [*TINY, "task={kind: classification, outputs: 3}", "losses.task.type=ce"])
+
+
+def test_a_class_with_too_few_codes_adds_nothing_instead_of_minus_infinity():
+    """With at most D/4 positive codes their covariance is singular (MMSA: log det = -inf and the run
+    diverges); the term adds 0, the negative class still counts, and every gradient is finite."""
+    from composer.losses.representation import gaussian_entropy
+
+    z = torch.randn(12, 4, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    positive = torch.zeros(12, dtype=torch.bool)
+    positive[:3] = True
+    value = gaussian_entropy(z, positive, ~positive)
+    torch.testing.assert_close(value, 0.25 * torch.logdet(torch.cov(z[3:].t(), correction=0)))
+    value.backward()
+    assert torch.isfinite(z.grad).all() and z.grad[:3].abs().sum() == 0

@@ -231,9 +231,21 @@ def _covariance(z: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return (centred * weight[:, None]).t() @ centred / total  # (k, k)
 
 
+def _log_det_or_zero(z: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """``log det Σ`` of the chosen codes, or 0 when there are at most ``k`` of them (``Σ`` is then
+    singular: MMSA's ``-inf``, after which its run diverges). Decided on the device, with the
+    identity in the singular one's place so the unused branch gives no NaN gradient."""
+    k = z.shape[1]
+    enough = chosen.sum() > k
+    covariance = _covariance(z, chosen)
+    safe = torch.where(enough, covariance, torch.eye(k, dtype=z.dtype, device=z.device))
+    return torch.where(enough, torch.logdet(safe), torch.zeros((), dtype=z.dtype, device=z.device))
+
+
 def gaussian_entropy(z: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
-    """``¼ (log det Σ_pos + log det Σ_neg)`` of the codes ``z (N, k)`` split by two masks (MMIM's ``H``)."""
-    return 0.25 * (torch.logdet(_covariance(z, positive)) + torch.logdet(_covariance(z, negative)))
+    """``¼ (log det Σ_pos + log det Σ_neg)`` of the codes ``z (N, k)`` split by two masks (MMIM's
+    ``H``); a class with at most ``k`` codes adds 0."""
+    return 0.25 * (_log_det_or_zero(z, positive) + _log_det_or_zero(z, negative))
 
 
 class GaussianEntropyLoss(Loss):

@@ -269,10 +269,12 @@ class GaussianEntropyConfig(LossConfig):
     (B,)``. ``ỹ = tanh(Linear(D → D/4)(y))``; the positive (``label > 0``) and negative
     (``label < 0``) codes of this batch and of the ``memory`` batches before it in the epoch
     (stored detached, the oldest replaced first) give ``Σ_± = mean (ỹ - μ_±)(ỹ - μ_±)ᵀ`` and
-    ``H = ¼ (log det Σ_+ + log det Σ_-)``; the loss is ``-H`` from the ``memory + 2``-th training
-    batch of each epoch on, 0 before it and out of training (MMSA's trainer adds ``-β H`` once
-    ``i_batch > mem_size``; its validation loss is the task loss alone). The memory is emptied at
-    every epoch's end (``composer_epoch_end``). Parameters (training-only): ``D·D/4 + D/4``.
+    ``H = ¼ (log det Σ_+ + log det Σ_-)`` (a class with at most ``D/4`` codes, whose ``Σ`` is
+    singular, adds 0: MMSA's ``-inf`` makes its run diverge); the loss is ``-H`` from the
+    ``memory + 2``-th training batch of each epoch on, 0 before it and out of training (MMSA's
+    trainer adds ``-β H`` once ``i_batch > mem_size``; its validation loss is the task loss
+    alone). The memory is emptied at every epoch's end (``composer_epoch_end``). Parameters
+    (training-only): ``D·D/4 + D/4``.
     """
 
     type: Literal["gaussian_entropy"] = "gaussian_entropy"

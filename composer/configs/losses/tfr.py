@@ -1,4 +1,4 @@
-"""Config of TFR-Net's reconstruction loss (Yuan et al., ACM MM 2021, §3.3, eq. 9; MMSA 2.2.1's
+"""Config of TFR-Net's reconstruction loss (Yuan et al., ACM MM 2021, its feature reconstruction; MMSA 2.2.1's
 ``RECLoss`` with ``recloss_type: combine``). Module: :mod:`composer.losses.tfr`.
 
 The reconstruction branch is training-only: only this loss reads it. The loss owns the generator

@@ -387,3 +387,44 @@ def test_tfr_net_trains_on_an_mmsa_layout_pickle(tmp_path):
     mosi_pickle(tmp_path / "mosi.pkl")
     run = composer.train(small(*AS_MMSA), tmp_path / "mosi.pkl", out=tmp_path / "run", epochs=1, progress=False)
     assert "loss/rec_vision" in str(run.summary)
+
+
+# -- the blocks on their own ---------------------------------------------------------------------
+
+
+def test_transposed_transformer_mixes_samples_only_when_its_tokens_are_samples():
+    """``tokens: samples`` (MMSA's layout) lets a sample's output depend on the other samples of
+    its batch (under the causal mask, the samples before it), ``tokens: features`` does not."""
+    from composer.blocks.tfr_net import TransposedTransformer
+    from composer.blocks._base import Context
+    from composer.configs.tfr_net import TransposedTransformerConfig
+    from composer.spec import sequence
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 6, 4)
+    changed = x.clone()
+    changed[0] = torch.randn(6, 4)  # the first sample, which sample 1 attends to when samples are tokens
+    for tokens, mixes in (("samples", True), ("features", False)):
+        config = TransposedTransformerConfig.model_validate({"in": "x", "length": 6, "heads": 2, "layers": 1, "tokens": tokens, "causal": True})
+        block = TransposedTransformer(config, {"in": sequence(6, 4)}).eval()
+        with torch.no_grad():
+            a, b = block({"in": x}, Context()), block({"in": changed}, Context())
+        assert not torch.allclose(a[0], b[0], atol=1e-6)
+        assert (not torch.allclose(a[1], b[1], atol=1e-6)) == mixes, tokens
+
+
+def test_tfr_blocks_refuse_bad_settings_with_the_reason():
+    with pytest.raises(BlueprintError, match=r"kernels must be odd.*'audio': 4"):
+        composer.load_blueprint(BLUEPRINT, ["blocks.align.kernels={text: 1, audio: 4, vision: 3}"])
+    with pytest.raises(BlueprintError, match=r"kernels / attn_dropout name ports \['speech'\]"):
+        composer.load_blueprint(BLUEPRINT, ["blocks.align.attn_dropout={speech: 0.1}"])
+    with pytest.raises(BlueprintError, match=r"generator 'none' needs equal widths"):
+        composer.load_blueprint(BLUEPRINT, ["losses.rec_audio.generator=none"])
+    ours = composer_model()
+    batch = a_batch(padded=False)
+    batch["audio"] = torch.cat([batch["audio"], torch.randn(BATCH, 2, WIDTHS["audio"])], dim=1)  # 2 valid steps beyond length
+    batch["audio_lengths"] = torch.full((BATCH,), LENGTHS["audio"] + 2)
+    from composer.errors import DataError
+
+    with pytest.raises(DataError, match=r"more than length=8 \(its embedding width\), and some are valid"):
+        ours(batch, training_branches=True)

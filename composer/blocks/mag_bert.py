@@ -55,8 +55,7 @@ class MAGBert(TextEncoder):
 
     def __init__(self, config: MAGBertConfig, inputs: dict[str, Spec]):
         super().__init__(config, inputs)
-        _, others = config.split_inputs(inputs)
-        widths = {port: int(spec.features) for port, spec in others.items()}
+        widths = config.gate_widths(inputs)
         self.gate = MultimodalAdaptationGate(self.bert.config.hidden_size, widths, config.beta_shift, config.gate_dropout)
         self._nonverbal: dict[str, torch.Tensor] | None = None
         k = config.injection_index

@@ -100,6 +100,11 @@ class MAGBertConfig(TextEncoderConfig):
                 )
         return word_port, others
 
+    def gate_widths(self, inputs: dict[str, Spec]) -> dict[str, int]:
+        """The gate's nonverbal ports and their widths ``{port: D_m}``."""
+        _, others = self.split_inputs(inputs)
+        return {port: int(spec.features) for port, spec in others.items()}
+
     def infer(self, inputs: dict[str, Spec]) -> dict[str, Spec]:
         word_port, _ = self.split_inputs(inputs)
         out = super().infer({word_port: inputs[word_port]})
@@ -112,10 +117,9 @@ class MAGBertConfig(TextEncoderConfig):
         return out
 
     def parameter_shapes(self, inputs: dict[str, Spec]) -> Shapes:
-        word_port, others = self.split_inputs(inputs)
-        hidden = text_sizes(self).hidden_size
-        widths = {port: int(spec.features) for port, spec in others.items()}
-        return {**super().parameter_shapes({word_port: inputs[word_port]}), **under("gate", gate_shapes(hidden, widths))}
+        word_port, _ = self.split_inputs(inputs)
+        gate = gate_shapes(text_sizes(self).hidden_size, self.gate_widths(inputs))
+        return {**super().parameter_shapes({word_port: inputs[word_port]}), **under("gate", gate)}
 
     @classmethod
     def examples(cls):

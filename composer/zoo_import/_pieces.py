@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["NameMap", "linear", "batch_norm", "lstm", "lstm_cell", "mlp_linears", "subnets", "three_layers", "low_rank_factors", "post_fusion", "output_constants", "mfn_memory", "bert"]
+__all__ = ["NameMap", "linear", "batch_norm", "lstm", "lstm_cell", "mlp_linears", "subnets", "three_layers", "low_rank_factors", "post_fusion", "output_constants", "mfn_memory", "bert", "fairseq_encoder"]
 
 NameMap = dict[str, "str | None"]
 
@@ -92,3 +92,20 @@ def bert(model, block: str, mmsa_prefix: str) -> NameMap:
     blueprint without ``pooler: true`` leaves MMSA's (unused) pooler tensors unmapped, and the
     import refuses them."""
     return {f"{mmsa_prefix}.{k}": f"{block}.bert.{k}" for k in model.block(block).bert.state_dict()}
+
+
+def fairseq_encoder(mmsa_prefix: str, prefix: str, layers: int, positions: bool = False) -> NameMap:
+    """MMSA's ``subNets/transformers_encoder`` ``TransformerEncoder`` (MulT's, from fairseq) -> a
+    :class:`~composer.layers.mult.MulTEncoder` at ``prefix``. Its ``version`` buffer (always 2, never
+    read) and, when it embeds positions, ``embed_positions._float_tensor`` (a one-element buffer that
+    only carries a dtype) map to ``None``: constants the family module lists in ``CONSTANTS``."""
+    names: NameMap = {f"{mmsa_prefix}.version": None, **linear(f"{mmsa_prefix}.layer_norm", f"{prefix}.norm")}
+    if positions:
+        names[f"{mmsa_prefix}.embed_positions._float_tensor"] = None
+    for i in range(layers):
+        theirs, ours = f"{mmsa_prefix}.layers.{i}", f"{prefix}.layers.{i}"
+        names[f"{theirs}.self_attn.in_proj_weight"] = f"{ours}.attn.in_proj_weight"
+        names[f"{theirs}.self_attn.in_proj_bias"] = f"{ours}.attn.in_proj_bias"
+        for part, mine in (("self_attn.out_proj", "attn.out_proj"), ("fc1", "fc1"), ("fc2", "fc2"), ("layer_norms.0", "norms.0"), ("layer_norms.1", "norms.1")):
+            names.update(linear(f"{theirs}.{part}", f"{ours}.{mine}"))
+    return names

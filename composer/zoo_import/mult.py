@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from composer.errors import ComposerError
-from composer.zoo_import._pieces import NameMap, linear
+from composer.zoo_import._pieces import NameMap, fairseq_encoder, linear
 
 __all__ = ["NAME_MAPS", "CONSTANTS", "BRANCHES"]
 
@@ -19,18 +19,9 @@ BRANCHES = {"l": ("branch_t", "a", "v"), "a": ("branch_a", "l", "v"), "v": ("bra
 
 
 def _encoder(mmsa_prefix: str, prefix: str, layers: int) -> NameMap:
-    """MMSA's ``TransformerEncoder`` -> a ``crossmodal`` / ``transformer`` block's ``MulTEncoder``;
-    its ``version`` buffer (always 2, never read) is a constant (:data:`CONSTANTS`)."""
-    names: NameMap = {f"{mmsa_prefix}.version": None, **linear(f"{mmsa_prefix}.layer_norm", f"{prefix}.norm")}
-    for i in range(layers):
-        mmsa_layer, layer = f"{mmsa_prefix}.layers.{i}", f"{prefix}.layers.{i}"
-        names[f"{mmsa_layer}.self_attn.in_proj_weight"] = f"{layer}.attn.in_proj_weight"
-        names[f"{mmsa_layer}.self_attn.in_proj_bias"] = f"{layer}.attn.in_proj_bias"
-        names.update(linear(f"{mmsa_layer}.self_attn.out_proj", f"{layer}.attn.out_proj"))
-        names.update({**linear(f"{mmsa_layer}.fc1", f"{layer}.fc1"), **linear(f"{mmsa_layer}.fc2", f"{layer}.fc2")})
-        for j in (0, 1):
-            names.update(linear(f"{mmsa_layer}.layer_norms.{j}", f"{layer}.norms.{j}"))
-    return names
+    """MMSA's ``TransformerEncoder`` -> a ``crossmodal`` / ``transformer`` block's ``MulTEncoder``
+    (:func:`~composer.zoo_import._pieces.fairseq_encoder`; MulT's embed no positions here)."""
+    return fairseq_encoder(mmsa_prefix, prefix, layers)
 
 
 def mult_names(model) -> NameMap:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from composer.zoo_import._pieces import NameMap, batch_norm, bert, linear, mlp_linears
+from composer.zoo_import._pieces import NameMap, batch_norm, bert, fairseq_encoder, linear, mlp_linears
 
 __all__ = ["NAME_MAPS", "CONSTANTS", "MODALITIES"]
 
@@ -15,22 +15,6 @@ MODALITIES = {"l": ("text", "t"), "a": ("audio", "a"), "v": ("vision", "v")}
 #: GATE_F's encoders by modality.
 _GATE_F = {"l": "text_encoder", "a": "audio_encoder", "v": "vision_encoder"}
 _ALIGN = "align_subnet.Model"
-
-
-def _transformer(mmsa_prefix: str, prefix: str, layers: int, positions: bool) -> NameMap:
-    """MMSA's ``TransformerEncoder`` -> a :class:`~composer.layers.mult.MulTEncoder` at ``prefix``. Its
-    ``version`` buffer and, with positions, ``embed_positions._float_tensor`` are constants
-    (:data:`CONSTANTS`)."""
-    names: NameMap = {f"{mmsa_prefix}.version": None, **linear(f"{mmsa_prefix}.layer_norm", f"{prefix}.norm")}
-    if positions:
-        names[f"{mmsa_prefix}.embed_positions._float_tensor"] = None
-    for i in range(layers):
-        theirs, ours = f"{mmsa_prefix}.layers.{i}", f"{prefix}.layers.{i}"
-        names[f"{theirs}.self_attn.in_proj_weight"] = f"{ours}.attn.in_proj_weight"
-        names[f"{theirs}.self_attn.in_proj_bias"] = f"{ours}.attn.in_proj_bias"
-        for part, mine in (("self_attn.out_proj", "attn.out_proj"), ("fc1", "fc1"), ("fc2", "fc2"), ("layer_norms.0", "norms.0"), ("layer_norms.1", "norms.1")):
-            names.update(linear(f"{theirs}.{part}", f"{ours}.{mine}"))
-    return names
 
 
 def _align_transformers() -> list[tuple[str, str, str, bool]]:
@@ -59,7 +43,7 @@ def tfr_net_names(model) -> NameMap:
         names.update({**linear(f"{encoder}.cnn", f"{block}.gate"), **linear(f"{encoder}.fc", f"{block}.fc")})
     for theirs, ours, _, positions in _align_transformers():
         layers = len(model.block(ours.split(".")[0]).get_submodule(ours.split(".", 1)[1]).layers)
-        names.update(_transformer(theirs, ours, layers, positions))
+        names.update(fairseq_encoder(theirs, ours, layers, positions))
     hidden, final = mlp_linears(model, "head")
     names.update(batch_norm("fusion_subnet.Model.classifier.linear_trans_norm", "norm.norm"))
     names.update({**linear("fusion_subnet.Model.classifier.linear_trans_hidden", hidden),

@@ -88,11 +88,16 @@ def test_conv1d_real_length_matches_inferred_length(fields, time):
     assert y.shape == (2, block.out_specs["out"].time, 2)
 
 
-@pytest.mark.parametrize("fields", [{"padding": "valid"}, {"stride": 2}, {"padding": 3}])
-def test_conv1d_refuses_changing_a_symbolic_time_axis(fields):
+def test_conv1d_refuses_striding_a_symbolic_time_axis():
     with pytest.raises(SpecError, match="T_x") as info:
-        infer("conv1d", {"out": 2, "kernel": 3, **fields}, {"in": sequence("T_x", 3)})
+        infer("conv1d", {"out": 2, "kernel": 3, "stride": 2}, {"in": sequence("T_x", 3)})
     assert info.value.field == "padding"
+
+
+@pytest.mark.parametrize("fields, time", [({"padding": "valid"}, "T_x-2"), ({"padding": 3}, "T_x+4")])
+def test_conv1d_without_same_padding_shifts_a_symbolic_time_axis(fields, time):
+    """MMSA's MulT convolves with padding 0: each sequence loses k - 1 steps (``T-n``, with its own mask)."""
+    assert infer("conv1d", {"out": 2, "kernel": 3, **fields}, {"in": sequence("T_x", 3)})["out"].time == time
 
 
 def test_conv1d_refuses_a_kernel_longer_than_the_sequence():

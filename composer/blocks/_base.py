@@ -81,6 +81,18 @@ class Context:
         """Valid steps per sample as Python ints when the batch carried them, else None."""
         return self.host_lengths.get(spec.time) if isinstance(spec.time, str) else None
 
+    def packing_lengths(self, spec: Spec, steps: int) -> torch.Tensor | None:
+        """Valid steps per sample as a CPU tensor ``(B,)`` for ``pack_padded_sequence``, from the
+        Python ints Composer's loaders put in the batch (no read back from the device), or None
+        when the input has no mask or none of its ``steps`` is padding (packing would change nothing)."""
+        lengths = self.lengths_of(spec)
+        if lengths is None:
+            return None
+        host = self.host_lengths_of(spec)
+        if host is None:
+            return lengths.cpu()
+        return None if min(host) >= steps else torch.tensor(host)
+
     def mask(self, spec: Spec) -> torch.Tensor | None:
         """Padding mask ``(B, T)`` (True = valid) for a sequence or token spec, or None."""
         if spec.kind in ("sequence", "tokens") and isinstance(spec.time, str):

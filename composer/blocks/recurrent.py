@@ -33,12 +33,7 @@ class _RNNBlock(Block):
 
     def forward(self, inputs: dict[str, torch.Tensor], ctx: Context):
         (x,) = inputs.values()  # (B, T, D)
-        lengths = ctx.lengths_of(self._spec) if self.config.packed else None
-        if lengths is not None:
-            host = ctx.host_lengths_of(self._spec)  # Python ints from Composer's loaders: no device read
-            lengths = torch.tensor(host) if host is not None else lengths.cpu()
-            if host is not None and min(host) >= x.shape[1]:
-                lengths = None  # nothing is padded: packing would change nothing
+        lengths = ctx.packing_lengths(self._spec, x.shape[1]) if self.config.packed else None
         if lengths is not None and torch.compiler.is_compiling() and not self.config.bidirectional:
             return self._gathered(x, ctx)
         if lengths is not None:

@@ -22,11 +22,12 @@ __all__ = ["TranslationEncoder", "TranslationDecoder", "RecurrentAttentionHead",
 
 def run_lstm(rnn: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """``x (N, L, D)`` -> outputs ``(N, L, H·dirs)`` and final hidden states ``(dirs, N, H)``;
-    packed by ``lengths`` (N,) when given (padded outputs zero, final states at each sample's last step)."""
+    packed by the CPU ``lengths`` (N,) when given (:meth:`Context.packing_lengths`; padded outputs
+    zero, final states at each sample's last step)."""
     if lengths is None:
         out, (h_n, _) = rnn(x)
         return out, h_n
-    packed = pack_padded_sequence(x, lengths.cpu().clamp(min=1), batch_first=True, enforce_sorted=False)
+    packed = pack_padded_sequence(x, lengths.clamp(min=1), batch_first=True, enforce_sorted=False)
     out, (h_n, _) = rnn(packed)
     out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
     return out, h_n
@@ -48,8 +49,8 @@ class TranslationEncoder(Block):
 
     def forward(self, inputs: dict[str, torch.Tensor], ctx: Context) -> dict[str, torch.Tensor]:
         (x,) = inputs.values()  # (B, T, D)
-        mask = ctx.mask(self._spec) if self.config.recur_over == "time" else None
-        directions, _ = run_lstm(self.rnn, _layout(x, self.config.recur_over), mask.sum(1) if mask is not None else None)
+        lengths = ctx.packing_lengths(self._spec, x.shape[1]) if self.config.recur_over == "time" else None
+        directions, _ = run_lstm(self.rnn, _layout(x, self.config.recur_over), lengths)
         directions = _layout(directions, self.config.recur_over)  # (B, T, 2H)
         h = self.config.hidden
         return {"out": self.dropout(directions[..., :h] + directions[..., h:]), "directions": directions}
@@ -109,7 +110,8 @@ class RecurrentAttentionHead(Block):
     def forward(self, inputs: dict[str, torch.Tensor], ctx: Context) -> torch.Tensor:
         (x,) = inputs.values()  # (B, T, D)
         mask = ctx.mask(self._spec) if self.config.recur_over == "time" else None
-        states, _ = run_lstm(self.rnn, _layout(x, self.config.recur_over), mask.sum(1) if mask is not None else None)
+        lengths = ctx.packing_lengths(self._spec, x.shape[1]) if mask is not None else None
+        states, _ = run_lstm(self.rnn, _layout(x, self.config.recur_over), lengths)
         states = _layout(states, self.config.recur_over)  # (B, T, H)
         scores = torch.tanh(self.score(states)).squeeze(-1)  # (B, T)
         if mask is not None:

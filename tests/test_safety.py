@@ -265,8 +265,10 @@ def test_killed_worker_trial_is_retried_and_the_total_is_exact(tmp_path):
 
 @pytest.mark.slow
 def test_workers_exit_when_the_search_is_killed_and_a_rerun_reaches_the_exact_total(tmp_path):
-    # Known flaky on the 2-core machine (a rerun once waited past 240 s; not reproduced in 8 runs
-    # alone): one more attempt in a fresh folder before it fails. See the session notes.
+    # A rerun once waited past 240 s: a worker killed between creating its trial and its first
+    # heartbeat left the trial RUNNING for ever (fixed: composer.search.storage.HeartbeatStorage,
+    # test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_queued_again). The
+    # second attempt stays for the 2-core machine's timing under load.
     for attempt in (1, 2):
         try:
             return _killed_search_then_rerun(tmp_path / f"attempt_{attempt}")

@@ -419,3 +419,21 @@ def test_self_mm_weights_saved_by_mmsa_import_and_predict_equally(mmsa, tmp_path
     with torch.no_grad():
         torch.testing.assert_close(ours(batch)["prediction"], theirs(*mmsa_inputs(batch))["M"], atol=TOLERANCE, rtol=0)
     assert int(ours.block("ulgm").epoch) == 1 and not ours.block("ulgm").labels_text.any()  # the trainer's state starts fresh
+
+
+def test_self_mm_labels_stay_finite_when_a_class_is_empty():
+    """Every label positive: no negative centre (MMSA's generated labels turn NaN); ULGM keeps the
+    labels as they are, so training goes on, and the run's state is finite."""
+    from composer.blocks.ulgm import ULGM
+    from composer.configs.ulgm import ULGMConfig
+    from composer.spec import labels, vector
+
+    specs = {"fusion": vector(6), "text": vector(4), "label": labels("float"), "index": labels("long")}
+    block = ULGM(ULGMConfig(type="ulgm", inputs={k: k for k in specs}, samples=8), specs).train()
+    gen = torch.Generator().manual_seed(0)
+    y = torch.rand(8, generator=gen) + 0.5
+    for epoch in (1, 2, 3):
+        out = block({"fusion": torch.randn(8, 6, generator=gen), "text": torch.randn(8, 4, generator=gen), "label": y, "index": torch.arange(8)}, None)
+        assert torch.isfinite(out["text"]).all() and torch.isfinite(out["weight_text"]).all()
+        block.composer_epoch_end(epoch)
+    assert torch.equal(block.labels_text, y)

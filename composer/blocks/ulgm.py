@@ -89,7 +89,8 @@ class ULGM(Block):
                 new = 0.5 * alpha * stored_f + 0.5 * (stored_f + delta_s - delta_f)
                 new = torch.clamp(new, min=-self.config.bound, max=self.config.bound)
                 old = self._labels(m)[index]
-                self._labels(m)[index] = torch.where(later, (n - 1) / (n + 1) * old + 2 / (n + 1) * new, old)
+                # an empty class (no stored label of one sign) has no centre: MMSA's labels turn NaN; these stay
+                self._labels(m)[index] = torch.where(later & new.isfinite(), (n - 1) / (n + 1) * old + 2 / (n + 1) * new, old)
             for port, f in feats.items():  # update_features
                 self._features(port)[index] = f
         return out

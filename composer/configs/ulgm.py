@@ -46,7 +46,8 @@ class ULGMConfig(BlockConfig):
        positive unless ``exclude_zero``): ``d_p = |f - C_p|``, ``d_n = |f - C_n|``,
        ``δ = (d_n - d_p) / (d_p + ε)`` for the fusion (``δ_f``) and each modality (``δ_s``),
        ``α = δ_s / (δ_f + ε)``, ``ŷ_s = clamp(α y_f / 2 + (y_f + δ_s - δ_f) / 2, -bound, bound)``,
-       ``y_s ← (n - 1)/(n + 1) y_s + 2/(n + 1) ŷ_s`` (ε = 1e-8);
+       ``y_s ← (n - 1)/(n + 1) y_s + 2/(n + 1) ŷ_s`` (ε = 1e-8); while a port has no stored label
+       of one sign (no centre: MMSA's labels turn NaN) its samples' labels stay as they are;
     4. the batch's representations are stored (detached).
 
     Out of training (the validation loss) nothing changes and the outputs are ``y_f`` with

@@ -429,3 +429,15 @@ def test_tfr_blocks_refuse_bad_settings_with_the_reason():
 
     with pytest.raises(DataError, match=r"more than length=8 \(its embedding width\), and some are valid"):
         ours(batch, training_branches=True)
+
+
+def test_tfr_net_view_rate_is_the_one_robustness_protocols_set():
+    """``composer robustness --protocol per_rate`` sets ``training.views.<view>.rate``: the ``missing``
+    view reads it for all three modalities, and its masks are nested across rates (``resample: split``)."""
+    batch = a_batch()
+    masks = {}
+    for rate in (0.2, 0.6):
+        bp = composer.load_blueprint(BLUEPRINT, [*sizes(), f"training.views.missing.rate={rate}"])
+        masks[rate] = make_views(batch, bp, torch.Generator())["missing"]["view_masks"]
+    for m in SUFFIX:
+        assert (masks[0.2][m] <= masks[0.6][m]).all() and masks[0.6][m].sum() > masks[0.2][m].sum(), m

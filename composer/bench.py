@@ -31,7 +31,9 @@ class BenchResult:
     second at that step. With a reference (``composer bench --reference``): ``prediction_step_ms``
     and ``reference_step_ms`` time the same step on both (forward, mean of squared predictions,
     backward, SGD), interleaved, and ``reference_ratio`` is their quotient (1 = as fast as the
-    hand-written model); ``reference_max_diff`` is the largest output difference with the same weights."""
+    hand-written model); ``reference_max_diff`` is the largest output difference with the same weights.
+    ``estimated_train_mb``: the trainer's step (Adam) at this batch, traced with fake tensors
+    (:func:`composer.graph.memory.trace_training_memory`, MiB), filled by ``composer bench``."""
 
     name: str
     params: int
@@ -48,6 +50,7 @@ class BenchResult:
     reference_step_ms: float | None = None
     reference_ratio: float | None = None
     reference_max_diff: float | None = None
+    estimated_train_mb: float | None = None
 
     def row(self) -> dict[str, Any]:
         return asdict(self)

@@ -103,7 +103,7 @@ def row(path: Path, batch_size: int | None, headroom: float) -> dict:
     est = trace_training_memory(bp, batch_size)
     out = {
         "blueprint": path.stem, "path": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
-        "batch_size": est.batch_size, "estimate_bytes": est.peak_bytes, "state_bytes": est.state_bytes,
+        "batch_size": est.batch_size, "estimate_bytes": est.peak_bytes, "tensor_bytes": est.tensor_bytes, "state_bytes": est.state_bytes,
         "batch_bytes": est.batch_bytes, "trace_s": round(time.perf_counter() - start, 1),
         "floor_bytes": bp.size.train_bytes,
     }

@@ -77,7 +77,8 @@ def test_trace_equals_the_real_step_of_an_attention_heavy_model():
     est = trace_training_memory(bp)
     measured, state = real_peak(bp, 6)
     assert est.state_bytes == state  # parameters and Adam's two moments, byte for byte
-    assert abs(est.peak_bytes / measured - 1) < 0.05, (est.peak_bytes, measured)
+    assert abs(est.tensor_bytes / measured - 1) < 0.05, (est.tensor_bytes, measured)
+    assert est.peak_bytes == est.tensor_bytes + memory.KERNEL_ALLOWANCE
     assert est.activation_bytes > 4 * est.state_bytes  # the activations, not the weights, decide it
 
 
@@ -98,8 +99,8 @@ def test_rnn_workspace_counts_the_pages_onednn_writes():
     args = (torch.randn(t, b, d), torch.randn(4 * h, d), torch.randn(4 * h, h), torch.randn(4 * h), torch.randn(4 * h),
             torch.randn(b, h), torch.randn(b, h), False, [], 2, h, 1, True, False, True, True)
     real = torch.ops.aten.mkldnn_rnn_layer.default(*args)[3].numel()
-    counted = memory._rnn_workspace_bytes(args)
-    assert t * b * 4 * h * 4 < counted <= real * 1.05, (counted, real)
+    forward, backward = memory._rnn_workspace_bytes(args)
+    assert t * b * 4 * h * 4 < forward and 0 < backward and forward + backward <= real * 1.05, (forward, backward, real)
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     with FakeTensorMode(allow_non_fake_inputs=True):

@@ -24,6 +24,8 @@ def bench(
 ) -> None:
     """Measure parameters, MACs per sample, forward and training-step time and peak memory.
 
+    "est. train MB" is the trainer's step (every view, loss, backward, Adam) at this batch, traced with fake tensors (composer validate --memory).
+
     With --reference each paper blueprint is timed against its plain-PyTorch reference (same weights, same batch, alternating repeats): reference_ratio = blueprint step / reference step (forward, mean squared prediction, backward, SGD).
 
     Example: composer bench blueprints/*.yaml --batch-size 32 -o docs/bench-cpu.json
@@ -34,6 +36,7 @@ def bench(
 
     from composer.bench import bench_model, compare_with_reference, machine_info
     from composer.errors import ComposerError
+    from composer.graph.memory import trace_training_memory
     from composer.graph.model import compile_blueprint
 
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
@@ -43,6 +46,7 @@ def bench(
         torch.manual_seed(0)
         model = compile_blueprint(load(path, set_))
         result = bench_model(model, batch_size=batch_size, device=dev, repeats=repeats)
+        result.estimated_train_mb = round(trace_training_memory(model.blueprint, batch_size).peak_bytes / 2**20, 1)
         if reference:
             torch.manual_seed(0)
             try:
@@ -52,14 +56,15 @@ def bench(
         rows.append({"blueprint": str(path), **result.row()})
         con.print(f"measured {path}", style="dim")
     table = Table(title=f"batch {batch_size} on {dev}", header_style="bold")
-    columns = ["blueprint", "params", "MACs/sample", "forward ms", "train step ms", "samples/s", "peak MB"]
+    columns = ["blueprint", "params", "MACs/sample", "forward ms", "train step ms", "samples/s", "peak MB", "est. train MB"]
     if reference:
         columns += ["step ms (ours / reference)", "reference ratio", "max diff"]
     for col in columns:
         table.add_column(col, justify="left" if col == "blueprint" else "right")
     for r in rows:
         cells = [r["name"], f"{r['params']:,}", f"{r['macs']:,}", f"{r['forward_ms']:.2f}", f"{r['train_step_ms']:.2f}",
-                 f"{r['samples_per_s']:.1f}", "—" if r["peak_mem_mb"] is None else f"{r['peak_mem_mb']:.1f}"]
+                 f"{r['samples_per_s']:.1f}", "—" if r["peak_mem_mb"] is None else f"{r['peak_mem_mb']:.1f}",
+                 "—" if r["estimated_train_mb"] is None else f"{r['estimated_train_mb']:,.1f}"]
         if reference:
             cells += ["—", "—", "—"] if r["reference"] is None else [
                 f"{r['prediction_step_ms']:.2f} / {r['reference_step_ms']:.2f}", f"{r['reference_ratio']:.3f}", f"{r['reference_max_diff']:.1e}"]

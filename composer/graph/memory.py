@@ -7,7 +7,9 @@ one batch of ``training.batch_size`` samples through the model, the loss, the ba
 the optimiser's step, with the optimiser's state already made (Adam's two moments, as from the
 second step on). A dispatch mode (:class:`LiveBytes`) counts the bytes of every storage the step
 allocates and frees them when the storage dies; the estimate is the peak of those live bytes plus
-the batch itself. Nothing is allocated: a BERT-base model at batch 32 traces in seconds.
+the batch itself, plus a fixed :data:`KERNEL_ALLOWANCE` for what kernels hold outside tensors.
+Nothing is allocated: BERT-base at batch 32 traces in about 15 s on 2 cores; recurrent blocks
+that PyTorch runs step by step (GRUs) cost one traced operation per step and are the slowest.
 
 What the estimate is of, and what it leaves out:
 
@@ -27,6 +29,7 @@ construction on what runs; they differ by what PyTorch's CPU allocator keeps bes
 from __future__ import annotations
 
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,26 +40,38 @@ from torch.utils._pytree import tree_flatten
 from composer.errors import BlueprintError, Problem
 from composer.graph.size import format_bytes, memory_budget
 
-__all__ = ["MemoryEstimate", "LiveBytes", "trace_training_memory", "check_training_memory", "step_batches", "training_step", "prime_optimizers"]
+__all__ = ["KERNEL_ALLOWANCE", "MemoryEstimate", "LiveBytes", "trace_training_memory", "check_training_memory", "step_batches", "training_step", "prime_optimizers"]
+
+
+#: What PyTorch's CPU kernels and the allocator hold besides live tensors during a step, which no
+#: tensor shows: oneDNN's RNN kernels reorder weights and keep scratch of their own, and glibc
+#: keeps freed heap pages. Measured at 2 to 7 MB on small models (an MLP, a transformer, one
+#: LSTM; docs/performance.md, "Training memory"); next to nothing beside a model of 100 MB.
+KERNEL_ALLOWANCE = 8_000_000
 
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """One traced training step. ``peak_bytes``: live tensor bytes at the step's peak
+    """One traced training step. ``tensor_bytes``: live tensor bytes at the step's peak
     (parameters, gradients, optimiser state, activations kept for backward, temporaries) plus
-    the batch; ``state_bytes``: parameters and optimiser state between steps; ``batch_bytes``:
-    the batch of every view; ``reads``: values the step read back to Python (answered without data)."""
+    the batch; ``peak_bytes``: that plus :data:`KERNEL_ALLOWANCE`, the figure to plan with;
+    ``state_bytes``: parameters and optimiser state between steps; ``batch_bytes``: the batch of
+    every view; ``reads``: values the step read back to Python (answered without data)."""
 
-    peak_bytes: int
+    tensor_bytes: int
     state_bytes: int
     batch_bytes: int
     batch_size: int
     reads: int = 0
 
     @property
+    def peak_bytes(self) -> int:
+        return self.tensor_bytes + KERNEL_ALLOWANCE
+
+    @property
     def activation_bytes(self) -> int:
-        """What the step needs on top of the parameters and optimiser state."""
-        return self.peak_bytes - self.state_bytes
+        """What the step's tensors need on top of the parameters and optimiser state."""
+        return self.tensor_bytes - self.state_bytes
 
     def describe(self) -> str:
         return f"training needs about {format_bytes(self.peak_bytes)} at batch {self.batch_size} (peak of one step, estimated)"
@@ -72,6 +87,7 @@ class LiveBytes(TorchDispatchMode):
         self.peak = 0
         self.reads = 0
         self._storages: set[int] = set()
+        self._backward_pages: dict[int, int] = {}  # an RNN workspace -> the bytes its backward writes besides
 
     def reset_peak(self) -> None:
         self.peak = self.live
@@ -97,9 +113,18 @@ class LiveBytes(TorchDispatchMode):
             self.reads += 1
             constant = getattr(args[0], "constant", None)
             return constant.item() if constant is not None else 1
-        out = func(*args, **(kwargs or {}))
+        if func is torch.ops.aten.mkldnn_rnn_layer_backward.default and _is_fake(args[0]):
+            # the backward writes the rest of its layer's workspace: held while it runs
+            written = args[0].new_empty(self._backward_pages.get(args[-1].untyped_storage()._cdata, 0), dtype=torch.uint8)
+            self._track(written)
+            out = func(*args, **(kwargs or {}))
+            del written
+        else:
+            out = func(*args, **(kwargs or {}))
         if func is torch.ops.aten.mkldnn_rnn_layer.default and _is_fake(out[3]):
-            out = (*out[:3], out[3].new_empty(_rnn_workspace_bytes(args)))
+            forward, backward = _rnn_workspace_bytes(args)
+            out = (*out[:3], out[3].new_empty(forward))
+            self._backward_pages[out[3].untyped_storage()._cdata] = backward
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
                 self._track(t)
@@ -118,18 +143,37 @@ _PAGE = 4096
 
 
 def _written_bytes(workspace: torch.Tensor) -> int:
-    """Bytes of the 4 KiB pages of a byte tensor that hold anything but zeros (the pages written)."""
-    flat = torch.cat([workspace, workspace.new_zeros((-workspace.numel()) % _PAGE)])
-    return int((flat.view(-1, _PAGE) != 0).any(1).sum()) * _PAGE
+    """Bytes of the 4 KiB pages of a byte tensor made by :func:`_unwritten_filled` that the
+    kernel wrote: those holding anything but the fill value 255."""
+    flat = torch.cat([workspace, workspace.new_full(((-workspace.numel()) % _PAGE,), 255)])
+    return int((flat.view(-1, _PAGE) != 255).any(1).sum()) * _PAGE
 
 
-def _rnn_workspace_bytes(args: tuple) -> int:
+@contextmanager
+def _unwritten_filled():
+    """Fresh tensors filled (bytes with 255) instead of holding whatever the allocator reused,
+    so the pages a kernel writes can be told from the others (PyTorch's deterministic mode)."""
+    import torch.utils.deterministic as deterministic
+
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(), deterministic.fill_uninitialized_memory)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    deterministic.fill_uninitialized_memory = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        deterministic.fill_uninitialized_memory = before[2]
+
+
+def _rnn_workspace_bytes(args: tuple) -> tuple[int, int]:
     """The resident bytes of oneDNN's workspace for one RNN layer, which PyTorch's shape-only
-    kernel gives as empty. oneDNN sizes the workspace for every use (the gates and states of
+    kernel gives as empty: ``(forward, backward)``, the bytes the forward writes and those the
+    backward writes besides. oneDNN sizes the workspace for every use (the gates and states of
     each step, the backward's difference states), each section padded, and writes only part of
-    it: on CPU the pages written, not the size, take memory. So the real kernel runs forward and
-    backward on random data at the layer's shapes (at most :data:`_PROBE_BATCH` samples, scaled
-    to the batch), and the pages it wrote are counted; cached per shape."""
+    it at a time: on CPU the pages written, not the size, take memory. So the real kernel runs
+    forward and backward on random data at the layer's shapes (at most :data:`_PROBE_BATCH`
+    samples, scaled to the batch) on a workspace filled beforehand, and the pages it changed
+    are counted after each; cached per shape."""
     inp, *weights, hx, cx = args[:7]
     batch = inp.shape[1]  # the layer runs time-major: (T, B, D), whatever the module's batch_first
     assert batch == hx.shape[0], f"mkldnn_rnn_layer input {tuple(inp.shape)} vs state {tuple(hx.shape)}"
@@ -141,15 +185,17 @@ def _rnn_workspace_bytes(args: tuple) -> int:
         reverse, batch_sizes, mode, hidden, layers, has_biases, bidirectional, batch_first, train = args[7:16]
         b = min(batch, _PROBE_BATCH)
         gen = torch.Generator().manual_seed(0)
-        with unset_fake_temporarily():  # (not under no_grad: the kernel then keeps no workspace)
+        with unset_fake_temporarily(), _unwritten_filled():  # (not under no_grad: the kernel then keeps no workspace)
             real = [torch.randn((inp.shape[0], b, *inp.shape[2:]), generator=gen)]
             real += [torch.randn(t.shape, generator=gen) * 0.1 for t in weights]
             real += [torch.randn((b, *t.shape[1:]), generator=gen) for t in (hx, cx)]
             out, hy, cy, workspace = torch.ops.aten.mkldnn_rnn_layer.default(*real, *args[7:16])
+            forward = _written_bytes(workspace)
             grads = [torch.randn(t.shape, generator=gen) for t in (out, hy, cy)]
             torch.ops.aten.mkldnn_rnn_layer_backward.default(
                 *real, out, hy, cy, *grads, reverse, mode, hidden, layers, has_biases, train, bidirectional, batch_sizes, batch_first, workspace)
-            _WORKSPACES[key] = _written_bytes(workspace) * batch // b
+            backward = _written_bytes(workspace) - forward
+        _WORKSPACES[key] = (forward * batch // b, backward * batch // b)
     return _WORKSPACES[key]
 
 

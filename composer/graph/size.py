@@ -6,12 +6,14 @@
 * ``model_params``: the parameters of the model at inference (shared blocks once);
 * ``training_params``: parameters that exist only for training (loss networks such as
   DLFR's projectors, predictors and decoders);
-* ``train_bytes``: a training-memory estimate: every parameter four times in float32
-  (weight, gradient and two Adam moments), the block outputs of one batch of
+* ``train_bytes``: a floor of training memory, known without PyTorch: every parameter four
+  times in float32 (weight, gradient and two Adam moments), the block outputs of one batch of
   ``training.batch_size`` kept for the backward pass, and inside every attention layer its
   ``(B, heads, T_query, T_key)`` float32 weights plus the block's boolean mask
-  ``(B, T_query, T_key)``, which grow with the *square* of the sequence length (other internal
-  activations come on top; the figure is a floor, not a ceiling).
+  ``(B, T_query, T_key)``, which grow with the *square* of the sequence length. What blocks
+  keep inside them and the other views come on top: the figure to plan with is the traced step
+  of :mod:`composer.graph.memory` (``composer validate --memory``), which runs after this floor
+  has let the blueprint through.
 
 :func:`check_size` refuses a model whose estimate exceeds the memory budget: the
 ``COMPOSER_MAX_MEMORY`` environment variable (``"8GB"``, ``"512MB"`` or bytes), by default

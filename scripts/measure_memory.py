@@ -19,6 +19,7 @@ A blueprint is measured only when the machine has room for it: its estimate time
     python scripts/measure_memory.py                     # every paper blueprint, the table printed
     python scripts/measure_memory.py --write             # and docs/memory-cpu.json written
     python scripts/measure_memory.py blueprints/mult.yaml --batch-size 4
+    python scripts/measure_memory.py --table           # the table of docs/memory-cpu.json, nothing run
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ import ctypes, gc, json, sys, torch
 sys.path.insert(0, {root!r})
 import composer
 from composer.graph.model import compile_blueprint
-from composer.graph.memory import _optimizers, prime_optimizers, step_batches, training_step
+from composer.graph.memory import make_optimizers, prime_optimizers, step_batches, training_step
 
 torch.manual_seed(0)
 bp = composer.load_blueprint({path!r})
@@ -53,7 +54,7 @@ batch_size = {batch_size!r} or bp.training.batch_size
 def step(n):
     model = compile_blueprint(bp)
     model.train()
-    optimizers = _optimizers(model)
+    optimizers = make_optimizers(model)
     prime_optimizers(model, optimizers)
     training_step(model, step_batches(model, n), optimizers)
 
@@ -131,11 +132,21 @@ def _gb(n: int | None) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| blueprint | batch | estimate GB | measured GB | estimate / measured | old floor GB |", "|---|---:|---:|---:|---:|---:|"]
+    """The rows as the Markdown table of docs/performance.md."""
+    lines = ["| blueprint | batch | estimate GB | measured GB | estimate / measured | old floor GB | trace s |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ratio = f"{r['ratio']:.2f}" if "ratio" in r else r.get("not_measured", "-")
-        lines.append(f"| {r['blueprint']} | {r['batch_size']} | {_gb(r['estimate_bytes'])} | {_gb(r.get('measured_bytes'))} | {ratio} | {_gb(r['floor_bytes'])} |")
+        lines.append(f"| {r['blueprint']} | {r['batch_size']} | {_gb(r['estimate_bytes'])} | {_gb(r.get('measured_bytes'))} | {ratio} "
+                     f"| {_gb(r['floor_bytes'])} | {r['trace_s']} |")
     return "\n".join(lines)
+
+
+def write(output: Path, fresh: dict) -> None:
+    """Add one row to the JSON file, replacing an earlier row of the same blueprint and batch."""
+    old = json.loads(output.read_text()) if output.exists() else {"rows": []}
+    kept = [r for r in old.get("rows", []) if (r["blueprint"], r["batch_size"]) != (fresh["blueprint"], fresh["batch_size"])]
+    output.write_text(json.dumps({"machine": machine(), "rows": kept + [fresh]}, indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,18 +156,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--headroom", type=float, default=1.5, help="Measure only when estimate x this fits in MemAvailable.")
     parser.add_argument("--write", action="store_true", help="Write docs/memory-cpu.json (rows for other blueprints are kept).")
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "docs" / "memory-cpu.json")
+    parser.add_argument("--table", action="store_true", help="Print the table of --output's rows and run nothing.")
     args = parser.parse_args(argv)
+    if args.table:
+        print(table(json.loads(args.output.read_text())["rows"]))
+        return 0
     paths = args.blueprints or [ROOT / "blueprints" / f"{n}.yaml" for n in PAPER_BLUEPRINTS]
     rows = []
     for path in paths:  # one at a time: the measurements must not overlap
         rows.append(row(path.resolve(), args.batch_size, args.headroom))
         print(json.dumps(rows[-1]), flush=True)
+        if args.write:  # after every row: a later failure loses nothing measured
+            write(args.output, rows[-1])
     print(table(rows))
-    if args.write:
-        old = json.loads(args.output.read_text()) if args.output.exists() else {"rows": []}
-        fresh = {(r["blueprint"], r["batch_size"]) for r in rows}
-        kept = [r for r in old.get("rows", []) if (r["blueprint"], r["batch_size"]) not in fresh]
-        args.output.write_text(json.dumps({"machine": machine(), "rows": kept + rows}, indent=1) + "\n")
     return 0 if all(r.get("within_tolerance", True) for r in rows) else 1
 
 

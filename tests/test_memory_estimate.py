@@ -64,7 +64,7 @@ def real_peak(bp, batch_size: int) -> tuple[int, int]:
     live = LiveBytes()
     with live:
         model.to_empty(device="cpu")  # counted as the trace counts them
-        optimizers = memory._optimizers(model)
+        optimizers = memory.make_optimizers(model)
         memory.prime_optimizers(model, optimizers)
         state = live.live
         live.reset_peak()

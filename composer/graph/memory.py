@@ -8,22 +8,24 @@ the optimiser's step, with the optimiser's state already made (Adam's two moment
 second step on). A dispatch mode (:class:`LiveBytes`) counts the bytes of every storage the step
 allocates and frees them when the storage dies; the estimate is the peak of those live bytes plus
 the batch itself, plus a fixed :data:`KERNEL_ALLOWANCE` for what kernels hold outside tensors.
-Nothing is allocated: BERT-base at batch 32 traces in about 15 s on 2 cores; recurrent blocks
+Nothing is allocated: BERT-base at batch 32 traces in about 5 s on 2 cores; recurrent blocks
 that PyTorch runs step by step (GRUs) cost one traced operation per step and are the slowest.
 
 What the estimate is of, and what it leaves out:
 
 * every sample at its modality's full ``length`` (the largest batch the blueprint allows; a
   real batch with shorter sequences packs them and needs less);
-* PyTorch's own kernels on CPU (the math attention path, cuDNN-free RNNs), float32;
+* PyTorch's CPU kernels in float32 (its fused attention, oneDNN's LSTM), as ``composer train``
+  runs them on CPU; a GPU runs others;
 * not the data set (the trainer holds it in memory besides: see ``docs/performance.md``), the
-  Python interpreter, the libraries' code or the allocator's slack.
+  Python interpreter or the libraries' code.
 
 A value a kernel reads back to Python (``.item()``, ``bool(tensor)``) has no data in the trace:
 it reads as its constant where PyTorch tracked one, else as 1 (Adam's first step count, an
 all-ones padding mask on a full batch, a token id inside the vocabulary). The traced step is
 the one the measurement (``scripts/measure_memory.py``) runs for real, so the two agree by
-construction on what runs; they differ by what PyTorch's CPU allocator keeps besides live tensors.
+construction on what runs; they differ by what kernels and the allocator keep besides live
+tensors, which :data:`KERNEL_ALLOWANCE` stands for.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from torch.utils._pytree import tree_flatten
 from composer.errors import BlueprintError, Problem
 from composer.graph.size import format_bytes, memory_budget
 
-__all__ = ["KERNEL_ALLOWANCE", "MemoryEstimate", "LiveBytes", "trace_training_memory", "check_training_memory", "step_batches", "training_step", "prime_optimizers"]
+__all__ = ["KERNEL_ALLOWANCE", "MemoryEstimate", "LiveBytes", "trace_training_memory", "check_training_memory", "step_batches", "make_optimizers", "prime_optimizers", "training_step"]
 
 
 #: What PyTorch's CPU kernels and the allocator hold besides live tensors during a step, which no
@@ -137,8 +139,9 @@ def _is_fake(t: torch.Tensor) -> bool:
     return isinstance(t, FakeTensor)
 
 
-_WORKSPACES: dict[tuple, int] = {}
-_PROBE_BATCH = 16
+_WORKSPACES: dict[tuple, tuple[int, int]] = {}
+_PROBE_BATCH = 16  # samples at most, and
+_PROBE_BYTES = 64_000_000  # about this much workspace at most, for the real kernel's run
 _PAGE = 4096
 
 
@@ -172,7 +175,7 @@ def _rnn_workspace_bytes(args: tuple) -> tuple[int, int]:
     each step, the backward's difference states), each section padded, and writes only part of
     it at a time: on CPU the pages written, not the size, take memory. So the real kernel runs
     forward and backward on random data at the layer's shapes (at most :data:`_PROBE_BATCH`
-    samples, scaled to the batch) on a workspace filled beforehand, and the pages it changed
+    samples and about :data:`_PROBE_BYTES` of workspace, scaled to the batch) on a workspace filled beforehand, and the pages it changed
     are counted after each; cached per shape."""
     inp, *weights, hx, cx = args[:7]
     batch = inp.shape[1]  # the layer runs time-major: (T, B, D), whatever the module's batch_first
@@ -183,9 +186,9 @@ def _rnn_workspace_bytes(args: tuple) -> tuple[int, int]:
         from torch._subclasses.fake_tensor import unset_fake_temporarily
 
         reverse, batch_sizes, mode, hidden, layers, has_biases, bidirectional, batch_first, train = args[7:16]
-        b = min(batch, _PROBE_BATCH)
         gen = torch.Generator().manual_seed(0)
-        with unset_fake_temporarily(), _unwritten_filled():  # (not under no_grad: the kernel then keeps no workspace)
+
+        def probe(b: int) -> tuple[int, int, int]:
             real = [torch.randn((inp.shape[0], b, *inp.shape[2:]), generator=gen)]
             real += [torch.randn(t.shape, generator=gen) * 0.1 for t in weights]
             real += [torch.randn((b, *t.shape[1:]), generator=gen) for t in (hx, cx)]
@@ -194,7 +197,13 @@ def _rnn_workspace_bytes(args: tuple) -> tuple[int, int]:
             grads = [torch.randn(t.shape, generator=gen) for t in (out, hy, cy)]
             torch.ops.aten.mkldnn_rnn_layer_backward.default(
                 *real, out, hy, cy, *grads, reverse, mode, hidden, layers, has_biases, train, bidirectional, batch_sizes, batch_first, workspace)
-            backward = _written_bytes(workspace) - forward
+            return forward, _written_bytes(workspace) - forward, workspace.numel()
+
+        with unset_fake_temporarily(), _unwritten_filled():  # (not under no_grad: the kernel then keeps no workspace)
+            b, (forward, backward, size) = 1, probe(1)
+            more = min(batch, _PROBE_BATCH, max(1, _PROBE_BYTES // max(size, 1)))
+            if more > 1:
+                b, (forward, backward, _) = more, probe(more)
         _WORKSPACES[key] = (forward * batch // b, backward * batch // b)
     return _WORKSPACES[key]
 
@@ -215,7 +224,8 @@ def step_batches(model, batch_size: int, seed: int = 0) -> dict[str, dict[str, A
     return make_views(batch, model.blueprint, torch.Generator().manual_seed(seed))
 
 
-def _optimizers(model) -> list[torch.optim.Optimizer]:
+def make_optimizers(model) -> list[torch.optim.Optimizer]:
+    """The optimisers the trainer makes: the main one and one per ``training.stages`` entry."""
     from composer.train.optim import build_optimizer, build_stage_optimizers
 
     cfg = model.blueprint.training
@@ -270,7 +280,7 @@ def trace_training_memory(checked, batch_size: int | None = None) -> MemoryEstim
     live = LiveBytes()
     with FakeTensorMode(allow_non_fake_inputs=True), live:
         model.to_empty(device="cpu")
-        optimizers = _optimizers(model)
+        optimizers = make_optimizers(model)
         prime_optimizers(model, optimizers)
         state = live.live
         live.reset_peak()

@@ -125,3 +125,20 @@ def test_validate_memory_prints_the_traced_peak_and_refuses_above_the_budget(tmp
     monkeypatch.setenv("COMPOSER_MAX_MEMORY", str(est.peak_bytes * 2))
     assert main(["validate", "--memory", str(path)]) == 0
     assert "training needs about" in capsys.readouterr().out
+
+
+def test_the_measurement_script_finds_the_estimate_within_25_percent_of_the_rss(tmp_path):
+    """``scripts/measure_memory.py`` end to end on a small activation-heavy step: the peak RSS
+    of the real step in a fresh process against the trace (the paper blueprints' table comes
+    from the same code, docs/memory-cpu.json)."""
+    import importlib.util
+
+    from shipped import ROOT
+
+    spec = importlib.util.spec_from_file_location("measure_memory", ROOT / "scripts" / "measure_memory.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    path = tmp_path / "wide.yaml"
+    path.write_text(yaml.safe_dump(WIDE_MLP))
+    row = script.row(path, None, headroom=1.5)
+    assert row["measured_bytes"] > 10_000_000 and abs(row["ratio"] - 1) <= script.TOLERANCE, row

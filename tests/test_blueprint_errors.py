@@ -71,6 +71,10 @@ def test_an_unknown_type_of_a_blueprint_with_plugins_says_how_to_import_them():
 
 def _module_attributes() -> set[str]:
     """Every non-dunder attribute of a compiled model and of a template's module, but its blocks."""
+    import transformers
+
+    # building a transformers model adds `smart_apply` to every torch module (transformers 5)
+    transformers.BertModel(transformers.BertConfig(vocab_size=8, hidden_size=4, num_hidden_layers=1, num_attention_heads=1, intermediate_size=4))
     from composer.graph.model import TemplateModules
 
     model = composer.compile_blueprint(composer.load_blueprint(Path(__file__).parents[1] / "blueprints/late_fusion.yaml"))

@@ -44,7 +44,8 @@ RESERVED_IDS = {*BATCH_REFS, "main", "aux_losses", "outputs", "forward", "blocks
 #: a block is registered under its id (a template's blocks under each part of ``use/inner``), so
 #: one of these names would collide with the module's own attribute when the model is built.
 #: Kept here, torch-free, so ``validate`` refuses them; tests/test_blueprint_errors.py checks the
-#: list against the installed torch. Names starting with ``_`` are the module machinery's too.
+#: list against the installed torch (and transformers, which adds ``smart_apply`` to every module).
+#: Names starting with ``_`` are the module machinery's too.
 MODULE_ATTRIBUTES = frozenset({
     "T_destination", "add_module", "apply", "bfloat16", "block", "blueprint", "buffers", "call_super_init", "children",
     "compile", "compute_loss", "cpu", "cuda", "double", "dump_patches", "eval", "example_inputs", "extra_repr", "float",
@@ -54,7 +55,7 @@ MODULE_ATTRIBUTES = frozenset({
     "register_forward_pre_hook", "register_full_backward_hook", "register_full_backward_pre_hook",
     "register_load_state_dict_post_hook", "register_load_state_dict_pre_hook", "register_module", "register_parameter",
     "register_state_dict_post_hook", "register_state_dict_pre_hook", "requires_grad_", "save", "set_extra_state",
-    "set_submodule", "share_memory", "size", "state_dict", "to", "to_empty", "train", "training",
+    "set_submodule", "share_memory", "size", "smart_apply", "state_dict", "to", "to_empty", "train", "training",
     "training_only_prefixes", "type", "xpu", "zero_grad",
 })
 

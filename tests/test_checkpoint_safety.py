@@ -123,6 +123,11 @@ CASES = {
     "optimizer state without a key": (lambda s: s["optimizer"]["state"][1].pop("exp_avg_sq"), "'optimizer.state[1]' is dict"),
     "optimizer lr a string": (_set_lr, "'optimizer.param_groups[0].lr' is str 'fast', expected a number"),
     "optimizer groups": (lambda s: s["optimizer"]["param_groups"].append({}), "'optimizer.param_groups' has 2 groups, expected 1"),
+    # found by the mutator: betas (0, 2) made Adam's step complex, (0, 1) the loss NaN, both tracebacks
+    "optimizer betas edited": (lambda s: s["optimizer"]["param_groups"][0].__setitem__("betas", [0, 2]),
+                               "'optimizer.param_groups[0].betas' is list [0, 2], but the blueprint's optimiser has"),
+    "optimizer lr negative": (lambda s: s["optimizer"]["param_groups"][0].__setitem__("lr", -1.0),
+                              "'optimizer.param_groups[0].lr' is float -1.0, expected a finite learning rate >= 0"),
     "scheduler garbage": (lambda s: s["scheduler"].__setitem__("last_epoch", "1"), "'scheduler.last_epoch' is str '1', expected an integer"),
     "scheduler key unknown": (lambda s: s["scheduler"].__setitem__("boom", 1), "'scheduler.boom' is not part of this state"),
     "rng torch of the wrong size": (lambda s: s["rng"].__setitem__("torch", torch.zeros(7, dtype=torch.uint8)),

@@ -286,6 +286,27 @@ def like_problems(saved: Any, fresh: Any, key: str) -> list[str]:
     return [] if ok else [f"'{key}' is {_show(saved)}, expected {rule}"]
 
 
+#: Options a schedule changes while training: a checkpoint carries its own (finite, >= 0).
+_SCHEDULED = ("lr", "initial_lr")
+
+
+def _option_problems(got: Mapping[str, Any], want: Mapping[str, Any], where: str) -> list[str]:
+    """A saved group's options against the optimiser the blueprint builds: the learning rates (which a
+    schedule moves) finite and >= 0, every other option (betas, eps, weight decay, ...) the
+    blueprint's own. An edited ``betas: [0, 2]`` made Adam's step complex and the run a traceback."""
+    problems = []
+    for key, value in want.items():
+        if key == "params" or key not in got:
+            continue
+        if key in _SCHEDULED:
+            if isinstance(got[key], bool) or not _is_number(got[key]) or not math.isfinite(got[key]) or got[key] < 0:
+                problems.append(f"'{where}.{key}' is {_show(got[key])}, expected a finite learning rate >= 0")
+        elif _as_tuple(got[key]) != _as_tuple(value):
+            problems.append(f"'{where}.{key}' is {_show(got[key])}, but the blueprint's optimiser has {_show(value)} "
+                            "(a resumed run keeps the optimiser its blueprint states)")
+    return problems
+
+
 def _probe_state_kinds(optimizer: torch.optim.Optimizer) -> dict[str, str]:
     """The per-parameter state keys this optimiser keeps, each with its kind: ``param`` (a tensor
     of the parameter's shape, ``exp_avg``), ``scalar`` (a one-element tensor, ``step``) or
@@ -317,7 +338,8 @@ def optimizer_problems(saved: Any, optimizer: torch.optim.Optimizer) -> list[str
         if not isinstance(got, Mapping) or got.get("params") != want["params"]:
             problems.append(f"'{where}.params' does not list this model's parameters {want['params'][:3]}...")
             continue
-        problems += like_problems({k: v for k, v in got.items() if k != "params"}, {k: v for k, v in want.items() if k != "params"}, where)
+        shape = like_problems({k: v for k, v in got.items() if k != "params"}, {k: v for k, v in want.items() if k != "params"}, where)
+        problems += shape or _option_problems(got, want, where)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     keys = _probe_state_kinds(optimizer)
     for index, entry in saved["state"].items():

@@ -15,7 +15,7 @@ import yaml
 
 import composer
 from composer.cli import main
-from composer.errors import BlueprintError
+from composer.errors import BlueprintError, ComposerError
 from composer.graph import memory
 from composer.graph.memory import LiveBytes, check_training_memory, trace_training_memory
 from composer.graph.model import compile_blueprint
@@ -62,6 +62,7 @@ def real_peak(bp, batch_size: int) -> tuple[int, int]:
     model.train()
     batches = memory.step_batches(model, batch_size)
     live = LiveBytes()
+    live.count_apart(batches)
     with live:
         model.to_empty(device="cpu")  # counted as the trace counts them
         optimizers = memory.make_optimizers(model)
@@ -141,3 +142,15 @@ def test_the_measurement_script_finds_the_estimate_within_25_percent_of_the_rss(
     spec.loader.exec_module(script)
     row = script.row(ROOT / "blueprints" / "late_fusion.yaml", None, headroom=1.5)
     assert row["measured_bytes"] > 10_000_000 and abs(row["ratio"] - 1) <= script.TOLERANCE, row
+
+
+def test_a_step_that_cannot_be_traced_is_a_clear_error(monkeypatch):
+    from torch._subclasses.fake_tensor import DynamicOutputShapeException
+
+    def needs_data(model, batches, optimizers):
+        raise DynamicOutputShapeException(torch.ops.aten.nonzero.default)
+
+    assert trace_training_memory(blueprint(ATTENTION)).peak_bytes > 0  # the real step traces
+    monkeypatch.setattr(memory, "training_step", needs_data)
+    with pytest.raises(ComposerError, match="attention_heavy: one training step cannot be traced with fake tensors .*nonzero"):
+        trace_training_memory(blueprint(ATTENTION))

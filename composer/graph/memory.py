@@ -20,9 +20,11 @@ What the estimate is of, and what it leaves out:
 * not the data set (the trainer holds it in memory besides: see ``docs/performance.md``), the
   Python interpreter or the libraries' code.
 
-A value a kernel reads back to Python (``.item()``, ``bool(tensor)``) has no data in the trace:
-it reads as its constant where PyTorch tracked one, else as 1 (Adam's first step count, an
-all-ones padding mask on a full batch, a token id inside the vocabulary). The traced step is
+The batch itself is real (small: it is counted apart), and operations on it alone run for real,
+so masks, lengths and checks of token ids hold their true values. A value read back to Python
+(``.item()``, ``bool(tensor)``) from a fake tensor has no data: it reads as its constant where
+PyTorch tracked one, else as 1. A kernel that needs the data itself (packing sequences by
+lengths known only as a tensor) cannot be traced, and the trace says so. The traced step is
 the one the measurement (``scripts/measure_memory.py``) runs for real, so the two agree by
 construction on what runs; they differ by what kernels and the allocator keep besides live
 tensors, which :data:`KERNEL_ALLOWANCE` stands for.
@@ -39,7 +41,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from composer.errors import BlueprintError, Problem
+from composer.errors import BlueprintError, ComposerError, Problem
 from composer.graph.size import format_bytes, memory_budget
 
 __all__ = ["KERNEL_ALLOWANCE", "MemoryEstimate", "LiveBytes", "trace_training_memory", "check_training_memory", "step_batches", "make_optimizers", "prime_optimizers", "training_step"]
@@ -93,6 +95,10 @@ class LiveBytes(TorchDispatchMode):
         self._storages: set[int] = set()
         self._backward_pages: dict[int, int] = {}  # an RNN workspace -> the bytes its backward writes besides
 
+    def count_apart(self, tensors: Any) -> None:
+        """Storages counted elsewhere (the batch): a view of them adds nothing."""
+        self._storages.update(t.untyped_storage()._cdata for t in tree_flatten(tensors)[0] if isinstance(t, torch.Tensor))
+
     def reset_peak(self) -> None:
         self.peak = self.live
 
@@ -113,18 +119,22 @@ class LiveBytes(TorchDispatchMode):
             self.live -= n
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is torch.ops.aten._local_scalar_dense.default:  # a value read to Python: no data here
+        kwargs = kwargs or {}
+        tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        if tensors and not any(_is_fake(t) or t.is_meta for t in tensors):
+            out = _on_real_data(func, args, kwargs)  # the batch's own small arithmetic (masks, lengths, checks): exact
+        elif func is torch.ops.aten._local_scalar_dense.default:  # a value read to Python: no data here
             self.reads += 1
             constant = getattr(args[0], "constant", None)
             return constant.item() if constant is not None else 1
-        if func is torch.ops.aten.mkldnn_rnn_layer_backward.default and _is_fake(args[0]):
+        elif func is torch.ops.aten.mkldnn_rnn_layer_backward.default:
             # the backward writes the rest of its layer's workspace: held while it runs
             written = args[0].new_empty(self._backward_pages.get(args[-1].untyped_storage()._cdata, 0), dtype=torch.uint8)
             self._track(written)
-            out = func(*args, **(kwargs or {}))
+            out = func(*args, **kwargs)
             del written
         else:
-            out = func(*args, **(kwargs or {}))
+            out = func(*args, **kwargs)
         if func is torch.ops.aten.mkldnn_rnn_layer.default and _is_fake(out[3]):
             forward, backward = _rnn_workspace_bytes(args)
             out = (*out[:3], out[3].new_empty(forward))
@@ -135,10 +145,21 @@ class LiveBytes(TorchDispatchMode):
         return out
 
 
-def _is_fake(t: torch.Tensor) -> bool:
-    from torch._subclasses.fake_tensor import FakeTensor
+def _on_real_data(func, args, kwargs):
+    """An operation whose tensors are all real, run for real even inside a fake-tensor trace:
+    they are the batch's (its masks, lengths, token ids), small, and values read from them to
+    Python (``.item()``) then hold their true values."""
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
 
-    return isinstance(t, FakeTensor)
+    with unset_fake_temporarily():
+        return func(*args, **kwargs)
+
+
+def _is_fake(t: torch.Tensor) -> bool:
+    """A fake tensor, also inside an ``nn.Parameter`` (whose class hides it)."""
+    from torch._subclasses.fake_tensor import is_fake
+
+    return is_fake(t)
 
 
 _WORKSPACES: dict[tuple, tuple[int, int]] = {}
@@ -211,9 +232,10 @@ def _rnn_workspace_bytes(args: tuple) -> tuple[int, int]:
 
 
 def step_batches(model, batch_size: int, seed: int = 0) -> dict[str, dict[str, Any]]:
-    """One training batch of ``batch_size`` random samples, every sequence at its full length
-    (with its lengths as Python ints, as Composer's loaders give them), and every view of it
-    the blueprint trains on (``{"main": batch, view: masked batch, ...}``)."""
+    """One training batch of ``batch_size`` random samples laid out as Composer's loaders give
+    it (:meth:`composer.data.base.TensorSplit.batch`): every sequence at its full length, its
+    lengths also as Python ints, the samples' ``index`` in a split of ``batch_size`` samples;
+    and every view of it the blueprint trains on (``{"main": batch, view: masked batch, ...}``)."""
     from composer.train.views import make_views
 
     batch = model.example_inputs(batch_size, seed=seed)
@@ -222,7 +244,10 @@ def step_batches(model, batch_size: int, seed: int = 0) -> dict[str, dict[str, A
         name = key[: -len("_lengths")]
         batch[key] = torch.full_like(batch[key], batch[name].shape[1])
         host[name] = batch[key].tolist()
+    for key in [k for k in batch if k.endswith("_mask") and batch[k].dim() == 2]:  # a token modality's
+        host.setdefault(key[: -len("_mask")], batch[key].sum(1).tolist())
     batch["host_lengths"] = host
+    batch["index"], batch["split_size"] = torch.arange(batch_size), batch_size
     return make_views(batch, model.blueprint, torch.Generator().manual_seed(seed))
 
 
@@ -280,13 +305,21 @@ def trace_training_memory(checked, batch_size: int | None = None) -> MemoryEstim
     batches = step_batches(model, batch_size)  # real and small: the batch is counted apart
     batch_bytes = _batch_bytes(batches)
     live = LiveBytes()
-    with FakeTensorMode(allow_non_fake_inputs=True), live:
-        model.to_empty(device="cpu")
-        optimizers = make_optimizers(model)
-        prime_optimizers(model, optimizers)
-        state = live.live
-        live.reset_peak()
-        training_step(model, batches, optimizers)
+    live.count_apart(batches)
+    try:
+        with FakeTensorMode(allow_non_fake_inputs=True), live:
+            model.to_empty(device="cpu")
+            optimizers = make_optimizers(model)
+            prime_optimizers(model, optimizers)
+            state = live.live
+            live.reset_peak()
+            training_step(model, batches, optimizers)
+    except (RuntimeError, NotImplementedError) as exc:  # a kernel that needs data (PyTorch's fake-tensor errors are RuntimeErrors)
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise ComposerError(
+            f"{checked.name}: one training step cannot be traced with fake tensors ({type(exc).__name__}: {reason}); "
+            "no memory estimate beyond the floor `composer validate` prints"
+        ) from exc
     return MemoryEstimate(live.peak + batch_bytes, state, batch_bytes, batch_size, live.reads)
 
 

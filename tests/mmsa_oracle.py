@@ -113,3 +113,57 @@ def offline_bert(**sizes):
     with mock.patch.object(PreTrainedModel, "from_pretrained", classmethod(model_from_pretrained)), \
             mock.patch.object(PreTrainedTokenizerBase, "from_pretrained", classmethod(tokenizer_from_pretrained)):
         yield config
+
+
+def write_bert_pickle(path, lengths: dict[str, int], widths: dict[str, int], *, n: int = 6, seed: int = 0, vocab: int = 60) -> None:
+    """An MMSA-layout unaligned pickle at test sizes, as MMSA's BERT models read it: per split
+    ``text_bert`` ``(N, 3, L)`` (word-piece ids with [CLS] = 1 first, the attention mask, zero
+    segment ids), ``text`` as 8-wide features (unread by a tokens modality), each of ``widths``'
+    modalities (audio, vision) with its ``<m>_lengths``, ``regression_labels`` and ``id``."""
+    import pickle
+    from pathlib import Path
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    steps = lengths["text"]
+    data = {}
+    for split in ("train", "valid", "test"):
+        valid = rng.integers(3, steps + 1, size=n)
+        mask = (np.arange(steps)[None] < valid[:, None]).astype(np.float32)
+        ids = rng.integers(3, vocab, size=(n, steps)) * mask
+        ids[:, 0] = 1
+        d = {"text_bert": np.stack([ids, mask, np.zeros_like(mask)], axis=1).astype(np.float32),
+             "text": rng.standard_normal((n, steps, 8)).astype(np.float32)}
+        for m, w in widths.items():
+            d[m] = rng.standard_normal((n, lengths[m], w)).astype(np.float32)
+            d[f"{m}_lengths"] = rng.integers(2, lengths[m] + 1, size=n).tolist()
+        d["regression_labels"] = np.round(rng.uniform(-3, 3, size=n), 1).astype(np.float32)
+        d["id"] = np.array([f"{split}_{i}" for i in range(n)])
+        data[split] = d
+    Path(path).write_bytes(pickle.dumps(data))
+
+
+def model_and_trainer(task: str, name: str) -> types.SimpleNamespace:
+    """MMSA's model class (``models/<task>/<name>.py``), its module, its trainer class and module
+    (``trains/<task>/<name>.py``, metrics stubbed: the tests compare losses, not MMSA's metric
+    table) and ``get_config_regression``, e.g. ``model_and_trainer("singleTask", "MISA")``."""
+    model_path, trainer_path = f"MMSA.models.{task}.{name}", f"MMSA.trains.{task}.{name}"
+    loaded = load(model_path, trainer_path, "MMSA.config", exports={"MMSA.models.subNets": ("BertTextEncoder",)})
+    trainer_module = loaded[trainer_path]
+    trainer_module.MetricsTop = lambda mode: types.SimpleNamespace(getMetics=lambda metric: None)
+    return types.SimpleNamespace(model=getattr(loaded[model_path], name), module=loaded[model_path],
+                                 trainer=getattr(trainer_module, name), trainer_module=trainer_module,
+                                 config=loaded["MMSA.config"].get_config_regression)
+
+
+def copy_through_map(source: dict, ours, names: dict, keep: frozenset = frozenset()) -> None:
+    """Load MMSA's tensors ``source`` into Composer's ``ours`` through ``names`` (MMSA name ->
+    Composer name, None for a tensor MMSA keeps and nothing reads): every MMSA tensor named once and
+    every Composer tensor filled exactly once, but ``keep`` (state Composer's blocks own, left as built)."""
+    target = ours.state_dict()
+    assert sorted(names) == sorted(source), f"unmapped MMSA tensors: {sorted(set(source) ^ set(names))}"
+    used = [v for v in names.values() if v is not None]
+    wanted = set(target) - set(keep)
+    assert sorted(used) == sorted(wanted), f"Composer tensors mapped 0 or 2 times: {sorted(wanted ^ set(used))}"
+    ours.load_state_dict({**{k: target[k] for k in keep}, **{names[k]: v for k, v in source.items() if names[k] is not None}})

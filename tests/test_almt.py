@@ -12,11 +12,9 @@ synthetic data and on an MMSA-layout pickle.
 
 from __future__ import annotations
 
-import pickle
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -242,21 +240,7 @@ def test_almt_reported_numbers_are_metrics_composer_computes():
 
 def mmsa_pickle(path: Path, n: int = 6, seed: int = 0, *, vocab: int = BERT["vocab_size"]) -> None:
     """An MMSA-layout unaligned pickle at test widths: BERT tokens in ``text_bert`` (N, 3, L)."""
-    rng = np.random.default_rng(seed)
-    data = {}
-    for split in ("train", "valid", "test"):
-        lengths = rng.integers(3, LENGTHS["text"] + 1, size=n)
-        mask = (np.arange(LENGTHS["text"])[None] < lengths[:, None]).astype(np.float64)
-        ids = rng.integers(3, vocab, size=(n, LENGTHS["text"])) * mask
-        ids[:, 0] = 1
-        d = {"text_bert": np.stack([ids, mask, np.zeros_like(ids)], axis=1), "text": rng.standard_normal((n, LENGTHS["text"], 8)).astype(np.float32)}
-        for m, w in WIDTHS.items():
-            d[m] = rng.standard_normal((n, LENGTHS[m], w)).astype(np.float32)
-            d[f"{m}_lengths"] = rng.integers(2, LENGTHS[m] + 1, size=n).tolist()
-        d["regression_labels"] = np.round(rng.uniform(-3, 3, size=n), 1).astype(np.float32)
-        d["id"] = np.array([f"{split}_{i}" for i in range(n)])
-        data[split] = d
-    path.write_bytes(pickle.dumps(data))
+    mmsa_oracle.write_bert_pickle(path, LENGTHS, WIDTHS, n=n, seed=seed, vocab=vocab)
 
 
 #: the synthetic set draws BERT's special tokens (101, 102): a vocabulary above them

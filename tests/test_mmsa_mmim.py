@@ -16,7 +16,6 @@ the bound stage without its weight, a perturbed weight.
 
 from __future__ import annotations
 
-import types
 from pathlib import Path
 
 import pytest
@@ -27,7 +26,7 @@ import composer
 from composer.zoo_import import NAME_MAPS, import_mmsa_weights
 
 import mmsa_oracle
-from test_mmsa_self_mm import BERT_SIZES, HIDDEN, LENGTHS, TINY, TOLERANCE, WIDTHS, a_batch, mmsa_inputs, mmsa_pickle, no_dropout, trainable
+from test_mmsa_self_mm import BERT_SIZES, HIDDEN, TINY, TOLERANCE, WIDTHS, a_batch, mmsa_inputs, mmsa_pickle, no_dropout, trainable
 
 ROOT = Path(__file__).resolve().parents[1]
 BLUEPRINT = ROOT / "blueprints" / "zoo" / "mmim.yaml"
@@ -36,13 +35,7 @@ FEATURES = {"Feature_t": "text_bert.cls", "Feature_a": "audio_net/linear_1", "Fe
 
 @pytest.fixture(scope="module")
 def mmsa():
-    loaded = mmsa_oracle.load("MMSA.models.singleTask.MMIM", "MMSA.trains.singleTask.MMIM", "MMSA.config",
-                              exports={"MMSA.models.subNets": ("BertTextEncoder",)})
-    trainer_module = loaded["MMSA.trains.singleTask.MMIM"]
-    trainer_module.MetricsTop = lambda mode: types.SimpleNamespace(getMetics=lambda name: None)  # metrics are not compared
-    model_module = loaded["MMSA.models.singleTask.MMIM"]
-    return types.SimpleNamespace(model=model_module.MMIM, module=model_module, trainer=trainer_module.MMIM,
-                                 trainer_module=trainer_module, config=loaded["MMSA.config"].get_config_regression)
+    return mmsa_oracle.model_and_trainer("singleTask", "MMIM")
 
 
 def mmsa_config(mmsa, dataset: str, text_width: int = HIDDEN, widths=(WIDTHS["audio"], WIDTHS["vision"]), **changes):
@@ -65,10 +58,7 @@ def composer_model(dataset: str, *overrides: str):
 def copy_weights(theirs: nn.Module, ours) -> dict[str, str]:
     """MMSA's tensors into Composer's model through the import's name map, every tensor on both sides once."""
     names = NAME_MAPS["mmim"](ours)
-    source, target = theirs.state_dict(), ours.state_dict()
-    assert sorted(names) == sorted(source), f"unmapped MMSA tensors: {sorted(set(source) ^ set(names))}"
-    assert sorted(names.values()) == sorted(target), f"mapped 0 or 2 times: {sorted(set(target) ^ set(names.values()))}"
-    ours.load_state_dict({names[k]: v for k, v in source.items()})
+    mmsa_oracle.copy_through_map(theirs.state_dict(), ours, names)
     return names
 
 

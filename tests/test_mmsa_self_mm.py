@@ -17,11 +17,9 @@ counting zero labels as positive, a perturbed weight.
 
 from __future__ import annotations
 
-import pickle
 import types
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -52,12 +50,7 @@ TASKS = {"M": "fusion", "T": "text", "A": "audio", "V": "vision"}  # the trainer
 
 @pytest.fixture(scope="module")
 def mmsa():
-    loaded = mmsa_oracle.load("MMSA.models.multiTask.SELF_MM", "MMSA.trains.multiTask.SELF_MM", "MMSA.config",
-                              exports={"MMSA.models.subNets": ("BertTextEncoder",)})
-    trainer_module = loaded["MMSA.trains.multiTask.SELF_MM"]
-    trainer_module.MetricsTop = lambda mode: types.SimpleNamespace(getMetics=lambda name: None)  # metrics are not compared
-    return types.SimpleNamespace(model=loaded["MMSA.models.multiTask.SELF_MM"].SELF_MM, trainer=trainer_module.SELF_MM,
-                                 trainer_module=trainer_module, config=loaded["MMSA.config"].get_config_regression)
+    return mmsa_oracle.model_and_trainer("multiTask", "SELF_MM")
 
 
 # -- building both sides -------------------------------------------------------------------------
@@ -84,12 +77,9 @@ def copy_weights(theirs: nn.Module, ours) -> dict[str, str]:
     """MMSA's tensors into Composer's model through the import's name map; every tensor on both
     sides named once, except the ``ulgm`` block's buffers (the trainer's state, not the module's)."""
     names = NAME_MAPS["self_mm"](ours)
-    source, target = theirs.state_dict(), ours.state_dict()
-    assert sorted(names) == sorted(source), f"unmapped MMSA tensors: {sorted(set(source) ^ set(names))}"
-    state = {k for k in target if k.startswith("ulgm.")}
+    state = {k for k in ours.state_dict() if k.startswith("ulgm.")}
     assert state == {f"ulgm.{b}" for b in ("epoch", *(f"{k}_{p}" for k in ("features", "labels") for p in TASKS.values()))}
-    assert sorted(names.values()) == sorted(set(target) - state), f"mapped 0 or 2 times: {sorted((set(target) - state) ^ set(names.values()))}"
-    ours.load_state_dict({**{k: target[k] for k in state}, **{names[k]: v for k, v in source.items()}})
+    mmsa_oracle.copy_through_map(theirs.state_dict(), ours, names, keep=frozenset(state))
     return names
 
 
@@ -382,21 +372,7 @@ def test_self_mm_trains_on_synthetic_data_and_a_resumed_run_generates_the_same_l
 
 def mmsa_pickle(path: Path, n: int = 6, seed: int = 0) -> None:
     """An MMSA-layout pickle (unaligned, ``text_bert`` (N, 3, T): ids, mask, segments) at test widths."""
-    rng = np.random.default_rng(seed)
-    data = {}
-    for split in ("train", "valid", "test"):
-        lengths = rng.integers(3, LENGTHS["text"] + 1, size=n)
-        mask = (np.arange(LENGTHS["text"])[None] < lengths[:, None]).astype(np.float32)
-        ids = rng.integers(1, 120, size=(n, LENGTHS["text"])) * mask
-        d = {"text_bert": np.stack([ids, mask, np.zeros_like(mask)], axis=1).astype(np.float32),
-             "text": rng.standard_normal((n, LENGTHS["text"], 8)).astype(np.float32)}  # BERT features: unread by a tokens modality
-        for m, w in WIDTHS.items():
-            d[m] = rng.standard_normal((n, LENGTHS[m], w)).astype(np.float32)
-            d[f"{m}_lengths"] = rng.integers(2, LENGTHS[m] + 1, size=n).tolist()
-        d["regression_labels"] = np.round(rng.uniform(-3, 3, size=n), 1).astype(np.float32)
-        d["id"] = np.array([f"{split}_{i}" for i in range(n)])
-        data[split] = d
-    path.write_bytes(pickle.dumps(data))
+    mmsa_oracle.write_bert_pickle(path, LENGTHS, WIDTHS, n=n, seed=seed, vocab=120)
 
 
 def test_self_mm_trains_on_an_mmsa_layout_pickle_with_text_bert(tmp_path):

@@ -113,11 +113,7 @@ def copy_weights(theirs: nn.Module, ours: nn.Module, names: dict[str, str]) -> N
     """Load MMSA's tensors into Composer's model through ``names`` (MMSA name -> Composer name, or
     None for MMSA's frozen constants that are config values in Composer); every tensor on both
     sides is named exactly once."""
-    source, target = mmsa_state(theirs), ours.state_dict()
-    assert sorted(names) == sorted(source), f"unmapped MMSA tensors: {sorted(set(source) ^ set(names))}"
-    used = [v for v in names.values() if v is not None]
-    assert sorted(used) == sorted(target), f"Composer tensors mapped 0 or 2 times: {sorted(set(target) ^ set(used))}"
-    ours.load_state_dict({names[k]: v for k, v in source.items() if names[k] is not None})
+    mmsa_oracle.copy_through_map(mmsa_state(theirs), ours, names)
 
 
 def zero_padding(batch: dict) -> dict:

@@ -33,7 +33,7 @@ class BenchResult:
     backward, SGD), interleaved, and ``reference_ratio`` is their quotient (1 = as fast as the
     hand-written model); ``reference_max_diff`` is the largest output difference with the same weights.
     ``estimated_train_mb``: the trainer's step (Adam) at this batch, traced with fake tensors
-    (:func:`composer.graph.memory.trace_training_memory`, MiB), filled by ``composer bench``."""
+    (:func:`composer.train.memory.trace_training_memory`, MiB), filled by ``composer bench``."""
 
     name: str
     params: int

@@ -1,10 +1,10 @@
 """Training memory on CPU: the traced estimate against the measured peak, per blueprint (issue #26).
 
-For each blueprint, two figures of the same training step (``composer.graph.memory``: every view
+For each blueprint, two figures of the same training step (``composer.train.memory``: every view
 of one batch of ``training.batch_size`` samples at full length, the loss, backward, the
 optimisers' steps, with their state already made):
 
-* **estimate**: :func:`composer.graph.memory.trace_training_memory` (fake tensors, nothing allocated);
+* **estimate**: :func:`composer.train.memory.trace_training_memory` (fake tensors, nothing allocated);
 * **measured**: the same step run for real in a fresh process, one blueprint at a time: the
   growth of the process's resident memory (RSS) from just before the model is built to the
   step's peak. The same step runs first at batch 2 (every module, kernel and thread pool it
@@ -45,7 +45,7 @@ import ctypes, gc, json, sys, torch
 sys.path.insert(0, {root!r})
 import composer
 from composer.graph.model import compile_blueprint
-from composer.graph.memory import make_optimizers, prime_optimizers, step_batches, training_step
+from composer.train.memory import make_optimizers, prime_optimizers, step_batches, training_step
 
 torch.manual_seed(0)
 bp = composer.load_blueprint({path!r})
@@ -97,7 +97,7 @@ def measure(path: Path, batch_size: int | None, timeout: int = 1800) -> dict:
 
 def row(path: Path, batch_size: int | None, headroom: float) -> dict:
     import composer
-    from composer.graph.memory import trace_training_memory
+    from composer.train.memory import trace_training_memory
 
     bp = composer.load_blueprint(path)
     start = time.perf_counter()

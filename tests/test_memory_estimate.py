@@ -1,5 +1,5 @@
 """The training-memory estimate (issue #26): one step traced with fake tensors
-(:mod:`composer.graph.memory`) against the same step run for real, and the budget it enforces.
+(:mod:`composer.train.memory`) against the same step run for real, and the budget it enforces.
 
 The real runs here count live tensor bytes (:class:`LiveBytes` on real tensors), which is exact
 for tiny models; process RSS (what ``scripts/measure_memory.py`` measures on the paper
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 
+from pathlib import Path
+
 import pytest
 import torch
 import yaml
@@ -16,8 +18,8 @@ import yaml
 import composer
 from composer.cli import main
 from composer.errors import BlueprintError, ComposerError
-from composer.graph import memory
-from composer.graph.memory import LiveBytes, check_training_memory, trace_training_memory
+from composer.train import memory
+from composer.train.memory import LiveBytes, check_training_memory, trace_training_memory
 from composer.graph.model import compile_blueprint
 
 # attention-heavy: 48 steps, 4 heads, two layers, so the (B, heads, T, T) weights dominate
@@ -154,3 +156,21 @@ def test_a_step_that_cannot_be_traced_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(memory, "training_step", needs_data)
     with pytest.raises(ComposerError, match="attention_heavy: one training step cannot be traced with fake tensors .*nonzero"):
         trace_training_memory(blueprint(ATTENTION))
+
+
+def test_train_refuses_a_step_above_the_budget_before_building_the_model(tmp_path, monkeypatch):
+    """`COMPOSER_MAX_MEMORY` holds for the traced step when training, not only the floor: a budget the
+    floor passes but the step does not ends `composer.train` with the estimate, before any epoch."""
+    import composer
+    from composer.errors import BlueprintError
+    from composer.train.memory import trace_training_memory
+
+    path = Path(__file__).resolve().parents[1] / "blueprints" / "late_fusion.yaml"
+    checked = composer.load_blueprint(path)
+    peak, floor = trace_training_memory(checked).peak_bytes, checked.size.train_bytes
+    assert floor < peak
+    monkeypatch.setenv("COMPOSER_MAX_MEMORY", str((floor + peak) // 2))
+    monkeypatch.setenv("COMPOSER_MAX_DATA", "4GB")  # the data read has a budget of its own
+    with pytest.raises(BlueprintError, match="too large to train here"):
+        composer.train(path, out=tmp_path / "run", epochs=1, progress=False)
+    assert not (tmp_path / "run" / "last.ckpt").exists()

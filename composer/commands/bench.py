@@ -36,7 +36,7 @@ def bench(
 
     from composer.bench import bench_model, compare_with_reference, machine_info
     from composer.errors import ComposerError
-    from composer.graph.memory import trace_training_memory
+    from composer.train.memory import trace_training_memory
     from composer.graph.model import compile_blueprint
 
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))

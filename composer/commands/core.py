@@ -71,7 +71,7 @@ def validate(
                 load(path, with_dataset(set_, name), allow_plugins)
             size = bp.size.describe()
             if memory:
-                from composer.graph.memory import check_training_memory
+                from composer.train.memory import check_training_memory
 
                 size = f"{bp.size.describe_parameters()}; {check_training_memory(bp).describe()}"
         except ComposerError as exc:  # every problem the check found, located

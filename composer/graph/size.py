@@ -12,7 +12,7 @@
   ``(B, heads, T_query, T_key)`` float32 weights plus the block's boolean mask
   ``(B, T_query, T_key)``, which grow with the *square* of the sequence length. What blocks
   keep inside them and the other views come on top: the figure to plan with is the traced step
-  of :mod:`composer.graph.memory` (``composer validate --memory``), which runs after this floor
+  of :mod:`composer.train.memory` (``composer validate --memory``), which runs after this floor
   has let the blueprint through.
 
 :func:`check_size` refuses a model whose estimate exceeds the memory budget: the

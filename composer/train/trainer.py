@@ -402,6 +402,10 @@ class Trainer:
         ckpt_path = self.run_dir / "last.ckpt"
         state = world.on_main(lambda: self._open_run(resume))  # process 0's checked state, sent to all
 
+        if self.device.type == "cpu":  # the traced step's peak against COMPOSER_MAX_MEMORY, before memory is spent
+            from composer.train.memory import check_memory_before_training
+
+            check_memory_before_training(bp, log=self._log if world.main else None)
         seed_everything(cfg.seed)
         model = compile_blueprint(bp)
         reinitialise(model, cfg)

@@ -44,7 +44,7 @@ from torch.utils._pytree import tree_flatten
 from composer.errors import BlueprintError, ComposerError, Problem
 from composer.graph.size import format_bytes, memory_budget
 
-__all__ = ["KERNEL_ALLOWANCE", "MemoryEstimate", "LiveBytes", "trace_training_memory", "check_training_memory", "step_batches", "make_optimizers", "prime_optimizers", "training_step"]
+__all__ = ["KERNEL_ALLOWANCE", "FLOOR_MARGIN", "MemoryEstimate", "LiveBytes", "trace_training_memory", "check_training_memory", "check_memory_before_training", "step_batches", "make_optimizers", "prime_optimizers", "training_step"]
 
 
 #: What PyTorch's CPU kernels and the allocator hold besides live tensors during a step, which no
@@ -334,3 +334,31 @@ def check_training_memory(checked, budget: int | None = None) -> MemoryEstimate:
             f"(lower training.batch_size or set COMPOSER_MAX_MEMORY to raise it, e.g. COMPOSER_MAX_MEMORY=64GB)"
         ))])
     return estimate
+
+
+#: The traced step has measured 1.1 to 9 times the floor ``validate`` prints (docs/performance.md,
+#: "Training memory"; 9 for late fusion, whose kernel allowance dominates): a blueprint whose
+#: floor times this still fits the budget is not traced.
+FLOOR_MARGIN = 20
+
+
+def check_memory_before_training(checked, log=None, budget: int | None = None) -> MemoryEstimate | None:
+    """The trainer's check on CPU: trace one step (:func:`check_training_memory`) when the floor
+    leaves any doubt (floor × :data:`FLOOR_MARGIN` above the budget) and refuse a step above the
+    budget before any memory is spent; None when the floor settles it. A step that cannot be
+    traced is reported through ``log`` and training goes on (the floor already passed)."""
+    budget = memory_budget() if budget is None else budget
+    if checked.size.train_bytes * FLOOR_MARGIN <= budget:
+        return None
+    try:
+        estimate = check_training_memory(checked, budget)
+    except BlueprintError:
+        raise
+    except ComposerError as exc:
+        if log is not None:
+            log(f"note: {exc}")
+        return None
+    if log is not None:
+        log(f"memory: {estimate.describe()} (budget {format_bytes(budget)})")
+    return estimate
+

@@ -174,3 +174,20 @@ def test_train_refuses_a_step_above_the_budget_before_building_the_model(tmp_pat
     with pytest.raises(BlueprintError, match="too large to train here"):
         composer.train(path, out=tmp_path / "run", epochs=1, progress=False)
     assert not (tmp_path / "run" / "last.ckpt").exists()
+
+
+def test_a_trace_leaves_no_fake_tensor_in_the_caches_real_models_read():
+    """The positional tables and MulT's future-mask triangles are cached per size: a trace once left
+    fake tensors there, and the next real model (a training run after the trainer's check) computed
+    fake outputs and failed. Caches now keep only real tensors."""
+    from torch._subclasses.fake_tensor import is_fake
+
+    from composer.layers import attention, positional
+
+    path = Path(__file__).resolve().parents[1] / "blueprints" / "mult.yaml"
+    checked = composer.load_blueprint(path, ["modalities.text.length=5", "modalities.audio.length=6", "modalities.vision.length=7"])
+    memory.trace_training_memory(checked, batch_size=2)
+    assert not any(is_fake(t) for t in [*attention._TRIANGLES.values(), *positional._TABLES.values()])
+    model = composer.compile_blueprint(checked).eval()
+    with torch.no_grad():
+        assert not is_fake(model(model.example_inputs(2))["prediction"])

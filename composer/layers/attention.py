@@ -23,6 +23,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch._subclasses.fake_tensor import is_fake
 
 __all__ = ["Attention", "attend_mask", "future_allowed", "HEAD_DIM_MULTIPLE"]
 
@@ -83,11 +84,14 @@ def future_allowed(query_len: int, key_len: int, device: torch.device) -> torch.
     if torch.compiler.is_compiling():  # traced lengths may be symbolic: build it in the graph, cache nothing
         return torch.ones(query_len, key_len, dtype=torch.bool, device=device).tril(abs(key_len - query_len))
     key = (query_len, key_len, str(device))
-    if key not in _TRIANGLES:
+    if key in _TRIANGLES:
+        return _TRIANGLES[key]
+    triangle = torch.ones(query_len, key_len, dtype=torch.bool, device=device).tril(abs(key_len - query_len))
+    if not is_fake(triangle):  # made under a fake-tensor trace (the memory estimate): no data to keep
         if len(_TRIANGLES) > 64:
             _TRIANGLES.clear()
-        _TRIANGLES[key] = torch.ones(query_len, key_len, dtype=torch.bool, device=device).tril(abs(key_len - query_len))
-    return _TRIANGLES[key]
+        _TRIANGLES[key] = triangle
+    return triangle
 
 
 def attend_mask(query_len: int, key_len: int, device: torch.device, *, causal: bool, key_padding: torch.Tensor | None) -> torch.Tensor | None:

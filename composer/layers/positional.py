@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
 
 
 def sinusoidal_positions(length: int, dim: int, *, offset: int = 1, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -36,7 +37,9 @@ def cached_positions(length: int, dim: int, *, offset: int = 1, device=None, dty
     key = (length, dim, offset, str(device), dtype)
     table = _TABLES.get(key)
     if table is None:
-        if len(_TABLES) > 128:
-            _TABLES.clear()
-        table = _TABLES[key] = sinusoidal_positions(length, dim, offset=offset, device=device, dtype=dtype)
+        table = sinusoidal_positions(length, dim, offset=offset, device=device, dtype=dtype)
+        if not is_fake(table):  # made under a fake-tensor trace (the memory estimate): no data to keep
+            if len(_TABLES) > 128:
+                _TABLES.clear()
+            _TABLES[key] = table
     return table

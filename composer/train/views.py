@@ -111,10 +111,15 @@ def _view_rate(view: ViewConfig, generator: torch.Generator) -> float | torch.Te
 
 
 @lru_cache(maxsize=16)
+def _split_numbers(seed: int, samples: int, steps: int) -> np.ndarray:
+    return np.random.RandomState(seed).uniform(size=(samples, steps))
+
+
 def _split_draws(seed: int, samples: int, steps: int) -> torch.Tensor:
     """``(N, T)`` uniform numbers (float64) of NumPy's legacy Mersenne Twister seeded with ``seed``,
-    the generator ``np.random.seed`` sets; cached, since every batch of a split reads them."""
-    return torch.from_numpy(np.random.RandomState(seed).uniform(size=(samples, steps)))
+    the generator ``np.random.seed`` sets; the array is cached, since every batch of a split reads
+    it, and wrapped afresh each call (no tensor made under a fake-tensor trace is ever kept)."""
+    return torch.from_numpy(_split_numbers(seed, samples, steps))
 
 
 def split_uniforms(batch: dict[str, Any], blueprint, view: ViewConfig, modalities: list[str]) -> dict[str, torch.Tensor]:

@@ -3,7 +3,9 @@ and MCTN (blueprints/zoo/mctn.yaml, at the end of this file).
 
 MMSA's module is built from its own ``get_config_regression('mfm', dataset)`` (feature widths
 shrunk, every other setting as shipped, mosi and mosei at their real structure) and Composer's
-blueprint with ``--dataset``; every MMSA tensor is copied through the name map that
+blueprint with ``--dataset``; on CH-SIMS (unaligned: each modality its own length) MMSA's side runs
+AMIO's ``AlignSubNet(config, "avg_pool")`` before the model (need_model_aligned) and Composer's the
+``align`` blocks; every MMSA tensor is copied through the name map that
 ``composer import-weights`` uses (composer/zoo_import/generative.py), each tensor on both sides
 used once. On a padded batch in evaluation mode: equal trainable parameter counts (MMSA's are
 larger by exactly its MFN's unused output layers), predictions within 1e-5, the total training
@@ -37,21 +39,27 @@ ZOO = ROOT / "blueprints" / "zoo"
 WIDTHS = {"text": 6, "audio": 3, "vision": 4}  # MMSA's feature_dims order (text, audio, vision)
 STEPS = 5  # the one (aligned) time axis
 VALID = [5, 3, 4]  # valid steps per sample of the padded batch
+SIMS_STEPS = {"text": 5, "audio": 9, "vision": 7}  # CH-SIMS unaligned at test size (MMSA's seq_lens order)
+SIMS_VALID = {"text": [5, 4, 3], "audio": [9, 6, 2], "vision": [7, 3, 5]}
+DATASETS = ["mosi", "mosei", "sims"]
 TOLERANCE = 1e-5
 MODALITIES = ("text", "audio", "vision")
 MFM_AS_MMSA = [  # Composer reading padding as MMSA does
     *[f"blocks.{m}_factor.packed=false" for m in MODALITIES],
     *[f"blocks.{m}_decoder.padding=include" for m in MODALITIES],
     "blocks.memory.padding=include",
+    "blocks.align_audio.padding=include", "blocks.align_vision.padding=include",  # AlignSubNet on padded lengths
 ]
 
 
 @pytest.fixture(scope="module")
 def mmsa():
-    loaded = mmsa_oracle.load("MMSA.models.singleTask.MFM", "MMSA.trains.singleTask.MFM", "MMSA.models.singleTask.MCTN", "MMSA.config")
+    loaded = mmsa_oracle.load("MMSA.models.singleTask.MFM", "MMSA.trains.singleTask.MFM", "MMSA.models.singleTask.MCTN",
+                              "MMSA.models.subNets.AlignNets", "MMSA.config")
     return types.SimpleNamespace(
         MFM=loaded["MMSA.models.singleTask.MFM"].MFM,
         MCTN=loaded["MMSA.models.singleTask.MCTN"].MCTN,
+        AlignSubNet=loaded["MMSA.models.subNets.AlignNets"].AlignSubNet,
         trainer=loaded["MMSA.trains.singleTask.MFM"],
         config=loaded["MMSA.config"].get_config_regression,
     )
@@ -63,20 +71,37 @@ def mmsa():
 def mmsa_config(mmsa, dataset: str):
     config = mmsa.config("mfm", dataset)
     config.feature_dims = [WIDTHS[m] for m in MODALITIES]
-    config.seq_lens = [STEPS] * 3  # aligned: AMIO's avg_pool aligner is the identity at one length
+    # aligned: AMIO's avg_pool aligner is the identity at one length; CH-SIMS: the data's own lengths
+    config.seq_lens = [SIMS_STEPS[m] for m in MODALITIES] if dataset == "sims" else [STEPS] * 3
     config.train_mode, config.device = "regression", "cpu"
     return config
 
 
 def mmsa_mfm(mmsa, dataset: str) -> nn.Module:
+    """MMSA's MFM as AMIO builds it: ``AlignSubNet(args, "avg_pool")`` first (no tensors; ``seq_lens``
+    becomes its length), kept beside the model as ``aligner`` (not a submodule: the state dict is MFM's)."""
+    config = mmsa_config(mmsa, dataset)
+    aligner = mmsa.AlignSubNet(config, "avg_pool")
+    config.seq_lens = aligner.get_seq_len()
     torch.manual_seed(1)
-    return mmsa.MFM(mmsa_config(mmsa, dataset))
+    module = mmsa.MFM(config)
+    object.__setattr__(module, "aligner", aligner)
+    return module
+
+
+def mmsa_forward(theirs: nn.Module, batch: dict):
+    """AMIO.forward: the aligner, then the model."""
+    return theirs(*theirs.aligner(batch["text"], batch["audio"], batch["vision"]))
+
+
+def size_overrides(dataset: str = "mosi") -> list[str]:
+    steps = SIMS_STEPS if dataset == "sims" else dict.fromkeys(MODALITIES, STEPS)
+    return [f"modalities.{m}.features={w}" for m, w in WIDTHS.items()] + [f"modalities.{m}.length={steps[m]}" for m in MODALITIES]
 
 
 def composer_mfm(dataset: str, *overrides: str):
-    sizes = [f"modalities.{m}.features={w}" for m, w in WIDTHS.items()] + [f"modalities.{m}.length={STEPS}" for m in MODALITIES]
     torch.manual_seed(0)
-    return composer.compile_blueprint(composer.load_blueprint(ZOO / "mfm.yaml", [*sizes, *overrides], dataset=dataset))
+    return composer.compile_blueprint(composer.load_blueprint(ZOO / "mfm.yaml", [*size_overrides(dataset), *overrides], dataset=dataset))
 
 
 def trainable(module: nn.Module) -> int:
@@ -104,20 +129,35 @@ def pair(mmsa, dataset: str, *overrides: str):
     return ours.eval(), theirs.eval()
 
 
-def a_batch(valid=VALID, seed: int = 3) -> dict:
-    """Aligned sequences padded with zeros after each sample's valid steps (MMSA's pickles)."""
+def a_batch(valid: list[int] | dict[str, list[int]] = VALID, seed: int = 3, dataset: str = "mosi") -> dict:
+    """Sequences padded with zeros after each sample's valid steps (MMSA's pickles): aligned (one
+    length, ``valid`` a list), or on CH-SIMS each modality its own length (``valid`` per modality)."""
     gen = torch.Generator().manual_seed(seed)
-    lengths = torch.tensor(valid)
-    mask = (torch.arange(STEPS)[None] < lengths[:, None])[..., None]
-    batch = {m: torch.randn(len(valid), STEPS, w, generator=gen) * mask for m, w in WIDTHS.items()}
-    batch.update({f"{m}_lengths": lengths for m in MODALITIES})
-    batch["label"] = torch.rand(len(valid), generator=gen) * 6 - 3
+    steps = SIMS_STEPS if dataset == "sims" else dict.fromkeys(MODALITIES, STEPS)
+    valid = valid if isinstance(valid, dict) else dict.fromkeys(MODALITIES, valid)
+    batch = {}
+    for m, w in WIDTHS.items():
+        lengths = torch.tensor(valid[m])
+        mask = (torch.arange(steps[m])[None] < lengths[:, None])[..., None]
+        batch[m], batch[f"{m}_lengths"] = torch.randn(len(lengths), steps[m], w, generator=gen) * mask, lengths
+    batch["label"] = torch.rand(len(valid["text"]), generator=gen) * 6 - 3
     return batch
+
+
+def padded(dataset: str) -> dict:
+    """The test's padded batch: aligned (mosi, mosei), or unaligned with each modality's own padding (sims)."""
+    return a_batch(SIMS_VALID, dataset="sims") if dataset == "sims" else a_batch()
+
+
+def full(dataset: str) -> dict:
+    """A batch without padding: every sample at each modality's padded length."""
+    steps = SIMS_STEPS if dataset == "sims" else dict.fromkeys(MODALITIES, STEPS)
+    return a_batch({m: [steps[m]] * 3 for m in MODALITIES}, dataset=dataset)
 
 
 def mmsa_loss(config, theirs: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """MMSA's trainer's step (trains/singleTask/MFM.py): ``disc_loss + gen_loss + lda_mmd · mmd_loss``."""
-    pred, gen_loss, mmd_loss, missing_loss = theirs(batch["text"], batch["audio"], batch["vision"])
+    pred, gen_loss, mmd_loss, missing_loss = mmsa_forward(theirs, batch)
     pred = pred.squeeze(1)
     loss = F.l1_loss(pred, batch["label"].view(-1, 1).squeeze()) + gen_loss + config.lda_mmd * mmd_loss + missing_loss
     return pred, loss
@@ -141,11 +181,15 @@ def compare(mmsa, ours, theirs, dataset: str, batch: dict) -> tuple[float, float
 # -- the tests -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dataset", ["mosi", "mosei"])
+@pytest.mark.parametrize("dataset", DATASETS)
 def test_mfm_prediction_loss_and_gradients_equal_mmsa_on_padded_batches(mmsa, dataset):
     ours, theirs = pair(mmsa, dataset, *MFM_AS_MMSA)
     assert unused_count(theirs) > 0 and trainable(ours) == trainable(theirs) - unused_count(theirs)
-    prediction_gap, loss_gap, total, their_total = compare(mmsa, ours, theirs, dataset, a_batch())
+    batch = padded(dataset)
+    assert all((batch[f"{m}_lengths"] < batch[m].shape[1]).any() for m in MODALITIES)
+    if dataset == "sims":  # unaligned: the aligners average (audio 9 -> 5 steps, vision 7 -> 5)
+        assert len({batch[m].shape[1] for m in MODALITIES}) == 3
+    prediction_gap, loss_gap, total, their_total = compare(mmsa, ours, theirs, dataset, batch)
     assert prediction_gap < TOLERANCE and loss_gap < TOLERANCE, (prediction_gap, loss_gap)
     total.backward(), their_total.backward()
     twins, params = dict(theirs.named_parameters()), dict(ours.named_parameters())
@@ -177,24 +221,35 @@ def test_mfm_negative_controls_break_the_equality(mmsa):
     assert (our_loss(ours, a_batch())[1] - their_total).abs() > TOLERANCE
 
 
-def test_mfm_default_masks_padding_and_equals_mmsa_without_padding(mmsa):
-    ours, theirs = pair(mmsa, "mosi")
-    full = a_batch(valid=[STEPS] * 3)
-    prediction_gap, loss_gap, *_ = compare(mmsa, ours, theirs, "mosi", full)
+@pytest.mark.parametrize("dataset", ["mosi", "sims"])
+def test_mfm_default_masks_padding_and_equals_mmsa_without_padding(mmsa, dataset):
+    ours, theirs = pair(mmsa, dataset)
+    prediction_gap, loss_gap, *_ = compare(mmsa, ours, theirs, dataset, full(dataset))
     assert prediction_gap < TOLERANCE and loss_gap < TOLERANCE
-    prediction_gap, loss_gap, *_ = compare(mmsa, ours, theirs, "mosi", a_batch())
+    prediction_gap, loss_gap, *_ = compare(mmsa, ours, theirs, dataset, padded(dataset))
     assert prediction_gap > TOLERANCE and loss_gap > TOLERANCE
+    if dataset == "sims":  # negative control: the aligners masked, everything else as MMSA
+        ours, theirs = pair(mmsa, "sims", *[o for o in MFM_AS_MMSA if not o.startswith("blocks.align_")])
+        prediction_gap, loss_gap, *_ = compare(mmsa, ours, theirs, "sims", padded("sims"))
+        assert prediction_gap > TOLERANCE and loss_gap > TOLERANCE
 
 
 def test_mfm_full_size_parameter_counts(mmsa):
-    """At MOSI's and MOSEI's real widths the counts agree, MMSA's MFN output layers aside."""
-    for dataset, widths in (("mosi", [300, 5, 20]), ("mosei", [300, 74, 35])):
+    """At MOSI's, MOSEI's and CH-SIMS' real widths the counts agree, MMSA's MFN output layers aside
+    (CH-SIMS: 768 / 33 / 709, aligned to the text's 39 steps; AlignSubNet's avg_pool has no tensors)."""
+    for dataset, widths in (("mosi", [300, 5, 20]), ("mosei", [300, 74, 35]), ("sims", [768, 33, 709])):
         config = mmsa.config("mfm", dataset)
         config.feature_dims, config.train_mode, config.device = widths, "regression", "cpu"
         with torch.device("meta"):
             theirs = mmsa.MFM(config)
         size = estimate_size(composer.load_blueprint(ZOO / "mfm.yaml", dataset=dataset).plan)
         assert size.model_params + size.training_params == trainable(theirs) - unused_count(theirs), dataset
+        assert (size.model_params, size.training_params, trainable(theirs)) == FULL_SIZE[dataset]
+
+
+FULL_SIZE = {  # inference, training-only (Composer); MMSA's count (docs/zoo.md)
+    "mosi": (490_129, 475_861, 1_011_303), "mosei": (3_959_871, 899_113, 5_015_145), "sims": (655_601, 2_788_214, 3_478_888),
+}
 
 
 def test_mfm_optimiser_settings_are_mmsas(mmsa, monkeypatch):
@@ -211,7 +266,7 @@ def test_mfm_optimiser_settings_are_mmsas(mmsa, monkeypatch):
         raise Built
 
     monkeypatch.setattr(mmsa.trainer, "optim", types.SimpleNamespace(Adam=record))
-    for dataset in ("mosi", "mosei"):
+    for dataset in DATASETS:
         theirs, trainer = mmsa_mfm(mmsa, dataset), object.__new__(mmsa.trainer.MFM)
         trainer.args = mmsa_config(mmsa, dataset)
         with pytest.raises(Built):
@@ -236,13 +291,13 @@ class AMIO(nn.Module):
 def test_mfm_weights_saved_by_mmsa_import_and_predict_equally(mmsa, tmp_path):
     theirs = mmsa_mfm(mmsa, "mosei").eval()
     torch.save(AMIO(theirs).state_dict(), tmp_path / "mfm-mosei.pth")
-    sizes = [f"modalities.{m}.features={w}" for m, w in WIDTHS.items()] + [f"modalities.{m}.length={STEPS}" for m in MODALITIES]
+    sizes = size_overrides()
     out = import_mmsa_weights(tmp_path / "mfm-mosei.pth", ZOO / "mfm.yaml", tmp_path / "w.safetensors", dataset="mosei",
                               overrides=[*sizes, *MFM_AS_MMSA])
     ours = composer.load_model(out).eval()
     batch = a_batch()
     with torch.no_grad():
-        torch.testing.assert_close(ours(batch)["prediction"].squeeze(1), theirs(batch["text"], batch["audio"], batch["vision"])[0].squeeze(1),
+        torch.testing.assert_close(ours(batch)["prediction"].squeeze(1), mmsa_forward(theirs, batch)[0].squeeze(1),
                                    atol=TOLERANCE, rtol=0)
     # a file without the MFN's (unused) output layers is not a file MMSA writes: refused, naming them
     state = {k: v for k, v in AMIO(theirs).state_dict().items() if "out_fc1" not in k}
@@ -255,11 +310,11 @@ def test_mfm_weights_saved_by_mmsa_import_and_predict_equally(mmsa, tmp_path):
 # -- training ------------------------------------------------------------------------------------
 
 
-def small(*overrides: str):
-    sizes = [f"modalities.{m}.features={w}" for m, w in WIDTHS.items()] + [f"modalities.{m}.length={STEPS}" for m in MODALITIES]
+def small(*overrides: str, dataset: str = "mosi"):
     tiny = ["blocks.memory.hidden=[8, 4, 8]", "blocks.memory.memory=8", "vars.fy=8", "blocks.discriminative.code=8",
-            *[f"blocks.{m}_factor.code=8" for m in MODALITIES], "training.batch_size=4"]
-    return composer.load_blueprint(ZOO / "mfm.yaml", [*sizes, *tiny, *overrides])
+            *[f"blocks.{m}_factor.code=8" for m in MODALITIES], *[f"blocks.{m}_factor.width=8" for m in MODALITIES],
+            "blocks.memory.update_hidden=8", "training.batch_size=4"]
+    return composer.load_blueprint(ZOO / "mfm.yaml", [*size_overrides(dataset), *tiny, *overrides], dataset=dataset)
 
 
 def aligned_pickle(path: Path, n: int = 8, seed: int = 0, widths: dict[str, int] = WIDTHS) -> None:
@@ -285,6 +340,31 @@ def test_mfm_trains_on_synthetic_data_and_on_an_mmsa_layout_pickle(tmp_path):
     aligned_pickle(tmp_path / "aligned.pkl")
     run = composer.train(small(*MFM_AS_MMSA), tmp_path / "aligned.pkl", out=tmp_path / "pickle", epochs=1, progress=False)
     assert "loss/mmd_text" in str(run.summary)
+
+
+def unaligned_pickle(path: Path, n: int = 4, seed: int = 0) -> None:
+    """An MMSA-layout CH-SIMS pickle (unaligned_39 at test size): each modality its own length,
+    audio and vision with their valid lengths."""
+    rng = np.random.default_rng(seed)
+    data = {}
+    for split in ("train", "valid", "test"):
+        d = {m: rng.standard_normal((n, SIMS_STEPS[m], w)).astype(np.float32) for m, w in WIDTHS.items()}
+        for m in ("audio", "vision"):
+            lengths = rng.integers(2, SIMS_STEPS[m] + 1, size=n)
+            d[m][np.arange(SIMS_STEPS[m])[None] >= lengths[:, None]] = 0.0
+            d[f"{m}_lengths"] = lengths.tolist()
+        d["regression_labels"] = np.round(rng.uniform(-1, 1, size=n), 1).astype(np.float32)
+        d["id"] = np.array([f"{split}_{i}" for i in range(n)])
+        data[split] = d
+    path.write_bytes(pickle.dumps(data))
+
+
+def test_mfm_sims_trains_on_synthetic_data_and_on_an_unaligned_pickle(tmp_path):
+    bp = small("training.data.samples={train: 4, valid: 4, test: 4}", dataset="sims")
+    assert "loss/recon_vision" in str(composer.train(bp, out=tmp_path / "synthetic", epochs=1, progress=False).summary)
+    unaligned_pickle(tmp_path / "sims.pkl")
+    run = composer.train(small(*MFM_AS_MMSA, dataset="sims"), tmp_path / "sims.pkl", out=tmp_path / "pickle", epochs=1, progress=False)
+    assert "loss/mmd_audio" in str(run.summary)
 
 
 # -- MCTN ----------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 and MCTN (blueprints/zoo/mctn.yaml, at the end of this file).
 
 MMSA's module is built from its own ``get_config_regression('mfm', dataset)`` (feature widths
-shrunk, every other setting as shipped, mosi and mosei at their real structure) and Composer's
+shrunk, every other setting as shipped, mosi, mosei and sims at their real structure) and Composer's
 blueprint with ``--dataset``; on CH-SIMS (unaligned: each modality its own length) MMSA's side runs
 AMIO's ``AlignSubNet(config, "avg_pool")`` before the model (need_model_aligned) and Composer's the
 ``align`` blocks; every MMSA tensor is copied through the name map that

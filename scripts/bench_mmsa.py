@@ -3,7 +3,7 @@
 For each zoo model MMSA implements, at MMSA's configuration for one dataset (its real feature
 widths, sequence lengths and batch size): MMSA's module built from ``get_config_regression``, the
 zoo blueprint compiled with the options that read padding as MMSA does (tests/test_mmsa_zoo.py's
-``MMSA_OPTIONS``), MMSA's weights copied in through the import-weights name map, one padded batch
+``MMSA_OPTIONS``; MulT takes no lengths, so Composer gets the batch without them, as MMSA reads it), MMSA's weights copied in through the import-weights name map, one padded batch
 (padded steps zero, as MMSA's pickles hold them). One training step is forward, L1 loss against
 the label, backward, Adam step; the two modules' steps run in alternation (``interleaved_times``),
 so machine drift hits both alike. MMSA's data loader averages audio and vision for the models with
@@ -39,15 +39,18 @@ from test_mmsa_zoo import MMSA_OPTIONS, MODEL_ALIGNED, NORMALIZED, ONE_TIME_AXIS
 
 SINGLE = {"tfn": "TFN", "lmf": "LMF", "lf_dnn": "LF_DNN", "ef_lstm": "EF_LSTM", "mfn": "MFN", "graph_mfn": "Graph_MFN"}
 MULTI = {"mlf_dnn": "MLF_DNN", "mtfn": "MTFN", "mlmf": "MLMF"}
+#: Models that take no lengths (MulT): the same computation is Composer's on a batch without them.
+NO_LENGTHS = {"mult": "MULT"}
 ORDER = ("text", "audio", "vision")  # MMSA's feature_dims / seq_lens order
 
 
 def oracle() -> types.SimpleNamespace:
     loaded = mmsa_oracle.load(
-        *[f"MMSA.models.singleTask.{c}" for c in SINGLE.values()], *[f"MMSA.models.multiTask.{c}" for c in MULTI.values()],
+        *[f"MMSA.models.singleTask.{c}" for c in (*SINGLE.values(), *NO_LENGTHS.values())],
+        *[f"MMSA.models.multiTask.{c}" for c in MULTI.values()],
         "MMSA.models.subNets.AlignNets", "MMSA.config", exports={"MMSA.models.subNets": ("FeatureNets", "AlignNets")},
     )
-    classes = {n: getattr(loaded[f"MMSA.models.singleTask.{c}"], c) for n, c in SINGLE.items()}
+    classes = {n: getattr(loaded[f"MMSA.models.singleTask.{c}"], c) for n, c in {**SINGLE, **NO_LENGTHS}.items()}
     classes.update({n: getattr(loaded[f"MMSA.models.multiTask.{c}"], c) for n, c in MULTI.items()})
     return types.SimpleNamespace(classes=classes, AlignSubNet=loaded["MMSA.models.subNets.AlignNets"].AlignSubNet,
                                  config=loaded["MMSA.config"].get_config_regression)
@@ -71,7 +74,7 @@ def pair(mmsa, name: str, dataset: str):
         config.seq_lens = lengths["text"]
     torch.manual_seed(1)
     theirs = mmsa.classes[name](config)
-    options = MMSA_OPTIONS.get(name, SUBNETS_AS_MMSA)
+    options = [] if name in NO_LENGTHS else MMSA_OPTIONS.get(name, SUBNETS_AS_MMSA)
     path = ROOT / "blueprints" / "zoo" / f"{name}.yaml"
     as_mmsa = composer.compile_blueprint(composer.load_blueprint(path, [*sizes, *options], dataset=dataset))
     default = composer.compile_blueprint(composer.load_blueprint(path, sizes, dataset=dataset))
@@ -93,6 +96,7 @@ def step(module, forward, optimiser, label):
 def bench(mmsa, name: str, dataset: str, repeats: int) -> dict:
     as_mmsa, default, theirs, aligner, config = pair(mmsa, name, dataset)
     batch = zero_padding(padded_batch(as_mmsa, int(config.batch_size)))
+    same = {k: v for k, v in batch.items() if not k.endswith("_lengths")} if name in NO_LENGTHS else batch  # MMSA's reading
     text, audio, vision = batch["text"], batch["audio"], batch["vision"]
     if NORMALIZED.get(name, name in MULTI):  # the data loader's averaging, outside the timing
         audio, vision = audio.mean(1, keepdim=True), vision.mean(1, keepdim=True)
@@ -108,7 +112,7 @@ def bench(mmsa, name: str, dataset: str, repeats: int) -> dict:
                   for k, m in (("as_mmsa", as_mmsa), ("default", default), ("mmsa", theirs))}
     times = interleaved_times({
         "mmsa": step(theirs, mmsa_forward, optimisers["mmsa"], label),
-        "as_mmsa": step(as_mmsa, lambda: as_mmsa(batch)["prediction"], optimisers["as_mmsa"], label),
+        "as_mmsa": step(as_mmsa, lambda: as_mmsa(same)["prediction"], optimisers["as_mmsa"], label),
         "default": step(default, lambda: default(batch)["prediction"], optimisers["default"], label),
     }, torch.device("cpu"), warmup=3, repeats=repeats)
     return {
@@ -124,7 +128,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", type=Path)
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--models", nargs="*", default=[*SINGLE, *MULTI])
+    parser.add_argument("--models", nargs="*", default=[*SINGLE, *NO_LENGTHS, *MULTI])
     args = parser.parse_args()
     mmsa = oracle()
     rows = []

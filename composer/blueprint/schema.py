@@ -260,7 +260,18 @@ class ReportedResult(StrictModel):
     rates: list[Annotated[float, Field(ge=0.0, le=1.0)]] | None = Field(
         default=None, description="per_rate / lnln: the missing rates the paper's numbers cover (default: the protocol's, 0-1 or 0-0.9 by 0.1)."
     )
+    seeds: list[int] | None = Field(
+        default=None,
+        min_length=1,
+        description="The seeds the reported numbers average over (e.g. MMSA's 1111-1115); composer reproduce / robustness train these by default.",
+    )
     note: str = Field(default="", description="What the paper's number means where it is not obvious (e.g. which Acc-2).")
+
+    @model_validator(mode="after")
+    def _distinct_seeds(self) -> "ReportedResult":
+        if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds {self.seeds} repeat a seed: the reported numbers average over distinct seeds")
+        return self
 
 
 class BlueprintBase(StrictModel):

@@ -20,7 +20,7 @@ Example:
 
 ROBUSTNESS_HELP = """Robustness to missing inputs over seeds: EMT-DLFR's per-rate protocol or LNLN's.
 
-per_rate: one model per missing rate (0.0 to 1.0 by 0.1) and seed, trained with the blueprint's temporal-mask views at that rate and tested at it with masks fixed by the seed; per-rate mean ± std and AUILC. lnln: one model per seed tested at 0.0 to 0.9 (seeds 1111, 1112, 1113 by default); per-rate mean ± std and the mean over the rates. Results go to <out>/<protocol>-<data>-<sha8>.json, .csv and .md; runs in <out> trained with other settings are refused (or retrained with --overwrite), never reused.
+per_rate: one model per missing rate (0.0 to 1.0 by 0.1) and seed, trained with the blueprint's temporal-mask views at that rate and tested at it with masks fixed by the seed; per-rate mean ± std and AUILC. lnln: one model per seed tested at 0.0 to 0.9. Seeds default to the `seeds:` of the blueprint's first `reported:` entry for the protocol, else training.seed (per_rate) or 1111, 1112, 1113 (lnln); per-rate mean ± std and the mean over the rates. Results go to <out>/<protocol>-<data>-<sha8>.json, .csv and .md; runs in <out> trained with other settings are refused (or retrained with --overwrite), never reused.
 
 Example:
 
@@ -76,7 +76,7 @@ def register(app: typer.Typer) -> None:
         data: Optional[str] = typer.Option(None, "--data", help="'synthetic' or a feature file (default: the data <out> recorded, else training.data)."),
         protocol: Optional[str] = typer.Option(None, "--protocol", help="standard, per_rate or lnln (default: that of the blueprint's first `reported:` entry)."),
         out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: runs/<name>_<protocol>)."),
-        seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma list of seeds (default: training.seed; LNLN: 1111,1112,1113)."),
+        seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma list of seeds (default: the `seeds:` of the protocol's first `reported:` entry, else training.seed; LNLN: 1111,1112,1113)."),
         rates: Optional[str] = typer.Option(None, "--rates", help="per_rate / lnln: start:stop:step or a comma list (default: the paper's, else the protocol's)."),
         epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Override training.epochs."),
         overrides: List[str] = typer.Option([], "--set", help="Override a blueprint field: path=value (repeatable)."),
@@ -94,7 +94,7 @@ def register(app: typer.Typer) -> None:
         protocol: str = typer.Option("per_rate", "--protocol", help="per_rate (EMT-DLFR) or lnln (LNLN)."),
         data: Optional[str] = typer.Option(None, "--data", help="'synthetic' or a feature file (default: the data <out> recorded, else training.data)."),
         out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: runs/<name>_<protocol>)."),
-        seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma list of seeds."),
+        seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma list of seeds (default: the `seeds:` of the protocol's first `reported:` entry, else training.seed; lnln: 1111,1112,1113)."),
         rates: Optional[str] = typer.Option(None, "--rates", help="start:stop:step or a comma list (default: the protocol's)."),
         epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Override training.epochs."),
         overrides: List[str] = typer.Option([], "--set", help="Override a blueprint field: path=value (repeatable)."),

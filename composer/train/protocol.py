@@ -11,7 +11,7 @@
   mean ± std over seeds; per seed the area under each metric's curve (AUILC, EMT-DLFR eq. 17),
   then its mean ± std.
 * ``lnln`` (LNLN, Zhang et al., NeurIPS 2024): one model per seed, trained as the blueprint
-  says, tested at the rates 0.0-0.9 (default seeds 1111, 1112, 1113); per rate mean ± std,
+  says, tested at the rates 0.0-0.9 (default seeds: the reported entry's, else 1111, 1112, 1113); per rate mean ± std,
   and the mean over the rates (LNLN's summary numbers) with its std over seeds.
 
 Masking is Composer's temporal mask (:func:`composer.train.views.temporal_mask`): each valid
@@ -255,7 +255,8 @@ def run_protocol(
 
     ``blueprint``: a path, text, dict or loaded blueprint; ``data``: as for :func:`composer.train`
     (default: the data ``out`` recorded, else ``training.data``);
-    ``seeds`` default to the blueprint's ``training.seed`` (standard, per_rate) or LNLN's three;
+    ``seeds`` default to the ``seeds:`` of the blueprint's first ``reported:`` entry for the
+    protocol (the one the table prints), else ``training.seed`` (standard, per_rate) or LNLN's three;
     ``rates`` to those of the blueprint's ``reported:`` entry for the protocol, else the protocol's;
     ``overwrite`` retrains cells trained with another configuration instead of refusing. Returns
     the result and writes ``<out>/<protocol>-<data>-<sha8>.{json,csv,md}``."""
@@ -265,7 +266,8 @@ def run_protocol(
     if protocol not in PROTOCOL_RATES:
         raise ComposerError(f"unknown protocol '{protocol}' (standard, per_rate, lnln)")
     bp = as_blueprint(blueprint)
-    seeds = list(seeds) if seeds else (LNLN_SEEDS if protocol == "lnln" else [bp.training.seed])
+    entry = next((r for r in bp.reported if r.protocol == protocol), None)  # the entry the table prints
+    seeds = list(seeds) if seeds else (entry.seeds if entry and entry.seeds else LNLN_SEEDS if protocol == "lnln" else [bp.training.seed])
     if len(set(seeds)) != len(seeds):
         raise ComposerError(f"seeds {seeds} repeat a seed")
     paper = next((r for r in bp.reported if r.protocol == protocol and r.rates), None)

@@ -167,3 +167,118 @@ def copy_through_map(source: dict, ours, names: dict, keep: frozenset = frozense
     wanted = set(target) - set(keep)
     assert sorted(used) == sorted(wanted), f"Composer tensors mapped 0 or 2 times: {sorted(wanted ^ set(used))}"
     ours.load_state_dict({**{k: target[k] for k in keep}, **{names[k]: v for k, v in source.items() if names[k] is not None}})
+
+
+# -- MMSA's BERT models beside their zoo blueprints (MMIM, Self-MM) -------------------------------
+
+#: MMSA's audio and vision feature widths per dataset (``datasetCommonParams``: the unaligned releases).
+FEATURE_WIDTHS = {"mosi": (5, 20), "mosei": (74, 35), "sims": (33, 709)}
+
+
+def bert_base(dataset: str) -> dict:
+    """BERT-base's sizes with the dataset's vocabulary (bert-base-chinese's 21,128 pieces on CH-SIMS)."""
+    from composer.configs.text import BERT_BASE
+
+    return {**BERT_BASE, "vocab_size": 21128 if dataset == "sims" else 30522}
+
+
+def regression_config(mmsa, model: str, dataset: str, text_width: int, widths, **changes):
+    """MMSA's ``get_config_regression(model, dataset)`` for a regression run on the CPU with the
+    feature widths ``[text_width, *widths]`` (audio, vision) and ``changes``; MMSA's structure otherwise."""
+    config = mmsa.config(model, dataset)
+    config.update(feature_dims=[text_width, *widths], train_mode="regression", device="cpu", **changes)
+    return config
+
+
+def bert_module(mmsa, config, bert: dict, seed: int = 1):
+    """MMSA's model class (``mmsa.model``) built from ``config`` with an offline BERT of sizes ``bert``, seeded."""
+    import torch
+
+    torch.manual_seed(seed)
+    with offline_bert(**bert):
+        return mmsa.model(config)
+
+
+def zoo_model(blueprint, dataset: str, overrides, seed: int = 0):
+    """Composer's model of ``blueprint`` at ``--dataset`` with ``--set`` ``overrides``, seeded."""
+    import torch
+
+    import composer
+
+    torch.manual_seed(seed)
+    return composer.compile_blueprint(composer.load_blueprint(blueprint, list(overrides), dataset=dataset))
+
+
+def trainable(module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def no_dropout(*modules) -> None:
+    """Every dropout off (BERT's attention reads its module's p), so training mode is deterministic."""
+    from torch import nn
+
+    for module in modules:
+        for m in module.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = 0.0
+
+
+def full_size_counts(mmsa, config_at, blueprint, dataset: str) -> tuple[int, int]:
+    """At the dataset's real feature widths and BERT-base: MMSA's trainable count (its module built
+    on the meta device from ``config_at(text_width, (audio, vision))``) and the blueprint's (model and
+    training-only parameters together)."""
+    import torch
+
+    import composer
+    from composer.graph.size import estimate_size
+
+    bert = bert_base(dataset)
+    with torch.device("meta"), offline_bert(**bert):
+        theirs = mmsa.model(config_at(bert["hidden_size"], FEATURE_WIDTHS[dataset]))
+    size = estimate_size(composer.load_blueprint(blueprint, dataset=dataset).plan)
+    return trainable(theirs), size.model_params + size.training_params
+
+
+def imported_as_saved_by_mmsa(theirs, blueprint, folder, dataset: str, overrides):
+    """Composer's model from MMSA's weights as MMSA saves them (``AMIO.state_dict()``: ``Model.`` before
+    each name) through ``import_mmsa_weights``, loaded back with ``composer.load_model``."""
+    import torch
+
+    import composer
+    from composer.zoo_import import import_mmsa_weights
+
+    torch.save({f"Model.{k}": v for k, v in theirs.state_dict().items()}, folder / "mmsa.pth")
+    out = import_mmsa_weights(folder / "mmsa.pth", blueprint, folder / "w.safetensors", dataset=dataset, overrides=list(overrides))
+    return composer.load_model(out)
+
+
+def assert_gradients_equal(ours, theirs, names: dict, unused: tuple[str, ...] = ()) -> int:
+    """After a backward pass on both sides: the gradient of every parameter pair of ``names`` (MMSA
+    name -> Composer name) equal (atol 1e-5, rtol 1e-4) and non-zero, but for MMSA names starting
+    with one of ``unused``, which neither side may have a gradient for. Returns how many were compared."""
+    import torch
+
+    params, twins = dict(ours.named_parameters()), dict(theirs.named_parameters())
+    compared = 0
+    for mmsa_name, name in names.items():
+        if mmsa_name.startswith(unused):
+            assert params[name].grad is None and twins[mmsa_name].grad is None, name
+            continue
+        assert params[name].grad is not None and params[name].grad.abs().sum() > 0, name
+        torch.testing.assert_close(params[name].grad, twins[mmsa_name].grad, atol=1e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+        compared += 1
+    return compared
+
+
+class Stop(Exception):
+    """Raised by a stand-in (``optim.Adam``, ``ReduceLROnPlateau``) to stop MMSA's ``do_train`` once it
+    has built what a test reads."""
+
+
+def epoch_end(model, epoch: int) -> None:
+    """Every module's end-of-epoch hook, as the trainer calls them (``composer_epoch_end``)."""
+    from composer.train.trainer import EPOCH_HOOK
+
+    for module in model.modules():
+        if callable(getattr(module, EPOCH_HOOK, None)):
+            getattr(module, EPOCH_HOOK)(epoch)

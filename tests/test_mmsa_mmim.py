@@ -23,10 +23,12 @@ import torch
 from torch import nn
 
 import composer
-from composer.zoo_import import NAME_MAPS, import_mmsa_weights
+from composer.zoo_import import NAME_MAPS
 
 import mmsa_oracle
-from test_mmsa_self_mm import BERT_SIZES, HIDDEN, TINY, TOLERANCE, WIDTHS, a_batch, mmsa_inputs, mmsa_pickle, no_dropout, trainable
+from mmsa_oracle import no_dropout, trainable
+from test_mmsa_self_mm import (BERT_SIZES, HIDDEN, TINY, TOLERANCE, WIDTHS, a_batch, imported_and_predicting_as_mmsa, mmsa_inputs,
+                               train_on_mmsa_pickle)
 
 ROOT = Path(__file__).resolve().parents[1]
 BLUEPRINT = ROOT / "blueprints" / "zoo" / "mmim.yaml"
@@ -39,20 +41,15 @@ def mmsa():
 
 
 def mmsa_config(mmsa, dataset: str, text_width: int = HIDDEN, widths=(WIDTHS["audio"], WIDTHS["vision"]), **changes):
-    config = mmsa.config("mmim", dataset)
-    config.update(feature_dims=[text_width, *widths], train_mode="regression", device="cpu", **changes)
-    return config
+    return mmsa_oracle.regression_config(mmsa, "mmim", dataset, text_width, widths, **changes)
 
 
 def mmsa_module(mmsa, dataset: str, **changes) -> nn.Module:
-    torch.manual_seed(1)
-    with mmsa_oracle.offline_bert(**BERT_SIZES):
-        return mmsa.model(mmsa_config(mmsa, dataset, **changes))
+    return mmsa_oracle.bert_module(mmsa, mmsa_config(mmsa, dataset, **changes), BERT_SIZES)
 
 
 def composer_model(dataset: str, *overrides: str):
-    torch.manual_seed(0)
-    return composer.compile_blueprint(composer.load_blueprint(BLUEPRINT, [*TINY, *overrides], dataset=dataset))
+    return mmsa_oracle.zoo_model(BLUEPRINT, dataset, [*TINY, *overrides])
 
 
 def copy_weights(theirs: nn.Module, ours) -> dict[str, str]:
@@ -99,14 +96,8 @@ def test_mmim_outputs_bounds_and_gradients_equal_mmsa_on_padded_batches(mmsa, da
     torch.testing.assert_close(total, expected, atol=TOLERANCE, rtol=0)  # train_others' loss before the memory fills
     total.backward()
     expected.backward()
-    params, twins = dict(ours.named_parameters()), dict(theirs.named_parameters())
     unused = ("bertmodel.model.pooler.", "mi_tv.entropy_prj.", "mi_ta.entropy_prj.")  # no gradient on either side here
-    for mmsa_name, name in names.items():
-        if mmsa_name.startswith(unused):
-            assert params[name].grad is None and twins[mmsa_name].grad is None, name
-            continue
-        assert params[name].grad is not None and params[name].grad.abs().sum() > 0, name
-        torch.testing.assert_close(params[name].grad, twins[mmsa_name].grad, atol=1e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+    mmsa_oracle.assert_gradients_equal(ours, theirs, names, unused=unused)
 
 
 def test_mmim_negative_controls_break_the_equality(mmsa):
@@ -152,24 +143,12 @@ def test_mmim_entropy_with_its_memory_equals_mmilbs(mmsa):
 def test_mmim_full_size_parameter_counts(mmsa, dataset):
     """At the datasets' real widths and BERT-base (bert-base-chinese's vocabulary on CH-SIMS), MMSA's
     module built on the meta device has the blueprint's count (model and training-only parameters)."""
-    from composer.graph.size import estimate_size
-
-    widths = {"mosi": (5, 20), "mosei": (74, 35), "sims": (33, 709)}[dataset]
-    vocab = 21128 if dataset == "sims" else 30522
-    base = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
-            "vocab_size": vocab, "max_position_embeddings": 512}
-    with torch.device("meta"), mmsa_oracle.offline_bert(**base):
-        theirs = mmsa.model(mmsa_config(mmsa, dataset, text_width=768, widths=widths))
-    size = estimate_size(composer.load_blueprint(BLUEPRINT, dataset=dataset).plan)
-    assert size.model_params + size.training_params == trainable(theirs)
-    assert {"mosi": 109_763_913}.get(dataset, trainable(theirs)) == trainable(theirs)
+    theirs, ours = mmsa_oracle.full_size_counts(mmsa, lambda text, widths: mmsa_config(mmsa, dataset, text, widths), BLUEPRINT, dataset)
+    assert ours == theirs
+    assert {"mosi": 109_763_913}.get(dataset, theirs) == theirs
 
 
 # -- the training recipe -------------------------------------------------------------------------
-
-
-class _Built(Exception):
-    """Raised once MMSA's trainer has built its two optimisers (at its ReduceLROnPlateau)."""
 
 
 def mmsa_trainer(mmsa, theirs: nn.Module, config, monkeypatch):
@@ -177,11 +156,11 @@ def mmsa_trainer(mmsa, theirs: nn.Module, config, monkeypatch):
     xavier_normal_ on every matrix outside BERT), stopped at its scheduler."""
 
     def stop(*args, **kwargs):
-        raise _Built
+        raise mmsa_oracle.Stop
 
     monkeypatch.setattr(mmsa.trainer_module, "ReduceLROnPlateau", stop)
     trainer = mmsa.trainer(config)
-    with pytest.raises(_Built):
+    with pytest.raises(mmsa_oracle.Stop):
         trainer.do_train(theirs, {"train": []})
     return trainer
 
@@ -290,9 +269,7 @@ def composer_run(data: dict, start: dict, *overrides: str) -> dict:
             nn.utils.clip_grad_norm_(ours.parameters(), cfg.grad_clip)
             main_opt.step()
             main.append(float(total.detach()))
-        for module in ours.modules():
-            if hasattr(module, "composer_epoch_end"):
-                module.composer_epoch_end(epoch)
+        mmsa_oracle.epoch_end(ours, epoch)
     return {"stage": stage, "main": main, "weights": {m: dict(ours.named_parameters())[n] for m, n in names.items()}}
 
 
@@ -340,21 +317,12 @@ def test_mmim_trains_on_synthetic_data_with_its_stage(tmp_path):
 
 
 def test_mmim_trains_on_an_mmsa_layout_pickle_with_text_bert(tmp_path):
-    mmsa_pickle(tmp_path / "mosi.pkl", n=8)
-    run = composer.train(BLUEPRINT, tmp_path / "mosi.pkl", out=tmp_path / "run", epochs=1, progress=False,
-                         overrides=[*TINY, "training.batch_size=4"])
+    run = train_on_mmsa_pickle(BLUEPRINT, tmp_path, 8)
     assert "loss/lld_tv" in str(run.summary)
 
 
 def test_mmim_weights_saved_by_mmsa_import_and_predict_equally(mmsa, tmp_path):
-    theirs = mmsa_module(mmsa, "mosi")
-    torch.save({f"Model.{k}": v for k, v in theirs.state_dict().items()}, tmp_path / "mmim-mosi.pth")  # AMIO.state_dict()
-    out = import_mmsa_weights(tmp_path / "mmim-mosi.pth", BLUEPRINT, tmp_path / "w.safetensors", dataset="mosi", overrides=TINY)
-    ours = composer.load_model(out)
-    ours.eval(), theirs.eval()
-    batch = a_batch(ours)
-    with torch.no_grad():
-        torch.testing.assert_close(ours(batch)["prediction"], theirs(*mmsa_inputs(batch))["M"], atol=TOLERANCE, rtol=0)
+    imported_and_predicting_as_mmsa(mmsa_module(mmsa, "mosi"), BLUEPRINT, tmp_path)
 
 
 def test_gaussian_entropy_refuses_a_code_narrower_than_four_and_class_labels():

@@ -26,9 +26,10 @@ from torch import nn
 
 import composer
 from composer.testing import padded_batch
-from composer.zoo_import import NAME_MAPS, import_mmsa_weights
+from composer.zoo_import import NAME_MAPS
 
 import mmsa_oracle
+from mmsa_oracle import no_dropout, trainable
 
 ROOT = Path(__file__).resolve().parents[1]
 BLUEPRINT = ROOT / "blueprints" / "zoo" / "self_mm.yaml"
@@ -57,20 +58,15 @@ def mmsa():
 
 
 def mmsa_config(mmsa, dataset: str, text_width: int = HIDDEN, widths=(WIDTHS["audio"], WIDTHS["vision"]), **changes):
-    config = mmsa.config("self_mm", dataset)
-    config.update(feature_dims=[text_width, *widths], text_out=text_width, train_mode="regression", device="cpu", **changes)
-    return config
+    return mmsa_oracle.regression_config(mmsa, "self_mm", dataset, text_width, widths, text_out=text_width, **changes)
 
 
 def mmsa_module(mmsa, dataset: str, **changes) -> nn.Module:
-    torch.manual_seed(1)
-    with mmsa_oracle.offline_bert(**BERT_SIZES):
-        return mmsa.model(mmsa_config(mmsa, dataset, **changes))
+    return mmsa_oracle.bert_module(mmsa, mmsa_config(mmsa, dataset, **changes), BERT_SIZES)
 
 
 def composer_model(dataset: str, *overrides: str):
-    torch.manual_seed(0)
-    return composer.compile_blueprint(composer.load_blueprint(BLUEPRINT, [*TINY, *overrides], dataset=dataset))
+    return mmsa_oracle.zoo_model(BLUEPRINT, dataset, [*TINY, *overrides])
 
 
 def copy_weights(theirs: nn.Module, ours) -> dict[str, str]:
@@ -116,18 +112,6 @@ def heads_of(ours, batch: dict, training_branches: bool = True) -> dict[str, tor
     return out
 
 
-def trainable(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
-def no_dropout(*modules: nn.Module) -> None:
-    """Every dropout off (BERT's attention reads its module's p), so training mode is deterministic."""
-    for module in modules:
-        for m in module.modules():
-            if isinstance(m, nn.Dropout):
-                m.p = 0.0
-
-
 # -- equality of the modules ---------------------------------------------------------------------
 
 
@@ -145,16 +129,8 @@ def test_self_mm_outputs_representations_and_gradients_equal_mmsa_on_padded_batc
     y = batch["label"].view(-1, 1)
     sum(nn.functional.mse_loss(mine[k], y) + mine[f].square().mean() for k, f in zip(OUTPUTS, FEATURES)).backward()
     sum(nn.functional.mse_loss(reference[k], y) + reference[f].square().mean() for k, f in zip(OUTPUTS, FEATURES)).backward()
-    params, twins = dict(ours.named_parameters()), dict(theirs.named_parameters())
-    compared = 0
-    for mmsa_name, name in names.items():
-        if mmsa_name.startswith("text_model.model.pooler."):  # BERT's pooler: counted, never used by either
-            assert params[name].grad is None and twins[mmsa_name].grad is None
-            continue
-        assert params[name].grad is not None and params[name].grad.abs().sum() > 0, name
-        torch.testing.assert_close(params[name].grad, twins[mmsa_name].grad, atol=1e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
-        compared += 1
-    assert compared == len(params) - 2
+    compared = mmsa_oracle.assert_gradients_equal(ours, theirs, names, unused=("text_model.model.pooler.",))  # BERT's pooler: counted, never used
+    assert compared == len(names) - 2
 
 
 def test_self_mm_negative_controls_break_the_equality(mmsa):
@@ -175,24 +151,12 @@ def test_self_mm_full_size_parameter_counts(mmsa, dataset):
     """At the datasets' real widths and BERT-base (bert-base-chinese's vocabulary on CH-SIMS), MMSA's
     module built on the meta device: the same trainable count as the blueprint's (inference and
     training-only parameters together; the unimodal heads are training-only in Composer)."""
-    from composer.graph.size import estimate_size
-
-    widths = {"mosi": (5, 20), "mosei": (74, 35), "sims": (33, 709)}[dataset]
-    vocab = 21128 if dataset == "sims" else 30522
-    base = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
-            "vocab_size": vocab, "max_position_embeddings": 512}
-    with torch.device("meta"), mmsa_oracle.offline_bert(**base):
-        theirs = mmsa.model(mmsa_config(mmsa, dataset, text_width=768, widths=widths))
-    size = estimate_size(composer.load_blueprint(BLUEPRINT, dataset=dataset).plan)
-    assert size.model_params + size.training_params == trainable(theirs)
-    assert {"mosi": 109_641_572}.get(dataset, trainable(theirs)) == trainable(theirs)
+    theirs, ours = mmsa_oracle.full_size_counts(mmsa, lambda text, widths: mmsa_config(mmsa, dataset, text, widths), BLUEPRINT, dataset)
+    assert ours == theirs
+    assert {"mosi": 109_641_572}.get(dataset, theirs) == theirs
 
 
 # -- the training recipe -------------------------------------------------------------------------
-
-
-class _Built(Exception):
-    """Raised by the recording optimiser once MMSA's trainer has built its optimiser."""
 
 
 def mmsa_optimizer_groups(mmsa, theirs: nn.Module, config, monkeypatch) -> list[dict]:
@@ -201,12 +165,12 @@ def mmsa_optimizer_groups(mmsa, theirs: nn.Module, config, monkeypatch) -> list[
 
     def record(groups, *args, **kwargs):
         seen.extend(groups)
-        raise _Built
+        raise mmsa_oracle.Stop
 
     monkeypatch.setattr(mmsa.trainer_module, "optim", types.SimpleNamespace(Adam=record))
     trainer = object.__new__(mmsa.trainer)
     trainer.args = config
-    with pytest.raises(_Built):
+    with pytest.raises(mmsa_oracle.Stop):
         trainer.do_train(types.SimpleNamespace(Model=theirs), {"train": []})
     return seen
 
@@ -310,9 +274,7 @@ def composer_run(mmsa, data: dict, start: dict, *overrides: str, epochs: int = E
             if (i + 1) % cfg.grad_accum == 0:
                 optimizer.step()
                 optimizer.zero_grad()
-        for module in ours.modules():
-            if hasattr(module, "composer_epoch_end"):
-                module.composer_epoch_end(epoch)
+        mmsa_oracle.epoch_end(ours, epoch)
         labels.append({name: getattr(ours.block("ulgm"), f"labels_{name}").clone() for name in TASKS.values()})
     return {"terms": terms, "labels": labels, "weights": {m: dict(ours.named_parameters())[n] for m, n in names.items()}}
 
@@ -375,25 +337,34 @@ def mmsa_pickle(path: Path, n: int = 6, seed: int = 0) -> None:
     mmsa_oracle.write_bert_pickle(path, LENGTHS, WIDTHS, n=n, seed=seed, vocab=120)
 
 
+def train_on_mmsa_pickle(blueprint: Path, folder: Path, n: int, *overrides: str):
+    """One epoch of ``blueprint`` at the test sizes (batches of 4) on an MMSA-layout pickle of ``n`` samples a split."""
+    mmsa_pickle(folder / "mosi.pkl", n=n)
+    return composer.train(blueprint, folder / "mosi.pkl", out=folder / "run", epochs=1, progress=False,
+                          overrides=[*TINY, "training.batch_size=4", *overrides])
+
+
 def test_self_mm_trains_on_an_mmsa_layout_pickle_with_text_bert(tmp_path):
-    mmsa_pickle(tmp_path / "mosi.pkl")
-    run = composer.train(BLUEPRINT, tmp_path / "mosi.pkl", out=tmp_path / "run", epochs=1, progress=False,
-                         overrides=[*TINY, "training.batch_size=4", "blocks.ulgm.samples=6"])
+    run = train_on_mmsa_pickle(BLUEPRINT, tmp_path, 6, "blocks.ulgm.samples=6")
     assert "loss/T" in str(run.summary)
 
 
 # -- moving over from MMSA -----------------------------------------------------------------------
 
 
-def test_self_mm_weights_saved_by_mmsa_import_and_predict_equally(mmsa, tmp_path):
-    theirs = mmsa_module(mmsa, "mosi")
-    torch.save({f"Model.{k}": v for k, v in theirs.state_dict().items()}, tmp_path / "self_mm-mosi.pth")  # AMIO.state_dict()
-    out = import_mmsa_weights(tmp_path / "self_mm-mosi.pth", BLUEPRINT, tmp_path / "w.safetensors", dataset="mosi", overrides=TINY)
-    ours = composer.load_model(out)
+def imported_and_predicting_as_mmsa(theirs: nn.Module, blueprint: Path, folder: Path):
+    """Composer's model from MMSA's module's weights as MMSA saves them (MOSI, the test sizes), after
+    checking that it predicts MMSA's ``M`` on a padded batch (1e-5)."""
+    ours = mmsa_oracle.imported_as_saved_by_mmsa(theirs, blueprint, folder, "mosi", TINY)
     ours.eval(), theirs.eval()
     batch = a_batch(ours)
     with torch.no_grad():
         torch.testing.assert_close(ours(batch)["prediction"], theirs(*mmsa_inputs(batch))["M"], atol=TOLERANCE, rtol=0)
+    return ours
+
+
+def test_self_mm_weights_saved_by_mmsa_import_and_predict_equally(mmsa, tmp_path):
+    ours = imported_and_predicting_as_mmsa(mmsa_module(mmsa, "mosi"), BLUEPRINT, tmp_path)
     assert int(ours.block("ulgm").epoch) == 1 and not ours.block("ulgm").labels_text.any()  # the trainer's state starts fresh
 
 

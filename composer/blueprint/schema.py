@@ -267,11 +267,12 @@ class ReportedResult(StrictModel):
     )
     note: str = Field(default="", description="What the paper's number means where it is not obvious (e.g. which Acc-2).")
 
-    @model_validator(mode="after")
-    def _distinct_seeds(self) -> "ReportedResult":
-        if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds {self.seeds} repeat a seed: the reported numbers average over distinct seeds")
-        return self
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is not None and len(set(seeds)) != len(seeds):
+            raise ValueError(f"{seeds} repeat a seed: the reported numbers average over distinct seeds")
+        return seeds
 
 
 class BlueprintBase(StrictModel):

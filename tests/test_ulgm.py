@@ -8,8 +8,7 @@ import torch
 
 import composer
 from composer.errors import BlueprintError
-from composer.train.checkpoint import load_checkpoint
-from tests.shipped import ROOT
+from tests.killed_runs import ROOT, checkpoint_state, kill_inside_an_epoch_then_resume
 
 SELF_MM = ROOT / "examples/objectives/self_mm.yaml"
 TINY = ["vars.train_samples=16", "training.data.samples={train: 16, valid: 8, test: 8}", "training.batch_size=8",
@@ -17,8 +16,7 @@ TINY = ["vars.train_samples=16", "training.data.samples={train: 16, valid: 8, te
 
 
 def _ulgm_state(run) -> dict[str, torch.Tensor]:
-    state = load_checkpoint(run / "last.ckpt")["model"]
-    return {k: v for k, v in state.items() if k.startswith("ulgm.")}
+    return checkpoint_state(run, "ulgm.")
 
 
 def test_ulgm_and_the_unimodal_heads_are_training_only():
@@ -110,29 +108,11 @@ def test_ulgm_generates_the_labels_and_weights_of_mmsas_self_mm_trainer():
 
 
 def test_a_run_killed_with_sigkill_resumes_to_the_state_of_an_uninterrupted_run(tmp_path):
-    """SIGKILL while training (after the first checkpoint, inside a later epoch), then --resume:
+    """SIGKILL while training (after the first checkpoint, inside a later epoch), then resume:
     the generated labels and every buffer equal an uninterrupted run's."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     longer = TINY[:1] + ["vars.train_samples=96", "training.data.samples={train: 96, valid: 8, test: 8}", "training.batch_size=4"] + TINY[3:]
-    sets = [a for o in longer + ["training.epochs=4"] for a in ("--set", o)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    run = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "composer", "train", str(SELF_MM), "--out", str(run), *sets],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 240
-    while not (run / "last.ckpt").exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    resumed = subprocess.run([sys.executable, "-m", "composer", "train", str(SELF_MM), "--out", str(run), "--resume", *sets],
-                             env=env, capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    killed = kill_inside_an_epoch_then_resume(SELF_MM, tmp_path / "killed", longer, epochs=4)
     composer.train(SELF_MM, out=tmp_path / "whole", overrides=longer + ["training.epochs=4"], progress=False)
-    whole, again = _ulgm_state(tmp_path / "whole"), _ulgm_state(run)
+    whole, again = _ulgm_state(tmp_path / "whole"), _ulgm_state(tmp_path / "killed")
     assert int(again["ulgm.epoch"]) == 5 and all(torch.equal(whole[k], again[k]) for k in whole)
+    assert not torch.equal(killed["model"]["ulgm.labels_text"], whole["ulgm.labels_text"])  # the compared labels moved after the kill

@@ -128,7 +128,8 @@ class TextEncoder(Block):
                 return_dict=True,
             )
         last = result.last_hidden_state  # (B, T, H)
-        out = {"cls": last[:, 0], "seq": last if valid is None else last.masked_fill(~valid[..., None], 0.0)}
+        keep = valid is None or self.config.pad_states == "keep"  # keep: BERT's states at [PAD] positions (MMSA)
+        out = {"cls": last[:, 0], "seq": last if keep else last.masked_fill(~valid[..., None], 0.0)}
         if self.config.hidden_layers is not None:
             chosen = [result.hidden_states[i] for i in self.config.hidden_layers]  # k × (B, T, H)
             if valid is None or self.config.layers_padding == "include":

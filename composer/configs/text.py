@@ -104,7 +104,8 @@ class TextEncoderConfig(BlockConfig):
     type ids come from ``batch[segment_key]`` (zeros by default). Outputs:
 
     * ``cls``: last layer's [CLS] state ``(B, H)`` (GLoMo eq. 1 input; EMT's utterance vector);
-    * ``seq``: last layer ``(B, T, H)`` on the tokens' time symbol, padded steps zeroed;
+    * ``seq``: last layer ``(B, T, H)`` on the tokens' time symbol, padded steps zeroed
+      (``pad_states: keep``: BERT's own states there, as MMSA's ``BertTextEncoder`` returns them);
     * ``layers`` (with ``hidden_layers``, k entries): the chosen hidden states joined along
       time ``(B, k·T, H)`` (GLoMo eq. 2): a sample with L valid tokens has its k·L valid states
       packed first (layer after layer) and zeros after, so the joined axis has a prefix mask
@@ -159,6 +160,14 @@ class TextEncoderConfig(BlockConfig):
     )
     segment_key: str | None = Field(
         default=None, description="Batch key of token type ids, e.g. text_segment (default: all zeros)."
+    )
+    pad_states: Literal["zero", "keep"] = Field(
+        default="zero",
+        description=(
+            "The `seq` output at padded ([PAD]) positions. zero: zeroed (a block that reads padding sees zeros, "
+            "whatever BERT computed there). keep: BERT's last-layer states there, as MMSA's BertTextEncoder returns "
+            "them (its models feed them to blocks that read padding as data, e.g. TFR-Net's alignment)."
+        ),
     )
 
     @model_validator(mode="after")

@@ -42,18 +42,25 @@ _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "gelu":
 # -- functions ---------------------------------------------------------------------------------
 
 
-def central_moment_discrepancy(a: torch.Tensor, b: torch.Tensor, moments: int = 5, interval: float = 1.0) -> torch.Tensor:
+def central_moment_discrepancy(
+    a: torch.Tensor, b: torch.Tensor, moments: int = 5, interval: float = 1.0, norm_eps: float = 0.0
+) -> torch.Tensor:
     """CMD_K between ``a (B, D)`` and ``b (B', D)``: ``Σ_k interval^-k ‖m_k(a) - m_k(b)‖₂``.
 
     ``m_1`` is the mean over the batch, ``m_k`` (k ≥ 2) the k-th central moment per feature
     (Zellinger et al. 2017, Def. 1). The norm is ``torch.linalg.vector_norm``, whose gradient
-    is 0, not NaN, where the two moments agree."""
+    is 0, not NaN, where the two moments agree; ``norm_eps > 0`` takes ``sqrt(Σ gap² + norm_eps)``
+    instead (MMSA's TFR-Net ``CMD.matchnorm``: 1e-12), ``√norm_eps`` per moment where they agree."""
+
+    def norm(gap: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.vector_norm(gap) if norm_eps == 0 else torch.sqrt(gap.pow(2).sum() + norm_eps)
+
     mean_a, mean_b = a.mean(dim=0), b.mean(dim=0)  # (D,)
     centred_a, centred_b = a - mean_a, b - mean_b  # (B, D)
-    total = torch.linalg.vector_norm(mean_a - mean_b) / interval
+    total = norm(mean_a - mean_b) / interval
     for k in range(2, moments + 1):
         gap = centred_a.pow(k).mean(dim=0) - centred_b.pow(k).mean(dim=0)  # (D,)
-        total = total + torch.linalg.vector_norm(gap) / interval**k
+        total = total + norm(gap) / interval**k
     return total
 
 

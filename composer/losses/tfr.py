@@ -40,5 +40,5 @@ class TFRReconstructionLoss(Loss):
         loss = F.smooth_l1_loss(pred, target, reduction="sum", beta=c.beta) / count
         if c.similarity:
             width = pred.shape[-1]
-            loss = loss + c.similarity * central_moment_discrepancy(pred.reshape(-1, width), target.reshape(-1, width), c.moments) / count
+            loss = loss + c.similarity * central_moment_discrepancy(pred.reshape(-1, width), target.reshape(-1, width), c.moments, norm_eps=c.norm_eps) / count
         return loss

@@ -35,6 +35,9 @@ class TFRReconstructionConfig(LossConfig):
     ``L = Σ SmoothL1_β(g ⊙ X̂, g ⊙ X) / (N·D + ε) + λ_sim · CMD_K(g ⊙ X̂, g ⊙ X) / (N·D + ε)``,
     the CMD (Zellinger et al. 2017) over all ``B·T`` rows (kept steps are zero rows on both sides),
     as MMSA's ``RECLoss`` (``combine``: ``weight_sim_loss`` = λ_sim, ``n_moments`` = K = 3, ε = 1e-4).
+    Each of the CMD's K norms is ``sqrt(‖Δm_k‖² + ε_n)`` with ε_n = ``norm_eps`` = 1e-12, as MMSA's
+    ``CMD.matchnorm``: where nothing is dropped (``N·D = 0``) the loss is then the constant
+    ``λ_sim · K · √ε_n / ε`` (0.15 at MMSA's numbers, without gradient), as MMSA reports it.
     ``similarity: 0`` leaves the smooth-L1 term (``recloss_type: SmoothL1Loss``).
     """
 
@@ -49,6 +52,9 @@ class TFRReconstructionConfig(LossConfig):
     moments: int = Field(default=3, ge=1, le=10, description="Moments K of the CMD (MMSA: 3).")
     beta: float = Field(default=1.0, gt=0, description="Smooth-L1 transition point (PyTorch's default, MMSA's).")
     eps: float = Field(default=1.0e-4, ge=0.0, description="Added to the count N·D (MMSA: 1e-4).")
+    norm_eps: float = Field(
+        default=1.0e-12, ge=0.0, description="Added under the square root of each CMD norm (MMSA's CMD.matchnorm: 1e-12; 0: the plain norm)."
+    )
     detach_target: bool = Field(default=False, description="Stop gradients into the target (MMSA does not: BERT learns from both sides).")
 
     ref_fields: ClassVar[tuple[str, ...]] = ("pred", "target", "mask")

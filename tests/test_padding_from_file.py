@@ -10,6 +10,7 @@ ids, attention mask, segment ids; ``audio_lengths`` / ``vision_lengths`` Python 
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import numpy as np
@@ -135,7 +136,74 @@ def test_aligned_modalities_without_lengths_take_the_text_lengths(tmp_path):
     data = load_data(bp, _write(tmp_path / "aligned_50.pkl", content))
     t = data["valid"].tensors
     assert torch.equal(t["audio_lengths"], t["text_lengths"]) and torch.equal(t["vision_lengths"], t["text_lengths"])
-    assert "padding: 'audio': no lengths in the file; uses those of 'text', aligned with it on time axis 'T'" in data.notes
+    assert "padding: 'audio': the lengths of 'text' (from the attention mask of 'text_bert'), which it is aligned with on time axis 'T'" in data.notes
+
+
+def mmsa_aligned(seed: int = 0) -> dict:
+    """A pickle's content in MMSA's aligned_50 layout: audio and vision at the words' 50 steps, zero
+    after each sample's words, with no ``audio_lengths`` / ``vision_lengths``: their valid steps are
+    those of ``text_bert[:, 1]`` (MMSA reads them so: ``SELF_MM.forward`` with ``aligned``,
+    ``data_loader.py`` under ``need_data_aligned``)."""
+    content = mmsa_unaligned(noise=0.0, seed=seed)
+    for split in content.values():
+        words = split["text_bert"][:, 1, :, None]
+        for m in ("audio", "vision"):
+            split[m] = (np.resize(split[m], (len(words), T_TEXT, split[m].shape[2])) * words).astype(np.float32)
+            del split[f"{m}_lengths"]
+    return content
+
+
+def aligned_with_tokens(modalities=("audio", "vision")):
+    """MAG-BERT's reading of an aligned file: BERT tokens and audio and vision on the words' time axis."""
+    mods = {"text": {"kind": "tokens", "length": T_TEXT, "vocab": 2000, "time": "T"},
+            **{m: {"features": d, "length": T_TEXT, "time": "T"} for m, d in (("audio", D_AUDIO), ("vision", D_VISION)) if m in modalities},
+            **{m: {"features": d, "length": n} for m, d, n in (("audio", D_AUDIO, T_TEXT), ("vision", D_VISION, T_TEXT)) if m not in modalities}}
+    return composer.load_blueprint({
+        "blueprint": 1, "name": "aligned_tokens", "modalities": mods,
+        "blocks": {"a_pool": {"type": "pool", "in": "audio", "mode": "mean"}, "v_pool": {"type": "pool", "in": "vision", "mode": "max"},
+                   "fusion": {"type": "concat", "in": ["a_pool", "v_pool"]}, "head": {"type": "mlp", "in": "fusion", "out": 1}},
+        "losses": [{"type": "l1", "pred": "head"}], "training": {"batch_size": 4},
+    })
+
+
+def test_an_mmsa_aligned_file_gives_audio_and_vision_the_words_lengths_and_says_so(tmp_path):
+    """MMSA's aligned files keep the valid steps of all three modalities in ``text_bert``'s mask; the
+    note says which lengths are used and why, not that some are missing; the run's data record
+    (``data.json``) keeps the notes."""
+    from composer.train.runlog import DATA_RECORD
+
+    path = _write(tmp_path / "aligned_50.pkl", mmsa_aligned())
+    data = load_data(aligned_with_tokens(), path)
+    raw = mmsa_aligned()
+    for split in SPLITS:
+        words = torch.from_numpy(raw[split]["text_bert"][:, 1].sum(1).astype(np.int64))
+        assert torch.equal(data[split].tensors["audio_lengths"], words) and torch.equal(data[split].tensors["vision_lengths"], words)
+    notes = [n for n in data.notes if n.startswith("padding:")]
+    assert notes == [f"padding: '{m}': the lengths of 'text' (from the attention mask of 'text_bert'), which it is aligned with on time axis 'T'"
+                     for m in ("audio", "vision")]
+    composer.train(aligned_with_tokens(), path, out=tmp_path / "run", epochs=1, progress=False)
+    assert [n for n in json.loads((tmp_path / "run" / DATA_RECORD).read_text())["notes"] if n.startswith("padding:")] == notes
+    # a modality on its own time axis is not given the words' lengths: it is read whole, and its note says why
+    unaligned = load_data(aligned_with_tokens(modalities=("audio",)), path)
+    assert "vision_lengths" not in unaligned["train"].tensors and [n for n in unaligned.notes if "'vision'" in n] == [
+        f"padding: 'vision': the file gives no lengths for it (no 'vision_lengths', 'vision_bert' or 'vision_mask'); all {T_TEXT} steps read as valid"]
+
+
+def test_aligned_modalities_of_a_file_without_any_lengths_are_read_whole_with_a_note_each(tmp_path):
+    content = mmsa_aligned()
+    for split in content.values():
+        del split["text_bert"]
+    bp = composer.load_blueprint({
+        "blueprint": 1, "name": "aligned",
+        "modalities": {m: {"features": d, "length": T_TEXT, "time": "T"} for m, d in (("text", D_TEXT), ("audio", D_AUDIO))},
+        "blocks": {"fusion": {"type": "concat", "in": ["text", "audio"]}, "pool": {"type": "pool", "in": "fusion", "mode": "mean"},
+                   "head": {"type": "mlp", "in": "pool", "out": 1}},
+        "losses": [{"type": "l1", "pred": "head"}],
+    })
+    data = load_data(bp, _write(tmp_path / "x.pkl", content))
+    assert "audio_lengths" not in data["train"].tensors and [n for n in data.notes if n.startswith("padding:")] == [
+        f"padding: '{m}': the file gives no lengths for it (no '{m}_lengths', '{m}_bert' or '{m}_mask', and none for the modalities "
+        f"aligned with it on time axis 'T'); all {T_TEXT} steps read as valid" for m in ("text", "audio")]
 
 
 def test_a_text_bert_mask_with_holes_is_a_data_error(tmp_path):

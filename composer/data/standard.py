@@ -14,9 +14,12 @@ each a dict of arrays with one row per sample:
 
 Each blueprint modality is read from the key of the same name; a ``tokens`` modality reads
 ``<name>_bert`` (``(N, 3, T)``) when present, else ``<name>`` as ids ``(N, T)`` or
-``(N, 3, T)``. Aligned files have every sequence at the same T and usually no ``*_lengths``
-(all steps valid). Non-finite feature values (NaN, ±inf, found in some audio releases) are
-replaced by 0 and counted in :attr:`DataSplits.notes`. The label key is
+``(N, 3, T)``. Aligned files have every sequence at the same T and usually no ``*_lengths``: a
+modality aligned with another (one ``time:`` symbol) takes the lengths of the first on that axis
+whose lengths the file gives (MMSA's ``aligned_50``: audio and vision take the words' attention
+mask, ``text_bert[:, 1]``, as MMSA does), and one note per modality says where its lengths came
+from. Non-finite feature values (NaN, ±inf, found in some audio releases) are replaced by 0 and
+counted in :attr:`DataSplits.notes`. The label key is
 ``training.data.label_key``; each ``training.data.extra_labels`` entry ``name: key`` adds
 ``label_<name>`` read from ``key`` the same way (CH-SIMS' unimodal ``regression_labels_T/A/V``); class labels may be indices ``(N,)``, one-hot ``(N, C)``, and
 multilabel ``(N, K)`` or ``(N, K, 2)`` (IEMOCAP: argmax of the last axis).
@@ -137,8 +140,9 @@ def _ids(d: dict, n: int, where: str, split: str, budget: Budget) -> list[str]:
     return names
 
 
-def _tokens(here: str, d: dict, name: str, m, budget: Budget) -> dict[str, torch.Tensor]:
-    """A tokens modality: ids, mask and segments from ``<name>_bert`` ``(N, 3, T)`` or ids ``(N, T)``."""
+def _tokens(here: str, d: dict, name: str, m, budget: Budget) -> tuple[dict[str, torch.Tensor], str, str]:
+    """A tokens modality: ids, mask and segments from ``<name>_bert`` ``(N, 3, T)`` or ids ``(N, T)``;
+    with the key read and what its mask is (for the note of a modality aligned with it)."""
     key = f"{name}_bert" if f"{name}_bert" in d else name
     if key not in d:
         raise DataError(f"{here}: no key '{name}_bert' or '{name}' for token modality '{name}' (keys: {shown(d)})")
@@ -154,8 +158,10 @@ def _tokens(here: str, d: dict, name: str, m, budget: Budget) -> dict[str, torch
     ids = np.round(ids).astype(np.int64)
     if ids.size and (ids.min() < 0 or ids.max() >= m.vocab):
         raise DataError(f"{here}: key '{key}' has token ids {ids.min()}..{ids.max()}, outside the vocabulary of modality '{name}' (vocab {m.vocab})")
-    return {name: torch.from_numpy(ids), f"{name}_mask": torch.from_numpy(np.ascontiguousarray(mask)),
-            f"{name}_segment": torch.from_numpy(np.round(segment).astype(np.int64))}
+    source = f"the attention mask of '{key}'" if arr.ndim == 3 else f"the non-zero ids of '{key}'"
+    tensors = {name: torch.from_numpy(ids), f"{name}_mask": torch.from_numpy(np.ascontiguousarray(mask)),
+               f"{name}_segment": torch.from_numpy(np.round(segment).astype(np.int64))}
+    return tensors, key, source
 
 
 def _integer_lengths(here: str, key: str, value: Any, n: int, t: int, budget: Budget) -> np.ndarray:
@@ -214,18 +220,42 @@ def _features(here: str, d: dict, name: str, m, read: _Read) -> torch.Tensor:
     return x
 
 
-def _share_lengths(blueprint, tensors: dict[str, torch.Tensor], read: _Read) -> None:
-    """Aligned modalities (one time symbol) without lengths of their own take those of a partner."""
+def _clipped_lengths(name: str, lens: np.ndarray, t: int, read: _Read) -> torch.Tensor:
+    """Lengths as the batch holds them: 0 read as 1 step and beyond ``t`` as ``t``, each case counted."""
+    for reason, count in (("of length 0 read as 1 step", int((lens == 0).sum())), (f"longer than the {t} padded steps read as {t}", int((lens > t).sum()))):
+        if count:
+            read.clipped[(name, reason)] = read.clipped.get((name, reason), 0) + count
+    return torch.from_numpy(np.clip(lens, 1, t))
+
+
+def _share_lengths(here: str, blueprint, tensors: dict[str, torch.Tensor], given: dict[str, tuple[str, str | None]], read: _Read) -> None:
+    """Aligned modalities (one time symbol) whose lengths the file does not give take those of the
+    first modality on that axis whose lengths it gives (``given``: name -> (where from, the key of a
+    token modality's mask)): a sequence's, or a token modality's attention mask. MMSA's aligned
+    files are this case: audio and vision aligned with the words, their valid steps those of
+    ``text_bert[:, 1]``, and no ``audio_lengths`` / ``vision_lengths``. A sequence left without
+    lengths is read as fully valid, and its note says so."""
     by_symbol: dict[str, list[str]] = {}
     for name, m in blueprint.modalities.items():
-        if m.kind == "sequence":
+        if m.kind in ("sequence", "tokens"):
             by_symbol.setdefault(m.time_symbol(name), []).append(name)
     for symbol, names in by_symbol.items():
-        given = [n for n in names if f"{n}_lengths" in tensors]
+        partners = [n for n in names if n in given]
         for name in names:
-            if given and f"{name}_lengths" not in tensors:
-                tensors[f"{name}_lengths"] = tensors[f"{given[0]}_lengths"]
-                read.padding[name] = f"'{name}': no lengths in the file; uses those of '{given[0]}', aligned with it on time axis '{symbol}'"
+            if blueprint.modalities[name].kind != "sequence" or name in given:
+                continue
+            t = tensors[name].shape[1]
+            if not partners:
+                aligned = f", and none for the modalities aligned with it on time axis '{symbol}'" if len(names) > 1 else ""
+                read.padding.setdefault(name, f"'{name}': the file gives no lengths for it (no '{name}_lengths', '{name}_bert' or '{name}_mask'{aligned}); all {t} steps read as valid")
+                continue
+            partner = partners[0]
+            source, mask_key = given[partner]
+            if mask_key is None:
+                tensors[f"{name}_lengths"] = tensors[f"{partner}_lengths"]
+            else:
+                tensors[f"{name}_lengths"] = _clipped_lengths(name, _mask_lengths(here, mask_key, tensors[f"{partner}_mask"].numpy(), t), t, read)
+            read.padding.setdefault(name, f"'{name}': the lengths of '{partner}' (from {source}), which it is aligned with on time axis '{symbol}'")
 
 
 def standard_split(blueprint, d: dict, split: str, label_key: str, read: _Read, where: str = "data") -> TensorSplit:
@@ -240,11 +270,14 @@ def standard_split(blueprint, d: dict, split: str, label_key: str, read: _Read, 
     if not all(isinstance(k, str) for k in d):
         raise DataError(f"{here}: keys must be strings, got {sorted({type(k).__name__ for k in d})}")
     tensors: dict[str, torch.Tensor] = {}
+    given: dict[str, tuple[str, str | None]] = {}  # modalities whose valid steps the file gives: where from, a mask's key
     n = None
     times: dict[str, tuple[str, int]] = {}
     for name, m in blueprint.modalities.items():
         if m.kind == "tokens":
-            tensors.update(_tokens(here, d, name, m, read.budget))
+            read_tokens, key, source = _tokens(here, d, name, m, read.budget)
+            tensors.update(read_tokens)
+            given[name] = (source, key)
         else:
             tensors[name] = _features(here, d, name, m, read)
         t = tensors[name].shape[1] if m.kind in ("sequence", "tokens") else None
@@ -254,13 +287,9 @@ def standard_split(blueprint, d: dict, split: str, label_key: str, read: _Read, 
             raise DataError(f"{here}: '{name}' has {tensors[name].shape[0]} samples, other keys {n}")
         if m.kind == "sequence":
             lens, source = _lengths(here, d, name, n, t, read.budget)
-            if lens is None:
-                read.padding.setdefault(name, f"'{name}': the file gives no lengths for it (no '{name}_lengths', '{name}_bert' or '{name}_mask'); all {t} steps read as valid")
-            else:
-                for reason, count in ((f"of length 0 read as 1 step", int((lens == 0).sum())), (f"longer than the {t} padded steps read as {t}", int((lens > t).sum()))):
-                    if count:
-                        read.clipped[(name, reason)] = read.clipped.get((name, reason), 0) + count
-                tensors[f"{name}_lengths"] = torch.from_numpy(np.clip(lens, 1, t))
+            if lens is not None:
+                tensors[f"{name}_lengths"] = _clipped_lengths(name, lens, t, read)
+                given[name] = (source, None)
                 if source != f"'{name}_lengths'":
                     read.padding[name] = f"'{name}': lengths from {source}"
         if t is not None:
@@ -272,7 +301,7 @@ def standard_split(blueprint, d: dict, split: str, label_key: str, read: _Read, 
                     f"but have {t_other} and {t} steps; use an aligned file or give them different `time:`"
                 )
             times[symbol] = (name, t)
-    _share_lengths(blueprint, tensors, read)
+    _share_lengths(here, blueprint, tensors, given, read)
     tensors["label"] = _labels(here, d, label_key, blueprint.task, n, read.budget)
     tensors.update(_extra_labels(here, d, blueprint, n, read.budget))
     return TensorSplit(tensors, _ids(d, n, here, split, read.budget))

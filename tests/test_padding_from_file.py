@@ -166,10 +166,10 @@ def aligned_with_tokens(modalities=("audio", "vision")):
     })
 
 
-def test_an_mmsa_aligned_file_gives_audio_and_vision_the_words_lengths_and_says_so(tmp_path):
+def test_an_mmsa_aligned_file_gives_audio_and_vision_the_words_lengths_and_says_so(tmp_path, capsys):
     """MMSA's aligned files keep the valid steps of all three modalities in ``text_bert``'s mask; the
-    note says which lengths are used and why, not that some are missing; the run's data record
-    (``data.json``) keeps the notes."""
+    note says which lengths are used and why, not that some are missing; training prints it and the
+    run's data record (``data.json``) keeps it."""
     from composer.train.runlog import DATA_RECORD
 
     path = _write(tmp_path / "aligned_50.pkl", mmsa_aligned())
@@ -181,7 +181,10 @@ def test_an_mmsa_aligned_file_gives_audio_and_vision_the_words_lengths_and_says_
     notes = [n for n in data.notes if n.startswith("padding:")]
     assert notes == [f"padding: '{m}': the lengths of 'text' (from the attention mask of 'text_bert'), which it is aligned with on time axis 'T'"
                      for m in ("audio", "vision")]
-    composer.train(aligned_with_tokens(), path, out=tmp_path / "run", epochs=1, progress=False)
+    capsys.readouterr()
+    composer.train(aligned_with_tokens(), path, out=tmp_path / "run", epochs=1, progress=True)
+    printed = " ".join(capsys.readouterr().out.split())
+    assert all(note in printed for note in notes), printed[:2000]
     assert [n for n in json.loads((tmp_path / "run" / DATA_RECORD).read_text())["notes"] if n.startswith("padding:")] == notes
     # a modality on its own time axis is not given the words' lengths: it is read whole, and its note says why
     unaligned = load_data(aligned_with_tokens(modalities=("audio",)), path)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import pickle
+import re
 import types
 from pathlib import Path
 from unittest import mock
@@ -386,14 +387,23 @@ def test_tfr_net_full_size_parameter_counts(mmsa):
 
 
 def test_tfr_net_sims_cannot_be_built_by_mmsa_and_is_refused_with_the_reason(mmsa):
-    """MMSA's CH-SIMS lengths (39 words, 55 frames) are not multiples of num_temporal_head (25):
-    MMSA's MultiheadAttention asserts, and Composer's validate names the block and the rule."""
+    """MMSA's own CH-SIMS configuration (``get_config_regression('tfr_net', 'sims')``, nothing
+    changed but the device): lengths 39 words, 400 and 55 frames, ``num_temporal_head`` 25. The
+    temporal transformers take the lengths as embedding widths, and 39 and 55 are not multiples of
+    25: MMSA's MultiheadAttention asserts while the model is built, and Composer's validate names
+    both blocks and the rule."""
     config = mmsa.config("tfr_net", "sims")
-    config.update(feature_dims=[768, 33, 709], seq_lens=[39, 400, 55], device=torch.device("meta"), train_mode="regression")
+    assert (config.seq_lens, config.num_temporal_head) == ([39, 400, 55], 25)
+    config.update(device=torch.device("meta"), train_mode="regression")
     with torch.device("meta"), mmsa_oracle.offline_bert(), pytest.raises(AssertionError, match="divisible"):
         mmsa.model(config)
-    with pytest.raises(BlueprintError, match=r"blocks.recon_t.*length 39.*not divisible by heads=25"):
-        composer.load_blueprint(BLUEPRINT, ["modalities.text.length=39", "blocks.recon_t.length=39"])
+    lengths = dict(zip(SUFFIX, config.seq_lens))
+    sims = [f"{key}={n}" for m, n in lengths.items() for key in (f"modalities.{m}.length", f"blocks.recon_{SUFFIX[m]}.length")]
+    with pytest.raises(BlueprintError) as refused:
+        composer.load_blueprint(BLUEPRINT, sims)
+    assert re.search(r"blocks.recon_t.*length 39.*not divisible by heads=25", str(refused.value))
+    assert re.search(r"blocks.recon_v.*length 55.*not divisible by heads=25", str(refused.value))
+    assert "recon_a" not in str(refused.value)
 
 
 def test_tfr_net_optimiser_settings_of_every_parameter_are_mmsas(mmsa, monkeypatch):
@@ -525,6 +535,23 @@ def test_tfr_reconstruction_equals_mmsas_recloss_where_moments_agree_and_where_n
                 assert gap > 1e-6, (case, value.item(), reference.item(), gap)
         if equal:
             assert reference.item() == pytest.approx(5.0 * 3 * 1e-6 / 1e-4)  # the empty mask: λ_sim · K · √1e-12 / ε
+
+
+def test_bert_pad_states_keep_hands_on_berts_states_at_pad_positions():
+    """``pad_states: keep`` (the blueprint's, MMSA's): ``seq`` is BERT's last layer everywhere, [PAD]
+    positions included; ``zero`` (the block's default) zeroes those and keeps the rest."""
+    batch = a_batch(text_padded=True)
+    pad = ~batch["text_mask"]
+    seq = {}
+    for states in ("keep", "zero"):
+        ours = composer_model(f"blocks.text_enc.pad_states={states}").eval()
+        with torch.no_grad():
+            seq[states] = ours(batch)["values"]["text_enc.seq"]
+            bert = ours.block("text_enc").bert
+            last = bert(input_ids=batch["text"], attention_mask=batch["text_mask"].long(), token_type_ids=batch["text_segment"]).last_hidden_state
+    assert pad.any() and bool(seq["keep"][pad].abs().min() > 0)
+    torch.testing.assert_close(seq["keep"], last, atol=1e-6, rtol=0)
+    torch.testing.assert_close(seq["zero"], last.masked_fill(pad[..., None], 0.0), atol=1e-6, rtol=0)
 
 
 def test_transposed_transformer_mixes_samples_only_when_its_tokens_are_samples():

@@ -6,12 +6,23 @@ zoo blueprint compiled with the options that read padding as MMSA does (tests/te
 ``MMSA_OPTIONS``; MulT takes no lengths, so Composer gets the batch without them, as MMSA reads it), MMSA's weights copied in through the import-weights name map, one padded batch
 (padded steps zero, as MMSA's pickles hold them). One training step is forward, L1 loss against
 the label, backward, Adam step; the two modules' steps run in alternation (``interleaved_times``),
-so machine drift hits both alike. MMSA's data loader averages audio and vision for the models with
+so machine drift hits both alike; every step's time is kept, and ``ratio_iqr`` gives the quartiles
+of the per-repeat ratios (the spread). MMSA's data loader averages audio and vision for the models with
 ``need_normalized`` before the model runs: done once, outside the timing, on both sides; AMIO's
 aligner (MFN, Graph-MFN) is timed, Composer's ``pool`` blocks too. Composer's default (masking
 padding) is timed beside it for information.
 
+MFM, MCTN and MAG-BERT (mosi) take their trainer's own step on both sides instead of the L1 alone
+(``OWN_STEP``): MFM's total loss (L1, the decoders' reconstructions, λ_mmd · the MMDs; Adam with
+its weight decay), MCTN's ``loss_all`` (the translations' and the cycle's MSEs and the L1; the
+gradient clipped to ``grad_clip`` before Adam's step), MAG-BERT's L1 through BERT-base (MMSA's
+bert-base-uncased architecture from transformers' default ``BertConfig``, built offline with its
+own random initialisation: no download) at the trainer's lr; Composer's side is the blueprint's
+``compute_loss`` (the trainer's). The oracles and the equality-tested builders are
+tests/test_mmsa_generative.py's and tests/test_mmsa_mag_bert.py's.
+
     .venv/bin/python scripts/bench_mmsa.py -o docs/bench-mmsa-cpu.json [--repeats 15] [--models tfn lmf]
+    .venv/bin/python scripts/bench_mmsa.py --models mfm mctn mag_bert --repeats 7 -o /tmp/own.json
 
 Needs the source checkout (tests/ for the MMSA oracle loader) and MMSA installed (scripts/setup.sh).
 """
@@ -20,7 +31,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -35,13 +48,20 @@ from composer.testing import padded_batch  # noqa: E402
 from composer.zoo_import import NAME_MAPS  # noqa: E402
 
 import mmsa_oracle  # noqa: E402
+import test_mmsa_generative as generative  # noqa: E402
+import test_mmsa_mag_bert as mag  # noqa: E402
 from test_mmsa_zoo import MMSA_OPTIONS, MODEL_ALIGNED, NORMALIZED, ONE_TIME_AXIS, SUBNETS_AS_MMSA, mmsa_state, zero_padding  # noqa: E402
 
 SINGLE = {"tfn": "TFN", "lmf": "LMF", "lf_dnn": "LF_DNN", "ef_lstm": "EF_LSTM", "mfn": "MFN", "graph_mfn": "Graph_MFN"}
 MULTI = {"mlf_dnn": "MLF_DNN", "mtfn": "MTFN", "mlmf": "MLMF"}
 #: Models that take no lengths (MulT): the same computation is Composer's on a batch without them.
 NO_LENGTHS = {"mult": "MULT"}
+#: Models timed with their trainer's own step (loss, clipping, optimiser settings): ``OWN_STEP[name](repeats)``.
+OWN = ("mfm", "mctn", "mag_bert")
 ORDER = ("text", "audio", "vision")  # MMSA's feature_dims / seq_lens order
+#: MMSA's bert-base-uncased architecture: transformers' default BertConfig, at the sizes offline_bert sets
+BERT_BASE = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+             "max_position_embeddings", "type_vocab_size")
 
 
 def oracle() -> types.SimpleNamespace:
@@ -93,6 +113,149 @@ def step(module, forward, optimiser, label):
     return run
 
 
+def timed(calls: dict, repeats: int, warmup: int = 3) -> tuple[dict[str, float], list[float]]:
+    """``interleaved_times`` of ``calls`` (``"mmsa"`` and ``"as_mmsa"`` among them), every timed step
+    kept: (median ms per call, quartiles of the per-repeat ratios as_mmsa / mmsa)."""
+    steps: dict[str, list[float]] = {k: [] for k in calls}
+
+    def kept(key, fn):
+        def run():
+            start = time.perf_counter()
+            fn()
+            steps[key].append(time.perf_counter() - start)
+        return run
+
+    medians = interleaved_times({k: kept(k, fn) for k, fn in calls.items()}, torch.device("cpu"), warmup=warmup, repeats=repeats)
+    ratios = [ours / theirs for ours, theirs in zip(steps["as_mmsa"][warmup:], steps["mmsa"][warmup:])]
+    quartiles = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3
+    return medians, [round(quartiles[0], 3), round(quartiles[-1], 3)]
+
+
+def row(name: str, config, theirs, times: dict, spread: list[float], repeats: int) -> dict:
+    out = {
+        "model": name, "dataset": config.dataset_name, "batch_size": int(config.batch_size),
+        "feature_dims": list(config.feature_dims), "params": sum(p.numel() for p in theirs.parameters() if p.requires_grad),
+        "mmsa_step_ms": round(times["mmsa"], 2), "composer_mmsa_options_step_ms": round(times["as_mmsa"], 2),
+    }
+    if "default" in times:
+        out["composer_default_step_ms"] = round(times["default"], 2)
+    out["ratio"] = round(times["as_mmsa"] / times["mmsa"], 3)
+    if "default" in times:
+        out["ratio_default"] = round(times["default"] / times["mmsa"], 3)
+    return {**out, "ratio_iqr": spread, "repeats": repeats}
+
+
+def optimise(loss, params: list, optimiser, clip: float | None = None):
+    """One training step: ``loss()``, backward, the gradient's norm clipped to ``clip`` (MMSA's
+    MCTN trainer), the optimiser's step."""
+    def run():
+        loss().backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        optimiser.step()
+        optimiser.zero_grad(set_to_none=True)
+    return run
+
+
+def pair_as_mmsa(path: Path, sizes: list[str], options: list[str], dataset: str = "mosi"):
+    """(Composer with MMSA's options, Composer's default), the second None when the options are none."""
+    torch.manual_seed(0)
+    as_mmsa = composer.compile_blueprint(composer.load_blueprint(path, [*sizes, *options], dataset=dataset))
+    default = composer.compile_blueprint(composer.load_blueprint(path, sizes, dataset=dataset)) if options else None
+    return as_mmsa, default
+
+
+def own_step(config, name: str, theirs, their_loss, models: dict, batch: dict, repeats: int, *,
+             lr: float, weight_decay: float = 0.0, clip: float | None = None, warmup: int = 3) -> dict:
+    """Time MMSA's trainer step (``their_loss``) against Composer's (``compute_loss``) with the same
+    Adam, clipping and batch, after checking that both losses agree on it (evaluation mode, the same
+    seed for MFM's prior samples): ``loss_difference`` in the row."""
+    for module in (theirs, models["as_mmsa"]):
+        module.eval()
+    with torch.no_grad():
+        torch.manual_seed(7)
+        reference = their_loss(batch).item()
+        torch.manual_seed(7)
+        difference = abs(generative.our_loss(models["as_mmsa"], batch)[1].item() - reference)
+    if difference > 1e-4 * max(1.0, abs(reference)):
+        raise AssertionError(f"{name}: Composer's loss differs from MMSA's by {difference:.3g} (MMSA {reference:.6g}): not the same computation")
+    calls = {}
+    for key, module in {"mmsa": theirs, **{k: m for k, m in models.items() if m is not None}}.items():
+        module.train()
+        params = [p for p in module.parameters() if p.requires_grad]
+        adam = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        loss = (lambda: their_loss(batch)) if key == "mmsa" else (lambda m=module: generative.our_loss(m, batch)[1])
+        calls[key] = optimise(loss, params, adam, clip)
+    times, spread = timed(calls, repeats, warmup)
+    return {**row(name, config, theirs, times, spread, repeats), "loss_difference": float(f"{difference:.2g}")}
+
+
+def sizes_of(config) -> list[str]:
+    return [f"modalities.{m}.{field}={v}" for field, values in (("features", config.feature_dims), ("length", config.seq_lens))
+            for m, v in zip(ORDER, values)]
+
+
+def bench_mfm(repeats: int) -> dict:
+    """MFM at MMSA's mosi configuration (AMIO's aligner first: the identity on aligned_50)."""
+    mmsa = generative.load_mmsa()
+    config = mmsa.config("mfm", "mosi")
+    config.train_mode, config.device = "regression", "cpu"
+    as_mmsa, default = pair_as_mmsa(ROOT / "blueprints" / "zoo" / "mfm.yaml", sizes_of(config), generative.MFM_AS_MMSA)
+    torch.manual_seed(1)
+    theirs = generative.mmsa_mfm(mmsa, "mosi", config)
+    names = NAME_MAPS["mfm"](as_mmsa)
+    for ours in (as_mmsa, default):
+        mmsa_oracle.copy_through_map(theirs.state_dict(), ours, names)
+    batch = zero_padding(padded_batch(as_mmsa, int(config.batch_size)))
+    return own_step(config, "mfm", theirs, lambda b: generative.mmsa_loss(config, theirs, b)[1],
+                    {"as_mmsa": as_mmsa, "default": default}, batch, repeats, lr=1e-3, weight_decay=config.weight_decay)
+
+
+def bench_mctn(repeats: int) -> dict:
+    """MCTN at MMSA's mosi configuration (its only one): the text 768 wide, audio and vision padded to it."""
+    mmsa = generative.load_mmsa()
+    config = mmsa.config("mctn", "mosi")
+    as_mmsa, default = pair_as_mmsa(ROOT / "blueprints" / "zoo" / "mctn.yaml", sizes_of(config), generative.MCTN_AS_MMSA)
+    theirs = generative.mmsa_mctn(mmsa, widths=tuple(config.feature_dims))
+    names = NAME_MAPS["mctn"](as_mmsa)
+    tensors = dict(theirs.named_parameters())  # each tensor once (its state dict repeats shared modules)
+    for ours in (as_mmsa, default):
+        mmsa_oracle.copy_through_map(tensors, ours, {k: names[k] for k in tensors})
+    batch = zero_padding(padded_batch(as_mmsa, int(config.batch_size)))
+
+    def their_loss(b):
+        return theirs(b["text"], b["audio"], b["vision"], b["label"].view(-1, 1), lengths=None)[0]  # loss_all
+
+    return own_step(config, "mctn", theirs, their_loss, {"as_mmsa": as_mmsa, "default": default}, batch, repeats,
+                    lr=config.init_lr, clip=config.grad_clip)
+
+
+def bench_mag_bert(repeats: int) -> dict:
+    """MAG-BERT at MMSA's mosi configuration with BERT-base; Composer's default is MMSA's reading on
+    aligned data (no options), timed once. One warm-up step (a step takes seconds)."""
+    from transformers import BertConfig
+
+    mmsa = mag.load_mmsa()
+    config = mmsa.config("bert_mag", "mosi")
+    config.train_mode, config.device = "regression", "cpu"
+    base = {k: getattr(BertConfig(), k) for k in BERT_BASE}
+    ours, _ = pair_as_mmsa(mag.BLUEPRINT, [f"modalities.{m}.length={n}" for m, n in zip(ORDER, config.seq_lens)], [])
+    torch.manual_seed(1)
+    theirs = mag.build_mmsa(mmsa, config, **base)
+    mmsa_oracle.copy_through_map(theirs.state_dict(), ours, NAME_MAPS["mag_bert"](ours))
+    batch = padded_batch(ours, int(config.batch_size))
+    batch["text_segment"] = torch.zeros_like(batch["text"])  # MMSA's pickles: text_bert[:, 2] zero
+
+    def their_loss(b):
+        return torch.nn.functional.l1_loss(mag.mmsa_predict(theirs, b), b["label"].view(-1, 1))  # the trainer's criterion
+
+    return own_step(config, "mag_bert", theirs, their_loss, {"as_mmsa": ours}, batch, repeats,
+                    lr=config.learning_rate, weight_decay=config.weight_decay, warmup=1)
+
+
+OWN_STEP = {"mfm": bench_mfm, "mctn": bench_mctn, "mag_bert": bench_mag_bert}
+
+
 def bench(mmsa, name: str, dataset: str, repeats: int) -> dict:
     as_mmsa, default, theirs, aligner, config = pair(mmsa, name, dataset)
     batch = zero_padding(padded_batch(as_mmsa, int(config.batch_size)))
@@ -110,33 +273,31 @@ def bench(mmsa, name: str, dataset: str, repeats: int) -> dict:
 
     optimisers = {k: torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-6)
                   for k, m in (("as_mmsa", as_mmsa), ("default", default), ("mmsa", theirs))}
-    times = interleaved_times({
+    times, spread = timed({
         "mmsa": step(theirs, mmsa_forward, optimisers["mmsa"], label),
         "as_mmsa": step(as_mmsa, lambda: as_mmsa(same)["prediction"], optimisers["as_mmsa"], label),
         "default": step(default, lambda: default(batch)["prediction"], optimisers["default"], label),
-    }, torch.device("cpu"), warmup=3, repeats=repeats)
-    return {
-        "model": name, "dataset": dataset, "batch_size": int(config.batch_size),
-        "feature_dims": list(config.feature_dims), "params": sum(p.numel() for p in theirs.parameters() if p.requires_grad),
-        "mmsa_step_ms": round(times["mmsa"], 2), "composer_mmsa_options_step_ms": round(times["as_mmsa"], 2),
-        "composer_default_step_ms": round(times["default"], 2),
-        "ratio": round(times["as_mmsa"] / times["mmsa"], 3), "ratio_default": round(times["default"] / times["mmsa"], 3),
-    }
+    }, repeats)
+    return row(name, config, theirs, times, spread, repeats)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", type=Path)
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--models", nargs="*", default=[*SINGLE, *NO_LENGTHS, *MULTI])
+    parser.add_argument("--models", nargs="*", default=[*SINGLE, *NO_LENGTHS, *MULTI, *OWN],
+                        help="space- or comma-separated: " + ", ".join([*SINGLE, *NO_LENGTHS, *MULTI, *OWN]))
     args = parser.parse_args()
-    mmsa = oracle()
+    models = [m for arg in args.models for m in arg.split(",") if m]
+    unknown = sorted(set(models) - {*SINGLE, *NO_LENGTHS, *MULTI, *OWN})
+    if unknown:
+        parser.error(f"--models: unknown {unknown}; choose from {[*SINGLE, *NO_LENGTHS, *MULTI, *OWN]}")
+    mmsa = oracle() if set(models) - set(OWN) else None
     rows = []
-    for name in args.models:
-        dataset = "sims" if name in MULTI else "mosi"
-        row = bench(mmsa, name, dataset, args.repeats)
-        print(json.dumps(row), flush=True)
-        rows.append(row)
+    for name in models:
+        result = OWN_STEP[name](args.repeats) if name in OWN else bench(mmsa, name, "sims" if name in MULTI else "mosi", args.repeats)
+        print(json.dumps(result), flush=True)
+        rows.append(result)
     if args.output:
         args.output.write_text(json.dumps({"machine": machine_info(torch.device("cpu")), "results": rows}, indent=2) + "\n")
 

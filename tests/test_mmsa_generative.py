@@ -54,6 +54,12 @@ MFM_AS_MMSA = [  # Composer reading padding as MMSA does
 
 @pytest.fixture(scope="module")
 def mmsa():
+    return load_mmsa()
+
+
+def load_mmsa() -> types.SimpleNamespace:
+    """MMSA's MFM and MCTN, AMIO's aligner, MFM's trainer module and ``get_config_regression``
+    (also scripts/bench_mmsa.py's oracle)."""
     loaded = mmsa_oracle.load("MMSA.models.singleTask.MFM", "MMSA.trains.singleTask.MFM", "MMSA.models.singleTask.MCTN",
                               "MMSA.models.subNets.AlignNets", "MMSA.config")
     return types.SimpleNamespace(
@@ -77,10 +83,11 @@ def mmsa_config(mmsa, dataset: str):
     return config
 
 
-def mmsa_mfm(mmsa, dataset: str) -> nn.Module:
+def mmsa_mfm(mmsa, dataset: str, config=None) -> nn.Module:
     """MMSA's MFM as AMIO builds it: ``AlignSubNet(args, "avg_pool")`` first (no tensors; ``seq_lens``
-    becomes its length), kept beside the model as ``aligner`` (not a submodule: the state dict is MFM's)."""
-    config = mmsa_config(mmsa, dataset)
+    becomes its length), kept beside the model as ``aligner`` (not a submodule: the state dict is MFM's).
+    ``config``: MMSA's configuration as given (default: :func:`mmsa_config`'s test sizes)."""
+    config = mmsa_config(mmsa, dataset) if config is None else config
     aligner = mmsa.AlignSubNet(config, "avg_pool")
     config.seq_lens = aligner.get_seq_len()
     torch.manual_seed(1)

@@ -82,6 +82,12 @@ def _head_mask(self, head_mask, num_hidden_layers):
 
 @pytest.fixture(scope="module")
 def mmsa():
+    return load_mmsa()
+
+
+def load_mmsa() -> types.SimpleNamespace:
+    """MMSA's BERT_MAG module (with the transformers 4 stand-ins), its trainer module, AMIO's aligner
+    and ``get_config_regression`` (also scripts/bench_mmsa.py's oracle)."""
     loaded = mmsa_oracle.load("MMSA.models.singleTask.BERT_MAG", "MMSA.trains.singleTask.BERT_MAG", "MMSA.models.subNets.AlignNets", "MMSA.config")
     module = loaded["MMSA.models.singleTask.BERT_MAG"]
     module.MAG_BertModel.get_extended_attention_mask = _extended_attention_mask
@@ -102,14 +108,20 @@ def mmsa_config(mmsa, dataset: str, hidden: int = BERT["hidden_size"]):
 
 def mmsa_module(mmsa, dataset: str, **bert) -> nn.Module:
     sizes = {**BERT, **bert}
+    torch.manual_seed(1)
+    module = build_mmsa(mmsa, mmsa_config(mmsa, dataset, sizes["hidden_size"]), **sizes)
+    return module if next(module.parameters()).is_meta else spread(module)
+
+
+def build_mmsa(mmsa, config, **sizes) -> nn.Module:
+    """MMSA's BERT_MAG from ``config`` with an offline BERT of ``sizes`` (its own initialisation),
+    AMIO's aligner (need_model_aligned: run first, no tensors) kept as ``aligner``."""
     patches = [mock.patch.object(cls, "init_weights", _init_weights)
                for cls in (mmsa.module.MAG_BertModel, mmsa.module.MAG_BertForSequenceClassification)]
-    torch.manual_seed(1)
-    config = mmsa_config(mmsa, dataset, sizes["hidden_size"])
     with mmsa_oracle.offline_bert(**sizes), patches[0], patches[1]:
         module = mmsa.module.BERT_MAG(config)
-    module.aligner = mmsa.AlignSubNet(config, "avg_pool")  # AMIO (need_model_aligned) runs it first; no tensors
-    return module if next(module.parameters()).is_meta else spread(module)
+    module.aligner = mmsa.AlignSubNet(config, "avg_pool")
+    return module
 
 
 def spread(module: nn.Module) -> nn.Module:

@@ -48,7 +48,8 @@ SMALL = [
     *(f"blocks.{b}.{k}={v}" for b in ("proj_l", "proj_a", "proj_v", "fusion") for k, v in (("heads", 2), ("dim_head", 4), ("mlp", 12))),
     "blocks.ahl.heads=2", "blocks.ahl.dim_head=4", "blocks.ahl.language_heads=2", "blocks.ahl.language_dim_head=4", "blocks.ahl.language_mlp=12",
 ]
-AUTHORS_PADDING = [f"blocks.{b}.padding=include" for b in ("proj_l", "proj_a", "proj_v")]
+#: the authors' reading of padding: every step attended to, BERT's states at [PAD] positions handed on
+AUTHORS_PADDING = [f"blocks.{b}.padding=include" for b in ("proj_l", "proj_a", "proj_v")] + ["blocks.text_enc.pad_states=keep"]
 #: the authors' configs/<dataset>.yaml fields that differ between datasets (model section)
 DATASET_FIELDS = {"mosi": {"fusion_layer_depth": 2}, "mosei": {"fusion_layer_depth": 4}, "sims": {"fusion_layer_depth": 4}}
 
@@ -191,12 +192,12 @@ def assert_equal(ours, theirs, names: dict[str, str], batch: dict, *, per_sample
 
 @pytest.mark.parametrize("dataset", ["mosi", "sims"])
 def test_almt_authors_padding_equals_the_reference_on_padded_batches(dataset):
-    """``padding: include`` on the token encoders: audio and vision padded with zeros, read by the
-    attention as the authors' code reads them. The text fills its length here: the authors hand
-    BERT's states at [PAD] positions on, Composer's `bert` zeroes them (docs/zoo.md)."""
+    """``padding: include`` on the token encoders: text, audio and vision padded (audio and vision
+    with zeros), read by the attention as the authors' code reads them; the authors hand BERT's
+    states at [PAD] positions on, as ``pad_states: keep`` does (the `bert` block's default zeroes them)."""
     ours, theirs, names = pair(dataset, *AUTHORS_PADDING)
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
-    assert assert_equal(ours, theirs, names, a_batch(ours, text_padding=False), per_sample=False) < TOLERANCE
+    assert assert_equal(ours, theirs, names, a_batch(ours, text_padding=True), per_sample=False) < TOLERANCE
 
 
 def test_almt_default_masks_padding_and_equals_the_reference_sample_by_sample():

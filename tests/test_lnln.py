@@ -7,8 +7,8 @@ Composer model runs in training mode, its ``random_missing`` blocks draw the inc
 the completeness labels, and the reference gets the same complete and incomplete inputs and labels
 (dropout off on both sides: BERT's would draw differently). Checked: parameter counts (and at full
 size, exactly, for the three datasets), the prediction, the completeness scores, every loss term
-of eq. 10 and the total, and the gradient of every parameter within 1e-5, on padded audio and
-vision read as the authors read them (``padding: include``), and Composer's masked default on padded text,
+of eq. 10 and the total, and the gradient of every parameter within 1e-5, on padded text, audio and
+vision read as the authors read them (``padding: include``, ``pad_states: keep``), and Composer's masked default on padded text,
 audio and vision against the reference run sample by sample; negative controls; the missing-data
 rule; training on the synthetic data and on an MMSA-layout pickle.
 """
@@ -46,7 +46,9 @@ SMALL = [
     "blocks.disc.hidden=[6]", "blocks.disc_c.hidden=[6]",
     "blocks.drop_text.unk_token=4", "blocks.drop_text.special_tokens=[1, 2, 0]",  # the tiny vocabulary's [UNK], [CLS], [SEP]
 ]
-AUTHORS_PADDING = [f"blocks.{b}.padding=include" for b in ENCODERS]
+#: the authors' reading of padding: every step attended to, BERT's states at [PAD] positions handed on
+#: (``text_enc_c`` shares ``text_enc``'s settings)
+AUTHORS_PADDING = [f"blocks.{b}.padding=include" for b in ENCODERS] + ["blocks.text_enc.pad_states=keep"]
 
 
 def reference_config(dataset: str, small: bool = True) -> dict:
@@ -178,7 +180,7 @@ def assert_step_equal(ours, theirs, names, out, total, parts, expected, loss) ->
 def test_lnln_training_step_equals_the_reference(dataset):
     ours, theirs, names = pair(dataset, *AUTHORS_PADDING)
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
-    batch = a_batch(ours, text_padding=False)
+    batch = a_batch(ours, text_padding=True)
     out, total, parts, expected, loss = one_step(ours, theirs, batch, reference_config(dataset))
     values = out["values"]
     assert not torch.equal(values["drop_audio.out"], batch["audio"]) or not torch.equal(values["drop_text.out"], batch["text"])  # something dropped

@@ -6,8 +6,8 @@ zoo blueprint compiled with the options that read padding as MMSA does (tests/te
 ``MMSA_OPTIONS``; MulT takes no lengths, so Composer gets the batch without them, as MMSA reads it), MMSA's weights copied in through the import-weights name map, one padded batch
 (padded steps zero, as MMSA's pickles hold them). One training step is forward, L1 loss against
 the label, backward, Adam step; the two modules' steps run in alternation (``interleaved_times``),
-so machine drift hits both alike; every step's time is kept, and ``ratio_iqr`` gives the quartiles
-of the per-repeat ratios (the spread). MMSA's data loader averages audio and vision for the models with
+so machine drift hits both alike; every step's time is kept, and ``ratio_quartiles`` gives the
+quartiles (first, median, third) of the per-repeat ratios: the spread. MMSA's data loader averages audio and vision for the models with
 ``need_normalized`` before the model runs: done once, outside the timing, on both sides; AMIO's
 aligner (MFN, Graph-MFN) is timed, Composer's ``pool`` blocks too. Composer's default (masking
 padding) is timed beside it for information.
@@ -22,7 +22,11 @@ own random initialisation: no download) at the trainer's lr; Composer's side is 
 tests/test_mmsa_generative.py's and tests/test_mmsa_mag_bert.py's.
 
     .venv/bin/python scripts/bench_mmsa.py -o docs/bench-mmsa-cpu.json [--repeats 15] [--models tfn lmf]
-    .venv/bin/python scripts/bench_mmsa.py --models mfm mctn mag_bert --repeats 7 -o /tmp/own.json
+    .venv/bin/python scripts/bench_mmsa.py --models mfm,mctn,mag_bert --repeats 9 -o /tmp/own.json [--threads 1]
+
+``--threads`` sets torch's intra-op threads (default: torch's own, the machine's cores); on a
+machine other processes load, one thread avoids the stalls of a thread team waiting for a
+descheduled member, which hit whichever side is running and swamp the difference.
 
 Needs the source checkout (tests/ for the MMSA oracle loader) and MMSA installed (scripts/setup.sh).
 """
@@ -115,7 +119,7 @@ def step(module, forward, optimiser, label):
 
 def timed(calls: dict, repeats: int, warmup: int = 3) -> tuple[dict[str, float], list[float]]:
     """``interleaved_times`` of ``calls`` (``"mmsa"`` and ``"as_mmsa"`` among them), every timed step
-    kept: (median ms per call, quartiles of the per-repeat ratios as_mmsa / mmsa)."""
+    kept: (median ms per call, quartiles (first, median, third) of the per-repeat ratios as_mmsa / mmsa)."""
     steps: dict[str, list[float]] = {k: [] for k in calls}
 
     def kept(key, fn):
@@ -128,7 +132,7 @@ def timed(calls: dict, repeats: int, warmup: int = 3) -> tuple[dict[str, float],
     medians = interleaved_times({k: kept(k, fn) for k, fn in calls.items()}, torch.device("cpu"), warmup=warmup, repeats=repeats)
     ratios = [ours / theirs for ours, theirs in zip(steps["as_mmsa"][warmup:], steps["mmsa"][warmup:])]
     quartiles = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3
-    return medians, [round(quartiles[0], 3), round(quartiles[-1], 3)]
+    return medians, [round(q, 3) for q in quartiles]
 
 
 def row(name: str, config, theirs, times: dict, spread: list[float], repeats: int) -> dict:
@@ -142,7 +146,7 @@ def row(name: str, config, theirs, times: dict, spread: list[float], repeats: in
     out["ratio"] = round(times["as_mmsa"] / times["mmsa"], 3)
     if "default" in times:
         out["ratio_default"] = round(times["default"] / times["mmsa"], 3)
-    return {**out, "ratio_iqr": spread, "repeats": repeats}
+    return {**out, "ratio_quartiles": spread, "repeats": repeats, "threads": torch.get_num_threads()}
 
 
 def optimise(loss, params: list, optimiser, clip: float | None = None):
@@ -285,6 +289,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", type=Path)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, help="torch's intra-op threads (default: torch's own)")
     parser.add_argument("--models", nargs="*", default=[*SINGLE, *NO_LENGTHS, *MULTI, *OWN],
                         help="space- or comma-separated: " + ", ".join([*SINGLE, *NO_LENGTHS, *MULTI, *OWN]))
     args = parser.parse_args()
@@ -292,6 +297,10 @@ def main() -> None:
     unknown = sorted(set(models) - {*SINGLE, *NO_LENGTHS, *MULTI, *OWN})
     if unknown:
         parser.error(f"--models: unknown {unknown}; choose from {[*SINGLE, *NO_LENGTHS, *MULTI, *OWN]}")
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads: {args.threads}; expected a positive number of threads")
+        torch.set_num_threads(args.threads)
     mmsa = oracle() if set(models) - set(OWN) else None
     rows = []
     for name in models:

@@ -17,8 +17,9 @@
 #
 # Usage: scripts/run_zoo_protocols.sh [MODEL ... | classic | all]   (default: the nine models of issue #25;
 #        classic: the ten others; OUT=runs/zoo_protocols)
-# Prints one line per protocol run: model, protocol, dataset, seeds x rates, seconds, MAE mean ± std,
-# and the result file; the run folders stay under $OUT (never committed: runs/ is ignored).
+# Prints one line per protocol run: model, protocol, dataset, seeds x rates, models trained, seconds,
+# MAE mean ± std; each run folder under $OUT keeps command.txt, log.txt (the printed table) and the
+# result files (never committed: runs/ is ignored).
 #
 # Measured on the 2-core development machine (torch CPU, one thread per process), every run finished:
 #   scripts/run_zoo_protocols.sh        (7 min 55 s; a first run while other jobs loaded both cores: 9 min 14 s)

@@ -96,7 +96,7 @@ def test_mlf_dnn_reproduce_on_sims_trains_the_entrys_five_seeds(tmp_path, capsys
     assert {"mean", "std"} <= set(saved["per_rate"][0]["mae"]) and saved["per_rate"][0]["mae"]["std"] > 0
     assert sorted(p.name for p in out.glob("seed_*")) == [f"seed_{s}" for s in MMSA_SEEDS]
     printed = capsys.readouterr().out
-    assert "seeds 1111, 1112" in printed and "0.3958" in printed  # MMSA's MAE beside Composer's mean ± std
+    assert "0.3958" in printed and "±" in printed  # MMSA's MAE beside Composer's mean ± std
     # explicit --seeds win over the entry's
     code = main(["reproduce", str(ZOO / "mlf_dnn.yaml"), "--dataset", "sims", "--data", "synthetic", "--epochs", "1",
                  "--out", str(tmp_path / "two"), "--seeds", "1111,7", *_mlf_dnn_sets()])

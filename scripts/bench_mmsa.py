@@ -3,12 +3,13 @@
 For each zoo model MMSA implements, at MMSA's configuration for one dataset (its real feature
 widths, sequence lengths and batch size): MMSA's module built from ``get_config_regression``, the
 zoo blueprint compiled with the options that read padding as MMSA does (tests/test_mmsa_zoo.py's
-``MMSA_OPTIONS``; MulT takes no lengths, so Composer gets the batch without them, as MMSA reads it), MMSA's weights copied in through the import-weights name map, one padded batch
-(padded steps zero, as MMSA's pickles hold them). One training step is forward, L1 loss against
-the label, backward, Adam step; the two modules' steps run in alternation (``interleaved_times``),
-so machine drift hits both alike; every step's time is kept, and ``ratio_quartiles`` gives the
-quartiles (first, median, third) of the per-repeat ratios: the spread. MMSA's data loader averages audio and vision for the models with
-``need_normalized`` before the model runs: done once, outside the timing, on both sides; AMIO's
+``MMSA_OPTIONS``; MulT takes no lengths, so Composer gets the batch without them, as MMSA reads
+it), MMSA's weights copied in through the import-weights name map, one padded batch (padded steps
+zero, as MMSA's pickles hold them). One training step is forward, L1 loss against the label,
+backward, Adam step; the two modules' steps run in alternation (``interleaved_times``), so machine
+drift hits both alike; every step's time is kept, and ``ratio_quartiles`` gives the quartiles
+(first, median, third) of the per-repeat ratios: the spread. MMSA's data loader averages audio and
+vision for the models with ``need_normalized`` before the model runs: done once, outside the timing, on both sides; AMIO's
 aligner (MFN, Graph-MFN) is timed, Composer's ``pool`` blocks too. Composer's default (masking
 padding) is timed beside it for information.
 
@@ -63,9 +64,6 @@ NO_LENGTHS = {"mult": "MULT"}
 #: Models timed with their trainer's own step (loss, clipping, optimiser settings): ``OWN_STEP[name](repeats)``.
 OWN = ("mfm", "mctn", "mag_bert")
 ORDER = ("text", "audio", "vision")  # MMSA's feature_dims / seq_lens order
-#: MMSA's bert-base-uncased architecture: transformers' default BertConfig, at the sizes offline_bert sets
-BERT_BASE = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-             "max_position_embeddings", "type_vocab_size")
 
 
 def oracle() -> types.SimpleNamespace:
@@ -99,22 +97,12 @@ def pair(mmsa, name: str, dataset: str):
     torch.manual_seed(1)
     theirs = mmsa.classes[name](config)
     options = [] if name in NO_LENGTHS else MMSA_OPTIONS.get(name, SUBNETS_AS_MMSA)
-    path = ROOT / "blueprints" / "zoo" / f"{name}.yaml"
-    as_mmsa = composer.compile_blueprint(composer.load_blueprint(path, [*sizes, *options], dataset=dataset))
-    default = composer.compile_blueprint(composer.load_blueprint(path, sizes, dataset=dataset))
+    as_mmsa, default = compile_pair(name, sizes, options, dataset)
     names = NAME_MAPS[name](as_mmsa)
     state = mmsa_state(theirs)
     for ours in (as_mmsa, default):
         ours.load_state_dict({names[k]: v for k, v in state.items() if names[k] is not None})
     return as_mmsa, default, theirs, aligner, config
-
-
-def step(module, forward, optimiser, label):
-    def run():
-        torch.nn.functional.l1_loss(forward(), label).backward()
-        optimiser.step()
-        optimiser.zero_grad(set_to_none=True)
-    return run
 
 
 def timed(calls: dict, repeats: int, warmup: int = 3) -> tuple[dict[str, float], list[float]]:
@@ -149,9 +137,11 @@ def row(name: str, config, theirs, times: dict, spread: list[float], repeats: in
     return {**out, "ratio_quartiles": spread, "repeats": repeats, "threads": torch.get_num_threads()}
 
 
-def optimise(loss, params: list, optimiser, clip: float | None = None):
+def optimise(loss, optimiser, clip: float | None = None):
     """One training step: ``loss()``, backward, the gradient's norm clipped to ``clip`` (MMSA's
     MCTN trainer), the optimiser's step."""
+    params = [p for group in optimiser.param_groups for p in group["params"]]
+
     def run():
         loss().backward()
         if clip is not None:
@@ -161,12 +151,11 @@ def optimise(loss, params: list, optimiser, clip: float | None = None):
     return run
 
 
-def pair_as_mmsa(path: Path, sizes: list[str], options: list[str], dataset: str = "mosi"):
-    """(Composer with MMSA's options, Composer's default), the second None when the options are none."""
-    torch.manual_seed(0)
+def compile_pair(name: str, sizes: list[str], options: list[str], dataset: str = "mosi", default: bool = True):
+    """The zoo blueprint ``name`` compiled with MMSA's ``options`` and (``default``) without them."""
+    path = ROOT / "blueprints" / "zoo" / f"{name}.yaml"
     as_mmsa = composer.compile_blueprint(composer.load_blueprint(path, [*sizes, *options], dataset=dataset))
-    default = composer.compile_blueprint(composer.load_blueprint(path, sizes, dataset=dataset)) if options else None
-    return as_mmsa, default
+    return as_mmsa, composer.compile_blueprint(composer.load_blueprint(path, sizes, dataset=dataset)) if default else None
 
 
 def own_step(config, name: str, theirs, their_loss, models: dict, batch: dict, repeats: int, *,
@@ -186,10 +175,9 @@ def own_step(config, name: str, theirs, their_loss, models: dict, batch: dict, r
     calls = {}
     for key, module in {"mmsa": theirs, **{k: m for k, m in models.items() if m is not None}}.items():
         module.train()
-        params = [p for p in module.parameters() if p.requires_grad]
-        adam = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        adam = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
         loss = (lambda: their_loss(batch)) if key == "mmsa" else (lambda m=module: generative.our_loss(m, batch)[1])
-        calls[key] = optimise(loss, params, adam, clip)
+        calls[key] = optimise(loss, adam, clip)
     times, spread = timed(calls, repeats, warmup)
     return {**row(name, config, theirs, times, spread, repeats), "loss_difference": float(f"{difference:.2g}")}
 
@@ -204,7 +192,7 @@ def bench_mfm(repeats: int) -> dict:
     mmsa = generative.load_mmsa()
     config = mmsa.config("mfm", "mosi")
     config.train_mode, config.device = "regression", "cpu"
-    as_mmsa, default = pair_as_mmsa(ROOT / "blueprints" / "zoo" / "mfm.yaml", sizes_of(config), generative.MFM_AS_MMSA)
+    as_mmsa, default = compile_pair("mfm", sizes_of(config), generative.MFM_AS_MMSA)
     torch.manual_seed(1)
     theirs = generative.mmsa_mfm(mmsa, "mosi", config)
     names = NAME_MAPS["mfm"](as_mmsa)
@@ -219,7 +207,7 @@ def bench_mctn(repeats: int) -> dict:
     """MCTN at MMSA's mosi configuration (its only one): the text 768 wide, audio and vision padded to it."""
     mmsa = generative.load_mmsa()
     config = mmsa.config("mctn", "mosi")
-    as_mmsa, default = pair_as_mmsa(ROOT / "blueprints" / "zoo" / "mctn.yaml", sizes_of(config), generative.MCTN_AS_MMSA)
+    as_mmsa, default = compile_pair("mctn", sizes_of(config), generative.MCTN_AS_MMSA)
     theirs = generative.mmsa_mctn(mmsa, widths=tuple(config.feature_dims))
     names = NAME_MAPS["mctn"](as_mmsa)
     tensors = dict(theirs.named_parameters())  # each tensor once (its state dict repeats shared modules)
@@ -242,8 +230,8 @@ def bench_mag_bert(repeats: int) -> dict:
     mmsa = mag.load_mmsa()
     config = mmsa.config("bert_mag", "mosi")
     config.train_mode, config.device = "regression", "cpu"
-    base = {k: getattr(BertConfig(), k) for k in BERT_BASE}
-    ours, _ = pair_as_mmsa(mag.BLUEPRINT, [f"modalities.{m}.length={n}" for m, n in zip(ORDER, config.seq_lens)], [])
+    base = {k: getattr(BertConfig(), k) for k in mmsa_oracle.TINY_BERT}  # bert-base-uncased's sizes
+    ours, _ = compile_pair("mag_bert", [f"modalities.{m}.length={n}" for m, n in zip(ORDER, config.seq_lens)], [], default=False)
     torch.manual_seed(1)
     theirs = mag.build_mmsa(mmsa, config, **base)
     mmsa_oracle.copy_through_map(theirs.state_dict(), ours, NAME_MAPS["mag_bert"](ours))
@@ -277,10 +265,11 @@ def bench(mmsa, name: str, dataset: str, repeats: int) -> dict:
 
     optimisers = {k: torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-6)
                   for k, m in (("as_mmsa", as_mmsa), ("default", default), ("mmsa", theirs))}
+    l1 = torch.nn.functional.l1_loss
     times, spread = timed({
-        "mmsa": step(theirs, mmsa_forward, optimisers["mmsa"], label),
-        "as_mmsa": step(as_mmsa, lambda: as_mmsa(same)["prediction"], optimisers["as_mmsa"], label),
-        "default": step(default, lambda: default(batch)["prediction"], optimisers["default"], label),
+        "mmsa": optimise(lambda: l1(mmsa_forward(), label), optimisers["mmsa"]),
+        "as_mmsa": optimise(lambda: l1(as_mmsa(same)["prediction"], label), optimisers["as_mmsa"]),
+        "default": optimise(lambda: l1(default(batch)["prediction"], label), optimisers["default"]),
     }, repeats)
     return row(name, config, theirs, times, spread, repeats)
 

@@ -73,357 +73,80 @@ COMPOSER=${COMPOSER:-composer}
 ZOO=blueprints/zoo
 MMSA_SEEDS=1111,1112,1113,1114,1115
 
-# misa: the test sizes of tests/test_mmsa_misa.py (TINY, small)
-SETS_misa=(
-  --set 'blocks.text_bert.hidden_size=768'
-  --set 'blocks.text_bert.num_layers=1'
-  --set 'blocks.text_bert.num_heads=2'
-  --set 'blocks.text_bert.intermediate_size=37'
-  --set 'modalities.audio.features=3'
-  --set 'modalities.vision.features=4'
-  --set 'modalities.text.length=6'
-  --set 'modalities.audio.length=8'
-  --set 'modalities.vision.length=7'
-  --set 'blocks.audio_rnn.hidden=3'
-  --set 'blocks.vision_rnn.hidden=4'
-  --set 'vars.d=8'
-  --set 'blocks.transformer.ff_dim=16'
-  --set 'blocks.text_bert.vocab_size=200'
-  --set 'modalities.text.vocab=200'
-  --set 'training.batch_size=4'
-  --set 'training.data.samples={train: 8, valid: 4, test: 4}'
-)
-# mmim: the test sizes of tests/test_mmsa_mmim.py (RUN)
-SETS_mmim=(
-  --set 'blocks.text_bert.hidden_size=32'
-  --set 'blocks.text_bert.num_layers=2'
-  --set 'blocks.text_bert.num_heads=2'
-  --set 'blocks.text_bert.intermediate_size=37'
-  --set 'blocks.text_bert.vocab_size=120'
-  --set 'modalities.text.vocab=120'
-  --set 'modalities.audio.features=3'
-  --set 'modalities.vision.features=4'
-  --set 'modalities.text.length=7'
-  --set 'modalities.audio.length=9'
-  --set 'modalities.vision.length=8'
-  --set 'training.data.samples={train: 16, valid: 8, test: 8}'
-  --set 'training.batch_size=8'
-)
-# self_mm: the test sizes of tests/test_mmsa_self_mm.py (RUN)
-SETS_self_mm=(
-  --set 'blocks.text_bert.hidden_size=32'
-  --set 'blocks.text_bert.num_layers=2'
-  --set 'blocks.text_bert.num_heads=2'
-  --set 'blocks.text_bert.intermediate_size=37'
-  --set 'blocks.text_bert.vocab_size=120'
-  --set 'modalities.text.vocab=120'
-  --set 'modalities.audio.features=3'
-  --set 'modalities.vision.features=4'
-  --set 'modalities.text.length=7'
-  --set 'modalities.audio.length=9'
-  --set 'modalities.vision.length=8'
-  --set 'training.data.samples={train: 12, valid: 4, test: 4}'
-  --set 'training.batch_size=4'
-  --set 'blocks.ulgm.samples=12'
-)
-# mlf_dnn: the test sizes of tests/test_mmsa_multitask.py (small)
-SETS_mlf_dnn=(
-  --set 'modalities.text.features=6'
-  --set 'modalities.audio.features=3'
-  --set 'modalities.vision.features=4'
-  --set 'modalities.text.length=7'
-  --set 'modalities.audio.length=9'
-  --set 'modalities.vision.length=8'
-  --set 'training.batch_size=4'
-  --set 'training.data.samples={train: 8, valid: 4, test: 4}'
-)
-# mtfn: the test sizes of tests/test_mmsa_multitask.py (small, SMALLER)
-SETS_mtfn=(
-  --set 'modalities.text.features=6'
-  --set 'modalities.audio.features=3'
-  --set 'modalities.vision.features=4'
-  --set 'modalities.text.length=7'
-  --set 'modalities.audio.length=9'
-  --set 'modalities.vision.length=8'
-  --set 'blocks.text_net.hidden=16'
-  --set 'blocks.text_net.out=12'
-  --set 'blocks.audio_net.hidden=4'
-  --set 'blocks.vision_net.hidden=8'
-  --set 'training.batch_size=4'
-  --set 'training.data.samples={train: 8, valid: 4, test: 4}'
-)
-# mlmf: the test sizes of tests/test_mmsa_multitask.py (small)
-SETS_mlmf=(
-  --set 'modalities.text.features=6'
-  --set 'modalities.audio.features=3'
-  --set 'modalities.vision.features=4'
-  --set 'modalities.text.length=7'
-  --set 'modalities.audio.length=9'
-  --set 'modalities.vision.length=8'
-  --set 'training.batch_size=4'
-  --set 'training.data.samples={train: 8, valid: 4, test: 4}'
-)
-# tfr_net: the test sizes of tests/test_mmsa_tfr_net.py (sizes, small)
-SETS_tfr_net=(
-  --set 'modalities.text.length=6'
-  --set 'modalities.text.vocab=128'
-  --set 'blocks.text_enc.hidden_size=32'
-  --set 'blocks.text_enc.num_layers=2'
-  --set 'blocks.text_enc.num_heads=2'
-  --set 'blocks.text_enc.intermediate_size=37'
-  --set 'blocks.text_enc.vocab_size=128'
-  --set 'blocks.align.dim=4'
-  --set 'blocks.align.heads=2'
-  --set 'blocks.head.hidden=[6]'
-  --set 'blocks.recon_t.length=6'
-  --set 'blocks.recon_t.heads=2'
-  --set 'blocks.fuse_t.hidden=5'
-  --set 'blocks.recon_a.length=8'
-  --set 'blocks.recon_a.heads=2'
-  --set 'blocks.fuse_a.hidden=3'
-  --set 'modalities.audio.features=3'
-  --set 'modalities.audio.length=8'
-  --set 'blocks.recon_v.length=4'
-  --set 'blocks.recon_v.heads=2'
-  --set 'blocks.fuse_v.hidden=4'
-  --set 'modalities.vision.features=5'
-  --set 'modalities.vision.length=4'
-  --set 'training.batch_size=3'
-  --set 'training.data.samples={train: 8, valid: 4, test: 4}'
-)
-# almt: the test sizes of tests/test_almt.py (SMALL, small_blueprint)
-SETS_almt=(
-  --set 'blocks.text_enc.hidden_size=32'
-  --set 'blocks.text_enc.num_layers=2'
-  --set 'blocks.text_enc.num_heads=2'
-  --set 'blocks.text_enc.intermediate_size=37'
-  --set 'vars.d=16'
-  --set 'vars.n=3'
-  --set 'modalities.audio.features=5'
-  --set 'modalities.vision.features=7'
-  --set 'modalities.text.length=6'
-  --set 'modalities.audio.length=5'
-  --set 'modalities.vision.length=4'
-  --set 'blocks.proj_l.frames=6'
-  --set 'blocks.proj_a.frames=5'
-  --set 'blocks.proj_v.frames=4'
-  --set 'blocks.proj_l.heads=2'
-  --set 'blocks.proj_l.dim_head=4'
-  --set 'blocks.proj_l.mlp=12'
-  --set 'blocks.proj_a.heads=2'
-  --set 'blocks.proj_a.dim_head=4'
-  --set 'blocks.proj_a.mlp=12'
-  --set 'blocks.proj_v.heads=2'
-  --set 'blocks.proj_v.dim_head=4'
-  --set 'blocks.proj_v.mlp=12'
-  --set 'blocks.fusion.heads=2'
-  --set 'blocks.fusion.dim_head=4'
-  --set 'blocks.fusion.mlp=12'
-  --set 'blocks.ahl.heads=2'
-  --set 'blocks.ahl.dim_head=4'
-  --set 'blocks.ahl.language_heads=2'
-  --set 'blocks.ahl.language_dim_head=4'
-  --set 'blocks.ahl.language_mlp=12'
-  --set 'modalities.text.vocab=120'
-  --set 'blocks.text_enc.vocab_size=120'
-  --set 'training.batch_size=4'
-  --set 'training.scheduler.warmup_steps=1'
-  --set 'training.data.samples={train: 8, valid: 4, test: 4}'
-)
-# lnln: the test sizes of tests/test_lnln.py (SMALL, small_blueprint)
-SETS_lnln=(
-  --set 'blocks.text_enc.hidden_size=32'
-  --set 'blocks.text_enc.num_layers=2'
-  --set 'blocks.text_enc.num_heads=2'
-  --set 'blocks.text_enc.intermediate_size=37'
-  --set 'blocks.text_enc_c.hidden_size=32'
-  --set 'blocks.text_enc_c.num_layers=2'
-  --set 'blocks.text_enc_c.num_heads=2'
-  --set 'blocks.text_enc_c.intermediate_size=37'
-  --set 'vars.d=16'
-  --set 'vars.n=3'
-  --set 'modalities.audio.features=5'
-  --set 'modalities.vision.features=7'
-  --set 'modalities.text.length=6'
-  --set 'modalities.audio.length=5'
-  --set 'modalities.vision.length=4'
-  --set 'blocks.proj_l.frames=6'
-  --set 'blocks.proj_l_c.frames=6'
-  --set 'blocks.proj_a.frames=5'
-  --set 'blocks.proj_a_c.frames=5'
-  --set 'blocks.proj_v.frames=4'
-  --set 'blocks.proj_v_c.frames=4'
-  --set 'blocks.proj_l.heads=2'
-  --set 'blocks.proj_l.dim_head=4'
-  --set 'blocks.proj_a.heads=2'
-  --set 'blocks.proj_a.dim_head=4'
-  --set 'blocks.proj_v.heads=2'
-  --set 'blocks.proj_v.dim_head=4'
-  --set 'blocks.proj_l_c.heads=2'
-  --set 'blocks.proj_l_c.dim_head=4'
-  --set 'blocks.proj_a_c.heads=2'
-  --set 'blocks.proj_a_c.dim_head=4'
-  --set 'blocks.proj_v_c.heads=2'
-  --set 'blocks.proj_v_c.dim_head=4'
-  --set 'blocks.recon_a.heads=2'
-  --set 'blocks.recon_a.dim_head=4'
-  --set 'blocks.recon_v.heads=2'
-  --set 'blocks.recon_v.dim_head=4'
-  --set 'blocks.recon_l.heads=2'
-  --set 'blocks.recon_l.dim_head=4'
-  --set 'blocks.fusion.heads=2'
-  --set 'blocks.fusion.dim_head=4'
-  --set 'blocks.dmc.heads=2'
-  --set 'blocks.dmc.dim_head=4'
-  --set 'blocks.ahl.heads=2'
-  --set 'blocks.ahl.dim_head=8'
-  --set 'blocks.ahl.language_heads=2'
-  --set 'blocks.ahl.language_dim_head=4'
-  --set 'blocks.disc.hidden=[6]'
-  --set 'blocks.disc_c.hidden=[6]'
-  --set 'blocks.drop_text.unk_token=4'
-  --set 'blocks.drop_text.special_tokens=[1, 2, 0]'
-  --set 'modalities.text.vocab=120'
-  --set 'blocks.text_enc.vocab_size=120'
-  --set 'blocks.text_enc_c.vocab_size=120'
-  --set 'training.batch_size=4'
-  --set 'training.scheduler.warmup_steps=1'
-  --set 'training.data.samples={train: 8, valid: 4, test: 4}'
-)
+# The `--set` sizes each model's own tests train at, built from a few shared pieces.
+set_each() {  # PREFIX KEY=VALUE...: one `--set PREFIX.KEY=VALUE` for each (values without spaces)
+  local prefix=$1 kv; shift
+  for kv in "$@"; do printf -- '--set\n%s\n' "$prefix$kv"; done
+}
+tiny_bert() { set_each "blocks.$1." hidden_size=32 num_layers=2 num_heads=2 intermediate_size=37; }
+vocab() {  # N BLOCK...: the token vocabulary of the text modality and of each BERT block
+  local n=$1 block; shift
+  set_each modalities.text. "vocab=$n"
+  for block in "$@"; do set_each "blocks.$block." "vocab_size=$n"; done
+}
+two_heads() {  # DIM_HEAD BLOCK...: two attention heads of DIM_HEAD each
+  local dim_head=$1 block; shift
+  for block in "$@"; do set_each "blocks.$block." heads=2 "dim_head=$dim_head"; done
+}
+av_widths() { set_each modalities. "audio.features=$1" "vision.features=$2"; }
+widths() { set_each modalities. "text.features=$1"; av_widths "$2" "$3"; }
+lengths() { set_each modalities. "text.length=$1" "audio.length=$2" "vision.length=$3"; }
+RUN_8_4_4=(--set 'training.batch_size=4' --set 'training.data.samples={train: 8, valid: 4, test: 4}')
+SMALL=($(widths 6 3 4) $(lengths 7 9 8) "${RUN_8_4_4[@]}")  # tests/test_mmsa_zoo.py, test_mmsa_multitask.py (small)
 
-# -- the classic models (scripts/run_zoo_protocols.sh classic) --
-# tfn: the test sizes of tests/test_mmsa_zoo.py (composer_model, the training test)
-SETS_tfn=(
-  --set 'modalities.text.features=6'
-  --set 'modalities.audio.features=3'
-  --set 'modalities.vision.features=4'
-  --set 'modalities.text.length=7'
-  --set 'modalities.audio.length=9'
-  --set 'modalities.vision.length=8'
-  --set 'training.batch_size=4'
-  --set 'training.data.samples={train: 8, valid: 4, test: 4}'
-)
-# lmf: the test sizes of tests/test_mmsa_zoo.py (composer_model, the training test)
-SETS_lmf=(
-  --set 'modalities.text.features=6'
-  --set 'modalities.audio.features=3'
-  --set 'modalities.vision.features=4'
-  --set 'modalities.text.length=7'
-  --set 'modalities.audio.length=9'
-  --set 'modalities.vision.length=8'
-  --set 'training.batch_size=4'
-  --set 'training.data.samples={train: 8, valid: 4, test: 4}'
-)
-# lf_dnn: the test sizes of tests/test_mmsa_zoo.py (composer_model, the training test)
-SETS_lf_dnn=(
-  --set 'modalities.text.features=6'
-  --set 'modalities.audio.features=3'
-  --set 'modalities.vision.features=4'
-  --set 'modalities.text.length=7'
-  --set 'modalities.audio.length=9'
-  --set 'modalities.vision.length=8'
-  --set 'training.batch_size=4'
-  --set 'training.data.samples={train: 8, valid: 4, test: 4}'
-)
-# ef_lstm: the test sizes of tests/test_mmsa_zoo.py (composer_model, the training test)
-SETS_ef_lstm=(
-  --set 'modalities.text.features=6'
-  --set 'modalities.audio.features=3'
-  --set 'modalities.vision.features=4'
-  --set 'modalities.text.length=7'
-  --set 'modalities.audio.length=7'
-  --set 'modalities.vision.length=7'
-  --set 'blocks.norm.steps=7'
-  --set 'training.batch_size=4'
-  --set 'training.data.samples={train: 8, valid: 4, test: 4}'
-)
-# mfn: the test sizes of tests/test_mmsa_zoo.py (composer_model, the training test)
-SETS_mfn=(
-  --set 'modalities.text.features=6'
-  --set 'modalities.audio.features=3'
-  --set 'modalities.vision.features=4'
-  --set 'modalities.text.length=7'
-  --set 'modalities.audio.length=9'
-  --set 'modalities.vision.length=8'
-  --set 'training.batch_size=4'
-  --set 'training.data.samples={train: 8, valid: 4, test: 4}'
-)
-# graph_mfn: the test sizes of tests/test_mmsa_zoo.py (composer_model, the training test)
-SETS_graph_mfn=(
-  --set 'modalities.text.features=6'
-  --set 'modalities.audio.features=3'
-  --set 'modalities.vision.features=4'
-  --set 'modalities.text.length=7'
-  --set 'modalities.audio.length=7'
-  --set 'modalities.vision.length=7'
-  --set 'training.batch_size=4'
-  --set 'training.data.samples={train: 8, valid: 4, test: 4}'
-)
-# mult: the test sizes of tests/test_mmsa_mult.py (composer_blueprint, the training test)
-SETS_mult=(
-  --set 'modalities.text.features=6'
-  --set 'modalities.audio.features=3'
-  --set 'modalities.vision.features=4'
-  --set 'modalities.text.length=7'
-  --set 'modalities.audio.length=9'
-  --set 'modalities.vision.length=8'
-  --set 'vars.d=8'
-  --set 'vars.heads=2'
-  --set 'training.data.samples={train: 8, valid: 4, test: 4}'
-  --set 'training.batch_size=4'
-  --set 'training.grad_accum=1'
-)
-# mag_bert: the test sizes of tests/test_mmsa_mag_bert.py (overrides)
-SETS_mag_bert=(
-  --set 'blocks.text_enc.hidden_size=32'
-  --set 'blocks.text_enc.num_layers=2'
-  --set 'blocks.text_enc.num_heads=2'
-  --set 'blocks.text_enc.intermediate_size=37'
-  --set 'blocks.text_enc.vocab_size=128'
-  --set 'modalities.text.vocab=128'
-  --set 'modalities.text.length=6'
-  --set 'modalities.audio.length=6'
-  --set 'modalities.vision.length=6'
-  --set 'training.data.samples={train: 8, valid: 4, test: 4}'
-  --set 'training.batch_size=4'
-)
-# mfm: the test sizes of tests/test_mmsa_generative.py (small)
-SETS_mfm=(
-  --set 'modalities.text.features=6'
-  --set 'modalities.audio.features=3'
-  --set 'modalities.vision.features=4'
-  --set 'modalities.text.length=5'
-  --set 'modalities.audio.length=5'
-  --set 'modalities.vision.length=5'
-  --set 'blocks.memory.hidden=[8, 4, 8]'
-  --set 'blocks.memory.memory=8'
-  --set 'vars.fy=8'
-  --set 'blocks.discriminative.code=8'
-  --set 'blocks.text_factor.code=8'
-  --set 'blocks.audio_factor.code=8'
-  --set 'blocks.vision_factor.code=8'
-  --set 'blocks.text_factor.width=8'
-  --set 'blocks.audio_factor.width=8'
-  --set 'blocks.vision_factor.width=8'
-  --set 'blocks.memory.update_hidden=8'
-  --set 'training.batch_size=4'
-  --set 'training.data.samples={train: 8, valid: 4, test: 4}'
-)
-# mctn: the test sizes of tests/test_mmsa_generative.py (MCTN_SIZES, small)
-SETS_mctn=(
-  --set 'modalities.text.features=8'
-  --set 'modalities.audio.features=3'
-  --set 'modalities.vision.features=4'
-  --set 'modalities.text.length=5'
-  --set 'modalities.audio.length=5'
-  --set 'modalities.vision.length=5'
-  --set 'blocks.vision_wide.width=8'
-  --set 'blocks.audio_wide.width=8'
-  --set 'blocks.cycle.hidden=4'
-  --set 'blocks.second.hidden=4'
-  --set 'training.batch_size=4'
-  --set 'training.data.samples={train: 8, valid: 4, test: 4}'
-)
+# misa: tests/test_mmsa_misa.py (TINY, small)
+SETS_misa=($(set_each blocks.text_bert. hidden_size=768 num_layers=1 num_heads=2 intermediate_size=37)
+  $(vocab 200 text_bert) $(av_widths 3 4) $(lengths 6 8 7)
+  $(set_each blocks. audio_rnn.hidden=3 vision_rnn.hidden=4 transformer.ff_dim=16) --set 'vars.d=8' "${RUN_8_4_4[@]}")
+# mmim, self_mm: tests/test_mmsa_mmim.py, test_mmsa_self_mm.py (RUN)
+BERT_RUN=($(tiny_bert text_bert) $(vocab 120 text_bert) $(av_widths 3 4) $(lengths 7 9 8))
+SETS_mmim=("${BERT_RUN[@]}" --set 'training.data.samples={train: 16, valid: 8, test: 8}' --set 'training.batch_size=8')
+SETS_self_mm=("${BERT_RUN[@]}" --set 'training.data.samples={train: 12, valid: 4, test: 4}' --set 'training.batch_size=4'
+  --set 'blocks.ulgm.samples=12')
+# mlf_dnn, mtfn, mlmf: tests/test_mmsa_multitask.py (small; mtfn also SMALLER)
+SETS_mlf_dnn=("${SMALL[@]}")
+SETS_mtfn=("${SMALL[@]}" $(set_each blocks. text_net.hidden=16 text_net.out=12 audio_net.hidden=4 vision_net.hidden=8))
+SETS_mlmf=("${SMALL[@]}")
+# tfr_net: tests/test_mmsa_tfr_net.py (sizes, small)
+SETS_tfr_net=($(tiny_bert text_enc) $(vocab 128 text_enc) $(av_widths 3 5)
+  $(lengths 6 8 4) $(set_each blocks. align.dim=4 align.heads=2 'head.hidden=[6]')
+  $(set_each blocks.recon_t. length=6 heads=2) $(set_each blocks.recon_a. length=8 heads=2)
+  $(set_each blocks.recon_v. length=4 heads=2) $(set_each blocks. fuse_t.hidden=5 fuse_a.hidden=3 fuse_v.hidden=4)
+  --set 'training.batch_size=3' --set 'training.data.samples={train: 8, valid: 4, test: 4}')
+# almt: tests/test_almt.py (SMALL, small_blueprint)
+SETS_almt=($(tiny_bert text_enc) $(vocab 120 text_enc) $(set_each vars. d=16 n=3)
+  $(av_widths 5 7) $(lengths 6 5 4) $(set_each blocks. proj_l.frames=6 proj_a.frames=5 proj_v.frames=4)
+  $(two_heads 4 proj_l proj_a proj_v fusion ahl) $(set_each blocks. proj_l.mlp=12 proj_a.mlp=12 proj_v.mlp=12 fusion.mlp=12)
+  $(set_each blocks.ahl. language_heads=2 language_dim_head=4 language_mlp=12)
+  --set 'training.scheduler.warmup_steps=1' "${RUN_8_4_4[@]}")
+# lnln: tests/test_lnln.py (SMALL, small_blueprint)
+SETS_lnln=($(tiny_bert text_enc) $(tiny_bert text_enc_c) $(vocab 120 text_enc text_enc_c) $(set_each vars. d=16 n=3)
+  $(av_widths 5 7) $(lengths 6 5 4)
+  $(set_each blocks. proj_l.frames=6 proj_l_c.frames=6 proj_a.frames=5 proj_a_c.frames=5 proj_v.frames=4 proj_v_c.frames=4)
+  $(two_heads 4 proj_l proj_a proj_v proj_l_c proj_a_c proj_v_c recon_a recon_v recon_l fusion dmc)
+  $(two_heads 8 ahl) $(set_each blocks.ahl. language_heads=2 language_dim_head=4)
+  --set 'blocks.disc.hidden=[6]' --set 'blocks.disc_c.hidden=[6]' --set 'blocks.drop_text.unk_token=4'
+  --set 'blocks.drop_text.special_tokens=[1, 2, 0]' --set 'training.scheduler.warmup_steps=1' "${RUN_8_4_4[@]}")
+
+# -- the classic models (scripts/run_zoo_protocols.sh classic): tests/test_mmsa_zoo.py (composer_model) --
+SETS_tfn=("${SMALL[@]}")
+SETS_lmf=("${SMALL[@]}")
+SETS_lf_dnn=("${SMALL[@]}")
+SETS_mfn=("${SMALL[@]}")
+SETS_ef_lstm=($(widths 6 3 4) $(lengths 7 7 7) --set 'blocks.norm.steps=7' "${RUN_8_4_4[@]}")
+SETS_graph_mfn=($(widths 6 3 4) $(lengths 7 7 7) "${RUN_8_4_4[@]}")
+# mult: tests/test_mmsa_mult.py (composer_blueprint)
+SETS_mult=("${SMALL[@]}" $(set_each vars. d=8 heads=2) --set 'training.grad_accum=1')
+# mag_bert: tests/test_mmsa_mag_bert.py (overrides)
+SETS_mag_bert=($(tiny_bert text_enc) $(vocab 128 text_enc) $(lengths 6 6 6) "${RUN_8_4_4[@]}")
+# mfm: tests/test_mmsa_generative.py (small)
+SETS_mfm=($(widths 6 3 4) $(lengths 5 5 5) --set 'blocks.memory.hidden=[8, 4, 8]'
+  $(set_each blocks. memory.memory=8 memory.update_hidden=8 discriminative.code=8)
+  $(set_each blocks. text_factor.code=8 audio_factor.code=8 vision_factor.code=8)
+  $(set_each blocks. text_factor.width=8 audio_factor.width=8 vision_factor.width=8) --set 'vars.fy=8' "${RUN_8_4_4[@]}")
+# mctn: tests/test_mmsa_generative.py (MCTN_SIZES, small)
+SETS_mctn=($(widths 8 3 4) $(lengths 5 5 5)
+  $(set_each blocks. vision_wide.width=8 audio_wide.width=8 cycle.hidden=4 second.hidden=4) "${RUN_8_4_4[@]}")
 
 declare -A DATASET=([misa]=mosi [mmim]=mosi [self_mm]=mosi [mlf_dnn]=sims [mtfn]=sims [mlmf]=sims [tfr_net]=mosi [almt]=mosi [lnln]=mosi
                     [tfn]=mosi [lmf]=mosi [lf_dnn]=mosi [ef_lstm]=mosi [mfn]=mosi [graph_mfn]=mosi [mult]=mosi [mag_bert]=mosi [mfm]=mosi [mctn]=mosi)

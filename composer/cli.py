@@ -14,6 +14,7 @@ import typing
 
 import typer
 
+from composer.commands.core import DATASET_HELP
 from composer.errors import ComposerError
 
 app = typer.Typer(
@@ -78,7 +79,15 @@ def _with_plugins_flag(callback):
     return run
 
 
-DATASET_HELP = "Apply this entry of the blueprint's `datasets:` (e.g. mosi, mosei, sims) before --set; same as --set dataset=NAME."
+def _option_flags(parameter) -> tuple[str, ...]:
+    """The ``--flags`` of a command parameter, declared as its default (``= typer.Option(default,
+    "--set")``) or in its ``Annotated`` metadata (``typer.Option("--set")``: the flag comes first)."""
+    infos = [parameter.default, *getattr(parameter.annotation, "__metadata__", ())]
+    return tuple(
+        flag
+        for info in infos if isinstance(info, typer.models.OptionInfo)
+        for flag in (info.default, *(info.param_decls or ())) if isinstance(flag, str) and flag.startswith("-")
+    )
 
 
 def _with_dataset_flag(callback):
@@ -88,7 +97,7 @@ def _with_dataset_flag(callback):
     import inspect
 
     signature = inspect.signature(callback, eval_str=True)
-    sets = [n for n, p in signature.parameters.items() if "--set" in (getattr(p.default, "param_decls", None) or ())]
+    sets = [n for n, p in signature.parameters.items() if "--set" in _option_flags(p)]
     if not sets or "dataset" in signature.parameters:
         return callback
     name = sets[0]

@@ -96,3 +96,16 @@ def test_every_command_has_help_with_an_example(capsys):
 def test_console_script_runs_as_a_module():
     result = subprocess.run([sys.executable, "-m", "composer", "validate", "blueprints/late_fusion.yaml"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("name", ["validate", "build", "render", "bench", "train", "search", "reproduce", "robustness", "import-weights"])
+def test_every_blueprint_command_with_set_also_takes_dataset_and_plugins(name):
+    """``--dataset`` and ``--allow-plugins`` are added to the commands that read a blueprint file,
+    whichever way their ``--set`` is declared (a default ``typer.Option`` or shared ``Annotated``)."""
+    import typer.main
+
+    from composer.cli import app
+
+    command = typer.main.get_command(app).commands[name]
+    flags = {flag for param in command.params for flag in param.opts}
+    assert {"--set", "--dataset", "--allow-plugins"} <= flags, sorted(flags)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 from rich.console import Console
@@ -15,6 +15,13 @@ from composer.errors import ComposerError
 
 SET_HELP = "Override a blueprint field, e.g. --set blocks.fusion.layers=4 (value read as YAML; repeatable; +path adds a named entry)."
 DATASET_HELP = "Apply this entry of the blueprint's `datasets:` (e.g. mosi, mosei, sims) before --set; same as --set dataset=NAME."
+DEVICE_HELP = "auto (CUDA, then CPU), cpu, cuda or cuda:N."
+
+# Options that the training commands share, declared once (typer reads the ``Annotated`` metadata;
+# the default stays with each parameter).
+Device = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
+Epochs = Annotated[Optional[int], typer.Option("--epochs", min=1, help="Override training.epochs.")]
+Overrides = Annotated[List[str], typer.Option("--set", help=SET_HELP)]
 
 
 def with_dataset(overrides: list[str] | None, dataset: str | None) -> list[str]:

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from composer.commands.core import Device
+
 PREDICT_HELP = """Write one row per sample of a split: its id, its label and every named output of a trained run.
 
 Runs the model of a run folder, best.safetensors or last.ckpt on the data the run was trained on (its data.json) unless --data names other data. Columns: id (the data's `id` entry, else the sample's index), label, prediction, then the blueprint's other named outputs; a vector output gets one column per entry, `<name>[i]`. The CSV goes to a new predictions-<data>-<sha8>-<split>.csv next to the checkpoint (earlier ones are kept).
@@ -32,7 +34,7 @@ def register(app: typer.Typer) -> None:
         target: Path = typer.Argument(..., help="Run folder, best.safetensors or last.ckpt."),
         data: Optional[str] = typer.Option(None, "--data", help="'synthetic' or a feature pickle (default: the data the run was trained on)."),
         split: str = typer.Option("test", "--split", help="Split to predict."),
-        device: str = typer.Option("auto", "--device", help="auto (CUDA, then CPU), cpu, cuda or cuda:N."),
+        device: Device = "auto",
     ) -> None:
         from composer.train.predict import predict
 
@@ -47,7 +49,7 @@ def register(app: typer.Typer) -> None:
         resamples: int = typer.Option(1000, "--resamples", min=1, help="Bootstrap resamples, and permutation rounds."),
         seed: int = typer.Option(0, "--seed", help="Seed of the resamples and permutations."),
         out: Optional[Path] = typer.Option(None, "--out", help="Folder of the JSON file (default: RUN_A's folder)."),
-        device: str = typer.Option("auto", "--device", help="auto (CUDA, then CPU), cpu, cuda or cuda:N."),
+        device: Device = "auto",
     ) -> None:
         from composer.train.predict import compare_runs
 

@@ -7,6 +7,8 @@ from typing import List, Optional
 
 import typer
 
+from composer.commands.core import Device, Epochs, Overrides
+
 REPRODUCE_HELP = """Run a preset's protocol over seeds and print the paper's table beside Composer's numbers.
 
 Trains one model per seed (or, for a robustness protocol, per seed and missing rate), tests it, and prints MAE, Corr, both Acc-2 definitions (named), F1 and Acc-7 as mean ± std next to the numbers the blueprint's `reported:` entry holds. Writes <out>/<protocol>-<data>-<sha8>.json, .csv and .md (never over earlier results) with the data's record, the versions and the seeds. A finished run in <out> is reused and an interrupted one resumed only when it was trained with the same blueprint, data, epochs and seed; otherwise the command refuses (or, with --overwrite, trains it again). Without --data, a rerun uses the data <out> recorded.
@@ -78,9 +80,9 @@ def register(app: typer.Typer) -> None:
         out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: runs/<name>_<protocol>)."),
         seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma list of seeds (default: the `seeds:` of the protocol's first `reported:` entry, else training.seed; LNLN: 1111,1112,1113)."),
         rates: Optional[str] = typer.Option(None, "--rates", help="per_rate / lnln: start:stop:step or a comma list (default: the paper's, else the protocol's)."),
-        epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Override training.epochs."),
-        overrides: List[str] = typer.Option([], "--set", help="Override a blueprint field: path=value (repeatable)."),
-        device: str = typer.Option("auto", "--device", help="auto (CUDA, then CPU), cpu, cuda or cuda:N."),
+        epochs: Epochs = None,
+        overrides: Overrides = [],
+        device: Device = "auto",
         overwrite: bool = typer.Option(False, "--overwrite", help="Train again the runs in <out> that were trained with other settings (they are deleted)."),
     ) -> None:
         from composer.train.trainer import as_blueprint
@@ -96,9 +98,9 @@ def register(app: typer.Typer) -> None:
         out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: runs/<name>_<protocol>)."),
         seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma list of seeds (default: the `seeds:` of the protocol's first `reported:` entry, else training.seed; lnln: 1111,1112,1113)."),
         rates: Optional[str] = typer.Option(None, "--rates", help="start:stop:step or a comma list (default: the protocol's)."),
-        epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Override training.epochs."),
-        overrides: List[str] = typer.Option([], "--set", help="Override a blueprint field: path=value (repeatable)."),
-        device: str = typer.Option("auto", "--device", help="auto (CUDA, then CPU), cpu, cuda or cuda:N."),
+        epochs: Epochs = None,
+        overrides: Overrides = [],
+        device: Device = "auto",
         overwrite: bool = typer.Option(False, "--overwrite", help="Train again the runs in <out> that were trained with other settings (they are deleted)."),
     ) -> None:
         if protocol not in ("per_rate", "lnln"):

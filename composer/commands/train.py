@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from composer.commands.core import Device, Epochs, Overrides
+
 TRAIN_HELP = """Train a blueprint (built-in synthetic data unless --data names a file).
 
 Shows a progress bar, prints metrics per epoch and a summary table, and writes the run folder: metrics.jsonl, metrics.csv, block_logs.jsonl, last.ckpt (exact resume), best.safetensors (weights + blueprint), summary.json, data.json (the data: path, SHA-256, reader, splits), run.json (blueprint and its SHA-256, seed, versions, git commit). --tensorboard and --mlflow URI also log every epoch's metrics to TensorBoard and MLflow. The folder is locked while training: a second train, resume, overwrite or evaluate into it is refused.
@@ -44,11 +46,11 @@ def register(app: typer.Typer) -> None:
         blueprint: Path = typer.Argument(..., help="Blueprint YAML file."),
         data: Optional[str] = typer.Option(None, "--data", help="'synthetic' or a standard-layout feature pickle (default: training.data)."),
         out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/<name>)."),
-        epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Override training.epochs."),
-        overrides: list[str] = typer.Option([], "--set", help="Override a blueprint field: path=value (repeatable)."),
+        epochs: Epochs = None,
+        overrides: Overrides = [],
         resume: bool = typer.Option(False, "--resume", help="Continue from <out>/last.ckpt."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in the folder (its history is deleted)."),
-        device: str = typer.Option("auto", "--device", help="auto (CUDA, then CPU), cpu, cuda or cuda:N."),
+        device: Device = "auto",
         seed: Optional[int] = typer.Option(None, "--seed", help="Override training.seed."),
         tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log to TensorBoard: event files in <out>/tensorboard/ (extra: fusion-composer[tracking])."),
         mlflow: Optional[str] = typer.Option(None, "--mlflow", metavar="URI", help="Also log to MLflow at this tracking URI, e.g. sqlite:///runs/mlflow.db (replaces training.tracking.mlflow.uri)."),
@@ -78,7 +80,7 @@ def register(app: typer.Typer) -> None:
         modalities: Optional[str] = typer.Option(None, "--modalities", help="Comma list: the modalities the missing-rate sweep masks (default: every sequence modality)."),
         drop: Optional[str] = typer.Option(None, "--drop", help="Comma list of modalities absent in everything scored (e.g. audio)."),
         conditions: Optional[str] = typer.Option(None, "--conditions", help="'all': the missing-modality table (every non-empty set of present modalities, complete first); or sets like 'text;text+audio'."),
-        device: str = typer.Option("auto", "--device", help="auto (CUDA, then CPU), cpu, cuda or cuda:N."),
+        device: Device = "auto",
         seed: int = typer.Option(0, "--seed", help="Seed of the masks drawn for the sweep."),
     ) -> None:
         from composer.train.evaluation import evaluate

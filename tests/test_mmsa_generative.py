@@ -33,6 +33,7 @@ from composer.zoo_import.generative import NAME_MAPS
 from composer.graph.size import estimate_size
 
 import mmsa_oracle
+from mmsa_oracle import trainable
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "blueprints" / "zoo"
@@ -110,9 +111,6 @@ def composer_mfm(dataset: str, *overrides: str):
     torch.manual_seed(0)
     return composer.compile_blueprint(composer.load_blueprint(ZOO / "mfm.yaml", [*size_overrides(dataset), *overrides], dataset=dataset))
 
-
-def trainable(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
 def unused_count(theirs: nn.Module) -> int:

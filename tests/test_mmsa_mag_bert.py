@@ -43,6 +43,7 @@ from composer.graph.size import estimate_size
 from composer.zoo_import import NAME_MAPS, import_mmsa_weights
 
 import mmsa_oracle
+from mmsa_oracle import trainable
 
 ROOT = Path(__file__).resolve().parents[1]
 BLUEPRINT = ROOT / "blueprints" / "zoo" / "mag_bert.yaml"
@@ -149,9 +150,6 @@ def composer_model(dataset: str, *extra: str):
     torch.manual_seed(0)
     return composer.compile_blueprint(composer.load_blueprint(BLUEPRINT, [*overrides(dataset), *extra], dataset=dataset))
 
-
-def trainable(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
 def copy_weights(theirs: nn.Module, ours, names: dict[str, str]) -> None:

@@ -29,6 +29,7 @@ from composer.testing import padded_batch
 from composer.zoo_import import NAME_MAPS, import_mmsa_weights
 
 import mmsa_oracle
+from mmsa_oracle import trainable
 
 ROOT = Path(__file__).resolve().parents[1]
 BLUEPRINT = ROOT / "blueprints" / "zoo" / "mult.yaml"
@@ -80,9 +81,6 @@ def pair(mmsa, dataset: str, *overrides: str):
     ours.load_state_dict({v: source[k] for k, v in names.items() if v is not None})
     return ours.eval(), theirs.eval(), names
 
-
-def trainable(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
 def zero_padded(model, seed: int = 0) -> dict:

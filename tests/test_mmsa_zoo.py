@@ -24,6 +24,7 @@ from composer.testing import padded_batch
 from composer.zoo_import.classic import NAME_MAPS, unregistered_vertices
 
 import mmsa_oracle
+from mmsa_oracle import trainable
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "blueprints" / "zoo"
@@ -104,9 +105,6 @@ def composer_model(name: str, dataset: str, *overrides: str):
     torch.manual_seed(0)
     return composer.compile_blueprint(composer.load_blueprint(ZOO / f"{name}.yaml", [*sizes, *overrides], dataset=dataset))
 
-
-def trainable(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
 def copy_weights(theirs: nn.Module, ours: nn.Module, names: dict[str, str]) -> None:

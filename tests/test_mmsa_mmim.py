@@ -344,3 +344,54 @@ def test_a_class_with_too_few_codes_adds_nothing_instead_of_minus_infinity():
     torch.testing.assert_close(value, 0.25 * torch.logdet(torch.cov(z[3:].t(), correction=0)))
     value.backward()
     assert torch.isfinite(z.grad).all() and z.grad[:3].abs().sum() == 0
+
+
+# -- the re-initialisation -----------------------------------------------------------------------
+
+
+def _redrawn(before: dict, after: dict) -> set[str]:
+    return {k for k, v in after.items() if not torch.equal(v, before[k])}
+
+
+def _xavier_std(p: torch.Tensor) -> float:
+    fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(p)
+    return (2.0 / (fan_in + fan_out)) ** 0.5
+
+
+def test_mmim_reinit_redraws_the_tensors_mmsas_do_train_redraws_with_xavier(mmsa, monkeypatch):
+    """``training.reinit: {init: xavier_normal, tensors: matrices, skip: [text_bert]}`` re-draws
+    exactly the tensors MMSA's ``do_train`` re-draws (every matrix whose name lacks 'bert'), each
+    from N(0, 2 / (fan_in + fan_out)). The draws themselves cannot be equal: MMSA's loop re-draws
+    every collected matrix once per named parameter (the re-init sits inside the loop over
+    ``named_parameters``), so its final values come after hundreds of earlier draws and in its
+    own order ('mi' names first); Composer draws each matrix once, in its parameter order."""
+    from composer.blueprint.training import ReinitConfig
+    from composer.train.optim import reinitialise
+
+    ours, theirs, names = pair(mmsa, "mosi")
+    theirs_before = {k: v.detach().clone() for k, v in theirs.named_parameters()}
+    mmsa_trainer(mmsa, theirs, mmsa_config(mmsa, "mosi"), monkeypatch)  # MMSA's own re-initialisation
+    theirs_after = {k: v.detach().clone() for k, v in theirs.named_parameters()}
+    cfg = ours.blueprint.training
+    assert cfg.reinit is not None and cfg.reinit.init == "xavier_normal" and cfg.reinit.tensors == "matrices"
+    ours_before = {k: v.detach().clone() for k, v in ours.named_parameters()}
+    torch.manual_seed(cfg.seed)
+    reinitialise(ours, cfg)
+    ours_after = {k: v.detach().clone() for k, v in ours.named_parameters()}
+    redrawn = _redrawn(theirs_before, theirs_after)
+    assert redrawn and not any("bert" in k for k in redrawn) and all(theirs_after[k].dim() > 1 for k in redrawn)
+    ours_redrawn = _redrawn(ours_before, ours_after)
+    assert {names[k] for k in redrawn} == ours_redrawn
+    # Composer's draws are torch's xavier_normal_ in its parameter order from the seed (exact)
+    torch.manual_seed(cfg.seed)
+    for name, p in ours_before.items():
+        if name in ours_redrawn:
+            expected = nn.init.xavier_normal_(p.clone())
+            assert torch.equal(ours_after[name], expected), name
+    # both sides' draws are N(0, 1) once divided by each tensor's Xavier std (pooled over the tensors)
+    for after, keys in ((theirs_after, redrawn), (ours_after, {names[k] for k in redrawn})):
+        z = torch.cat([(after[k] / _xavier_std(after[k])).flatten() for k in sorted(keys)])
+        assert z.numel() > 2000 and abs(z.std().item() - 1.0) < 0.05 and abs(z.mean().item()) < 0.05
+    # negative control: the default (every Linear, N(0, std), biases set) re-draws another set
+    reinitialise(ours, cfg.model_copy(update={"reinit": ReinitConfig(std=0.02, skip=["text_bert"])}))
+    assert {names[k] for k in redrawn} != _redrawn(ours_after, {k: v.detach() for k, v in ours.named_parameters()})

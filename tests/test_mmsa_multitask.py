@@ -227,10 +227,9 @@ def mmsa_groups(mmsa, name: str, theirs: nn.Module, monkeypatch) -> dict[str, tu
     return {n: seen[id(p)] for n, p in theirs.named_parameters() if id(p) in seen}
 
 
-#: Parameters whose optimiser settings differ from MMSA's, and why (docs/zoo.md).
-RECIPE_DIFFERENCES = {
-    "mlmf": {"fusion_weights", "fusion_bias"},  # MMSA: lr 0 (never change); Composer: factor_lr (no lr 0 in param_groups)
-}
+#: Parameters whose optimiser settings differ from MMSA's, and why (docs/zoo.md). None since
+#: param_groups select by name and take lr 0 (MLMF's fusion_weights, fusion_bias).
+RECIPE_DIFFERENCES: dict[str, set[str]] = {}
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -206,22 +206,24 @@ def _group_ids(bp) -> list[str]:
 
 
 def optimiser_groups_pass(ctx: CheckContext) -> list[Problem]:
-    """``training.param_groups`` and ``training.reinit.skip`` name blocks; no block is in two groups."""
+    """``training.param_groups`` and ``training.reinit.skip`` name blocks; no block is in two groups
+    (unless both select by ``params``: the optimiser refuses a parameter they both match)."""
     cfg = ctx.bp.training
     ids = _group_ids(ctx.bp)
     problems = []
-    claimed: dict[str, int] = {}
+    claimed: list[tuple[str, int]] = []
     for i, group in enumerate(cfg.param_groups):
         for j, bid in enumerate(group.blocks):
             where = ("training", "param_groups", i, "blocks", j)
             if bid not in ids:
                 problems.append(_unknown(where, "block", bid, ids))
                 continue
-            clash = next((g for other, g in claimed.items()
-                          if other == bid or bid.startswith(other + SEPARATOR) or other.startswith(bid + SEPARATOR)), None)
+            clash = next((g for other, g in claimed
+                          if (other == bid or bid.startswith(other + SEPARATOR) or other.startswith(bid + SEPARATOR))
+                          and (group.params is None or cfg.param_groups[g].params is None)), None)
             if clash is not None:
                 problems.append(Problem(where, f"parameters of '{bid}' are already in param_groups[{clash}]; a parameter belongs to one group"))
-            claimed[bid] = i
+            claimed.append((bid, i))
     if cfg.reinit is not None:
         blocks = sorted(ctx.bp.blocks)
         for j, bid in enumerate(cfg.reinit.skip):

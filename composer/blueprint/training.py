@@ -14,10 +14,21 @@ class _Strict(BaseModel):
 
 
 class ParamGroupConfig(_Strict):
-    """Optimiser settings for the parameters of some blocks (e.g. a smaller lr for BERT)."""
+    """Optimiser settings for the parameters of some blocks (e.g. a smaller lr for BERT).
+
+    ``params`` narrows the group to the parameters of those blocks whose name contains one of
+    its strings (matched as ``training.no_weight_decay`` matches); two groups may then share a
+    block as long as no parameter is in both. ``lr: 0`` keeps the group's parameters at their
+    initial values under every optimiser and scheduler (MMSA's MLMF: ``fusion_weights``,
+    ``fusion_bias``); unlike freezing, they still take part in the gradient and its clipping."""
 
     blocks: list[str] = Field(min_length=1, description="Block ids whose parameters form this group.")
-    lr: float | None = Field(default=None, gt=0)
+    params: list[Annotated[str, StringConstraints(min_length=1)]] | None = Field(
+        default=None,
+        min_length=1,
+        description="Only the parameters of `blocks` whose name (e.g. `fusion.weights`) contains one of these strings (default: all).",
+    )
+    lr: float | None = Field(default=None, ge=0, description="Default: training.lr; 0: the group's parameters never change.")
     weight_decay: float | None = Field(default=None, ge=0)
 
 
@@ -109,13 +120,33 @@ class MonitorConfig(_Strict):
 
 
 class ReinitConfig(_Strict):
-    """Re-initialise every ``nn.Linear`` after the model is built: weight ~ N(0, std), bias =
-    ``bias`` (e.g. GLoMo's authors' BERT-style ``init_weights``: std 0.02, bias 0). Blocks in
-    ``skip`` (a pretrained text encoder) keep their weights; seeded by ``training.seed``."""
+    """Re-initialise weights after the model is built, seeded by ``training.seed``; blocks in
+    ``skip`` (a pretrained text encoder) keep theirs.
 
-    std: float = Field(gt=0, le=10, description="Standard deviation of the normal weights.")
-    bias: float = Field(default=0.0, description="Value of every bias.")
+    ``tensors: linear`` (default): every ``nn.Linear``'s weight is drawn and its bias set to
+    ``bias`` (GLoMo's authors' BERT-style ``init_weights``: ``init: normal``, std 0.02, bias 0).
+    ``tensors: matrices``: every trainable parameter with two or more dimensions (linear, RNN and
+    convolution weights, loss networks too), in the model's parameter order; vectors keep their
+    values (MMSA's MMIM: ``xavier_normal_`` on every such tensor outside BERT). ``init: normal``
+    draws N(0, ``std``); ``init: xavier_normal`` is ``torch.nn.init.xavier_normal_`` (gain 1)."""
+
+    init: Literal["normal", "xavier_normal"] = Field(default="normal", description="normal: N(0, std); xavier_normal: N(0, 2 / (fan_in + fan_out)).")
+    tensors: Literal["linear", "matrices"] = Field(
+        default="linear", description="linear: every nn.Linear (weight drawn, bias set); matrices: every trainable parameter of dimension >= 2."
+    )
+    std: float | None = Field(default=None, gt=0, le=10, description="init normal: standard deviation of the weights (required there).")
+    bias: float | None = Field(default=None, description="tensors linear: value of every bias (default 0).")
     skip: list[str] = Field(default_factory=list, description="Block ids left as built (e.g. [text_bert]).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ReinitConfig":
+        if self.init == "normal" and self.std is None:
+            raise ValueError("reinit.init normal needs std (the weights' standard deviation)")
+        if self.init == "xavier_normal" and self.std is not None:
+            raise ValueError("reinit.init xavier_normal takes its std from each tensor's fans; remove std")
+        if self.tensors == "matrices" and self.bias is not None:
+            raise ValueError("reinit.tensors matrices leaves biases (vectors) as built; bias applies to tensors linear only")
+        return self
 
 
 #: The name of an extra label: a loss reads it as ``label.<name>``, so no dots or colons.
@@ -213,7 +244,7 @@ class TrainingConfig(_Strict):
         default="never",
         description="epoch: a fresh optimiser (moments zeroed) at the start of every epoch, at that epoch's learning rate.",
     )
-    reinit: ReinitConfig | None = Field(default=None, description="Re-initialise every Linear after the build (see ReinitConfig).")
+    reinit: ReinitConfig | None = Field(default=None, description="Re-initialise Linear layers or every matrix after the build (see ReinitConfig).")
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     param_groups: list[ParamGroupConfig] = Field(default_factory=list)
     seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Seed of initialisation, batch order and views.")

@@ -80,7 +80,8 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
     """Optimiser with one group per ``param_groups`` entry (parameters of the listed blocks) plus the rest.
 
     Parameter names start with block ids, so a group takes every parameter under
-    ``<block>.``. A parameter can belong to one group only. With ``no_weight_decay``, each
+    ``<block>.``; with ``params``, only those whose name contains one of its strings (an
+    ``lr`` of 0 leaves them unchanged). A parameter can belong to one group only. With ``no_weight_decay``, each
     group is split in two: the parameters whose name contains one of its strings get weight
     decay 0 (the usual exemption of biases and LayerNorm weights). Parameters that a
     ``training.stages`` entry updates are left to that stage's optimiser.
@@ -100,11 +101,19 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
                 )
             prefix = bid.replace("/", ".") + "."  # a template use's blocks nest under its id
             for name, p in named:
-                if name.startswith(prefix):
+                if name.startswith(prefix) and (group.params is None or name_matches(name, group.params)):
                     if name in taken:
-                        raise ComposerError(f"training.param_groups[{i}]: parameters of '{bid}' are already in group {taken[name]}")
+                        raise ComposerError(f"training.param_groups[{i}]: parameter '{name}' of '{bid}' is already in group {taken[name]}")
                     taken[name] = i
                     params.append((name, p))
+        if group.params is not None:
+            unmatched = [s for s in group.params if not any(name_matches(n, [s]) for n, _ in params)]
+            if unmatched:
+                inside = [n for n, _ in named if n.startswith(tuple(b.replace("/", ".") + "." for b in group.blocks))]
+                raise ComposerError(
+                    f"training.param_groups[{i}].params: no trainable parameter of {', '.join(group.blocks)} contains '{unmatched[0]}'"
+                    f" (their names: {', '.join(inside) or 'none'})"
+                )
         lr = group.lr if group.lr is not None else cfg.lr
         decay = group.weight_decay if group.weight_decay is not None else cfg.weight_decay
         groups += _decay_split(params, lr, decay, "+".join(group.blocks), cfg.no_weight_decay)
@@ -115,10 +124,15 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
     return _make_optimizer(cfg.optimizer, groups, cfg.lr, cfg.momentum)
 
 
+def name_matches(name: str, patterns: list[str]) -> bool:
+    """Whether a parameter name contains one of ``patterns`` (``no_weight_decay``, ``param_groups[].params``)."""
+    return any(s in name for s in patterns)
+
+
 def _decay_split(params: list[tuple[str, nn.Parameter]], lr: float, decay: float, name: str, exempt: list[str]) -> list[dict]:
     """One optimiser group, or two when some names match ``exempt`` (those get weight decay 0)."""
-    free = [p for n, p in params if any(s in n for s in exempt)]
-    kept = [p for n, p in params if not any(s in n for s in exempt)]
+    free = [p for n, p in params if name_matches(n, exempt)]
+    kept = [p for n, p in params if not name_matches(n, exempt)]
     out = []
     if kept:
         out.append({"params": kept, "lr": lr, "weight_decay": decay, "name": name})
@@ -141,22 +155,37 @@ def reset_optimizer(old: torch.optim.Optimizer, model: nn.Module, cfg, scheduler
 
 
 def reinitialise(model: nn.Module, cfg) -> None:
-    """``training.reinit``: every ``nn.Linear`` outside the skipped blocks gets weight ~ N(0, std)
-    and constant bias, drawn from torch's global generator (seeded by ``training.seed``)."""
-    if cfg.reinit is None:
+    """``training.reinit``: outside the skipped blocks, every ``nn.Linear`` (weight drawn, bias set)
+    or every trainable parameter of dimension >= 2 (``tensors: matrices``, in parameter order) is
+    drawn from N(0, std) or by ``xavier_normal_``, with torch's global generator (seeded by
+    ``training.seed``)."""
+    reinit = cfg.reinit
+    if reinit is None:
         return
     blocks = set(model.plan.blueprint.blocks)
-    unknown = [b for b in cfg.reinit.skip if b not in blocks]
+    unknown = [b for b in reinit.skip if b not in blocks]
     if unknown:
         hint = did_you_mean(unknown[0], sorted(blocks))
         raise ComposerError(f"training.reinit.skip: unknown block '{unknown[0]}'" + (f" (did you mean '{hint}'?)" if hint else ""))
-    skipped = tuple(b.replace("/", ".") + "." for b in cfg.reinit.skip)
+    skipped = tuple(b.replace("/", ".") + "." for b in reinit.skip)
+
+    def draw(weight: torch.Tensor) -> None:
+        if reinit.init == "xavier_normal":
+            nn.init.xavier_normal_(weight)
+        else:
+            weight.normal_(0.0, reinit.std)
+
     with torch.no_grad():
+        if reinit.tensors == "matrices":
+            for name, p in model.named_parameters():
+                if p.requires_grad and p.dim() > 1 and not name.startswith(skipped):
+                    draw(p)
+            return
         for name, module in model.named_modules():
             if isinstance(module, nn.Linear) and not (name + ".").startswith(skipped):
-                module.weight.normal_(0.0, cfg.reinit.std)
+                draw(module.weight)
                 if module.bias is not None:
-                    module.bias.fill_(cfg.reinit.bias)
+                    module.bias.fill_(reinit.bias or 0.0)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg, steps_per_epoch: int, direction: str):

@@ -315,6 +315,39 @@ def data_pass(ctx: CheckContext) -> list[Problem]:
     return problems
 
 
+def loss_epochs_pass(ctx: CheckContext) -> list[Problem]:
+    """``losses[].from_epoch``: epoch 1 trains on some term; a term that starts later cannot be the
+    monitored metric (its epochs before have no value); monitoring the summed ``loss`` across a
+    term's start, or a start after ``training.epochs``, is a warning (``--set training.epochs=1``
+    smoke runs and ``early_stop`` make a start the run never reaches a normal thing)."""
+    bp = ctx.bp
+    starts = {name: cfg.from_epoch for name, cfg in zip(loss_term_names(bp), bp.losses)}
+    late = {name: start for name, start in starts.items() if start > 1}
+    if not late:
+        return []
+    problems = []
+    if len(late) == len(starts):
+        problems.append(Problem(("losses",), (
+            f"every loss starts after epoch 1 (from_epoch: {', '.join(f'{n} {e}' for n, e in late.items())}), so epoch 1 "
+            "would train on no term; give one loss `from_epoch: 1`")))
+    metric, where = bp.training.monitor.metric, ("training", "monitor", "metric")
+    term = metric.removeprefix("loss/") if metric.startswith("loss/") else None
+    if term in late:
+        problems.append(Problem(where, (
+            f"monitor '{metric}': that term starts at epoch {late[term]} (from_epoch), so the epochs before have no "
+            "validation value to select by; monitor a term active from epoch 1 or a task metric")))
+    elif metric == "loss":
+        problems.append(Problem(where, (
+            "the validation `loss` sums the terms active in each epoch, so its values before and after the start of "
+            f"{', '.join(f'{n} (from_epoch {e})' for n, e in late.items())} are not comparable; "
+            "monitor a task metric or one term (`loss/<name>`) to select across that start"), severity="warning"))
+    for i, cfg in enumerate(bp.losses):
+        if cfg.from_epoch > bp.training.epochs:
+            problems.append(Problem(("losses", i, "from_epoch"), (
+                f"from_epoch {cfg.from_epoch} is after training.epochs {bp.training.epochs}: this run never adds the term"), severity="warning"))
+    return problems
+
+
 def size_pass(ctx: CheckContext) -> list[Problem]:
     """Parameters and training memory within the budget (``COMPOSER_MAX_MEMORY``)."""
     try:
@@ -327,6 +360,7 @@ def size_pass(ctx: CheckContext) -> list[Problem]:
 #: The passes after the plan, in order; ``size`` runs only on a blueprint whose graph passed.
 BLUEPRINT_PASSES: tuple[Callable[[CheckContext], list[Problem]], ...] = (
     search_space_pass, monitor_pass, views_pass, optimiser_groups_pass, stages_pass, scheduler_pass, data_pass,
+    loss_epochs_pass,
 )
 
 

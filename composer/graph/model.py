@@ -175,17 +175,21 @@ class ComposedModel(nn.Module):
         return out
 
     def compute_loss(
-        self, outputs: dict[str, dict[str, Any]], batches: dict[str, dict[str, Any]], terms: set[str] | None = None
+        self, outputs: dict[str, dict[str, Any]], batches: dict[str, dict[str, Any]], terms: set[str] | None = None,
+        epoch: int | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total loss and its named terms from per-view outputs and batches (``main`` at least).
 
         ``terms``: only these losses (by name), without the blocks' auxiliary losses (an update
-        stage's objective, ``training.stages``)."""
+        stage's objective, ``training.stages``). ``epoch``: the training epoch (from 1); a loss
+        whose ``from_epoch`` is later is neither computed nor summed (None: every loss)."""
         parts: dict[str, torch.Tensor] = {}
         total = None
         ctx = build_context(batches[MAIN_VIEW], self._times)
         for node, module in zip(self.plan.losses, self.losses):
             if terms is not None and node.name not in terms:
+                continue
+            if epoch is not None and node.config.from_epoch > epoch:
                 continue
             vals = {}
             for fname, (view, name, port) in node.refs.items():

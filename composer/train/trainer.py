@@ -2,7 +2,8 @@
 
 One epoch: shuffle the train split (a generator seeded by ``seed`` and the epoch, so a
 resumed run draws the same order), build the views of each batch, run the model on every
-view, ``model.compute_loss(outputs, batches)``, backward (scaled by ``1 / grad_accum``),
+view, ``model.compute_loss(outputs, batches, epoch=epoch)`` (the terms whose ``from_epoch``
+has come), backward (scaled by ``1 / grad_accum``),
 and every ``grad_accum`` batches clip and step. Then every submodule's
 ``composer_epoch_end(epoch)`` hook runs, the ``valid`` and ``test`` splits are evaluated,
 the rows go to the run log, the best model (by the monitored validation metric) is saved
@@ -110,9 +111,9 @@ class _Step(nn.Module):
         super().__init__()
         self.model, self.runner = model, runner
 
-    def forward(self, batches: dict[str, dict], terms: set[str] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(self, batches: dict[str, dict], terms: set[str] | None = None, epoch: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         outputs = {v: self.runner(b) for v, b in batches.items()}
-        return self.model.compute_loss(outputs, batches, terms=terms)
+        return self.model.compute_loss(outputs, batches, terms=terms, epoch=epoch)
 
 
 def _global_batches(split: TensorSplit, batch_size: int, device: torch.device, world: World, **order) -> Iterator[dict]:
@@ -144,6 +145,7 @@ def evaluate_split(
     view: str | None = None,
     runner=None,
     world: World | None = None,
+    epoch: int | None = None,
 ) -> dict[str, float]:
     """Loss, its terms (``loss/<name>``) and the task metrics of ``model`` on one split (eval
     mode, no gradients): of the prediction, and as ``<output>/<metric>`` of every other output
@@ -156,6 +158,8 @@ def evaluate_split(
 
     ``world``: under several processes each scores its share of every batch (masks drawn for
     the whole batch); process 0 computes the row over the whole split and sends it to all.
+    ``epoch``: the loss sums the terms active in this training epoch (``losses[].from_epoch``;
+    None: every term).
     """
     model.eval()
     bp = model.blueprint
@@ -174,7 +178,7 @@ def evaluate_split(
             continue
         with precision.autocast() if precision is not None else nullcontext():
             outputs = {v: (runner if runner is not None else model)(b, training_branches=True) for v, b in batches.items()}
-            total, parts = model.compute_loss(outputs, batches)
+            total, parts = model.compute_loss(outputs, batches, epoch=epoch)
         for name, value in (("loss", total), *((f"loss/{k}", v) for k, v in parts.items())):
             sums[name] = sums.get(name, 0.0) + float(value) * size
         n += size
@@ -464,10 +468,12 @@ class Trainer:
                 train_row, loop.global_step = self._train_epoch(model, stepper, optimizer, scheduler, train_split, epoch, loop.global_step, progress, stage_opts)
                 block_rows = self._run_hooks(model, epoch)
                 rows = [train_row]
-                valid = evaluate_split(model, self.data["valid"], cfg.batch_size, self.device, self.precision, seed=cfg.seed, runner=runner, world=world)
+                valid = evaluate_split(model, self.data["valid"], cfg.batch_size, self.device, self.precision, seed=cfg.seed, runner=runner, world=world,
+                                       epoch=epoch)
                 rows.append({"epoch": epoch, "split": "valid", **valid})
                 if "test" in self.data:
-                    test = evaluate_split(model, self.data["test"], cfg.batch_size, self.device, self.precision, seed=cfg.seed, runner=runner, world=world)
+                    test = evaluate_split(model, self.data["test"], cfg.batch_size, self.device, self.precision, seed=cfg.seed, runner=runner, world=world,
+                                          epoch=epoch)
                     rows.append({"epoch": epoch, "split": "test", **test})
                 if log is not None:
                     self._warn_if_diverging(log, train_row)
@@ -539,12 +545,16 @@ class Trainer:
         (``grad_accum``); one process: nothing to do."""
         return stepper.no_sync() if self.world.active and not stepping else nullcontext()
 
-    def _stage_step(self, model, stepper, stage, opt, batches: dict, count: int, n: int, sums: dict[str, float]) -> None:
+    def _stage_step(self, model, stepper, stage, opt, batches: dict, count: int, n: int, sums: dict[str, float], epoch: int) -> None:
         """One update of a ``training.stages`` entry: its objective's terms, backward, clip over
-        the model's parameters (as MMSA's MMIM trainer clips), its optimiser's step."""
+        the model's parameters (as MMSA's MMIM trainer clips), its optimiser's step; none in an
+        epoch before every one of its terms' ``from_epoch``."""
+        terms = stage_terms(self.bp, stage) & {ln.name for ln in model.plan.losses if ln.config.from_epoch <= epoch}
+        if not terms:
+            return
         model.zero_grad(set_to_none=True)
         with self.precision.autocast():
-            total, _ = stepper(batches, stage_terms(self.bp, stage))
+            total, _ = stepper(batches, terms)
             total = total * stage.weight
         (value,) = self.world.mean([float(total.detach())], count, n)
         if not math.isfinite(value):
@@ -571,7 +581,7 @@ class Trainer:
                 if i >= limit:
                     break
                 batches, count, n = _share(make_views(batch, self.bp, view_gen), self.world, self.device)
-                self._stage_step(model, stepper, stage, stage_opts[stage.name], batches, count, n, sums)
+                self._stage_step(model, stepper, stage, stage_opts[stage.name], batches, count, n, sums, epoch)
 
     def _train_epoch(self, model, stepper, optimizer, scheduler, split: TensorSplit, epoch: int, step: int, progress, stage_opts=None):
         """One pass over the shuffled train split; ``stepper`` runs the views and the loss
@@ -594,11 +604,11 @@ class Trainer:
             batches, count, size = _share(make_views(batch, bp, view_gen), self.world, self.device)  # views drawn for the global batch
             if step_stages and i % cfg.grad_accum == 0:
                 for stage in step_stages:  # before the main step, on the same batch
-                    self._stage_step(model, stepper, stage, stage_opts[stage.name], batches, count, size, stage_sums)
+                    self._stage_step(model, stepper, stage, stage_opts[stage.name], batches, count, size, stage_sums, epoch)
             stepping = (i + 1) % cfg.grad_accum == 0 or i + 1 == n_batches
             with self._sync(stepper, stepping):
                 with self.precision.autocast():
-                    total, parts = stepper(batches)
+                    total, parts = stepper(batches, epoch=epoch)
                 loss, *values = self.world.mean([float(total.detach()), *(float(v) for v in parts.values())], count, size)
                 if not math.isfinite(loss):
                     raise ComposerError(f"epoch {epoch}, batch {i}: the loss is {loss}; lower training.lr or set training.grad_clip")

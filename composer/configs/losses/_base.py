@@ -52,6 +52,18 @@ class LossConfig(BaseModel):
         default=None,
         description="A group under `loss_groups:` whose one weight also scales this term (e.g. EMT-DLFR's λ1 over several terms).",
     )
+    from_epoch: int = Field(
+        default=1,
+        ge=1,
+        description=(
+            "The first training epoch this term is added to the training loss (1: every epoch; e.g. 2 for an "
+            "auxiliary loss after one warm-up epoch, as TFR-Net's reconstruction). Before it the term is not computed "
+            "and gives no gradient, and a stage whose objective has no active term makes no update. The validation "
+            "`loss` of an epoch sums that epoch's active terms too, so monitored `loss` values compare only between "
+            "epochs with the same active terms; `loss/<name>` of a later term cannot be monitored. Outside training "
+            "(evaluate, bench) every term counts."
+        ),
+    )
 
     weight_from: str | None = Field(
         default=None,

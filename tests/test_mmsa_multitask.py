@@ -349,6 +349,18 @@ def test_multitask_blueprints_train_on_synthetic_data(tmp_path, name):
     assert all(f"loss/{t}" in text for t in "MTAV") and "text/mae" in text, text[:500]
 
 
+def test_mlmf_training_leaves_fusion_weights_and_bias_as_built_and_trains_the_factors(tmp_path):
+    from composer.train.checkpoint import seed_everything
+
+    bp = small("mlmf", "training.data.samples={train: 16, valid: 8, test: 8}", "training.batch_size=8", "training.early_stop=null")
+    seed_everything(bp.training.seed)
+    start = {n: p.detach().clone() for n, p in composer.compile_blueprint(bp).named_parameters()}
+    trained = dict(composer.train(bp, out=tmp_path / "run", epochs=2, progress=False).model.named_parameters())
+    for name in ("fusion.weights", "fusion.bias"):  # MMSA's lr-0 group
+        assert torch.equal(trained[name].detach().cpu(), start[name]), name
+    assert not torch.equal(trained["fusion.factors.text"].detach().cpu(), start["fusion.factors.text"])  # negative control
+
+
 def test_mtfn_trains_on_an_mmsa_layout_pickle_with_unimodal_labels(tmp_path):
     sims_pickle(tmp_path / "sims.pkl", n=8)
     run = composer.train(small("mtfn", "training.batch_size=4"), tmp_path / "sims.pkl", out=tmp_path / "run", epochs=1, progress=False)

@@ -116,7 +116,8 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
                 )
         lr = group.lr if group.lr is not None else cfg.lr
         decay = group.weight_decay if group.weight_decay is not None else cfg.weight_decay
-        groups += _decay_split(params, lr, decay, "+".join(group.blocks), cfg.no_weight_decay)
+        label = "+".join(group.blocks) + (f"[{','.join(group.params)}]" if group.params is not None else "")
+        groups += _decay_split(params, lr, decay, label, cfg.no_weight_decay)
     rest = [(n, p) for n, p in named if n not in taken]
     groups += _decay_split(rest, cfg.lr, cfg.weight_decay, "default", cfg.no_weight_decay)
     if not groups:

@@ -155,3 +155,18 @@ def test_validate_prints_the_warning(tmp_path, capsys):
     assert main(["validate", str(path)]) == 0
     printed = capsys.readouterr()
     assert "losses[1].from_epoch: from_epoch 3 is after training.epochs 2" in printed.out + printed.err
+
+
+def test_tfr_net_adds_its_reconstruction_losses_from_epoch_2_as_mmsas_trainer(tmp_path):
+    """MMSA trains/missingTask/TFR_NET.py line 81: `pred_loss + gen_loss` if epochs > 1 else `pred_loss`
+    (tests/test_mmsa_tfr_net.py proves the whole sum equal to MMSA's)."""
+    from tests.test_mmsa_tfr_net import small
+
+    bp = small("training.data.samples={train: 3, valid: 3, test: 3}", "training.epochs=2")
+    assert {cfg.name: cfg.from_epoch for cfg in bp.losses} == {"task": 1, "rec_text": 2, "rec_audio": 2, "rec_vision": 2}
+    run = composer.train(bp, out=tmp_path / "run", progress=False)
+    train = {r["epoch"]: r for r in _rows(run.run_dir) if r["split"] == "train"}
+    assert not [k for k in train[1] if k.startswith("loss/rec_")]
+    assert train[1]["loss"] == pytest.approx(train[1]["loss/task"], abs=1e-6)
+    rec = sum(cfg.weight * train[2][f"loss/{cfg.name}"] for cfg in bp.losses[1:])
+    assert rec > 0 and train[2]["loss"] == pytest.approx(train[2]["loss/task"] + rec, rel=1e-5)

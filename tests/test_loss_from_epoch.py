@@ -160,7 +160,7 @@ def test_validate_prints_the_warning(tmp_path, capsys):
 def test_tfr_net_adds_its_reconstruction_losses_from_epoch_2_as_mmsas_trainer(tmp_path):
     """MMSA trains/missingTask/TFR_NET.py line 81: `pred_loss + gen_loss` if epochs > 1 else `pred_loss`
     (tests/test_mmsa_tfr_net.py proves the whole sum equal to MMSA's)."""
-    from tests.test_mmsa_tfr_net import small
+    from test_mmsa_tfr_net import small
 
     bp = small("training.data.samples={train: 3, valid: 3, test: 3}", "training.epochs=2")
     assert {cfg.name: cfg.from_epoch for cfg in bp.losses} == {"task": 1, "rec_text": 2, "rec_audio": 2, "rec_vision": 2}

@@ -193,29 +193,31 @@ def test_self_mm_optimiser_settings_of_every_parameter_are_mmsas(mmsa, dataset, 
 
 
 N_TRAIN, BATCH, EPOCHS = 16, 2, 3
+N_ODD = 14  # 7 batches of 2: the last 3 of every epoch make no group of update_epochs = 4
 
 
-def training_data(ours) -> dict[str, torch.Tensor]:
-    """A train split of ``N_TRAIN`` padded samples with labels that include exact zeros."""
-    data = a_batch(ours, N_TRAIN, seed=5)
+def training_data(ours, n: int = N_TRAIN) -> dict[str, torch.Tensor]:
+    """A train split of ``n`` padded samples with labels that include exact zeros."""
+    data = a_batch(ours, n, seed=5)
     gen = torch.Generator().manual_seed(9)
-    data["label"] = torch.round(torch.randn(N_TRAIN, generator=gen) * 1.5)
+    data["label"] = torch.round(torch.randn(n, generator=gen) * 1.5)
     data["label"][:3] = 0.0
-    data["index"] = torch.arange(N_TRAIN)
+    data["index"] = torch.arange(n)
     return data
 
 
 def batches(data: dict, epoch: int):
-    order = torch.randperm(N_TRAIN, generator=torch.Generator().manual_seed(100 + epoch))
+    order = torch.randperm(len(data["index"]), generator=torch.Generator().manual_seed(100 + epoch))
     for idx in order.split(BATCH):
         yield {k: v[idx] for k, v in data.items()}
 
 
-def mmsa_run(mmsa, data: dict, monkeypatch) -> dict:
+def mmsa_run(mmsa, data: dict, monkeypatch, epochs: int = EPOCHS) -> dict:
     """MMSA's model under its trainer's loop (trains/multiTask/SELF_MM.py ``do_train``, one epoch at a
     time, with its own functions): the loss terms of every batch, the labels after every epoch, the
     final weights."""
-    config = mmsa_config(mmsa, "mosi", train_samples=N_TRAIN)
+    n = len(data["index"])
+    config = mmsa_config(mmsa, "mosi", train_samples=n)
     theirs = mmsa_module(mmsa, "mosi")
     no_dropout(theirs)
     start = {k: v.clone() for k, v in theirs.state_dict().items()}
@@ -226,8 +228,8 @@ def mmsa_run(mmsa, data: dict, monkeypatch) -> dict:
     trainer.init_labels(data["index"], data["label"])
     terms, labels = [], []
     theirs.train()
-    for epoch in range(1, EPOCHS + 1):
-        left = config.update_epochs
+    for epoch in range(1, epochs + 1):
+        left = config.update_epochs  # reset every epoch: the next zero_grad discards an incomplete group
         for batch in batches(data, epoch):
             if left == config.update_epochs:
                 optimizer.zero_grad()
@@ -245,17 +247,20 @@ def mmsa_run(mmsa, data: dict, monkeypatch) -> dict:
             if not left:
                 optimizer.step()
                 left = config.update_epochs
-        assert left == config.update_epochs  # N_TRAIN / BATCH is a multiple of update_epochs: no batch carried over
+        assert left == config.update_epochs - (n // BATCH) % config.update_epochs  # the incomplete group, never stepped
         labels.append({name: trainer.label_map[name].clone() for name in TASKS.values()})
     return {"start": start, "terms": terms, "labels": labels, "weights": dict(theirs.named_parameters())}
 
 
 def composer_run(mmsa, data: dict, start: dict, *overrides: str, epochs: int = EPOCHS) -> dict:
     """Composer's model, loss terms and optimiser (``build_optimizer``, stepped every ``grad_accum``
-    batches on the summed losses) on the same batches, with ``composer_epoch_end`` after each epoch."""
+    batches on the summed losses, the trainer's ``steps_after`` and ``grad_accum_tail``) on the same
+    batches, with ``composer_epoch_end`` after each epoch."""
     from composer.train.optim import build_optimizer
+    from composer.train.trainer import steps_after
 
-    ours = composer_model("mosi", f"blocks.ulgm.samples={N_TRAIN}", *overrides)
+    n_batches = -(-len(data["index"]) // BATCH)
+    ours = composer_model("mosi", f"blocks.ulgm.samples={len(data['index'])}", *overrides)
     names = NAME_MAPS["self_mm"](ours)
     target = ours.state_dict()
     ours.load_state_dict({**{k: v for k, v in target.items() if k.startswith("ulgm.")}, **{names[k]: v for k, v in start.items()}})
@@ -266,12 +271,13 @@ def composer_run(mmsa, data: dict, start: dict, *overrides: str, epochs: int = E
     terms, labels = [], []
     ours.train()
     for epoch in range(1, epochs + 1):
-        optimizer.zero_grad()
+        if epoch == 1 or cfg.grad_accum_tail != "carry":
+            optimizer.zero_grad()
         for i, batch in enumerate(batches(data, epoch)):
             total, parts = ours.compute_loss({"main": ours(batch)}, {"main": batch})
             total.backward()
             terms.append({m: float(v.detach()) for m, v in parts.items()})
-            if (i + 1) % cfg.grad_accum == 0:
+            if steps_after(i, n_batches, cfg):
                 optimizer.step()
                 optimizer.zero_grad()
         mmsa_oracle.epoch_end(ours, epoch)
@@ -305,6 +311,21 @@ def test_self_mm_training_equals_mmsas_trainer_loss_terms_generated_labels_and_w
         assert not torch.allclose(reference["labels"][-1][name], data["label"])  # the labels did move
     for mmsa_name, p in mine["weights"].items():
         torch.testing.assert_close(p, reference["weights"][mmsa_name], atol=1e-5, rtol=1e-4, msg=lambda m: f"{mmsa_name}: {m}")
+
+
+def test_self_mm_training_drops_an_epochs_incomplete_group_as_mmsas_trainer(mmsa, monkeypatch):
+    # 7 batches an epoch: MMSA steps after batch 4 and never on 5-7, whose gradients the next
+    # epoch's first zero_grad discards; the blueprint's grad_accum_tail: drop does the same
+    probe = composer_model("mosi", f"blocks.ulgm.samples={N_ODD}")
+    assert probe.blueprint.training.grad_accum_tail == "drop"
+    data = training_data(probe, N_ODD)
+    reference = mmsa_run(mmsa, data, monkeypatch, epochs=2)
+    weights = {tail: composer_run(mmsa, data, reference["start"], f"training.grad_accum_tail={tail}", epochs=2)["weights"]
+               for tail in ("drop", "step", "carry")}
+    for mmsa_name, p in weights["drop"].items():
+        torch.testing.assert_close(p, reference["weights"][mmsa_name], atol=1e-5, rtol=1e-4, msg=lambda m: f"{mmsa_name}: {m}")
+    for tail in ("step", "carry"):  # negative controls: stepping on the tail, or carrying it, ends elsewhere
+        assert any(not torch.allclose(p, reference["weights"][k], atol=1e-4) for k, p in weights[tail].items()), tail
 
 
 def test_self_mm_negative_control_zero_labels_in_the_positive_centre_change_the_generated_labels(mmsa, mmsa_training):

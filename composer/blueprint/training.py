@@ -232,6 +232,11 @@ class TrainingConfig(_Strict):
     grad_accum_reduction: Literal["mean", "sum"] = Field(
         default="mean", description="mean: the step follows the batches' average gradient; sum: their sum (code that never divides by grad_accum)."
     )
+    grad_accum_tail: Literal["step", "drop", "carry"] = Field(
+        default="step",
+        description="An epoch's last, incomplete group of grad_accum batches: step: one optimiser step on it; drop: no step, its "
+        "gradients discarded; carry: no step, its gradients added to the next epoch's first group (kept in last.ckpt).",
+    )
     grad_clip: float | None = Field(default=None, gt=0, description="Clip the gradient norm to this value.")
     grad_clip_value: float | None = Field(
         default=None, gt=0, description="Clip every gradient element to [-value, value] (MMSA's MulT: 0.6)."
@@ -275,4 +280,11 @@ class TrainingConfig(_Strict):
     def _views_named(self) -> "TrainingConfig":
         if "main" in self.views:
             raise ValueError("'main' is the batch as given; name extra views otherwise")
+        return self
+
+    @model_validator(mode="after")
+    def _carry_without_stages(self) -> "TrainingConfig":
+        if self.grad_accum_tail == "carry" and self.stages:
+            raise ValueError("training.grad_accum_tail: carry keeps gradients from one epoch to the next, but each update of "
+                             "training.stages zeroes the model's gradients; use grad_accum_tail step or drop with stages")
         return self

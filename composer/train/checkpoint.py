@@ -232,6 +232,27 @@ def check_resume_state(state: Mapping[str, Any], path: str | Path, *, model: tor
         raise DataError(f"{path} does not fit this model, so it cannot be resumed: {'; '.join(problems[:SHOWN])}{more}")
 
 
+def carried_grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The gradients ``training.grad_accum_tail: carry`` holds at an epoch's end (the incomplete
+    group's, for the next epoch's first step), by parameter name: what ``last.ckpt`` keeps."""
+    return {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def restore_carried_grads(model: torch.nn.Module, saved: Any, path: str | Path) -> None:
+    """Put a checkpoint's carried gradients (:func:`carried_grads`; None: nothing carried) back on
+    the parameters, after checking every name and shape; raises :class:`DataError` otherwise."""
+    if saved is None:
+        return
+    params = dict(model.named_parameters())
+    problems = tensor_problems(saved, {k: params[k] for k in saved if k in params} if isinstance(saved, Mapping) else {}, "carried_grads")
+    if problems:
+        more = f"; and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
+        raise DataError(f"{path}: its carried gradients (training.grad_accum_tail: carry) do not fit this model: "
+                        f"{'; '.join(problems[:SHOWN])}{more}")
+    for name, grad in saved.items():
+        params[name].grad = grad.to(device=params[name].device, dtype=params[name].dtype)
+
+
 def tensor_problems(saved: Any, expected: Mapping[str, torch.Tensor], key: str) -> list[str]:
     """A saved state dict against the expected one: keys, shapes, dtype kinds, finiteness."""
     if not isinstance(saved, Mapping):

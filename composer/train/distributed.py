@@ -77,6 +77,21 @@ class World:
         dist.all_reduce(sums)
         return [v / n for v in sums.tolist()]
 
+    def mean_grads(self, params: list[torch.nn.Parameter]) -> None:
+        """Replace each gradient by its mean over the processes, as DDP's synchronised backward
+        does (a parameter keeps no gradient only where no process has one)."""
+        if not self.active:
+            return
+        device = params[0].device if params else torch.device("cpu")  # nccl reduces CUDA tensors, gloo CPU ones
+        has = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
+        dist.all_reduce(has)
+        for p, anywhere in zip(params, has.tolist()):
+            if not anywhere:
+                continue
+            grad = p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+            dist.all_reduce(grad)
+            p.grad = grad / self.size
+
     def gather(self, obj: Any) -> list[Any] | None:
         """Every process's ``obj`` on process 0 (in rank order); None on the others."""
         if not self.active:

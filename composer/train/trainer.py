@@ -4,7 +4,8 @@ One epoch: shuffle the train split (a generator seeded by ``seed`` and the epoch
 resumed run draws the same order), build the views of each batch, run the model on every
 view, ``model.compute_loss(outputs, batches, epoch=epoch)`` (the terms whose ``from_epoch``
 has come), backward (scaled by ``1 / grad_accum``),
-and every ``grad_accum`` batches clip and step. Then every submodule's
+and every ``grad_accum`` batches clip and step (an epoch's incomplete last group: as
+``grad_accum_tail`` says). Then every submodule's
 ``composer_epoch_end(epoch)`` hook runs, the ``valid`` and ``test`` splits are evaluated,
 the rows go to the run log, the best model (by the monitored validation metric) is saved
 as ``best.safetensors`` and the full state as ``last.ckpt``.
@@ -31,8 +32,8 @@ from composer.data import DataSplits, TensorSplit, load_data
 from composer.errors import ComposerError, DataError, disk_write
 from composer.graph.model import ComposedModel, compile_blueprint
 from composer.metrics import compute_metrics, metric_direction
-from composer.train.checkpoint import (LoopState, capture_rng, check_checkpoint_fields, check_resume_state, load_checkpoint, publish,
-                                       restore_rng, save_checkpoint, seed_everything)
+from composer.train.checkpoint import (LoopState, capture_rng, carried_grads, check_checkpoint_fields, check_resume_state, load_checkpoint,
+                                       publish, restore_carried_grads, restore_rng, save_checkpoint, seed_everything)
 from composer.train.distributed import World, join_world, local_share, sigterm_as_error, to_device
 from composer.train.optim import (STEP_SCHEDULERS, Precision, build_optimizer, build_scheduler, build_stage_optimizers, reinitialise, reset_optimizer,
                                   select_device, stage_terms)
@@ -114,6 +115,13 @@ class _Step(nn.Module):
     def forward(self, batches: dict[str, dict], terms: set[str] | None = None, epoch: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         outputs = {v: self.runner(b) for v, b in batches.items()}
         return self.model.compute_loss(outputs, batches, terms=terms, epoch=epoch)
+
+
+def steps_after(i: int, n_batches: int, cfg) -> bool:
+    """Whether the optimiser steps after batch ``i`` (from 0) of an epoch's ``n_batches``: at the
+    end of every group of ``grad_accum`` batches, and after the last one when the epoch ends on an
+    incomplete group only with ``grad_accum_tail: step`` (``drop``, ``carry``: no step there)."""
+    return (i + 1) % cfg.grad_accum == 0 or (i + 1 == n_batches and cfg.grad_accum_tail == "step")
 
 
 def _global_batches(split: TensorSplit, batch_size: int, device: torch.device, world: World, **order) -> Iterator[dict]:
@@ -284,6 +292,7 @@ class Trainer:
             "data": self.data.fingerprint(),
             "world_size": self.world.size,
             "rank_rng": self.world.gather(capture_rng()) if self.world.active else None,
+            "carried_grads": carried_grads(model) if self.cfg.grad_accum_tail == "carry" else None,
         }
 
     def _check_same_world(self, state: dict) -> None:
@@ -427,7 +436,11 @@ class Trainer:
         stage_opts = build_stage_optimizers(model, cfg)
         train_split = self.data["train"]
         batches_per_epoch = math.ceil(len(train_split) / cfg.batch_size)
-        steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
+        steps_per_epoch = (math.ceil if cfg.grad_accum_tail == "step" else math.floor)(batches_per_epoch / cfg.grad_accum)
+        if steps_per_epoch == 0 and world.main:  # as MMSA's trainers on such a split: the weights never move
+            self._note(f"warning: training.grad_accum_tail: {cfg.grad_accum_tail}: the train split has {batches_per_epoch} batches an "
+                       f"epoch, fewer than grad_accum {cfg.grad_accum}, so the optimiser never steps; lower grad_accum or use "
+                       f"grad_accum_tail: step")
         scheduler = build_scheduler(optimizer, cfg, steps_per_epoch, self.direction)
         if state is None:
             loop = LoopState()
@@ -442,6 +455,7 @@ class Trainer:
                 scheduler.load_state_dict(state["scheduler"])
             if self.precision.scaler is not None and state["scaler"] is not None:
                 self.precision.scaler.load_state_dict(state["scaler"])
+            restore_carried_grads(model, state.get("carried_grads"), ckpt_path)
             restore_rng(state["rng"] if world.rank == 0 or not state.get("rank_rng") else state["rank_rng"][world.rank])
             self._log(f"resuming {self.run_dir} after epoch {loop.epoch}")
         log = None
@@ -598,14 +612,15 @@ class Trainer:
         stage_sums: dict[str, float] = {}
         seen = 0
         self._epoch_stages(model, stepper, stage_opts, split, epoch, stage_sums)
-        model.zero_grad(set_to_none=True)
+        if cfg.grad_accum_tail != "carry":  # carry: the last epoch's incomplete group joins this epoch's first
+            model.zero_grad(set_to_none=True)
         step_stages = [s for s in cfg.stages if s.every == "step"]
         for i, batch in enumerate(_global_batches(split, cfg.batch_size, self.device, self.world, shuffle=True, generator=order_gen)):
             batches, count, size = _share(make_views(batch, bp, view_gen), self.world, self.device)  # views drawn for the global batch
             if step_stages and i % cfg.grad_accum == 0:
                 for stage in step_stages:  # before the main step, on the same batch
                     self._stage_step(model, stepper, stage, stage_opts[stage.name], batches, count, size, stage_sums, epoch)
-            stepping = (i + 1) % cfg.grad_accum == 0 or i + 1 == n_batches
+            stepping = steps_after(i, n_batches, cfg)
             with self._sync(stepper, stepping):
                 with self.precision.autocast():
                     total, parts = stepper(batches, epoch=epoch)
@@ -637,6 +652,10 @@ class Trainer:
                 sums[f"loss/{name}"] = sums.get(f"loss/{name}", 0.0) + value * size
             progress.update(task, advance=1, loss=sums["loss"] / seen)
         progress.remove_task(task)
+        if cfg.grad_accum_tail == "drop":
+            model.zero_grad(set_to_none=True)
+        elif cfg.grad_accum_tail == "carry":  # every process the same carried mean, so process 0's checkpoint holds it
+            self.world.mean_grads(list(model.parameters()))
         row = {"epoch": epoch, "split": "train", **{k: v / max(1, seen) for k, v in sums.items()}}
         row.update((k, v / max(1.0, stage_sums[f"{k}#n"])) for k, v in stage_sums.items() if not k.endswith("#n"))
         row["lr"] = optimizer.param_groups[-1]["lr"]

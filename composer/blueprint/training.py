@@ -241,6 +241,12 @@ class TrainingConfig(_Strict):
     grad_clip_value: float | None = Field(
         default=None, gt=0, description="Clip every gradient element to [-value, value] (MMSA's MulT: 0.6)."
     )
+    grad_clip_at: Literal["step", "backward"] = Field(
+        default="step",
+        description="When grad_clip / grad_clip_value apply: step: to the accumulated gradient, once before each optimiser "
+        "step; backward: to the running gradient sum after every backward pass (MMSA's MulT and MISA trainers, with "
+        "update_epochs). Refused with precision fp16.",
+    )
     no_weight_decay: list[str] = Field(
         default_factory=list,
         description="Parameters whose name contains one of these strings get no weight decay (e.g. [bias, LayerNorm.weight]).",
@@ -280,6 +286,19 @@ class TrainingConfig(_Strict):
     def _views_named(self) -> "TrainingConfig":
         if "main" in self.views:
             raise ValueError("'main' is the batch as given; name extra views otherwise")
+        return self
+
+    @model_validator(mode="after")
+    def _clip_at_backward(self) -> "TrainingConfig":
+        if self.grad_clip_at != "backward":
+            return self
+        if self.grad_clip is None and self.grad_clip_value is None:
+            raise ValueError("training.grad_clip_at: backward clips nothing: set training.grad_clip (norm) or "
+                             "training.grad_clip_value (element-wise), or leave grad_clip_at at step")
+        if self.precision == "fp16":
+            raise ValueError("training.grad_clip_at: backward needs unscaled gradients after every backward pass, but fp16's "
+                             "GradScaler unscales once per step (and clamping a scaled gradient would hide an overflow from it); "
+                             "use precision bf16 or fp32, or grad_clip_at: step")
         return self
 
     @model_validator(mode="after")

@@ -250,6 +250,15 @@ class Trainer:
         self.run_dir = Path(out) if out is not None else Path("runs") / blueprint.name
         self.world, self.device = join_world(select_device(device))  # one process unless under torchrun
         self.precision = Precision(self.cfg.precision, self.device)
+        if self.cfg.grad_clip_at == "backward" and (self.world.active or self.precision.scaler is not None):
+            self.world.close()  # every process refuses alike
+            raise ComposerError(
+                "training.grad_clip_at: backward clips the running gradient sum after every backward pass, but "
+                + (f"under {self.world.size} processes the gradients are averaged across processes only at the step (no_sync "
+                   "accumulation), so each process would clip its own partial sum and the run would differ from one process; "
+                   "train in one process or use grad_clip_at: step" if self.world.active else
+                   "precision auto chose fp16 on this GPU, whose GradScaler unscales gradients once per step; "
+                   "set training.precision bf16 or fp32, or use grad_clip_at: step"))
         if self.device.type == "cpu" and self.cfg.cpu_threads is not None:
             torch.set_num_threads(self.cfg.cpu_threads)
         self.progress = progress and self.world.main
@@ -554,6 +563,15 @@ class Trainer:
         ``W`` processes is the whole batch's (one process: ``total`` as it is)."""
         return total if not self.world.active else total * (self.world.size * count / n)
 
+    def _clip(self, model) -> None:
+        """``training.grad_clip_value`` (element-wise), then ``grad_clip`` (norm), on the model's
+        gradients as they stand: before each step (``grad_clip_at: step``) or after every
+        backward pass (``backward``)."""
+        if self.cfg.grad_clip_value is not None:
+            nn.utils.clip_grad_value_(model.parameters(), self.cfg.grad_clip_value)
+        if self.cfg.grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
+
     def _sync(self, stepper, stepping: bool):
         """DDP averages gradients in the backward before an optimiser step, not in those between
         (``grad_accum``); one process: nothing to do."""
@@ -630,13 +648,13 @@ class Trainer:
                 weighted = self._weighted(total, count, size)
                 scaled = weighted / cfg.grad_accum if cfg.grad_accum_reduction == "mean" else weighted
                 (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            if cfg.grad_clip_at == "backward":  # the running sum, after every backward (no scaler: refused with fp16)
+                self._clip(model)
             if stepping:
                 if scaler is not None:
                     scaler.unscale_(optimizer)
-                if cfg.grad_clip_value is not None:
-                    nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip_value)
-                if cfg.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                if cfg.grad_clip_at == "step":
+                    self._clip(model)
                 if scaler is not None:
                     scaler.step(optimizer)
                     scaler.update()

@@ -1,0 +1,142 @@
+"""``training.grad_clip_at``: ``backward`` clips the running gradient sum after every backward
+pass (MMSA's MulT and MISA trainers call ``clip_grad_value_`` after each ``loss.backward()`` while
+``update_epochs`` batches accumulate), ``step`` the accumulated gradient once before the step;
+each against a hand-written PyTorch loop, with every ``grad_accum_reduction`` and
+``grad_accum_tail``; stages; the refusals (nothing to clip, fp16, several processes)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import composer
+from composer.data import load_data
+from composer.errors import ComposerError
+from composer.train import trainer as trainer_module
+from composer.train.checkpoint import load_checkpoint, seed_everything
+from composer.train.distributed import World
+from composer.train.optim import reinitialise
+
+# 10 training samples in batches of 2: five batches an epoch, a group of three and a tail of two
+TRAINING = {"optimizer": "sgd", "lr": 0.5, "momentum": 0.0, "batch_size": 2, "grad_accum": 3, "epochs": 2,
+            "cpu_threads": 1, "early_stop": None, "data": {"samples": {"train": 10, "valid": 4}}}
+VALUE, NORM = 0.02, 0.05  # small enough to bite on one batch's gradient
+
+
+def _bp(**training):
+    return composer.load_blueprint({
+        "blueprint": 1, "name": "clip_at",
+        "modalities": {"a": {"kind": "vector", "features": 4}, "b": {"kind": "vector", "features": 3}},
+        "blocks": {"enc": {"type": "mlp", "in": "a", "hidden": [5], "out": 4}, "fusion": {"type": "concat", "in": ["enc", "b"]},
+                   "head": {"type": "mlp", "in": "fusion", "hidden": [6], "out": 1}},
+        "losses": [{"name": "task", "type": "mse", "pred": "head"}],
+        "training": {**TRAINING, **training},
+    })
+
+
+def _clip(model, cfg) -> None:
+    if cfg.grad_clip_value is not None:
+        torch.nn.utils.clip_grad_value_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip_value)
+    if cfg.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+
+
+def _by_hand(bp, at: str) -> dict[str, torch.Tensor]:
+    """Plain PyTorch, the trainer's batches in its order: backward on each batch, clipping after
+    every backward (``at='backward'``, MMSA's ``MULT.py``/``MISA.py`` loop) or once before each
+    step (``at='step'``); a step every ``grad_accum`` batches, the tail as the blueprint says."""
+    cfg = bp.training
+    seed_everything(cfg.seed)
+    model = composer.compile_blueprint(bp)
+    reinitialise(model, cfg)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.0)
+    split = load_data(bp, None)["train"]
+    for epoch in range(1, cfg.epochs + 1):
+        if cfg.grad_accum_tail != "carry":
+            opt.zero_grad(set_to_none=True)
+        order = torch.Generator().manual_seed((cfg.seed * 1_000_003 + epoch * 7_919 + 1) % (2**63 - 1))  # the trainer's batch order
+        batches = list(split.batches(cfg.batch_size, device="cpu", shuffle=True, generator=order))
+        for i, batch in enumerate(batches):
+            loss, _ = model.compute_loss({"main": model(batch)}, {"main": batch})
+            (loss / cfg.grad_accum if cfg.grad_accum_reduction == "mean" else loss).backward()
+            if at == "backward":
+                _clip(model, cfg)
+            if (i + 1) % cfg.grad_accum == 0 or (cfg.grad_accum_tail == "step" and i + 1 == len(batches)):
+                if at == "step":
+                    _clip(model, cfg)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+        if cfg.grad_accum_tail == "drop":
+            opt.zero_grad(set_to_none=True)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _trained(bp, out) -> dict[str, torch.Tensor]:
+    composer.train(bp, out=out, progress=False, device="cpu")
+    return load_checkpoint(out / "last.ckpt")["model"]
+
+
+def _close(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6, rtol=0) for k in a)
+
+
+@pytest.mark.parametrize(("clip", "reduction", "tail"), [
+    ({"grad_clip_value": VALUE}, "sum", "drop"),   # MulT's and MISA's recipe
+    ({"grad_clip_value": VALUE}, "mean", "step"),
+    ({"grad_clip": NORM}, "sum", "carry"),
+    ({"grad_clip": NORM, "grad_clip_value": VALUE}, "mean", "carry"),
+])
+def test_backward_clips_the_running_sum_as_a_hand_written_loop(tmp_path, clip, reduction, tail):
+    bp = _bp(grad_clip_at="backward", grad_accum_reduction=reduction, grad_accum_tail=tail, **clip)
+    got = _trained(bp, tmp_path / "backward")
+    assert _close(got, _by_hand(bp, "backward"))
+    # negative control: the default clips once before the step, as its own hand-written loop, and ends elsewhere
+    at_step = _bp(grad_accum_reduction=reduction, grad_accum_tail=tail, **clip)
+    assert at_step.training.grad_clip_at == "step"
+    once = _trained(at_step, tmp_path / "step")
+    assert _close(once, _by_hand(at_step, "step"))
+    assert not _close(got, once)
+
+
+def test_with_one_batch_a_step_both_clip_alike_and_stages_clip_once(tmp_path):
+    # grad_accum 1: one backward per step, so backward and step clip the same gradient; a stage's
+    # update is always one backward and one clip (its grad_clip, else training.grad_clip)
+    stage = {"name": "s", "objective": ["task"], "update": ["enc"]}
+    common = {"grad_clip": NORM, "grad_accum": 1, "stages": [stage]}
+    backward = _trained(_bp(grad_clip_at="backward", **common), tmp_path / "backward")
+    assert _close(backward, _trained(_bp(**common), tmp_path / "step"))
+    # with groups of three the main update differs while the stages stay as they are
+    grouped = {**common, "grad_accum": 3, "grad_accum_reduction": "sum"}
+    assert not _close(_trained(_bp(grad_clip_at="backward", **grouped), tmp_path / "b3"), _trained(_bp(**grouped), tmp_path / "s3"))
+
+
+def test_backward_without_a_threshold_or_with_fp16_is_refused():
+    with pytest.raises(ComposerError, match="grad_clip_at: backward clips nothing: set training.grad_clip"):
+        _bp(grad_clip_at="backward")
+    with pytest.raises(ComposerError, match="grad_clip_at: backward needs unscaled gradients.*use precision bf16 or fp32"):
+        _bp(grad_clip_at="backward", grad_clip_value=VALUE, precision="fp16")
+    _bp(grad_clip_value=VALUE, precision="fp16")  # step: unscaled once, clipped, as before
+
+
+def test_backward_under_several_processes_or_an_automatic_fp16_is_refused(tmp_path, monkeypatch):
+    bp = _bp(grad_clip_at="backward", grad_clip_value=VALUE)
+    real_join = trainer_module.join_world
+    monkeypatch.setattr(trainer_module, "join_world", lambda device: (World(rank=0, size=2), device))
+    with pytest.raises(ComposerError, match="under 2 processes the gradients are averaged across processes only at the step"):
+        composer.train(bp, out=tmp_path / "ddp", progress=False, device="cpu")
+    monkeypatch.setattr(trainer_module, "join_world", real_join)
+
+    class Fp16:  # what precision auto gives on a GPU without bf16
+        def __init__(self, precision, device):
+            self.scaler = torch.amp.GradScaler("cpu")
+
+    monkeypatch.setattr(trainer_module, "Precision", Fp16)
+    with pytest.raises(ComposerError, match="precision auto chose fp16 on this GPU.*set training.precision bf16 or fp32"):
+        composer.train(bp, out=tmp_path / "fp16", progress=False, device="cpu")
+
+
+@pytest.mark.parametrize("name", ["mult", "misa"])
+def test_mmsa_zoo_blueprints_whose_trainer_clips_after_every_backward_say_so(name):
+    bp = composer.load_blueprint(f"blueprints/zoo/{name}.yaml")
+    assert bp.training.grad_clip_at == "backward" and bp.training.grad_clip_value is not None and bp.training.grad_accum > 1

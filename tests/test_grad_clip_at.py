@@ -72,8 +72,8 @@ def _by_hand(bp, at: str) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _trained(bp, out) -> dict[str, torch.Tensor]:
-    composer.train(bp, out=out, progress=False, device="cpu")
+def _trained(bp, out, data=None) -> dict[str, torch.Tensor]:
+    composer.train(bp, data, out=out, progress=False, device="cpu")
     return load_checkpoint(out / "last.ckpt")["model"]
 
 
@@ -140,3 +140,87 @@ def test_backward_under_several_processes_or_an_automatic_fp16_is_refused(tmp_pa
 def test_mmsa_zoo_blueprints_whose_trainer_clips_after_every_backward_say_so(name):
     bp = composer.load_blueprint(f"blueprints/zoo/{name}.yaml")
     assert bp.training.grad_clip_at == "backward" and bp.training.grad_clip_value is not None and bp.training.grad_accum > 1
+
+
+def test_mult_training_equals_mmsas_trainer_with_clipping_biting(tmp_path, monkeypatch):
+    """MMSA's own ``MULT.do_train`` (trains/singleTask/MULT.py: backward, ``clip_grad_value_``
+    after each, a step every ``update_epochs`` batches, an epoch's incomplete group dropped) for
+    one epoch (stopped at its training metrics, after the epoch's last step), against Composer's trainer on the zoo blueprint (test sizes, dropouts 0) from the
+    same weights on the same batches in the same order, both with plain SGD: ``grad_clip_at: backward`` ends at MMSA's
+    weights, ``step`` elsewhere. Threshold 0.02 and 7 batches in groups of 3 (2 steps, a dropped tail)."""
+    import pickle
+    import types
+
+    import mmsa_oracle
+    import test_mmsa_mult as mult
+    from composer.zoo_import import NAME_MAPS
+
+    mmsa = mmsa_oracle.model_and_trainer("singleTask", "MULT")  # metrics stubbed
+    mult.mmsa_pickle(tmp_path / "mosi.pkl", n=14)
+    data = pickle.loads((tmp_path / "mosi.pkl").read_bytes())
+    for split in data.values():  # full lengths: MMSA's MulT reads every step, and so Composer when none is padding
+        for m in ("audio", "vision"):
+            split[f"{m}_lengths"] = [mult.LENGTHS[m]] * len(split[f"{m}_lengths"])
+    (tmp_path / "mosi.pkl").write_bytes(pickle.dumps(data))
+    zero = [f"vars.{v}=0.0" for v in ("attn_t", "attn_a", "attn_v", "relu", "res", "embed")] + ["blocks.text_drop.p=0.0", "blocks.head.dropout=0.0"]
+    # SGD on both sides (MMSA's Adam swapped below): Adam turns the float noise of gradients that
+    # are zero in exact arithmetic (attention's key biases) into full-size steps that differ
+    settings = ["training.batch_size=2", "training.grad_accum=3", "training.grad_clip_value=0.02", "training.epochs=1", "training.cpu_threads=1",
+                "training.optimizer=sgd", "training.momentum=0.0", "training.lr=0.1"]
+
+    theirs = mult.mmsa_module((mmsa.model, mmsa.config), "mosi")
+    for name in ("text_dropout", "attn_dropout", "attn_dropout_a", "attn_dropout_v", "relu_dropout", "res_dropout", "embed_dropout", "output_dropout"):
+        assert hasattr(theirs, name), name
+        setattr(theirs, name, 0.0)
+    for module in theirs.modules():  # the transformers' own copies of the rates
+        for name in ("attn_dropout", "relu_dropout", "res_dropout", "embed_dropout"):
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, 0.0)
+        if isinstance(module, torch.nn.MultiheadAttention) or hasattr(module, "dropout") and isinstance(module.dropout, float):
+            module.dropout = 0.0
+    start = {k: v.clone() for k, v in theirs.state_dict().items()}
+
+    def composer_weights(at: str) -> dict[str, torch.Tensor]:
+        bp = mult.composer_blueprint("mosi", *zero, *settings, f"training.grad_clip_at={at}")
+        names = NAME_MAPS["mult"](composer.compile_blueprint(bp))
+        compile_real = trainer_module.compile_blueprint
+
+        def with_mmsas_weights(blueprint):
+            model = compile_real(blueprint)
+            mmsa_oracle.copy_through_map(start, model, names)  # every tensor on both sides once
+            return model
+
+        monkeypatch.setattr(trainer_module, "compile_blueprint", with_mmsas_weights)
+        weights = _trained(bp, tmp_path / at, tmp_path / "mosi.pkl")
+        monkeypatch.setattr(trainer_module, "compile_blueprint", compile_real)
+        return {k: weights[v] for k, v in names.items() if v is not None}, bp
+
+    ours, bp = composer_weights("backward")
+    cfg = bp.training
+    assert bp.training.reinit is None and cfg.grad_accum_tail == "drop"
+
+    # MMSA's trainer, stopped where the epoch's training metrics begin, on Composer's batches in Composer's order
+    order = torch.Generator().manual_seed((cfg.seed * 1_000_003 + 1 * 7_919 + 1) % (2**63 - 1))
+    batches = [{"text": b["text"], "audio": b["audio"], "vision": b["vision"], "labels": {"M": b["label"]}}
+               for b in load_data(bp, tmp_path / "mosi.pkl")["train"].batches(cfg.batch_size, device="cpu", shuffle=True, generator=order)]
+    assert len(batches) == 7
+    args = mmsa.config("mult", "mosi")
+    args.update(train_mode="regression", device=torch.device("cpu"), update_epochs=cfg.grad_accum, grad_clip=cfg.grad_clip_value,
+                learning_rate=cfg.lr, KeyEval="Loss")
+    monkeypatch.setattr(mmsa.trainer_module, "optim", types.SimpleNamespace(Adam=lambda params, lr: torch.optim.SGD(params, lr=lr)))
+    monkeypatch.setattr(mmsa.trainer_module, "ReduceLROnPlateau", lambda optimizer, **kw: None)  # torch 2.13 has no `verbose`; unused before validation
+
+    class EpochDone(Exception):
+        pass
+
+    trainer = mmsa.trainer(args)
+    trainer.metrics = lambda *a: (_ for _ in ()).throw(EpochDone())  # the epoch's metrics come after its last step
+    with pytest.raises(EpochDone):
+        trainer.do_train(theirs, {"train": batches})
+    reference = theirs.state_dict()
+    moved = [k for k in ours if not torch.equal(reference[k], start[k])]
+    assert moved  # MMSA's two steps moved the weights
+    for k, v in ours.items():
+        torch.testing.assert_close(v, reference[k], atol=1e-6, rtol=0, msg=lambda m: f"{k}: {m}")
+    once, _ = composer_weights("step")  # negative control: one clip before the step ends elsewhere
+    assert any(not torch.allclose(once[k], reference[k], atol=1e-5) for k in once)

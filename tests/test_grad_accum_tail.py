@@ -15,10 +15,9 @@ import torch
 import yaml
 
 import composer
-from composer.data import load_data
 from composer.errors import ComposerError
-from composer.train.checkpoint import load_checkpoint, save_checkpoint, seed_everything
-from composer.train.optim import reinitialise
+from composer.train.checkpoint import load_checkpoint, save_checkpoint
+from hand_loop import by_hand as _by_hand, close as _close, trained as _trained
 
 # 10 training samples in batches of 2: five batches an epoch, groups of two leave one behind
 TRAINING = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.0, "batch_size": 2, "grad_accum": 2, "epochs": 2,
@@ -33,42 +32,6 @@ def _bp(**training):
         "losses": [{"type": "mse", "pred": "head"}],
         "training": {**TRAINING, **training},
     })
-
-
-def _by_hand(bp) -> tuple[dict[str, torch.Tensor], list[int]]:
-    """Plain PyTorch: the trainer's batches in its order, backward on each, a step after every
-    ``grad_accum`` batches; the tail as the blueprint says. Returns the weights and the steps per epoch."""
-    cfg = bp.training
-    seed_everything(cfg.seed)
-    model = composer.compile_blueprint(bp)
-    reinitialise(model, cfg)
-    model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.0)
-    split = load_data(bp, None)["train"]
-    steps = []
-    for epoch in range(1, cfg.epochs + 1):
-        if cfg.grad_accum_tail != "carry":
-            opt.zero_grad(set_to_none=True)
-        order = torch.Generator().manual_seed((cfg.seed * 1_000_003 + epoch * 7_919 + 1) % (2**63 - 1))  # the trainer's batch order
-        batches = list(split.batches(cfg.batch_size, device="cpu", shuffle=True, generator=order))
-        steps.append(0)
-        for i, batch in enumerate(batches):
-            loss, _ = model.compute_loss({"main": model(batch)}, {"main": batch})
-            (loss / cfg.grad_accum if cfg.grad_accum_reduction == "mean" else loss).backward()
-            if (i + 1) % cfg.grad_accum == 0 or (cfg.grad_accum_tail == "step" and i + 1 == len(batches)):
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                steps[-1] += 1
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}, steps
-
-
-def _trained(bp, out, **kw) -> dict[str, torch.Tensor]:
-    composer.train(bp, out=out, progress=False, device="cpu", **kw)
-    return load_checkpoint(out / "last.ckpt")["model"]
-
-
-def _close(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6, rtol=0) for k in a)
 
 
 @pytest.mark.parametrize(("tail", "reduction", "steps"), [

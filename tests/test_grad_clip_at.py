@@ -13,9 +13,9 @@ import composer
 from composer.data import load_data
 from composer.errors import ComposerError
 from composer.train import trainer as trainer_module
-from composer.train.checkpoint import load_checkpoint, seed_everything
 from composer.train.distributed import World
-from composer.train.optim import reinitialise
+from composer.train.trainer import batch_order
+from hand_loop import by_hand, close as _close, trained as _trained
 
 # 10 training samples in batches of 2: five batches an epoch, a group of three and a tail of two
 TRAINING = {"optimizer": "sgd", "lr": 0.5, "momentum": 0.0, "batch_size": 2, "grad_accum": 3, "epochs": 2,
@@ -34,51 +34,10 @@ def _bp(**training):
     })
 
 
-def _clip(model, cfg) -> None:
-    if cfg.grad_clip_value is not None:
-        torch.nn.utils.clip_grad_value_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip_value)
-    if cfg.grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-
-
 def _by_hand(bp, at: str) -> dict[str, torch.Tensor]:
-    """Plain PyTorch, the trainer's batches in its order: backward on each batch, clipping after
-    every backward (``at='backward'``, MMSA's ``MULT.py``/``MISA.py`` loop) or once before each
-    step (``at='step'``); a step every ``grad_accum`` batches, the tail as the blueprint says."""
-    cfg = bp.training
-    seed_everything(cfg.seed)
-    model = composer.compile_blueprint(bp)
-    reinitialise(model, cfg)
-    model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.0)
-    split = load_data(bp, None)["train"]
-    for epoch in range(1, cfg.epochs + 1):
-        if cfg.grad_accum_tail != "carry":
-            opt.zero_grad(set_to_none=True)
-        order = torch.Generator().manual_seed((cfg.seed * 1_000_003 + epoch * 7_919 + 1) % (2**63 - 1))  # the trainer's batch order
-        batches = list(split.batches(cfg.batch_size, device="cpu", shuffle=True, generator=order))
-        for i, batch in enumerate(batches):
-            loss, _ = model.compute_loss({"main": model(batch)}, {"main": batch})
-            (loss / cfg.grad_accum if cfg.grad_accum_reduction == "mean" else loss).backward()
-            if at == "backward":
-                _clip(model, cfg)
-            if (i + 1) % cfg.grad_accum == 0 or (cfg.grad_accum_tail == "step" and i + 1 == len(batches)):
-                if at == "step":
-                    _clip(model, cfg)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-        if cfg.grad_accum_tail == "drop":
-            opt.zero_grad(set_to_none=True)
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _trained(bp, out, data=None) -> dict[str, torch.Tensor]:
-    composer.train(bp, data, out=out, progress=False, device="cpu")
-    return load_checkpoint(out / "last.ckpt")["model"]
-
-
-def _close(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6, rtol=0) for k in a)
+    """Plain PyTorch (tests/hand_loop.py): clipping after every backward (``at='backward'``, MMSA's
+    ``MULT.py``/``MISA.py`` loop) or once before each step (``at='step'``)."""
+    return by_hand(bp, clip_at=at)[0]
 
 
 @pytest.mark.parametrize(("clip", "reduction", "tail"), [
@@ -200,7 +159,7 @@ def test_mult_training_equals_mmsas_trainer_with_clipping_biting(tmp_path, monke
     assert bp.training.reinit is None and cfg.grad_accum_tail == "drop"
 
     # MMSA's trainer, stopped where the epoch's training metrics begin, on Composer's batches in Composer's order
-    order = torch.Generator().manual_seed((cfg.seed * 1_000_003 + 1 * 7_919 + 1) % (2**63 - 1))
+    order = batch_order(cfg.seed, 1)
     batches = [{"text": b["text"], "audio": b["audio"], "vision": b["vision"], "labels": {"M": b["label"]}}
                for b in load_data(bp, tmp_path / "mosi.pkl")["train"].batches(cfg.batch_size, device="cpu", shuffle=True, generator=order)]
     assert len(batches) == 7

@@ -103,6 +103,12 @@ def _view_generator(seed: int, epoch: int, salt: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + epoch * 7_919 + salt) % (2**63 - 1))
 
 
+def batch_order(seed: int, epoch: int) -> torch.Generator:
+    """The generator that shuffles the train split in ``epoch`` (from 1) of a run seeded ``seed``:
+    a loop written by hand that draws its batches with it sees them in the trainer's order."""
+    return _view_generator(seed, epoch, 1)
+
+
 class _Step(nn.Module):
     """One forward of a training step: every view through the model, then the loss (or an update
     stage's ``terms``). Under several processes DDP wraps this module, so the views' passes and
@@ -621,7 +627,7 @@ class Trainer:
         cfg, bp = self.cfg, self.bp
         model.train()
         stage_opts = stage_opts or {}
-        order_gen = _view_generator(cfg.seed, epoch, 1)
+        order_gen = batch_order(cfg.seed, epoch)
         view_gen = _view_generator(cfg.seed, epoch, 2)
         n_batches = math.ceil(len(split) / cfg.batch_size)
         task = progress.add_task(f"epoch {epoch}/{cfg.epochs}", total=n_batches, loss=float("nan"))

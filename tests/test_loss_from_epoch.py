@@ -22,7 +22,7 @@ TASK = {"name": "task", "type": "l1", "pred": "head"}
 LATE = {"name": "late", "type": "cosine", "a": "text_enc", "b": "audio_proj", "weight": 3.0}
 
 
-def _bp(losses, **training):
+def _bp(losses, search=None, **training):
     training = {"batch_size": 8, "epochs": 2, "lr": 1e-30, "optimizer": "sgd",
                 "data": {"samples": {"train": 16, "valid": 8, "test": 8}}, **training}
     return composer.load_blueprint({
@@ -38,6 +38,7 @@ def _bp(losses, **training):
         },
         "losses": losses,
         "training": training,
+        **({"search": search} if search else {}),
     })
 
 
@@ -146,6 +147,16 @@ def test_monitoring_a_term_that_starts_later_is_refused_and_the_summed_loss_warn
     bp = _bp([TASK, {**LATE, "from_epoch": 2}], monitor={"metric": "loss"})
     assert any("comparable" in w.message for w in bp.warnings)
     assert not any("comparable" in w.message for w in _bp([TASK, LATE], monitor={"metric": "loss"}).warnings)
+
+
+def test_a_search_objective_on_a_term_that_starts_later_is_refused():
+    late = [TASK, {**LATE, "from_epoch": 2}]
+    with pytest.raises(BlueprintError, match=r"search.objective.metric: objective 'loss/late': that term starts at epoch 2"):
+        _bp(late, search={"objective": {"metric": "loss/late"}})
+    with pytest.raises(BlueprintError, match=r"search.objective\[1\].metric: objective 'loss/late'"):
+        _bp(late, search={"objective": [{"metric": "mae"}, {"metric": "loss/late"}]})
+    _bp(late, search={"objective": {"metric": "loss/task"}})  # a term active from epoch 1
+    _bp([TASK, LATE], search={"objective": {"metric": "loss/late"}})
 
 
 def test_validate_prints_the_warning(tmp_path, capsys):

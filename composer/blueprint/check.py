@@ -341,6 +341,14 @@ def loss_epochs_pass(ctx: CheckContext) -> list[Problem]:
             "the validation `loss` sums the terms active in each epoch, so its values before and after the start of "
             f"{', '.join(f'{n} (from_epoch {e})' for n, e in late.items())} are not comparable; "
             "monitor a task metric or one term (`loss/<name>`) to select across that start"), severity="warning"))
+    if bp.search is not None:
+        listed = isinstance(bp.search.objective, list)
+        for i, objective in enumerate(bp.search.objectives):
+            name = objective.metric.removeprefix("loss/") if objective.metric.startswith("loss/") else None
+            if name in late:
+                problems.append(Problem(("search", "objective") + ((i,) if listed else ()) + ("metric",), (
+                    f"objective '{objective.metric}': that term starts at epoch {late[name]} (from_epoch), so a trial whose "
+                    "selected epoch comes before has no value for it; use a term active from epoch 1 or a task metric")))
     for i, cfg in enumerate(bp.losses):
         if cfg.from_epoch > bp.training.epochs:
             problems.append(Problem(("losses", i, "from_epoch"), (

@@ -174,6 +174,12 @@ def test_losses_comparing_views_are_drawn_per_view():
     assert "cluster_losses" in source
 
 
+def test_a_loss_that_starts_later_says_from_which_epoch():
+    late = SMALL.replace('target: head, weight: 0.5}', 'target: head, weight: 0.5, from_epoch: 3}')
+    assert "from epoch 3" in render(late, params=False).source
+    assert "from epoch" not in render(SMALL, params=False).source
+
+
 def test_auxiliary_loss_ports_feed_the_auxiliary_losses_node():
     text = SMALL.replace(
         "  head:   {type: mlp, in: refine, hidden: [8], out: 1}",

@@ -485,6 +485,8 @@ class _Builder:
                 rows.append(_row(f"◆ weight = {weight} ∈ {escape(searched['weight'])}", colour=SEARCH_COLOUR))
             else:
                 rows.append(_row(f"weight = {weight}", colour="#555555"))
+            if ln.config.from_epoch > 1:
+                rows.append(_row(f"from epoch {ln.config.from_epoch}", colour="#555555"))
             for fname, rng in searched.items():
                 if fname != "weight":
                     rows.append(_row(f"◆ {escape(fname)} ∈ {escape(rng)}", colour=SEARCH_COLOUR))

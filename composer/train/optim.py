@@ -182,8 +182,13 @@ def reinitialise(model: nn.Module, cfg) -> None:
                 if p.requires_grad and p.dim() > 1 and not name.startswith(skipped):
                     draw(p)
             return
+        # a sharing use (``share:``) holds its owner's tensors: they are the owner's to draw (or skip), once
+        owners: dict[int, str] = {}
         for name, module in model.named_modules():
-            if isinstance(module, nn.Linear) and not (name + ".").startswith(skipped):
+            if isinstance(module, nn.Linear):
+                owners.setdefault(id(module.weight), name)  # the owner comes first: shared uses are built after
+        for name, module in model.named_modules():
+            if isinstance(module, nn.Linear) and owners[id(module.weight)] == name and not (name + ".").startswith(skipped):
                 draw(module.weight)
                 if module.bias is not None:
                     module.bias.fill_(reinit.bias or 0.0)

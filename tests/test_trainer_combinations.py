@@ -1,0 +1,58 @@
+"""Combinations of today's trainer fields that each field's own tests do not reach:
+``training.reinit`` with ``share:`` (a sharing use holds its owner's tensors), and the
+divergence warning across a ``losses[].from_epoch`` start."""
+
+from __future__ import annotations
+
+import torch
+
+import composer
+from composer.train.optim import reinitialise
+
+
+def _shared(reinit: dict):
+    return composer.load_blueprint({
+        "blueprint": 1, "name": "shared_reinit",
+        "modalities": {"a": {"kind": "vector", "features": 4}, "b": {"kind": "vector", "features": 4}},
+        "blocks": {
+            "proj": {"type": "linear", "in": "a", "out": 3},
+            "proj_b": {"type": "linear", "in": "b", "out": 3, "share": "proj"},
+            "fusion": {"type": "concat", "in": ["proj", "proj_b"]},
+            "head": {"type": "linear", "in": "fusion", "out": 1},
+        },
+        "losses": [{"type": "mse", "pred": "head"}],
+        "training": {"seed": 5, "reinit": reinit},
+    })
+
+
+def _values(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def test_reinit_linear_keeps_a_skipped_owner_that_another_block_shares():
+    bp = _shared({"std": 0.5, "skip": ["proj"]})
+    model = composer.compile_blueprint(bp)
+    before = _values(model)
+    reinitialise(model, bp.training)
+    after = _values(model)
+    assert {"proj.linear.weight", "proj.linear.bias"} <= after.keys()  # the owner holds the tensors proj_b uses
+    assert all(torch.equal(after[n], before[n]) for n in after if n.startswith("proj."))
+    assert not all(torch.equal(after[n], before[n]) for n in after if n.startswith("head."))  # control: the rest is drawn
+
+
+def test_reinit_linear_draws_a_shared_weight_once_as_matrices_do():
+    # the head's draw follows the shared weight's in module order: drawn twice, the head would get other values
+    for tensors in ("linear", "matrices"):
+        reinit = {"init": "xavier_normal", "tensors": tensors}
+        bp = _shared(reinit)
+        model = composer.compile_blueprint(bp)
+        torch.manual_seed(11)
+        reinitialise(model, bp.training)
+        torch.manual_seed(11)
+        expected = {}
+        for name, p in model.named_parameters():  # every tensor once, in parameter order
+            if p.dim() > 1:
+                expected[name] = torch.nn.init.xavier_normal_(torch.empty_like(p))
+        got = _values(model)
+        for name, value in expected.items():
+            assert torch.equal(got[name], value), (tensors, name)

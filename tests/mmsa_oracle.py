@@ -282,3 +282,70 @@ def epoch_end(model, epoch: int) -> None:
     for module in model.modules():
         if callable(getattr(module, EPOCH_HOOK, None)):
             getattr(module, EPOCH_HOOK)(epoch)
+
+
+# -- MMSA's trainer beside Composer's (MulT, MISA: tests/test_grad_clip_at.py, tests/test_mmsa_misa.py)
+
+
+class EpochDone(Exception):
+    """Raised where MMSA's ``do_train`` begins an epoch's training metrics, after the epoch's last step."""
+
+
+def epoch_batches(bp, data, mmsa_text) -> list[dict]:
+    """Composer's training batches of epoch 1 in its order (``batch_order(seed, 1)``) from the
+    pickle ``data``, in MMSA's dict layout: ``text`` is ``mmsa_text(batch)``, ``labels: {"M": label}``."""
+    from composer.data import load_data
+    from composer.train.trainer import batch_order
+
+    cfg = bp.training
+    split = load_data(bp, data)["train"]
+    return [{"text": mmsa_text(b), "audio": b["audio"], "vision": b["vision"], "labels": {"M": b["label"]}}
+            for b in split.batches(cfg.batch_size, device="cpu", shuffle=True, generator=batch_order(cfg.seed, 1))]
+
+
+def mmsa_one_epoch(mmsa, args, model, batches: list[dict], monkeypatch) -> None:
+    """MMSA's own ``do_train`` (``mmsa.trainer(args)``) on ``model`` for one epoch of ``batches``,
+    stopped at the epoch's training metrics (:class:`EpochDone`). Its ``optim.Adam`` is swapped for
+    plain SGD at the same learning rate: Adam turns the float noise of gradients that are zero in
+    exact arithmetic into full-size steps that differ between two correct implementations. Its
+    ``ReduceLROnPlateau`` (where it has one; torch 2.13 has no ``verbose``) is unused before validation."""
+    import torch
+
+    monkeypatch.setattr(mmsa.trainer_module, "optim", types.SimpleNamespace(Adam=lambda params, lr: torch.optim.SGD(params, lr=lr)))
+    if hasattr(mmsa.trainer_module, "ReduceLROnPlateau"):
+        monkeypatch.setattr(mmsa.trainer_module, "ReduceLROnPlateau", lambda optimizer, **kw: None)
+    trainer = mmsa.trainer(args)
+
+    def stop(*_):
+        raise EpochDone
+
+    trainer.metrics = stop
+    with pytest.raises(EpochDone):
+        trainer.do_train(model, {"train": batches})
+
+
+def trained_from(bp, start: dict, names: dict, out, data, monkeypatch, prepare=None) -> dict:
+    """Composer's trainer on ``bp`` and the pickle ``data``, its model starting from MMSA's
+    tensors ``start`` (copied through ``names``, every tensor on both sides once; then ``prepare(model)``
+    if given): the trained tensors under MMSA's names (those ``names`` maps to a Composer tensor)."""
+    from composer.train import trainer as trainer_module
+    from composer.train.checkpoint import load_checkpoint
+
+    import composer
+
+    compile_real = trainer_module.compile_blueprint
+
+    def with_mmsas_weights(blueprint):
+        model = compile_real(blueprint)
+        copy_through_map(start, model, names)
+        if prepare is not None:
+            prepare(model)
+        return model
+
+    monkeypatch.setattr(trainer_module, "compile_blueprint", with_mmsas_weights)
+    try:
+        composer.train(bp, data, out=out, progress=False, device="cpu")
+    finally:
+        monkeypatch.setattr(trainer_module, "compile_blueprint", compile_real)
+    weights = load_checkpoint(out / "last.ckpt")["model"]
+    return {k: weights[v] for k, v in names.items() if v is not None}

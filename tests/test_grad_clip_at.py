@@ -10,11 +10,9 @@ import pytest
 import torch
 
 import composer
-from composer.data import load_data
 from composer.errors import ComposerError
 from composer.train import trainer as trainer_module
 from composer.train.distributed import World
-from composer.train.trainer import batch_order
 from hand_loop import by_hand, close as _close, trained as _trained
 
 # 10 training samples in batches of 2: five batches an epoch, a group of three and a tail of two
@@ -108,7 +106,6 @@ def test_mult_training_equals_mmsas_trainer_with_clipping_biting(tmp_path, monke
     same weights on the same batches in the same order, both with plain SGD: ``grad_clip_at: backward`` ends at MMSA's
     weights, ``step`` elsewhere. Threshold 0.02 and 7 batches in groups of 3 (2 steps, a dropped tail)."""
     import pickle
-    import types
 
     import mmsa_oracle
     import test_mmsa_mult as mult
@@ -141,41 +138,20 @@ def test_mult_training_equals_mmsas_trainer_with_clipping_biting(tmp_path, monke
 
     def composer_weights(at: str) -> dict[str, torch.Tensor]:
         bp = mult.composer_blueprint("mosi", *zero, *settings, f"training.grad_clip_at={at}")
-        names = NAME_MAPS["mult"](composer.compile_blueprint(bp))
-        compile_real = trainer_module.compile_blueprint
-
-        def with_mmsas_weights(blueprint):
-            model = compile_real(blueprint)
-            mmsa_oracle.copy_through_map(start, model, names)  # every tensor on both sides once
-            return model
-
-        monkeypatch.setattr(trainer_module, "compile_blueprint", with_mmsas_weights)
-        weights = _trained(bp, tmp_path / at, tmp_path / "mosi.pkl")
-        monkeypatch.setattr(trainer_module, "compile_blueprint", compile_real)
-        return {k: weights[v] for k, v in names.items() if v is not None}, bp
+        names = NAME_MAPS["mult"](composer.compile_blueprint(bp))  # every tensor on both sides once
+        return mmsa_oracle.trained_from(bp, start, names, tmp_path / at, tmp_path / "mosi.pkl", monkeypatch), bp
 
     ours, bp = composer_weights("backward")
     cfg = bp.training
     assert bp.training.reinit is None and cfg.grad_accum_tail == "drop"
 
-    # MMSA's trainer, stopped where the epoch's training metrics begin, on Composer's batches in Composer's order
-    order = batch_order(cfg.seed, 1)
-    batches = [{"text": b["text"], "audio": b["audio"], "vision": b["vision"], "labels": {"M": b["label"]}}
-               for b in load_data(bp, tmp_path / "mosi.pkl")["train"].batches(cfg.batch_size, device="cpu", shuffle=True, generator=order)]
+    # MMSA's trainer (its Adam swapped for SGD), stopped where the epoch's training metrics begin, on Composer's batches in Composer's order
+    batches = mmsa_oracle.epoch_batches(bp, tmp_path / "mosi.pkl", lambda b: b["text"])
     assert len(batches) == 7
     args = mmsa.config("mult", "mosi")
     args.update(train_mode="regression", device=torch.device("cpu"), update_epochs=cfg.grad_accum, grad_clip=cfg.grad_clip_value,
                 learning_rate=cfg.lr, KeyEval="Loss")
-    monkeypatch.setattr(mmsa.trainer_module, "optim", types.SimpleNamespace(Adam=lambda params, lr: torch.optim.SGD(params, lr=lr)))
-    monkeypatch.setattr(mmsa.trainer_module, "ReduceLROnPlateau", lambda optimizer, **kw: None)  # torch 2.13 has no `verbose`; unused before validation
-
-    class EpochDone(Exception):
-        pass
-
-    trainer = mmsa.trainer(args)
-    trainer.metrics = lambda *a: (_ for _ in ()).throw(EpochDone())  # the epoch's metrics come after its last step
-    with pytest.raises(EpochDone):
-        trainer.do_train(theirs, {"train": batches})
+    mmsa_oracle.mmsa_one_epoch(mmsa, args, theirs, batches, monkeypatch)
     reference = theirs.state_dict()
     moved = [k for k in ours if not torch.equal(reference[k], start[k])]
     assert moved  # MMSA's two steps moved the weights

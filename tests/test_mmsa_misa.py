@@ -314,3 +314,57 @@ def test_misa_trains_on_an_mmsa_layout_pickle(tmp_path):
     misa_pickle(tmp_path / "mosi.pkl")
     run = composer.train(small("training.batch_size=4"), tmp_path / "mosi.pkl", out=tmp_path / "run", epochs=1, progress=False)
     assert "mae" in str(run.summary)
+
+
+def test_misa_training_equals_mmsas_trainer_with_clipping_biting(mmsa, tmp_path, monkeypatch):
+    """MMSA's own ``MISA.do_train`` (trains/singleTask/MISA.py: the loss cls + diff_weight·diff +
+    sim_weight·cmd + recon_weight·recon, ``clip_grad_value_`` after every backward, a step every
+    ``update_epochs`` batches, an epoch's incomplete group never stepped) for one epoch, against
+    Composer's trainer on the zoo blueprint at ``--dataset mosi`` (test sizes, every dropout 0, text
+    no longer than audio and vision so ``padding: include`` and MMSA read the same steps) from the same
+    weights on the same batches in the same order, both with plain SGD (``mmsa_oracle.mmsa_one_epoch``):
+    threshold 0.02, 7 batches in groups of 2 (3 steps, a dropped tail). ``grad_clip_at: backward``
+    ends at MMSA's weights; the negative control ``step`` (one clip before each step) elsewhere."""
+    misa_pickle(tmp_path / "mosi.pkl", n=14)
+    settings = ["blocks.transformer.dropout=0.0", "blocks.head.dropout=0.0", "training.grad_clip_value=0.02",
+                "training.epochs=1", "training.cpu_threads=1", "training.optimizer=sgd", "training.momentum=0.0", "training.lr=0.1",
+                "training.batch_size=2"]
+
+    theirs = mmsa_module(mmsa, "mosi")
+    mmsa_oracle.no_dropout(theirs)
+    for module in theirs.modules():  # nn.TransformerEncoderLayer's attention keeps its rate as a float
+        if isinstance(module, nn.MultiheadAttention):
+            module.dropout = 0.0
+    start = {k: v.clone() for k, v in theirs.state_dict().items()}
+
+    def composer_weights(at: str):
+        bp = composer.load_blueprint(BLUEPRINT, [*TINY, *AS_MMSA, *settings, f"training.grad_clip_at={at}"], dataset="mosi")
+        names = NAME_MAPS["misa"](composer.compile_blueprint(bp))  # head dropout 0: the head's layers renumbered
+        return mmsa_oracle.trained_from(bp, start, names, tmp_path / at, tmp_path / "mosi.pkl", monkeypatch, prepare=mmsa_oracle.no_dropout), bp
+
+    ours, bp = composer_weights("backward")
+    cfg = bp.training
+    assert cfg.reinit is None and cfg.grad_accum_tail == "drop" and cfg.grad_accum == 2 and cfg.grad_accum_reduction == "sum"
+
+    batches = mmsa_oracle.epoch_batches(bp, tmp_path / "mosi.pkl", lambda b: mmsa_inputs(b)[0])
+    assert len(batches) == 7
+    args = mmsa_config(mmsa, "mosi")
+    assert (args.update_epochs, args.diff_weight, args.sim_weight, args.recon_weight) == (2, 0.1, 0.3, 1.0)  # MMSA's mosi weights, unchanged
+    args.update(grad_clip=cfg.grad_clip_value, learning_rate=cfg.lr, KeyEval="Loss")
+
+    class AMIO(nn.Module):  # MMSA's wrapper: the trainer's loss terms read the model's `Model`
+        def __init__(self, model):
+            super().__init__()
+            self.Model = model
+
+        def forward(self, *inputs):
+            return self.Model(*inputs)
+
+    mmsa_oracle.mmsa_one_epoch(mmsa, args, AMIO(theirs), batches, monkeypatch)
+    reference = theirs.state_dict()
+    moved = [k for k in ours if not torch.equal(reference[k], start[k])]
+    assert len(moved) > len(ours) // 2  # MMSA's three steps moved the weights
+    worst = max((ours[k] - reference[k]).abs().max().item() for k in ours)
+    assert worst < TOLERANCE, worst
+    once, _ = composer_weights("step")  # negative control: one clip before the step ends elsewhere
+    assert max((once[k] - reference[k]).abs().max().item() for k in once) > 10 * TOLERANCE

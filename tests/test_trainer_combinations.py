@@ -56,3 +56,28 @@ def test_reinit_linear_draws_a_shared_weight_once_as_matrices_do():
         got = _values(model)
         for name, value in expected.items():
             assert torch.equal(got[name], value), (tensors, name)
+
+
+def test_a_term_starting_later_is_not_taken_for_divergence(tmp_path, capsys):
+    from test_loss_from_epoch import LATE, TASK, _bp
+
+    heavy = {**LATE, "weight": 1e4}  # epoch 2's summed loss is thousands of times epoch 1's
+    composer.train(_bp([TASK, {**heavy, "from_epoch": 2}]), out=tmp_path / "late", progress=False)
+    assert "training may be diverging" not in capsys.readouterr().err
+
+
+def test_the_divergence_warning_compares_epochs_with_the_same_terms():
+    from types import SimpleNamespace
+
+    from composer.train.trainer import Trainer
+
+    def warned(rows: list[dict]) -> bool:
+        notes: list[str] = []
+        Trainer._warn_if_diverging(SimpleNamespace(_note=notes.append), SimpleNamespace(rows=rows[:-1]), rows[-1])
+        return any("training may be diverging" in n for n in notes)
+
+    one = {"split": "train", "loss": 0.01, "loss/task": 0.01}
+    started = {"split": "train", "loss": 5.0, "loss/task": 0.01, "loss/late": 0.5}
+    assert not warned([one, started])  # a term that starts: no earlier epoch sums the same terms
+    assert warned([one, {**one, "loss": 5.0, "loss/task": 5.0}])  # control: the same terms a hundredfold
+    assert warned([one, started, {**started, "loss": 600.0, "loss/late": 60.0}])  # after the start, against its first epoch

@@ -686,8 +686,11 @@ class Trainer:
         return row, step
 
     def _warn_if_diverging(self, log: RunLog, row: dict) -> None:
-        """A training loss that grew a hundredfold since the first epoch is worth a warning."""
-        first = next((r["loss"] for r in log.rows if r.get("split") == "train" and r.get("loss") is not None), None)
+        """A training loss that grew a hundredfold since the first epoch that summed the same terms
+        (a term that starts later, ``losses[].from_epoch``, is a jump by design) is worth a warning."""
+        terms = {k for k in row if k.startswith("loss/")}
+        first = next((r["loss"] for r in log.rows if r.get("split") == "train" and r.get("loss") is not None
+                      and {k for k in r if k.startswith("loss/")} == terms), None)
         if first is not None and math.isfinite(row["loss"]) and abs(row["loss"]) > DIVERGENCE_FACTOR * max(abs(first), 1e-8):
             warning = (f"warning: the training loss grew from {first:.4g} to {row['loss']:.4g} "
                        f"(x{abs(row['loss']) / max(abs(first), 1e-8):.0f}); training may be diverging: lower training.lr or set training.grad_clip")

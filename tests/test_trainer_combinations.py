@@ -81,3 +81,16 @@ def test_the_divergence_warning_compares_epochs_with_the_same_terms():
     assert not warned([one, started])  # a term that starts: no earlier epoch sums the same terms
     assert warned([one, {**one, "loss": 5.0, "loss/task": 5.0}])  # control: the same terms a hundredfold
     assert warned([one, started, {**started, "loss": 600.0, "loss/late": 60.0}])  # after the start, against its first epoch
+
+
+def test_a_search_objective_on_the_summed_loss_across_a_start_warns():
+    # trials are compared at their selected epochs: one selected before a term's start sums fewer terms
+    from test_loss_from_epoch import LATE, TASK, _bp
+
+    def warnings(losses):
+        bp = _bp(losses, search={"objective": {"metric": "loss"}}, monitor={"metric": "mae"})
+        return [w for w in bp.warnings if w.path[:1] == ("search",)]
+
+    found = warnings([TASK, {**LATE, "from_epoch": 2}])
+    assert len(found) == 1 and "late (from_epoch 2)" in found[0].message and "not comparable" in found[0].message
+    assert not warnings([TASK, LATE])  # control: every term from epoch 1

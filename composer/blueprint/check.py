@@ -345,10 +345,16 @@ def loss_epochs_pass(ctx: CheckContext) -> list[Problem]:
         listed = isinstance(bp.search.objective, list)
         for i, objective in enumerate(bp.search.objectives):
             name = objective.metric.removeprefix("loss/") if objective.metric.startswith("loss/") else None
+            at = ("search", "objective") + ((i,) if listed else ()) + ("metric",)
             if name in late:
-                problems.append(Problem(("search", "objective") + ((i,) if listed else ()) + ("metric",), (
+                problems.append(Problem(at, (
                     f"objective '{objective.metric}': that term starts at epoch {late[name]} (from_epoch), so a trial whose "
                     "selected epoch comes before has no value for it; use a term active from epoch 1 or a task metric")))
+            elif objective.metric == "loss":  # trials are compared at their selected epochs, before or after a start
+                problems.append(Problem(at, (
+                    "objective 'loss': the validation `loss` sums the terms active in each epoch, so trials whose selected epochs "
+                    f"fall before and after the start of {', '.join(f'{n} (from_epoch {e})' for n, e in late.items())} are not "
+                    "comparable; use a task metric or one term (`loss/<name>`)"), severity="warning"))
     for i, cfg in enumerate(bp.losses):
         if cfg.from_epoch > bp.training.epochs:
             problems.append(Problem(("losses", i, "from_epoch"), (

@@ -14,7 +14,9 @@ and vision with the text's lengths: the ``limit_length`` blocks say so, and thei
 ``padding: include`` option equals MMSA also where a text is longer than the audio. Negative
 controls: the LSTM final states in PyTorch's order, a perturbed weight, the default ``padding:
 exclude`` where a text is longer than the audio. The blueprint trains on synthetic data and on an
-MMSA-layout pickle with ``text_bert`` ``(N, 3, L)``, and MMSA's saved weights import.
+MMSA-layout pickle with ``text_bert`` ``(N, 3, L)``, and MMSA's saved weights import. MMSA's own
+``MISA.do_train`` for an epoch and Composer's trainer (``grad_clip_at: backward``, ``grad_accum_tail:
+drop``) end at the same weights from the same start; ``grad_clip_at: step`` elsewhere.
 """
 
 from __future__ import annotations

@@ -118,9 +118,16 @@ def test_compute_loss_skips_inactive_terms_and_sums_every_term_without_an_epoch(
 def test_a_stage_whose_terms_start_later_makes_no_update_before(tmp_path, step_grads):
     stage = {"name": "align", "objective": ["late"], "update": ["audio_proj"], "every": "epoch"}
     bp = _bp([TASK, {**LATE, "from_epoch": 2}], stages=[stage])
+    start = len(step_grads)
     _run(bp, tmp_path / "run", step_grads)
     train = {r["epoch"]: r for r in _rows(tmp_path / "run") if r["split"] == "train"}
     assert "stage/align/loss" not in train[1] and "stage/align/loss" in train[2]
+    # the stage's own optimiser (audio_proj's weight and bias) steps on epoch 2's two batches only
+    stage_steps = lambda first: sum(len(s) == 2 for s in step_grads[first:])  # noqa: E731
+    assert stage_steps(start) == 2
+    always = len(step_grads)  # control: the same stage on a term active from epoch 1 steps in both epochs
+    _run(_bp([TASK, LATE], stages=[stage]), tmp_path / "always", step_grads)
+    assert stage_steps(always) == 4
 
 
 def test_from_epoch_must_be_a_positive_integer():

@@ -94,3 +94,34 @@ def test_a_search_objective_on_the_summed_loss_across_a_start_warns():
     found = warnings([TASK, {**LATE, "from_epoch": 2}])
     assert len(found) == 1 and "late (from_epoch 2)" in found[0].message and "not comparable" in found[0].message
     assert not warnings([TASK, LATE])  # control: every term from epoch 1
+
+
+def _gated(freeze_after):
+    return composer.load_blueprint({
+        "blueprint": 1, "name": "gate_carry",
+        "modalities": {m: {"kind": "vector", "features": 4} for m in ("a", "b", "c")},
+        "blocks": {
+            "gate": {"type": "modality_gate", "in": ["a", "b", "c"], "freeze_after": freeze_after},
+            "fusion": {"type": "concat", "in": ["gate.primary", "gate.aux1", "gate.aux2"]},
+            "head": {"type": "linear", "in": "fusion", "out": 1},
+        },
+        "losses": [{"type": "mse", "pred": "head"}],
+        # five batches an epoch in groups of two: epoch 1's fifth batch is carried into epoch 2
+        "training": {"optimizer": "sgd", "lr": 0.5, "momentum": 0.0, "batch_size": 2, "grad_accum": 2, "epochs": 2,
+                     "grad_accum_tail": "carry", "cpu_threads": 1, "early_stop": None, "data": {"samples": {"train": 10, "valid": 4}}},
+    })
+
+
+def test_carry_does_not_move_a_parameter_frozen_at_the_epochs_end(tmp_path):
+    # a gate that freezes at the end of epoch 1 (its epoch hook) stops learning: the tail's gradient
+    # carried from before the freeze must not move it at epoch 2's first step
+    from hand_loop import trained
+
+    def logits(bp, out, epochs):
+        weights = trained(bp, tmp_path / out, epochs=epochs)
+        return next(v for k, v in weights.items() if k.endswith("logits"))
+
+    frozen = _gated(0)
+    assert torch.equal(logits(frozen, "f1", 1), logits(frozen, "f2", 2))
+    learning = _gated(None)  # control: an unfrozen gate moves in epoch 2
+    assert not torch.equal(logits(learning, "l1", 1), logits(learning, "l2", 2))

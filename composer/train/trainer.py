@@ -496,6 +496,10 @@ class Trainer:
                     optimizer = reset_optimizer(optimizer, model, cfg, scheduler)
                 train_row, loop.global_step = self._train_epoch(model, stepper, optimizer, scheduler, train_split, epoch, loop.global_step, progress, stage_opts)
                 block_rows = self._run_hooks(model, epoch)
+                if cfg.grad_accum_tail == "carry":  # a hook may have frozen a parameter (a gate): its carried gradient is void
+                    for p in model.parameters():
+                        if not p.requires_grad:
+                            p.grad = None
                 rows = [train_row]
                 valid = evaluate_split(model, self.data["valid"], cfg.batch_size, self.device, self.precision, seed=cfg.seed, runner=runner, world=world,
                                        epoch=epoch)

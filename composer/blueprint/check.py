@@ -315,6 +315,23 @@ def data_pass(ctx: CheckContext) -> list[Problem]:
     return problems
 
 
+def _selected_across_a_start(metric: str, where: tuple, late: dict[str, int], what: str, before: str, compared: str) -> list[Problem]:
+    """A metric that selects (``what``: the monitor, a search objective) and ``losses[].from_epoch``:
+    ``loss/<name>`` of a term that starts later is refused (``before``: what it lacks); the summed
+    ``loss``, whose values before and after a start (``compared``) sum different terms, warns."""
+    term = metric.removeprefix("loss/") if metric.startswith("loss/") else None
+    if term in late:
+        return [Problem(where, (
+            f"{what} '{metric}': that term starts at epoch {late[term]} (from_epoch), so {before}; "
+            "use a term active from epoch 1 or a task metric"))]
+    if metric == "loss":
+        return [Problem(where, (
+            f"{what} 'loss': the validation `loss` sums the terms active in each epoch, so {compared} before and after the start of "
+            f"{', '.join(f'{n} (from_epoch {e})' for n, e in late.items())} are not comparable; "
+            "use a task metric or one term (`loss/<name>`)"), severity="warning")]
+    return []
+
+
 def loss_epochs_pass(ctx: CheckContext) -> list[Problem]:
     """``losses[].from_epoch``: epoch 1 trains on some term; a term that starts later cannot be the
     monitored metric (its epochs before have no value); monitoring the summed ``loss`` across a
@@ -330,31 +347,14 @@ def loss_epochs_pass(ctx: CheckContext) -> list[Problem]:
         problems.append(Problem(("losses",), (
             f"every loss starts after epoch 1 (from_epoch: {', '.join(f'{n} {e}' for n, e in late.items())}), so epoch 1 "
             "would train on no term; give one loss `from_epoch: 1`")))
-    metric, where = bp.training.monitor.metric, ("training", "monitor", "metric")
-    term = metric.removeprefix("loss/") if metric.startswith("loss/") else None
-    if term in late:
-        problems.append(Problem(where, (
-            f"monitor '{metric}': that term starts at epoch {late[term]} (from_epoch), so the epochs before have no "
-            "validation value to select by; monitor a term active from epoch 1 or a task metric")))
-    elif metric == "loss":
-        problems.append(Problem(where, (
-            "the validation `loss` sums the terms active in each epoch, so its values before and after the start of "
-            f"{', '.join(f'{n} (from_epoch {e})' for n, e in late.items())} are not comparable; "
-            "monitor a task metric or one term (`loss/<name>`) to select across that start"), severity="warning"))
+    problems += _selected_across_a_start(bp.training.monitor.metric, ("training", "monitor", "metric"), late, "monitor",
+                                         "the epochs before have no validation value to select by", "epochs")
     if bp.search is not None:
         listed = isinstance(bp.search.objective, list)
-        for i, objective in enumerate(bp.search.objectives):
-            name = objective.metric.removeprefix("loss/") if objective.metric.startswith("loss/") else None
-            at = ("search", "objective") + ((i,) if listed else ()) + ("metric",)
-            if name in late:
-                problems.append(Problem(at, (
-                    f"objective '{objective.metric}': that term starts at epoch {late[name]} (from_epoch), so a trial whose "
-                    "selected epoch comes before has no value for it; use a term active from epoch 1 or a task metric")))
-            elif objective.metric == "loss":  # trials are compared at their selected epochs, before or after a start
-                problems.append(Problem(at, (
-                    "objective 'loss': the validation `loss` sums the terms active in each epoch, so trials whose selected epochs "
-                    f"fall before and after the start of {', '.join(f'{n} (from_epoch {e})' for n, e in late.items())} are not "
-                    "comparable; use a task metric or one term (`loss/<name>`)"), severity="warning"))
+        for i, objective in enumerate(bp.search.objectives):  # trials are compared at their selected epochs
+            problems += _selected_across_a_start(objective.metric, ("search", "objective") + ((i,) if listed else ()) + ("metric",), late,
+                                                 "objective", "a trial whose selected epoch comes before has no value for it",
+                                                 "trials whose selected epochs fall")
     for i, cfg in enumerate(bp.losses):
         if cfg.from_epoch > bp.training.epochs:
             problems.append(Problem(("losses", i, "from_epoch"), (
